@@ -1,0 +1,182 @@
+"""The app factory and the one wiring point: `create_app(settings)` returns the ASGI app.
+
+Requests whose method and path match a policy route go straight to the proxy (no framework
+routing on the hot path); everything else — ops endpoints, problem docs — is a small Starlette
+app. Clients (DB engine, upstream pool) are created in the lifespan and closed there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route as WebRoute
+
+from gateway.auth import KeyCache
+from gateway.metrics import Metrics
+from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
+from gateway.proxy import Proxy
+from gateway.resume import InProcessResumeTokens
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient
+from policies.compiled import Policy, load_policy
+from policies.loader import PolicyError
+from storage.ports import StoreUnavailable
+from storage.sql.ledger import SqlLedger
+
+log = logging.getLogger("gateway.app")
+POLICY_POLL_S = 2.0
+
+
+class Gateway:
+    """The ASGI app: dispatches policy routes to the proxy, the rest to Starlette."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self._initial_policy = policy
+        self.web = Starlette(routes=_web_routes(self), lifespan=self._lifespan)
+        self.web.add_exception_handler(GatewayError, self._problem)  # type: ignore[arg-type]
+        self.web.add_exception_handler(404, self._not_found)
+        self.web.add_exception_handler(405, self._not_allowed)
+        self.proxy: Proxy | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.services is not None:
+            route = self.services.policy.match(scope["method"], scope["path"])
+            if route is not None:
+                assert self.proxy is not None
+                await self.proxy(scope, receive, send, route)
+                return
+        await self.web(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        services = await build_services(self.settings, self._initial_policy)
+        self.services = services
+        self.proxy = Proxy(services)
+        watcher = asyncio.ensure_future(_watch_policy(services))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await services.upstream.close()
+            await services.ledger.close()
+            self.services = None
+
+    async def _problem(self, request: Request, exc: GatewayError) -> Response:
+        status, headers, body = render(exc, base_url_for(request.scope, self.settings.public_url))
+        return Response(body, status_code=status, headers={k.decode(): v.decode()
+                                                            for k, v in headers})
+
+    async def _not_found(self, request: Request, _exc: Exception) -> Response:
+        s = self.services
+        if s is not None and s.policy.path_known(request.url.path):
+            return await self._problem(request, MethodNotAllowed(
+                f"{request.method} is not routed for {request.url.path}."))
+        return await self._problem(request, NotFound(
+            f"No route for {request.method} {request.url.path}."))
+
+    async def _not_allowed(self, request: Request, _exc: Exception) -> Response:
+        return await self._problem(request, MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}."))
+
+
+async def build_services(settings: Settings, policy: Policy | None = None) -> Services:
+    """Create every client and store (inside the running loop). Raises PolicyError."""
+    policy = policy or load_policy(settings.policy_paths, settings.env)
+    ledger = SqlLedger(settings.database_url)
+    return Services(
+        settings=settings,
+        policy=policy,
+        ledger=ledger,
+        keys=KeyCache(ledger, settings.key_cache_ttl_s),
+        resume=InProcessResumeTokens(),
+        upstream=UpstreamClient(),
+        metrics=Metrics(),
+    )
+
+
+def create_app(settings: Settings | None = None, policy: Policy | None = None) -> Gateway:
+    """The ASGI application for `settings` (default: from the environment)."""
+    return Gateway(settings or Settings.from_env(), policy)
+
+
+async def _watch_policy(services: Services) -> None:
+    """Reload policy files when they change; keep the last good policy if the new one is
+    invalid (the error is logged and shown in /readyz)."""
+    paths = services.settings.policy_paths
+
+    def stamp() -> tuple[float, ...]:
+        out = []
+        for p in paths:
+            try:
+                out.append(p.stat().st_mtime)
+            except OSError:
+                out.append(-1.0)
+        return tuple(out)
+
+    last = stamp()
+    while True:
+        await asyncio.sleep(POLICY_POLL_S)
+        now = stamp()
+        if now == last:
+            continue
+        last = now
+        try:
+            services.policy = load_policy(paths, services.settings.env)
+            services.policy_error = None
+            log.info("policy reloaded", extra={"files": [str(p) for p in paths]})
+        except PolicyError as exc:
+            services.policy_error = str(exc)
+            log.error("policy reload failed; keeping the last good policy",
+                      extra={"error": str(exc)})
+
+
+def _web_routes(gw: Gateway) -> list[WebRoute]:
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> Response:
+        s = gw.services
+        checks: dict[str, str] = {}
+        ok = s is not None
+        if s is not None:
+            try:
+                await s.ledger.runner.ping()
+                checks["database"] = "ok"
+            except StoreUnavailable as exc:
+                checks["database"] = f"unreachable: {exc}"
+                ok = False
+            checks["policy"] = "ok" if s.policy_error is None else (
+                "serving last good policy; reload failed: " + s.policy_error)
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    async def metrics(_request: Request) -> Response:
+        s = gw.services
+        if s is None:
+            return PlainTextResponse("starting", status_code=503)
+        return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def problem_doc(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        return PlainTextResponse(
+            f"{slug}: a problem type of this gateway (RFC 9457). The response's `detail` says "
+            "what happened; see the README's 'Errors' section.")
+
+    return [
+        WebRoute("/healthz", healthz),
+        WebRoute("/readyz", readyz),
+        WebRoute("/metrics", metrics),
+        WebRoute("/problems/{slug}", problem_doc),
+    ]

@@ -1,0 +1,65 @@
+"""Caller authentication: API key → account (SPEC §6). Keys arrive as `Authorization: Bearer`
+or `X-API-Key`; they are looked up by SHA-256 and cached for a short TTL so the hot path does
+no database read per call (a revoked key stops working within the TTL)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from storage.sql.ledger import SqlLedger, hash_key, resolve_key_tx
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated account and its plan key."""
+
+    account_id: str
+    plan_key: str
+
+
+def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> str | None:
+    """The presented API key, or None. `Authorization: Bearer K` wins over `X-API-Key: K`."""
+    if authorization:
+        scheme, _, value = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if x_api_key:
+        value = x_api_key.decode("latin-1").strip()
+        return value or None
+    return None
+
+
+class KeyCache:
+    """Resolves API keys through the ledger with a TTL cache (`ttl_s` seconds; 0 disables).
+
+    Unknown keys are cached too (negatively, for a shorter time) so a flood of bad keys does not
+    reach the database. Raises StoreUnavailable from the ledger on a miss while it is down.
+    """
+
+    def __init__(self, ledger: SqlLedger, ttl_s: float) -> None:
+        self._ledger = ledger
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+
+    async def resolve(self, key: str) -> Caller | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await self._ledger.runner.run(resolve_key_tx, digest)
+        caller = None if row is None else Caller(*row)
+        if self._ttl > 0:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (now + (self._ttl if caller else min(self._ttl, 5.0)), caller)
+        return caller
+
+    def forget(self, account_id: str | None = None) -> None:
+        """Drop cached entries (all, or one account's) — after revoking keys or changing plans."""
+        if account_id is None:
+            self._cache.clear()
+            return
+        for k in [k for k, (_, c) in self._cache.items() if c and c.account_id == account_id]:
+            del self._cache[k]

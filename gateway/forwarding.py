@@ -1,0 +1,84 @@
+"""Pure helpers of the forwarding step: reading the request body within its limit, and which
+headers cross the gateway in each direction (RFC 9110 §7.6.1 hop-by-hop; SPEC §6: the caller's
+credentials are never forwarded, the upstream's are injected)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.problems import PayloadTooLarge
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+_NOT_FORWARDED_UP = HOP_BY_HOP | {
+    "host", "content-length", "authorization", "x-api-key", "x-resume-token", "cookie",
+    "accept-encoding", "expect", "forwarded", "x-forwarded-for", "x-real-ip",
+}
+_NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
+
+
+async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
+    """The whole request body, at most `limit` bytes. Raises PayloadTooLarge (413) — early when
+    Content-Length already says so, otherwise as soon as the limit is passed."""
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; this route accepts {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body passed {limit} bytes, this route's limit.")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def upstream_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    auth: tuple[str, str] | None,
+    defaults: Iterable[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """Headers to send upstream: the caller's minus credentials, hop-by-hop headers (and any
+    the caller's `Connection` names), plus the upstream credential and policy defaults for
+    headers the caller did not send. Asks for an identity encoding so usage can be read."""
+    named: set[str] = set()
+    kept: list[tuple[str, str]] = []
+    for k, v in raw:
+        name = k.decode("latin-1").lower()
+        if name == "connection":
+            named.update(t.strip().lower() for t in v.decode("latin-1").split(","))
+            continue
+        if name in _NOT_FORWARDED_UP or name.startswith("x-gateway-"):
+            continue
+        kept.append((name, v.decode("latin-1")))
+    if named:
+        kept = [(k, v) for k, v in kept if k not in named]
+    present = {k for k, _ in kept}
+    for k, v in defaults:
+        if k not in present:
+            kept.append((k, v))
+    if auth is not None:
+        kept.append(auth)
+    kept.append(("accept-encoding", "identity"))
+    return kept
+
+
+def downstream_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers that go to the client; its request id is kept as
+    `x-upstream-request-id` (the gateway's own `x-request-id` is added by the caller)."""
+    out: list[tuple[bytes, bytes]] = []
+    for k, v in upstream:
+        name = k.lower()
+        if name == "x-request-id":
+            out.append((b"x-upstream-request-id", v.encode("latin-1")))
+        elif name not in _NOT_FORWARDED_DOWN:
+            out.append((name.encode("latin-1"), v.encode("latin-1")))
+    return out

@@ -1,0 +1,149 @@
+"""Problem details (RFC 9457): the one exception tree of the gateway and how it is rendered.
+
+    GatewayError                      status  type slug
+    ├── BadRequest                    400     bad-request
+    │   ├── MalformedJson             400     malformed-json
+    │   ├── MalformedResumeToken      400     malformed-resume-token
+    │   └── UnpricedModel             400     unpriced-model
+    ├── Unauthorized                  401     unauthorized
+    ├── NotFound                      404     not-found
+    ├── MethodNotAllowed              405     method-not-allowed
+    ├── PayloadTooLarge               413     payload-too-large
+    ├── ResumeTokenMismatch           422     resume-token-mismatch
+    ├── InsufficientBalance           402     insufficient-ai-time   (built by `insufficient_ai_time`)
+    ├── UpstreamUnavailable           502     upstream-unavailable
+    ├── UpstreamTimeout               504     upstream-timeout
+    └── StoreUnavailableProblem       503     store-unavailable
+
+Every error the gateway itself returns is one of these, as `application/problem+json` with
+`Cache-Control: no-store`. Errors the upstream returns are relayed as the upstream sent them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+PROBLEM_CONTENT_TYPE = b"application/problem+json"
+
+
+class GatewayError(Exception):
+    """Base of every gateway-made error: an HTTP status, a stable type slug, a title."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def body(self, base_url: str, instance: str | None = None) -> dict[str, Any]:
+        """The problem document (dict). `base_url` prefixes the type, e.g. https://gw/problems/."""
+        doc: dict[str, Any] = {
+            "type": base_url + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            doc["instance"] = instance
+        doc.update(self.extra)
+        return doc
+
+
+class BadRequest(GatewayError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class MalformedJson(BadRequest):
+    slug, title = "malformed-json", "Malformed JSON body"
+
+
+class MalformedResumeToken(BadRequest):
+    slug, title = "malformed-resume-token", "Malformed resume token"
+
+
+class UnpricedModel(BadRequest):
+    slug, title = "unpriced-model", "Model not priced on this route"
+
+
+class Unauthorized(GatewayError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class NotFound(GatewayError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class ResumeTokenMismatch(GatewayError):
+    status, slug, title = 422, "resume-token-mismatch", "Resume token bound to another request"
+
+
+class InsufficientBalance(GatewayError):
+    status, slug, title = 402, "insufficient-ai-time", "Insufficient AI time"
+
+
+class UpstreamUnavailable(GatewayError):
+    status, slug, title = 502, "upstream-unavailable", "Upstream unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status, slug, title = 504, "upstream-timeout", "Upstream timed out"
+
+
+class StoreUnavailableProblem(GatewayError):
+    status, slug, title = 503, "store-unavailable", "Billing store unavailable"
+
+
+def render(
+    error: GatewayError, base_url: str, instance: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, raw ASGI headers, body bytes) of a problem response."""
+    body = orjson.dumps(error.body(base_url, instance))
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    if extra_headers:
+        headers.extend(extra_headers)
+    return error.status, headers, body
+
+
+async def send_problem(
+    send: Any, error: GatewayError, base_url: str, instance: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send `error` as a complete ASGI response."""
+    status, headers, body = render(error, base_url, instance, extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def base_url_for(scope: dict[str, Any], public_url: str | None) -> str:
+    """The problem `type` prefix: GATEWAY_PUBLIC_URL when set, else this request's origin."""
+    if public_url:
+        return public_url.rstrip("/") + "/problems/"
+    host = ""
+    for k, v in scope.get("headers", ()):
+        if k == b"host":
+            host = v.decode("latin-1")
+            break
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}/problems/"

@@ -1,0 +1,383 @@
+"""The proxied call (SPEC §6–§7): authenticate, match, admit (hold or 402), forward, meter,
+settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
+
+Order of checks, each answered by a problem document that writes nothing:
+401 (key) → 413 (body size) → 400 (JSON, unpriced model, resume-token format) → 422 (token bound
+to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.auth import Caller, key_from_headers
+from gateway.forwarding import downstream_headers, read_body, upstream_headers
+from gateway.payment_required import insufficient_ai_time
+from gateway.problems import (
+    GatewayError,
+    MalformedJson,
+    MalformedResumeToken,
+    ResumeTokenMismatch,
+    StoreUnavailableProblem,
+    Unauthorized,
+    UnpricedModel,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    base_url_for,
+    send_problem,
+)
+from gateway.resume import TokenRecord, request_binding, well_formed
+from gateway.services import Services
+from gateway.upstream import UpstreamFailure, UpstreamResponse
+from gateway.usage import usage_from_json
+from policies import meters
+from policies.compiled import Route
+from policies.estimates import BYTES_PER_TOKEN
+from policies.meters import Usage
+from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
+
+log = logging.getLogger("gateway.proxy")
+
+
+def new_request_id() -> str:
+    """`req_` + 16 random hex chars: the request id, also the operation id of a 402."""
+    return "req_" + secrets.token_hex(8)
+
+
+@dataclass
+class Call:
+    """State of one proxied call. Amounts are ledger units (ms); times are perf_counter s."""
+
+    request_id: str
+    method: str
+    path: str
+    route: Route
+    caller: Caller
+    body: bytes
+    parsed: Any
+    model: str | None
+    stream: bool
+    estimate: int
+    started: float
+    hold: Admission | None = None
+    unbilled_reason: str | None = None  # set when admitted without a hold (fail mode allow)
+    client_wants_usage: bool = True
+    token_status: str | None = None
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def input_estimate(self) -> int:
+        """Prompt tokens guessed from the body size (for partial charges only)."""
+        return len(self.body) // BYTES_PER_TOKEN
+
+
+class Proxy:
+    """ASGI app serving every policy route; `services.policy` is read per request."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
+        request_id = new_request_id()
+        base = base_url_for(scope, self.s.settings.public_url)
+        instance = f"urn:op:{request_id}"
+        try:
+            await self._handle(scope, receive, send, route, request_id)
+        except GatewayError as err:
+            op_id = getattr(err, "operation_id", request_id)
+            headers = [(b"x-request-id", request_id.encode()),
+                       (b"x-gateway-operation", route.operation.encode())]
+            await send_problem(send, err, base, f"urn:op:{op_id}" if err.status == 402
+                               else instance, headers)
+            self.s.metrics.requests.labels(route.operation, str(err.status)).inc()
+            if err.status == 402:
+                self.s.metrics.payment_required.labels(route.operation).inc()
+
+    async def _handle(
+        self, scope: dict[str, Any], receive: Any, send: Any, route: Route, request_id: str
+    ) -> None:
+        started = time.perf_counter()
+        auth = api_key = token = length = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                auth = v
+            elif k == b"x-api-key":
+                api_key = v
+            elif k == b"x-resume-token":
+                token = v.decode("latin-1").strip()
+            elif k == b"content-length":
+                length = int(v) if v.isdigit() else None
+        key = key_from_headers(auth, api_key)
+        if key is None:
+            raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'.")
+        try:
+            caller = await self.s.keys.resolve(key)
+        except StoreUnavailable as exc:
+            self.s.metrics.store_errors.labels("auth").inc()
+            raise StoreUnavailableProblem("The key store is unreachable; retry shortly.") from exc
+        if caller is None:
+            raise Unauthorized("Unknown or revoked API key.")
+
+        spec = route.spec
+        body = await read_body(receive, spec.max_body_bytes, length)
+        parsed: Any = None
+        if spec.protocol != "plain" or body[:1] in (b"{", b"["):
+            try:
+                parsed = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError as exc:
+                if spec.protocol != "plain":
+                    raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
+            if spec.protocol != "plain" and not isinstance(parsed, dict):
+                raise MalformedJson("The request body must be a JSON object.")
+        model = parsed.get("model") if isinstance(parsed, dict) else None
+        model = model if isinstance(model, str) else None
+        try:
+            route.meter.check_model(model)
+            estimate = route.estimator.estimate(model, parsed, len(body))
+        except meters.UnpricedModel:
+            raise UnpricedModel(
+                f"Model {model!r} has no price on {spec.method} {spec.path}; it is not served."
+                if model else "The request names no model; this route prices by model."
+            ) from None
+        call = Call(
+            request_id=request_id, method=scope["method"], path=scope["path"], route=route,
+            caller=caller, body=body, parsed=parsed,
+            model=model, stream=isinstance(parsed, dict) and parsed.get("stream") is True,
+            estimate=estimate, started=started,
+        )
+        record = await self._check_resume_token(call, scope, token)
+        await self._admit(call, record, token)
+        await self._forward(call, scope, receive, send)
+
+    async def _check_resume_token(
+        self, call: Call, scope: dict[str, Any], token: str | None
+    ) -> TokenRecord | None:
+        """Validate `X-Resume-Token` (SPEC §7). Returns the live record bound to this request,
+        or None (absent, or unknown/expired/used/another account's → status `invalid`)."""
+        if token is None:
+            return None
+        if not well_formed(token):
+            raise MalformedResumeToken("X-Resume-Token is not a resume token (rt_ + 22 chars).")
+        record = await self.s.resume.lookup(token)
+        if record is None or record.account_id != call.caller.account_id:
+            call.token_status = "invalid"
+            return None
+        if record.binding != request_binding(scope["method"], scope["path"], call.body):
+            raise ResumeTokenMismatch(
+                "This resume token was issued for a different request; retry that request "
+                "unchanged, or send this one without the token."
+            )
+        return record
+
+    async def _admit(self, call: Call, record: TokenRecord | None, token: str | None) -> None:
+        s = self.s
+        route = call.route
+        plan = s.policy.plans.get(call.caller.plan_key) or s.policy.plans[
+            s.policy.document.default_plan]
+        try:
+            result = await s.ledger.admit(call.caller.account_id, call.estimate, route.operation,
+                                          route.hold_ttl_s, plan)
+        except StoreUnavailable as exc:
+            s.metrics.store_errors.labels("admit").inc()
+            if route.spec.fail_mode == "allow":
+                call.unbilled_reason = "store_unavailable"
+                log.warning("store unavailable; admitting unbilled (fail mode allow)",
+                            extra={"request_id": call.request_id})
+                return
+            raise StoreUnavailableProblem(
+                "The billing store is unreachable, so the call was not sent upstream.") from exc
+        if not isinstance(result, Admission):
+            if record is not None and token is not None:
+                token_out, expires, op_id = token, record.expires_at_ms, record.operation_id
+            else:
+                op_id = call.request_id
+                token_out, expires = await s.resume.issue(
+                    call.caller.account_id,
+                    request_binding(call.method, call.path, call.body), op_id)
+            raise insufficient_ai_time(
+                result, operation_id=op_id, catalog=s.policy.document.catalog,
+                plan_key=call.caller.plan_key, resume_token=token_out,
+                resume_expires_at_ms=expires,
+            )
+        call.hold = result
+        s.metrics.active_holds.inc()
+        if token is not None:
+            consumed = record is not None and await s.resume.consume(token)
+            call.token_status = "consumed" if consumed else "invalid"
+
+    async def _forward(self, call: Call, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = call.route
+        body = call.body
+        if route.spec.protocol == "openai_chat" and call.stream:
+            body = _force_include_usage(call)
+        upstream = route.upstream
+        headers = upstream_headers(scope["headers"], upstream.auth_header, upstream.extra_headers)
+        url = route.upstream_url(scope["path"], scope.get("query_string", b"").decode("latin-1"))
+        t0 = time.perf_counter()
+        try:
+            resp = await self.s.upstream.send(scope["method"], url, headers, body, upstream.spec)
+        except UpstreamFailure as exc:
+            await self._upstream_failed(call, exc, t0)
+            raise AssertionError("unreachable")  # _upstream_failed always raises
+        self.s.metrics.upstream_latency.labels(upstream.name).observe(time.perf_counter() - t0)
+        if resp.status < 400 and "text/event-stream" in resp.content_type:
+            from gateway.streaming import relay_stream
+
+            await relay_stream(self, call, resp, t0, receive, send)
+            return
+        await self._respond_buffered(call, resp, t0, send)
+
+    async def _respond_buffered(
+        self, call: Call, resp: UpstreamResponse, t0: float, send: Any
+    ) -> None:
+        route = call.route
+        try:
+            payload = await resp.read()
+        except UpstreamFailure as exc:
+            await self._upstream_failed(call, exc, t0)
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        usage: Usage | None = None
+        source = "none"
+        if resp.status < 400:
+            usage = usage_from_json(route.spec.protocol, payload)
+            if usage is not None:
+                source = "upstream"
+            elif route.meter.kind == "tokens":
+                source = "estimate"
+            charge = self.charge_for(call, usage, duration_ms, ok=True)
+            outcome = "ok"
+        else:
+            charge = self.failure_charge(call, resp.status, duration_ms)
+            outcome = "upstream_error"
+        settlement = await self.settle(call, resp.status, duration_ms, usage, source, charge,
+                                       streamed=False, outcome=outcome)
+        headers = downstream_headers(resp.headers)
+        headers.append((b"content-length", str(len(payload)).encode()))
+        headers.extend(self.charge_headers(call, settlement))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.s.metrics.requests.labels(route.operation, str(resp.status)).inc()
+        self.s.metrics.overhead.labels(route.operation).observe(
+            max(0.0, (time.perf_counter() - call.started) - duration_ms / 1000))
+
+    # ---- money ------------------------------------------------------------------------------
+
+    def charge_for(self, call: Call, usage: Usage | None, duration_ms: int, ok: bool) -> int:
+        """Units owed for a successful call: the meter on reported usage; when a tokens route
+        got no usage, the hold estimate (SPEC §6: fall back to an estimate, say so)."""
+        meter = call.route.meter
+        if meter.kind == "tokens" and usage is None:
+            return call.estimate
+        return meter.cost(call.model, usage, duration_ms)
+
+    def failure_charge(self, call: Call, status: int | None, duration_ms: int) -> int:
+        """Units owed for a failed upstream call (SPEC §6): none, unless the route says
+        `upstream_errors: {charge: duration_after, after_ms: N}` and a 5xx or broken connection
+        took longer than N ms — then the duration meter's price of that time."""
+        rule = call.route.spec.upstream_errors
+        if rule.charge == "duration_after" and (status is None or status >= 500) \
+                and duration_ms > rule.after_ms:
+            return call.route.meter.cost(call.model, None, duration_ms)
+        return 0
+
+    async def settle(
+        self, call: Call, status: int | None, duration_ms: int, usage: Usage | None,
+        source: str, charge: int, *, streamed: bool, outcome: str,
+    ) -> Settlement | None:
+        """Debit `charge`, release the hold, write the usage record. Returns None when the call
+        is unbilled (store down under fail mode `allow`)."""
+        s = self.s
+        u = usage or Usage()
+        record = CallRecord(
+            request_id=call.request_id, account_id=call.caller.account_id,
+            operation=call.route.operation, model=call.model, upstream_status=status,
+            duration_ms=duration_ms, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+            cached_tokens=u.cached_tokens, reasoning_tokens=u.reasoning_tokens,
+            estimated=call.estimate, usage_source=source,  # type: ignore[arg-type]
+            streamed=streamed, outcome=outcome,
+        )
+        if call.hold is not None:
+            s.metrics.active_holds.dec()
+        if call.unbilled_reason is not None:
+            s.metrics.unbilled.labels(call.route.operation, call.unbilled_reason).inc(charge)
+            log.warning("unbilled call", extra={"request_id": call.request_id,
+                                                "account_id": call.caller.account_id,
+                                                "units": charge})
+            return None
+        try:
+            result = await s.ledger.settle(
+                call.hold.hold_id if call.hold else None, record, charge,
+                call.route.spec.on_shortfall)
+        except StoreUnavailable:
+            s.metrics.store_errors.labels("settle").inc()
+            s.metrics.unbilled.labels(call.route.operation, "store_unavailable").inc(charge)
+            log.error("settlement failed: store unavailable; the hold expires on its own",
+                      extra={"request_id": call.request_id, "account_id": record.account_id,
+                             "units": charge})
+            if call.route.spec.fail_mode == "allow" or streamed:
+                return None
+            raise StoreUnavailableProblem(
+                "The call completed but its charge could not be recorded; it was not billed."
+            ) from None
+        s.metrics.charged.labels(call.route.operation).inc(result.charged)
+        if result.unbilled:
+            s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
+        if outcome == "ok" and status is not None and status < 400:
+            call.route.estimator.observe(charge)
+        log.info("call settled", extra={
+            "request_id": call.request_id, "account_id": record.account_id,
+            "operation": record.operation, "model": record.model, "status": status,
+            "duration_ms": duration_ms, "charged": result.charged, "usage_source": source,
+            "outcome": outcome})
+        return result
+
+    def charge_headers(
+        self, call: Call, settlement: Settlement | None
+    ) -> list[tuple[bytes, bytes]]:
+        """x-request-id, x-gateway-operation, x-gateway-charged-ms, x-gateway-remaining-ms
+        (and x-resume-token-status when a token was sent)."""
+        out = [(b"x-request-id", call.request_id.encode()),
+               (b"x-gateway-operation", call.route.operation.encode())]
+        if settlement is not None:
+            out.append((b"x-gateway-charged-ms", str(settlement.charged).encode()))
+            out.append((b"x-gateway-remaining-ms", str(max(0, settlement.remaining)).encode()))
+        else:
+            out.append((b"x-gateway-unbilled", b"store-unavailable"))
+        if call.token_status:
+            out.append((b"x-resume-token-status", call.token_status.encode()))
+        return out
+
+    async def _upstream_failed(self, call: Call, exc: UpstreamFailure, t0: float) -> None:
+        """Settle a call whose upstream failed, then raise the 502/504 problem."""
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        kind = "timeout" if exc.timeout else "connection"
+        self.s.metrics.upstream_errors.labels(call.route.upstream.name, kind).inc()
+        charge = self.failure_charge(call, None, duration_ms)
+        await self.settle(call, None, duration_ms, None, "none", charge, streamed=call.stream,
+                          outcome=f"upstream_{kind}")
+        name = call.route.upstream.name
+        if exc.timeout:
+            raise UpstreamTimeout(f"Upstream '{name}' did not answer in time; not charged."
+                                  if charge == 0 else f"Upstream '{name}' timed out.")
+        raise UpstreamUnavailable(f"Upstream '{name}' failed: {exc}." +
+                                  (" Not charged." if charge == 0 else ""))
+
+
+def _force_include_usage(call: Call) -> bytes:
+    """Chat completions stream: ask the upstream for the usage chunk (SPEC §6). Remembers
+    whether the client asked itself, so an unasked-for usage chunk is stripped on the way out."""
+    parsed = dict(call.parsed)
+    options = parsed.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    call.client_wants_usage = options.get("include_usage") is True
+    if call.client_wants_usage:
+        return call.body
+    options["include_usage"] = True
+    parsed["stream_options"] = options
+    return orjson.dumps(parsed)

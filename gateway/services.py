@@ -1,0 +1,29 @@
+"""The services one running gateway holds, created in the app's lifespan and closed there
+(STYLE: no module-level singletons). `policy` is swapped atomically on reload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.auth import KeyCache
+from gateway.metrics import Metrics
+from gateway.resume import ResumeTokens
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient
+from policies.compiled import Policy
+from storage.sql.ledger import SqlLedger
+
+
+@dataclass
+class Services:
+    """Everything the request path needs; built by `gateway.app.build_services`."""
+
+    settings: Settings
+    policy: Policy
+    ledger: SqlLedger
+    keys: KeyCache
+    resume: ResumeTokens
+    upstream: UpstreamClient
+    metrics: Metrics
+    policy_error: str | None = None
+    background: list[object] = field(default_factory=list)

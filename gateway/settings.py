@@ -1,0 +1,98 @@
+"""Settings: the one module that reads the environment (STYLE: nothing else reads os.environ).
+
+| variable | default | meaning |
+| --- | --- | --- |
+| GATEWAY_DATABASE_URL | sqlite:///./gateway.db | ledger store: `sqlite:///PATH` or `postgresql+asyncpg://…` |
+| GATEWAY_POLICY_PATH | config/policies.yaml | policy YAML file(s), comma-separated, merged in order |
+| GATEWAY_REDIS_URL | (unset) | Redis for shared ephemeral state; unset = in-process |
+| GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
+| GATEWAY_PUBLIC_URL | (unset) | base of problem `type` URLs; unset = the request's origin |
+| GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
+| GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
+| OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable has an invalid value; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated deployment settings. Build with `Settings.from_env()`."""
+
+    database_url: str = "sqlite:///./gateway.db"
+    policy_paths: tuple[Path, ...] = (Path("config/policies.yaml"),)
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    log_level: str = "info"
+    key_cache_ttl_s: int = 30
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings. Raises SettingsError naming the bad variable."""
+        env = dict(os.environ if env is None else env)
+        url = env.get("GATEWAY_DATABASE_URL") or cls.database_url
+        if not (url.startswith("sqlite") or url.startswith("postgresql")):
+            raise SettingsError(
+                f"GATEWAY_DATABASE_URL={url!r}: expected sqlite:///PATH or postgresql+asyncpg://…"
+            )
+        if url.startswith("postgresql") and "+asyncpg" not in url:
+            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        paths = tuple(
+            Path(p.strip())
+            for p in (env.get("GATEWAY_POLICY_PATH") or "config/policies.yaml").split(",")
+            if p.strip()
+        )
+        level = (env.get("GATEWAY_LOG_LEVEL") or "info").lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: use debug, info, warning or error")
+        redis_url = env.get("GATEWAY_REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"GATEWAY_REDIS_URL={redis_url!r}: expected redis://HOST:PORT/DB")
+        return cls(
+            database_url=url,
+            policy_paths=paths,
+            redis_url=redis_url,
+            host=env.get("GATEWAY_HOST") or "127.0.0.1",
+            port=_int(env, "GATEWAY_PORT", 8080, 1, 65535),
+            public_url=env.get("GATEWAY_PUBLIC_URL") or None,
+            log_level=level,
+            key_cache_ttl_s=_int(env, "GATEWAY_KEY_CACHE_TTL_S", 30, 0, 3600),
+            env=env,
+        )
+
+    def export_for_workers(self) -> None:
+        """Write CLI overrides back to this process's environment so uvicorn's worker
+        processes (which build their own Settings from the environment) see them."""
+        os.environ["GATEWAY_POLICY_PATH"] = ",".join(str(p) for p in self.policy_paths)
+        os.environ["GATEWAY_DATABASE_URL"] = self.database_url
+        os.environ["GATEWAY_HOST"] = self.host
+        os.environ["GATEWAY_PORT"] = str(self.port)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (CLI flags win over the environment)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,164 @@
+"""Relaying an SSE response while metering it (SPEC §6).
+
+Events are forwarded as soon as each is complete; the stream meter reads usage on the way.
+The call settles when the stream ends, is cut (balance exhausted), breaks, or the client
+disconnects — charged for what was consumed. A final SSE comment carries the charge
+(comment lines are ignored by SSE clients, WHATWG HTML §9.2.6).
+
+Hold extension: when the running cost of a stream reaches its hold, the hold is raised
+(doubled, at least to the running cost plus the estimate); if the balance cannot cover that,
+the route's `on_stream_exhausted` decides: `cut` ends the stream cleanly, `overdraft` goes on
+and settles into debt or unbilled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.forwarding import downstream_headers
+from gateway.upstream import UpstreamFailure, UpstreamResponse
+from gateway.usage import StreamMeter, split_events
+from policies.meters import Usage
+from storage.ports import StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.proxy import Call, Proxy
+
+_CHECK_EVERY = 16  # events between running-cost checks
+
+
+async def relay_stream(
+    proxy: Proxy, call: Call, resp: UpstreamResponse, t0: float, receive: Any, send: Any
+) -> None:
+    """Stream `resp` to the client, then settle and send the charge comment."""
+    headers = downstream_headers(resp.headers)
+    headers.extend(proxy.charge_headers(call, None)[:2])
+    if call.hold is not None:
+        headers.append((b"x-gateway-hold-ms", str(call.hold.amount).encode()))
+    if call.token_status:
+        headers.append((b"x-resume-token-status", call.token_status.encode()))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+
+    meter = StreamMeter(call.route.spec.protocol)
+    pump = asyncio.ensure_future(_pump(proxy, call, resp, meter, t0, send))
+    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    outcome = "ok"
+    try:
+        done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if pump in done:
+            outcome = pump.result()
+        else:
+            outcome = "client_disconnected"
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+    finally:
+        watcher.cancel()
+        resp.close()
+        settle = asyncio.ensure_future(_settle_stream(proxy, call, resp, meter, t0, outcome))
+        try:
+            comment = await asyncio.shield(settle)
+        except asyncio.CancelledError:
+            await settle
+            raise
+    if outcome != "client_disconnected":
+        await send({"type": "http.response.body", "body": comment, "more_body": False})
+    proxy.s.metrics.requests.labels(call.route.operation, str(resp.status)).inc()
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _pump(
+    proxy: Proxy, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float, send: Any
+) -> str:
+    """Forward complete events. Returns "ok", "cut" or "upstream_broken"."""
+    strip_usage = call.route.spec.protocol == "openai_chat" and not call.client_wants_usage
+    buffer = bytearray()
+    since_check = 0
+    try:
+        async for chunk in resp.iter_chunks():
+            buffer += chunk
+            events = split_events(buffer)
+            if not events:
+                continue
+            out = [e for e in events if not meter.feed(e) or not strip_usage]
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out),
+                            "more_body": True})
+            since_check += len(events)
+            if since_check >= _CHECK_EVERY:
+                since_check = 0
+                if not await _keep_hold(proxy, call, meter, t0):
+                    return "cut"
+    except UpstreamFailure:
+        return "upstream_broken"
+    if buffer:
+        meter.feed(bytes(buffer))
+        await send({"type": "http.response.body", "body": bytes(buffer), "more_body": True})
+    return "ok"
+
+
+def running_usage(call: Call, meter: StreamMeter) -> Usage:
+    """Usage so far: the upstream's figures when reported, else input from the body size (or
+    Anthropic's message_start) and one output token per content event."""
+    if meter.final_usage_seen and meter.usage is not None:
+        return meter.usage
+    input_tokens = meter.input_tokens or call.input_estimate
+    return Usage(input_tokens=input_tokens, output_tokens=meter.content_events)
+
+
+async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) -> bool:
+    """Raise the hold when the running cost reached it. False means: cut the stream."""
+    hold = call.hold
+    if hold is None:
+        return True
+    elapsed_ms = int((time.perf_counter() - t0) * 1000)
+    cost = call.route.meter.cost(call.model, running_usage(call, meter), elapsed_ms)
+    if cost < hold.amount:
+        return True
+    target = max(hold.amount * 2, cost + call.estimate)
+    try:
+        ok = await proxy.s.ledger.extend_hold(call.caller.account_id, hold.hold_id, target,
+                                              call.route.hold_ttl_s)
+    except StoreUnavailable:
+        ok = False
+    if ok:
+        from storage.ports import Admission
+
+        call.hold = Admission(hold.hold_id, target, hold.available_after - (target - hold.amount))
+        return True
+    return call.route.spec.on_stream_exhausted == "overdraft"
+
+
+async def _settle_stream(
+    proxy: Proxy, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float,
+    outcome: str,
+) -> bytes:
+    duration_ms = int((time.perf_counter() - t0) * 1000)
+    if meter.final_usage_seen:
+        usage, source = meter.usage, "upstream"
+    else:
+        usage = running_usage(call, meter)
+        source = "estimate" if outcome == "ok" else "partial"
+    delivered = meter.content_events > 0 or meter.final_usage_seen
+    if outcome == "upstream_broken" and not delivered:
+        charge = proxy.failure_charge(call, None, duration_ms)
+    else:
+        charge = call.route.meter.cost(call.model, usage, duration_ms)
+    settlement = await proxy.settle(call, resp.status, duration_ms, usage, source, charge,
+                                    streamed=True, outcome=outcome)
+    parts = [f"request_id={call.request_id}"]
+    if settlement is not None:
+        parts += [f"charged_ms={settlement.charged}",
+                  f"remaining_ms={max(0, settlement.remaining)}"]
+    else:
+        parts.append("unbilled=store-unavailable")
+    if outcome == "cut":
+        parts.append("cut=balance-exhausted")
+    return (": gateway " + " ".join(parts) + "\n\n").encode()

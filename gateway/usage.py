@@ -1,0 +1,187 @@
+"""Reading token usage from upstream responses, JSON and SSE (SPEC §6; provider docs).
+
+- OpenAI Chat Completions: `usage.prompt_tokens`, `completion_tokens`,
+  `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`; in streams
+  only in the final chunk when `stream_options.include_usage` is set (that chunk has `choices: []`).
+- OpenAI Responses: `usage.input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`,
+  `output_tokens_details.reasoning_tokens`; in streams inside the `response.completed` event.
+- OpenAI Embeddings: `usage.prompt_tokens`.
+- Anthropic Messages: `usage.input_tokens` (+ `cache_read_input_tokens`,
+  `cache_creation_input_tokens`), `output_tokens`; in streams `message_start.message.usage`,
+  then `message_delta.usage` whose counts are cumulative.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from policies.meters import Usage
+
+
+def _int(d: Any, *path: str) -> int:
+    for part in path:
+        if not isinstance(d, dict):
+            return 0
+        d = d.get(part)
+    return d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else 0
+
+
+def usage_from_openai_chat(u: Any) -> Usage:
+    """Usage of a Chat Completions `usage` object (also Embeddings: no completion tokens)."""
+    return Usage(
+        input_tokens=_int(u, "prompt_tokens"),
+        output_tokens=_int(u, "completion_tokens"),
+        cached_tokens=_int(u, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_int(u, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def usage_from_openai_responses(u: Any) -> Usage:
+    """Usage of a Responses API `usage` object."""
+    return Usage(
+        input_tokens=_int(u, "input_tokens"),
+        output_tokens=_int(u, "output_tokens"),
+        cached_tokens=_int(u, "input_tokens_details", "cached_tokens"),
+        reasoning_tokens=_int(u, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def usage_from_anthropic(u: Any) -> Usage:
+    """Usage of an Anthropic `usage` object; cache reads and writes count as input tokens."""
+    read = _int(u, "cache_read_input_tokens")
+    return Usage(
+        input_tokens=_int(u, "input_tokens") + read + _int(u, "cache_creation_input_tokens"),
+        output_tokens=_int(u, "output_tokens"),
+        cached_tokens=read,
+    )
+
+
+def usage_from_json(protocol: str, body: bytes) -> Usage | None:
+    """Usage of a complete JSON response body, or None when it carries none."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("usage"), dict):
+        return None
+    u = doc["usage"]
+    if protocol in ("openai_chat", "openai_embeddings"):
+        return usage_from_openai_chat(u)
+    if protocol == "openai_responses":
+        return usage_from_openai_responses(u)
+    if protocol == "anthropic_messages":
+        return usage_from_anthropic(u)
+    return None
+
+
+class StreamMeter:
+    """Incremental reader of one SSE response: feed it whole events, read `usage` at the end.
+
+    `events_seen` counts content events (≈ one token each for OpenAI and Anthropic deltas): it
+    is the basis of the partial charge when a stream is cut or the client disconnects before the
+    upstream reports usage. `is_usage_only(event)` tells the chat-completions usage chunk that
+    the gateway strips when the client did not ask for it.
+    """
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.usage: Usage | None = None
+        self.input_tokens = 0  # Anthropic's message_start input, known before the end
+        self.content_events = 0
+        self._delta_seen = False
+
+    def feed(self, event: bytes) -> bool:
+        """Read one SSE event (bytes without the blank-line terminator).
+
+        Returns True when the event is the chat-completions usage-only chunk.
+        """
+        p = self.protocol
+        if p == "openai_chat":
+            if b'"usage":{' in event or b'"usage": {' in event:
+                doc = _data_json(event)
+                if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+                    self.usage = usage_from_openai_chat(doc["usage"])
+                    return not doc.get("choices")
+            elif b'"delta"' in event:
+                self.content_events += 1
+            return False
+        if p == "anthropic_messages":
+            if b"message_start" in event or b"message_delta" in event:
+                doc = _data_json(event)
+                if isinstance(doc, dict):
+                    if doc.get("type") == "message_start":
+                        u = usage_from_anthropic((doc.get("message") or {}).get("usage"))
+                        self.input_tokens = u.input_tokens
+                        self.usage = Usage(u.input_tokens, u.output_tokens, u.cached_tokens)
+                    elif doc.get("type") == "message_delta" and isinstance(doc.get("usage"), dict):
+                        self._anthropic_delta(doc["usage"])
+            elif b"content_block_delta" in event:
+                self.content_events += 1
+            return False
+        if p == "openai_responses":
+            if b"response.completed" in event or b"response.incomplete" in event:
+                doc = _data_json(event)
+                if isinstance(doc, dict):
+                    resp = doc.get("response")
+                    if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
+                        self.usage = usage_from_openai_responses(resp["usage"])
+            elif b".delta" in event:
+                self.content_events += 1
+            return False
+        return False
+
+    def _anthropic_delta(self, u: dict[str, Any]) -> None:
+        # message_delta usage is cumulative; input fields appear there only sometimes.
+        self._delta_seen = True
+        base = self.usage or Usage()
+        has_input = any(k in u for k in ("input_tokens", "cache_read_input_tokens",
+                                          "cache_creation_input_tokens"))
+        full = usage_from_anthropic(u)
+        self.usage = Usage(
+            input_tokens=full.input_tokens if has_input else base.input_tokens,
+            output_tokens=full.output_tokens,
+            cached_tokens=full.cached_tokens if has_input else base.cached_tokens,
+        )
+
+    @property
+    def final_usage_seen(self) -> bool:
+        """True once the upstream reported the stream's final usage."""
+        if self.protocol == "anthropic_messages":
+            return self.usage is not None and self._delta_seen
+        return self.usage is not None
+
+
+def _data_json(event: bytes) -> Any:
+    data = b""
+    for line in event.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line.startswith(b"data:"):
+            chunk = line[5:]
+            if chunk.startswith(b" "):
+                chunk = chunk[1:]
+            data = data + b"\n" + chunk if data else chunk
+    if not data or data == b"[DONE]":
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def split_events(buffer: bytearray) -> list[bytes]:
+    """Remove and return the complete SSE events (each with its terminator) at the head of
+    `buffer`; a partial event stays in it. Accepts LF and CRLF line endings."""
+    out: list[bytes] = []
+    while True:
+        i = buffer.find(b"\n\n")
+        j = buffer.find(b"\r\n\r\n")
+        if i < 0 and j < 0:
+            return out
+        if j >= 0 and (i < 0 or j < i):
+            end = j + 4
+        else:
+            end = i + 2
+        out.append(bytes(buffer[:end]))
+        del buffer[:end]

@@ -1,0 +1,1 @@
+"""What ops edit, as code: the policy schema, YAML loading, route matching, pricing, catalog."""

@@ -1,0 +1,210 @@
+"""The compiled policy the request path reads: routes matched in O(1) for fixed paths,
+upstream credentials resolved once, plans converted to ledger units. Never YAML per request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policies.estimates import Estimator
+from policies.loader import Loc, PolicyError, PolicyIssue, dotted, origin_of, parse_documents
+from policies.meters import Meter
+from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
+
+MS_PER_MINUTE = 60_000
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A resolved upstream: final base URL and the auth header to inject (None for `none`)."""
+
+    name: str
+    base_url: str
+    strip_prefix: str
+    auth_header: tuple[str, str] | None
+    extra_headers: tuple[tuple[str, str], ...]
+    spec: UpstreamSpec
+
+    def url_for(self, path: str, query: str) -> str:
+        """Upstream URL for gateway `path` (+ raw `query`, without '?')."""
+        if self.strip_prefix and path.startswith(self.strip_prefix):
+            path = path[len(self.strip_prefix):] or "/"
+        return self.base_url + path + ("?" + query if query else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan in ledger units (ms): daily bonus, monthly bonus cap (None = uncapped), welcome."""
+
+    key: str
+    daily_bonus: int
+    monthly_bonus_cap: int | None
+    welcome_bonus: int
+    included: int
+    rollover_cap: int
+
+    @classmethod
+    def from_spec(cls, key: str, spec: PlanSpec) -> Plan:
+        cap = spec.monthly_bonus_cap_minutes
+        return cls(
+            key=key,
+            daily_bonus=spec.daily_bonus_minutes * MS_PER_MINUTE,
+            monthly_bonus_cap=None if cap is None else cap * MS_PER_MINUTE,
+            welcome_bonus=spec.welcome_bonus_minutes * MS_PER_MINUTE,
+            included=spec.included_minutes * MS_PER_MINUTE,
+            rollover_cap=spec.rollover_cap_minutes * MS_PER_MINUTE,
+        )
+
+
+@dataclass
+class Route:
+    """A compiled route. `hold_ttl_s` = upstream total timeout + hold margin (seconds)."""
+
+    spec: RouteSpec
+    upstream: Upstream
+    meter: Meter
+    estimator: Estimator
+    hold_ttl_s: float
+    pattern: re.Pattern[str] | None = None
+
+    @property
+    def operation(self) -> str:
+        return self.spec.operation
+
+    def upstream_url(self, path: str, query: str) -> str:
+        """Where this call goes: `upstream_path` when set, else the gateway path."""
+        return self.upstream.url_for(self.spec.upstream_path or path, query)
+
+
+@dataclass
+class Policy:
+    """The whole compiled policy. `match(method, path)` → Route | None; `plans` by key."""
+
+    document: PolicyDocument
+    routes: list[Route]
+    plans: dict[str, Plan]
+    sources: tuple[str, ...]
+    _exact: dict[tuple[str, str], Route] = field(default_factory=dict)
+    _patterns: list[Route] = field(default_factory=list)
+    _paths: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for route in self.routes:
+            if route.pattern is None:
+                self._exact[(route.spec.method, route.spec.path)] = route
+                self._paths.add(route.spec.path)
+            else:
+                self._patterns.append(route)
+
+    def match(self, method: str, path: str) -> Route | None:
+        """The route for `method` `path`, exact paths first, then patterns in file order."""
+        route = self._exact.get((method, path))
+        if route is not None:
+            return route
+        for route in self._patterns:
+            if route.spec.method == method and route.pattern is not None and route.pattern.match(
+                path
+            ):
+                return route
+        return None
+
+    def path_known(self, path: str) -> bool:
+        """True if some route serves `path` with any method (405 rather than 404)."""
+        if path in self._paths:
+            return True
+        return any(r.pattern is not None and r.pattern.match(path) for r in self._patterns)
+
+    @property
+    def catalog_version(self) -> str:
+        return self.document.catalog.version
+
+
+def _path_regex(path: str) -> re.Pattern[str] | None:
+    if "{" not in path:
+        return None
+    out = "^"
+    for part in re.split(r"(\{[a-zA-Z_][a-zA-Z0-9_]*\})", path):
+        out += "[^/]+" if part.startswith("{") else re.escape(part)
+    return re.compile(out + "$")
+
+
+def compile_policy(
+    doc: PolicyDocument,
+    env: Mapping[str, str],
+    origins: Mapping[Loc, tuple[str, int]] | None = None,
+    sources: Sequence[str] = (),
+) -> Policy:
+    """Compile a validated document. Raises PolicyError for unresolvable references
+    (unknown upstream or plan, missing credential env var)."""
+    origins = origins or {}
+    issues: list[PolicyIssue] = []
+    default_file = sources[-1] if sources else "<policy>"
+
+    def problem(loc: Loc, message: str) -> None:
+        file, line = origin_of(loc, origins, default_file)
+        issues.append(PolicyIssue(file, line, dotted(loc), message))
+
+    if doc.default_plan not in doc.plans:
+        problem(("default_plan",), f"'{doc.default_plan}' is not a key of plans")
+    for i, sub in enumerate(doc.catalog.subscriptions):
+        if sub.plan not in doc.plans:
+            problem(("catalog", "subscriptions", i, "plan"), f"unknown plan '{sub.plan}'")
+
+    upstreams: dict[str, Upstream] = {}
+    for name, spec in doc.upstreams.items():
+        base = spec.base_url
+        if spec.base_url_env and env.get(spec.base_url_env):
+            base = env[spec.base_url_env].rstrip("/")
+            if not re.match(r"^https?://[^\s/]+", base):
+                problem(("upstreams", name, "base_url_env"),
+                        f"{spec.base_url_env}={base!r} is not an http(s) URL")
+        auth: tuple[str, str] | None = None
+        if spec.auth != "none":
+            key = env.get(spec.api_key_env, "") if spec.api_key_env else ""
+            value = f"Bearer {key}" if spec.auth == "bearer" else key
+            auth = ("authorization", value) if spec.auth == "bearer" else ("x-api-key", value)
+            if not key:
+                auth = None  # unset credential: forward without one (local/offline upstreams)
+        upstreams[name] = Upstream(
+            name=name,
+            base_url=base,
+            strip_prefix=spec.strip_prefix,
+            auth_header=auth,
+            extra_headers=tuple((k.lower(), v) for k, v in spec.headers.items()),
+            spec=spec,
+        )
+
+    routes: list[Route] = []
+    seen: set[tuple[str, str]] = set()
+    for i, spec in enumerate(doc.routes):
+        if (spec.method, spec.path) in seen:
+            problem(("routes", i, "path"), f"{spec.method} {spec.path} is declared twice")
+        seen.add((spec.method, spec.path))
+        upstream = upstreams.get(spec.upstream)
+        if upstream is None:
+            problem(("routes", i, "upstream"), f"unknown upstream '{spec.upstream}'")
+            continue
+        meter = Meter(spec.meter)
+        routes.append(
+            Route(
+                spec=spec,
+                upstream=upstream,
+                meter=meter,
+                estimator=Estimator(spec.estimate, meter),
+                hold_ttl_s=upstream.spec.total_timeout_s + doc.holds.ttl_margin_s,
+                pattern=_path_regex(spec.path),
+            )
+        )
+    if issues:
+        raise PolicyError(issues)
+    plans = {k: Plan.from_spec(k, v) for k, v in doc.plans.items()}
+    return Policy(document=doc, routes=routes, plans=plans, sources=tuple(sources))
+
+
+def load_policy(paths: Sequence[Path | str], env: Mapping[str, str]) -> Policy:
+    """Read, validate and compile policy files. Raises PolicyError (file, line, field each)."""
+    files = [Path(p) for p in paths]
+    doc, origins = parse_documents(files)
+    return compile_policy(doc, env, origins, [str(p) for p in files])

@@ -1,0 +1,277 @@
+"""The policy schema: what an operator may write in the YAML files (SPEC §5).
+
+Money is integers: meter prices and estimates are ledger units (milliseconds of AI time), catalog
+prices are minor currency units (cents). Durations of timeouts are seconds (float).
+Every model forbids unknown keys so a typo is an error naming the field, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
+SUPPORTED_CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
+NonNeg = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(gt=0)]
+_KEY = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSpec(_Strict):
+    """An upstream service. The credential is read from the env var `api_key_env` at load time.
+
+    `base_url_env` names an env var that, when set, replaces `base_url` (the SDKs' own
+    convention: OPENAI_BASE_URL includes /v1, ANTHROPIC_BASE_URL does not). `strip_prefix` is
+    removed from the gateway path before it is appended to the base URL.
+    """
+
+    base_url: str
+    base_url_env: str | None = None
+    api_key_env: str | None = None
+    auth: Literal["bearer", "x-api-key", "none"] = "bearer"
+    strip_prefix: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(300.0, gt=0)
+    total_timeout_s: float = Field(600.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an absolute http(s) URL")
+        return v.rstrip("/")
+
+
+class TokenPrice(_Strict):
+    """Ledger units per 1,000,000 tokens. `cached_input` defaults to `input`; `reasoning`
+    (a part of output tokens) defaults to `output`."""
+
+    input: NonNeg
+    output: NonNeg
+    cached_input: NonNeg | None = None
+    reasoning: NonNeg | None = None
+
+
+class TokensMeter(_Strict):
+    """Charge tokens × per-model price (model keys may be fnmatch patterns like `gpt-4o*`).
+
+    A model matching no key is denied, never free (SPEC §5).
+    """
+
+    type: Literal["tokens"]
+    prices: dict[str, TokenPrice] = Field(min_length=1)
+    minimum: NonNeg = 0
+
+
+class DurationMeter(_Strict):
+    """Charge the upstream call's wall time: ceil(ms × units_per_second / 1000), rounded up to
+    a multiple of `round_up_to`, at least `minimum` (ledger units)."""
+
+    type: Literal["duration"]
+    units_per_second: Positive = 1000
+    round_up_to: Positive = 1
+    minimum: NonNeg = 0
+
+
+class FixedMeter(_Strict):
+    """Charge `units` per successful call (e.g. one image generation)."""
+
+    type: Literal["fixed"]
+    units: NonNeg
+
+
+MeterSpec = Annotated[TokensMeter | DurationMeter | FixedMeter, Field(discriminator="type")]
+
+
+class FixedEstimate(_Strict):
+    """Hold `units` ledger units for every call."""
+
+    type: Literal["fixed"]
+    units: NonNeg
+
+
+class RequestEstimate(_Strict):
+    """Estimate from the request: input ≈ body bytes / 4 tokens, output = `max_tokens`
+    (or `max_output_tokens` / `max_completion_tokens`), else `default_max_tokens`. Tokens meters only."""
+
+    type: Literal["request"]
+    default_max_tokens: Positive = 1024
+
+
+class LearnedEstimate(_Strict):
+    """The `percentile` of the last `window` actual costs of the operation once `min_samples`
+    are seen, else `default` units."""
+
+    type: Literal["learned"]
+    default: NonNeg
+    window: Positive = 200
+    min_samples: Positive = 20
+    percentile: int = Field(90, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _window_holds_samples(self) -> LearnedEstimate:
+        if self.window < self.min_samples:
+            raise ValueError("window must be >= min_samples, or the estimate never learns")
+        return self
+
+
+EstimateSpec = Annotated[
+    FixedEstimate | RequestEstimate | LearnedEstimate, Field(discriminator="type")
+]
+
+
+class UpstreamErrorRule(_Strict):
+    """What a failed upstream call costs (SPEC §6). Default: nothing.
+
+    `charge: duration_after` charges the duration meter for a 5xx (or a broken connection)
+    that took longer than `after_ms` — only on routes whose meter is `duration`.
+    """
+
+    charge: Literal["none", "duration_after"] = "none"
+    after_ms: NonNeg = 0
+
+
+Protocol = Literal[
+    "openai_chat", "openai_responses", "openai_embeddings", "anthropic_messages", "plain"
+]
+
+
+class RouteSpec(_Strict):
+    """A proxied route: method + path pattern → operation, upstream, meter and estimate.
+
+    `path` may hold `{name}` segments. `protocol` selects how usage is read from responses.
+    """
+
+    operation: str = Field(pattern=_KEY)
+    method: str = "POST"
+    path: str = Field(pattern=r"^/")
+    upstream: str
+    upstream_path: str | None = None
+    protocol: Protocol = "plain"
+    meter: MeterSpec
+    estimate: EstimateSpec
+    fail_mode: Literal["deny", "allow"] = "deny"
+    on_shortfall: Literal["clamp", "overdraft"] = "clamp"
+    on_stream_exhausted: Literal["cut", "overdraft"] = "cut"
+    upstream_errors: UpstreamErrorRule = Field(default_factory=UpstreamErrorRule)
+    max_body_bytes: Positive = 10 * 1024 * 1024
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
+            raise ValueError("must be one of GET, POST, PUT, PATCH, DELETE")
+        return v
+
+    @model_validator(mode="after")
+    def _estimate_fits_meter(self) -> RouteSpec:
+        if isinstance(self.estimate, RequestEstimate) and not isinstance(self.meter, TokensMeter):
+            raise ValueError("estimate type 'request' needs a 'tokens' meter")
+        if self.upstream_errors.charge == "duration_after" and not isinstance(
+            self.meter, DurationMeter
+        ):
+            raise ValueError("upstream_errors.charge 'duration_after' needs a 'duration' meter")
+        return self
+
+
+class PlanSpec(_Strict):
+    """A plan's bonuses and allowances, in minutes of AI time (seeds: free = 15-min daily bonus,
+    300-min monthly bonus cap)."""
+
+    name: str | None = None
+    daily_bonus_minutes: NonNeg = 0
+    monthly_bonus_cap_minutes: NonNeg | None = None
+    welcome_bonus_minutes: NonNeg = 0
+    included_minutes: NonNeg = 0
+    rollover_cap_minutes: NonNeg = 0
+
+
+class PackageSpec(_Strict):
+    """A one-time package: `minutes` of AI time, prices in minor units (cents) per currency."""
+
+    key: str = Field(pattern=_KEY)
+    name: str
+    minutes: Positive
+    prices: dict[Currency, Positive] = Field(min_length=1)
+    tax_inclusive: bool = False
+
+    @field_validator("prices")
+    @classmethod
+    def _needs_usd(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        if "USD" not in v:
+            key = info.data.get("key", "?")
+            raise ValueError(f"'{key}' needs a USD price (the fallback currency)")
+        return v
+
+
+class SubscriptionSpec(_Strict):
+    """A subscription: the plan it puts the account on and the minutes it credits per period."""
+
+    key: str = Field(pattern=_KEY)
+    name: str
+    plan: str
+    minutes: Positive
+    prices: dict[Currency, Positive] = Field(min_length=1)
+    tax_inclusive: bool = False
+    advisor_eligible: bool = False
+
+    @field_validator("prices")
+    @classmethod
+    def _needs_usd(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        if "USD" not in v:
+            key = info.data.get("key", "?")
+            raise ValueError(f"'{key}' needs a USD price (the fallback currency)")
+        return v
+
+
+class RolloverPolicy(_Strict):
+    """Days a rollover bucket lives (seeds: 90)."""
+
+    days: Positive = 90
+
+
+class CatalogSpec(_Strict):
+    """What is for sale. `version` is the catalog version shown in balances and 402s."""
+
+    version: str
+    currencies: list[Currency] = Field(default_factory=lambda: list(SUPPORTED_CURRENCIES))
+    rollover_policy: RolloverPolicy = Field(default_factory=RolloverPolicy)
+    package_expiry_days: Positive = 90
+    subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
+    packages: list[PackageSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _usd_everywhere(self) -> CatalogSpec:
+        keys = [p.key for p in self.packages] + [s.key for s in self.subscriptions]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"duplicate catalog keys: {', '.join(dupes)}")
+        return self
+
+
+class HoldSpec(_Strict):
+    """Hold lifetimes: a hold expires `ttl_margin_s` after its route's total timeout, so a
+    crashed gateway never strands balance."""
+
+    ttl_margin_s: Positive = 30
+
+
+class PolicyDocument(_Strict):
+    """One whole policy (after merging every file): the root of the YAML schema."""
+
+    version: Literal[1] = 1
+    ledger_unit: Literal["ms"] = "ms"
+    default_plan: str = "free"
+    holds: HoldSpec = Field(default_factory=HoldSpec)
+    plans: dict[str, PlanSpec] = Field(min_length=1)
+    catalog: CatalogSpec
+    upstreams: dict[str, UpstreamSpec] = Field(default_factory=dict)
+    routes: list[RouteSpec] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL ledger (applied by `gateway serve` and `gateway migrate`)."""

@@ -1,0 +1,1 @@
+"""The SQL ledger (SQLite embedded default, PostgreSQL in production) via SQLAlchemy Core."""

@@ -1,0 +1,116 @@
+"""Database engines and the transaction runner: one place that knows SQLite from PostgreSQL.
+
+Ledger operations are plain synchronous functions on a SQLAlchemy `Connection`. The runner
+executes each one as a single transaction:
+- SQLite (embedded default): inline on the event loop, `BEGIN IMMEDIATE` so the write lock is
+  taken up front (no lock upgrades, correct with several processes on one file); WAL mode.
+  Each transaction is a few short statements, far cheaper than a hop to a thread.
+- PostgreSQL (`postgresql+asyncpg://`): on the async engine via `AsyncConnection.run_sync`;
+  per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
+Driver errors become `StoreUnavailable` here, at the adapter edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storage.ports import StoreUnavailable
+
+T = TypeVar("T")
+
+
+def sync_url(url: str) -> str:
+    """The URL with a synchronous driver (for Alembic): asyncpg → psycopg-free `postgresql`
+    via asyncpg is kept for async; aiosqlite → pysqlite."""
+    u = make_url(url)
+    if u.drivername in ("sqlite+aiosqlite",):
+        u = u.set(drivername="sqlite")
+    return u.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    """True for any SQLite URL."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_sqlite_engine(url: str) -> Engine:
+    """A pysqlite engine with WAL, NORMAL sync, a busy timeout and `BEGIN IMMEDIATE`."""
+    engine = create_engine(
+        sync_url(url),
+        connect_args={"check_same_thread": False, "timeout": 10, "isolation_level": None},
+        pool_size=2,
+        max_overflow=2,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Runner:
+    """Runs a ledger operation `fn(conn, *args)` as one transaction. `await runner.run(...)`.
+
+    Raises StoreUnavailable when the database cannot be reached or the driver fails.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self._sync: Engine | None = None
+        self._async: AsyncEngine | None = None
+        if self.sqlite:
+            self._sync = make_sqlite_engine(url)
+        else:
+            self._async = create_async_engine(url, pool_size=10, max_overflow=10,
+                                              pool_pre_ping=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            if self._sync is not None:
+                with self._sync.begin() as conn:
+                    return fn(conn, *args)
+            assert self._async is not None
+            async with self._async.begin() as aconn:
+                return await aconn.run_sync(fn, *args)
+        except IntegrityError:
+            raise
+        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+            raise StoreUnavailable(_first_line(exc)) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(_first_line(exc)) from exc
+            raise
+
+    async def ping(self) -> None:
+        """Round-trip `SELECT 1`. Raises StoreUnavailable."""
+        from sqlalchemy import text
+
+        await self.run(lambda conn: conn.execute(text("SELECT 1")).scalar())
+
+    async def close(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

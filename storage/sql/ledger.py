@@ -1,0 +1,587 @@
+"""The SQL ledger: admission, settlement, grants and reads, each one atomic step per account.
+
+Every operation below is one transaction that first locks the account row (`FOR UPDATE` on
+PostgreSQL; SQLite's `BEGIN IMMEDIATE` write lock), so admission and settlement are correct with
+many gateway processes on one database (SPEC §3). The burn-down decisions come from the pure
+engine (`storage.burn_down`); this module only reads and writes rows. Amounts are ledger units
+(ms of AI time); times are UTC epoch milliseconds.
+
+Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledger_entries.delta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from policies.compiled import Plan
+from storage import bonus
+from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
+from storage.burn_down import plan_debit, priority_key
+from storage.ports import (
+    Admission,
+    BalanceSnapshot,
+    BucketView,
+    CallRecord,
+    GrantResult,
+    Settlement,
+    Shortfall,
+    UnknownAccount,
+)
+from storage.sql.engine import Runner
+from storage.sql.tables import (
+    accounts,
+    allocations,
+    api_keys,
+    buckets,
+    holds,
+    ledger_entries,
+    usage_records,
+)
+
+ShortfallRule = Literal["clamp", "overdraft"]
+KEY_PREFIX = "gw_"
+
+
+def now_ms() -> int:
+    """Current UTC time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def to_datetime(ms: int) -> datetime:
+    """UTC datetime of epoch milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def to_ms(dt: datetime) -> int:
+    """Epoch milliseconds of an aware datetime."""
+    return int(dt.timestamp() * 1000)
+
+
+def new_id(prefix: str) -> str:
+    """A random id like `acct_3kPq…` (96 random bits, URL-safe)."""
+    return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex of an API key: keys are stored only hashed (they are high-entropy, so a
+    plain hash suffices; no password KDF is needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# ---- statements built once (SQLAlchemy caches their compiled form) --------------------------
+
+def _live_bucket_rows(conn: Connection, account_id: str, at_ms: int) -> list[Any]:
+    return list(
+        conn.execute(
+            select(
+                buckets.c.id,
+                buckets.c.source,
+                buckets.c.remaining,
+                buckets.c.expires_at_ms,
+                buckets.c.created_at_ms,
+                buckets.c.amount,
+            ).where(
+                buckets.c.account_id == account_id,
+                buckets.c.remaining > 0,
+                or_(buckets.c.expires_at_ms.is_(None), buckets.c.expires_at_ms > at_ms),
+            )
+        )
+    )
+
+
+def _as_bucket(row: Any) -> Bucket:
+    return Bucket(
+        id=row.id,
+        source=Source(row.source),
+        remaining=row.remaining,
+        expires_at=None if row.expires_at_ms is None else to_datetime(row.expires_at_ms),
+        created_at=to_datetime(row.created_at_ms),
+    )
+
+
+def _lock(conn: Connection, account_id: str) -> Any:
+    row = conn.execute(
+        select(accounts.c.plan_key, accounts.c.debt, accounts.c.subscription_status)
+        .where(accounts.c.id == account_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise UnknownAccount(account_id)
+    return row
+
+
+def _held(conn: Connection, account_id: str, at_ms: int) -> int:
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(holds.c.amount), 0)).where(
+                holds.c.account_id == account_id, holds.c.expires_at_ms > at_ms
+            )
+        ).scalar_one()
+    )
+
+
+def _entry_exists(conn: Connection, account_id: str, key: str) -> bool:
+    return (
+        conn.execute(
+            select(ledger_entries.c.id).where(
+                ledger_entries.c.account_id == account_id,
+                ledger_entries.c.idempotency_key == key,
+            )
+        ).first()
+        is not None
+    )
+
+
+def _insert_entry(
+    conn: Connection,
+    account_id: str,
+    event_type: EventType,
+    delta: int,
+    key: str,
+    reason: str,
+    at_ms: int,
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    result = conn.execute(
+        insert(ledger_entries).values(
+            account_id=account_id,
+            event_type=event_type.value,
+            delta=delta,
+            idempotency_key=key,
+            reason=reason,
+            metadata_json=json.dumps(metadata, separators=(",", ":")) if metadata else None,
+            created_at_ms=at_ms,
+        )
+    )
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def credit_tx(
+    conn: Connection,
+    account_id: str,
+    source: Source,
+    amount: int,
+    key: str,
+    expires_at_ms: int | None,
+    reason: str,
+    at_ms: int,
+    metadata: dict[str, Any] | None = None,
+    event_type: EventType | None = None,
+    locked: bool = False,
+) -> GrantResult:
+    """Credit `amount` (> 0) as a new bucket, idempotent by `key`; debt is netted first.
+
+    Returns GrantResult(replayed=True) when `key` was already applied. Raises ValueError for a
+    non-positive amount, UnknownAccount for an unknown account.
+    """
+    if amount <= 0:
+        raise ValueError(f"credit amount must be > 0, got {amount}")
+    account = _lock(conn, account_id) if not locked else None
+    if _entry_exists(conn, account_id, key):
+        return GrantResult(entry_id=None, bucket_id=None, amount=amount, replayed=True)
+    debt = account.debt if account is not None else int(
+        conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id)).scalar_one()
+    )
+    netted = min(debt, amount)
+    if netted:
+        conn.execute(
+            update(accounts).where(accounts.c.id == account_id).values(debt=debt - netted)
+        )
+    bucket_id = new_id("bkt")
+    conn.execute(
+        insert(buckets).values(
+            id=bucket_id,
+            account_id=account_id,
+            source=source.value,
+            amount=amount,
+            remaining=amount - netted,
+            expires_at_ms=expires_at_ms,
+            created_at_ms=at_ms,
+        )
+    )
+    meta = dict(metadata or {})
+    if netted:
+        meta["debt_netted"] = netted
+    entry_id = _insert_entry(
+        conn, account_id, event_type or CREDIT_EVENT_FOR_SOURCE[source], amount, key, reason,
+        at_ms, meta or None,
+    )
+    conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id, amount=amount))
+    return GrantResult(entry_id=entry_id, bucket_id=bucket_id, amount=amount, metadata=meta)
+
+
+def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: int) -> bool:
+    """Grant today's daily bonus if the plan has one and it was not granted yet (lazy, SPEC §4).
+
+    Returns True when the day is settled (granted now, earlier, or nothing grantable).
+    Caller holds the account lock.
+    """
+    if plan.daily_bonus <= 0:
+        return True
+    now = to_datetime(at_ms)
+    key = bonus.daily_idempotency_key(now)
+    if _entry_exists(conn, account_id, key):
+        return True
+    granted = int(
+        conn.execute(
+            select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
+                ledger_entries.c.account_id == account_id,
+                ledger_entries.c.event_type == EventType.DAILY_BONUS.value,
+                ledger_entries.c.created_at_ms >= to_ms(bonus.month_start(now)),
+            )
+        ).scalar_one()
+    )
+    amount = bonus.daily_bonus_amount(plan.daily_bonus, plan.monthly_bonus_cap, granted)
+    if amount > 0:
+        credit_tx(
+            conn, account_id, Source.DAILY, amount, key, to_ms(bonus.day_end(now)),
+            "daily bonus", at_ms, locked=True,
+        )
+    return True
+
+
+def create_account_tx(conn: Connection, plan: Plan, at_ms: int, account_id: str | None) -> str:
+    """Insert an account on `plan` and credit its welcome bonus (never expires)."""
+    account_id = account_id or new_id("acct")
+    conn.execute(insert(accounts).values(id=account_id, plan_key=plan.key, debt=0,
+                                         created_at_ms=at_ms))
+    if plan.welcome_bonus > 0:
+        credit_tx(conn, account_id, Source.WELCOME, plan.welcome_bonus, "welcome_bonus", None,
+                  "welcome bonus", at_ms, locked=True)
+    return account_id
+
+
+def create_api_key_tx(conn: Connection, account_id: str, at_ms: int) -> tuple[str, str]:
+    """Create an API key for the account. Returns (key_id, plaintext key) — shown once."""
+    _lock(conn, account_id)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = new_id("key")
+    conn.execute(insert(api_keys).values(id=key_id, account_id=account_id, key_hash=hash_key(key),
+                                         prefix=key[:10], created_at_ms=at_ms))
+    return key_id, key
+
+
+def revoke_api_key_tx(conn: Connection, key_id: str, at_ms: int) -> bool:
+    """Revoke a key by id. Returns False when no active key has that id."""
+    result = conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at_ms.is_(None))
+        .values(revoked_at_ms=at_ms)
+    )
+    return bool(result.rowcount)
+
+
+def resolve_key_tx(conn: Connection, key_hash: str) -> tuple[str, str] | None:
+    """(account id, plan key) of an active key with this hash, else None."""
+    row = conn.execute(
+        select(api_keys.c.account_id, accounts.c.plan_key)
+        .join(accounts, accounts.c.id == api_keys.c.account_id)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at_ms.is_(None))
+    ).first()
+    return None if row is None else (row.account_id, row.plan_key)
+
+
+def admit_tx(
+    conn: Connection,
+    account_id: str,
+    amount: int,
+    operation: str,
+    ttl_ms: int,
+    plan: Plan,
+    daily_checked: bool,
+    at_ms: int,
+) -> Admission | Shortfall:
+    """Place a hold of `amount` if `available` covers it, else report the shortfall.
+
+    available = Σ remaining of live buckets − Σ unexpired holds − debt (SPEC §3).
+    """
+    account = _lock(conn, account_id)
+    if not daily_checked:
+        ensure_daily_bonus_tx(conn, account_id, plan, at_ms)
+    rows = _live_bucket_rows(conn, account_id, at_ms)
+    spendable = sum(r.remaining for r in rows)
+    held = _held(conn, account_id, at_ms)
+    available = spendable - held - account.debt
+    if amount <= available:
+        hold_id = new_id("hold")
+        conn.execute(insert(holds).values(id=hold_id, account_id=account_id, amount=amount,
+                                          operation=operation, created_at_ms=at_ms,
+                                          expires_at_ms=at_ms + ttl_ms))
+        return Admission(hold_id=hold_id, amount=amount, available_after=available - amount)
+    shown = max(0, available)
+    daily = min(shown, sum(r.remaining for r in rows if r.source == Source.DAILY.value))
+    return Shortfall(required=amount, available=shown, daily=daily, paid=shown - daily)
+
+
+def extend_hold_tx(
+    conn: Connection, account_id: str, hold_id: str, new_amount: int, ttl_ms: int, at_ms: int
+) -> bool:
+    """Raise a live hold to `new_amount` if the balance covers the increase; renews its expiry.
+
+    Returns False (nothing changed) when the balance cannot cover it or the hold is gone.
+    """
+    account = _lock(conn, account_id)
+    current = conn.execute(
+        select(holds.c.amount).where(holds.c.id == hold_id, holds.c.expires_at_ms > at_ms)
+    ).scalar()
+    if current is None:
+        return False
+    increase = new_amount - int(current)
+    if increase > 0:
+        spendable = sum(r.remaining for r in _live_bucket_rows(conn, account_id, at_ms))
+        available = spendable - _held(conn, account_id, at_ms) - account.debt
+        if increase > available:
+            return False
+    conn.execute(update(holds).where(holds.c.id == hold_id).values(
+        amount=max(new_amount, int(current)), expires_at_ms=at_ms + ttl_ms))
+    return True
+
+
+def settle_tx(
+    conn: Connection,
+    hold_id: str | None,
+    record: CallRecord,
+    charge: int,
+    on_shortfall: ShortfallRule,
+    at_ms: int,
+) -> Settlement:
+    """Debit `charge` units in burn order, release the hold, write the usage record.
+
+    Idempotent by the call's request id. Under `clamp` what the buckets cannot cover is
+    recorded as unbilled; under `overdraft` it becomes debt (netted against the next credit).
+    """
+    account_id = record.account_id
+    account = _lock(conn, account_id)
+    key = "call:" + record.request_id
+    if hold_id is not None:
+        conn.execute(holds.delete().where(holds.c.id == hold_id))
+    if _entry_exists(conn, account_id, key):
+        return Settlement(charged=0, unbilled=0, remaining=0, replayed=True)
+    rows = _live_bucket_rows(conn, account_id, at_ms)
+    now = to_datetime(at_ms)
+    plan = plan_debit([_as_bucket(r) for r in rows], charge, now)
+    unbilled = plan.shortfall if on_shortfall == "clamp" else 0
+    debited = plan.covered if on_shortfall == "clamp" else charge
+    debt = account.debt + (plan.shortfall if on_shortfall == "overdraft" else 0)
+    if plan.allocations:
+        conn.execute(
+            update(buckets)
+            .where(buckets.c.id == bindparam("b_id"))
+            .values(remaining=buckets.c.remaining - bindparam("b_take")),
+            [{"b_id": a.bucket_id, "b_take": a.amount} for a in plan.allocations],
+        )
+    if debt != account.debt:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(debt=debt))
+    if debited:
+        meta: dict[str, Any] = {
+            "operation": record.operation,
+            "model": record.model,
+            "usage_source": record.usage_source,
+        }
+        if plan.shortfall:
+            meta["shortfall"] = plan.shortfall
+            meta["shortfall_rule"] = on_shortfall
+        entry_id = _insert_entry(
+            conn, account_id, EventType.CONSUMPTION, -debited, key,
+            f"{record.operation} ({record.usage_source} usage)", at_ms, meta,
+        )
+        if plan.allocations:
+            conn.execute(
+                insert(allocations),
+                [{"entry_id": entry_id, "bucket_id": a.bucket_id, "amount": a.amount}
+                 for a in plan.allocations],
+            )
+    conn.execute(
+        insert(usage_records).values(
+            id=record.request_id,
+            account_id=account_id,
+            operation=record.operation,
+            model=record.model,
+            upstream_status=record.upstream_status,
+            duration_ms=record.duration_ms,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cached_tokens=record.cached_tokens,
+            reasoning_tokens=record.reasoning_tokens,
+            estimated=record.estimated,
+            charged=debited,
+            unbilled=unbilled,
+            usage_source=record.usage_source,
+            streamed=record.streamed,
+            outcome=record.outcome,
+            created_at_ms=at_ms,
+        )
+    )
+    spendable = sum(r.remaining for r in rows) - plan.covered
+    remaining = spendable - _held(conn, account_id, at_ms) - debt
+    return Settlement(charged=debited, unbilled=unbilled, remaining=remaining)
+
+
+def release_hold_tx(conn: Connection, hold_id: str) -> None:
+    """Drop a hold without charging (e.g. the call never reached the upstream)."""
+    conn.execute(holds.delete().where(holds.c.id == hold_id))
+
+
+def balance_tx(conn: Connection, account_id: str, at_ms: int) -> BalanceSnapshot:
+    """Read the account's live buckets (burn order), holds, debt and month's daily grants."""
+    account = conn.execute(
+        select(accounts.c.plan_key, accounts.c.debt, accounts.c.subscription_status)
+        .where(accounts.c.id == account_id)
+    ).first()
+    if account is None:
+        raise UnknownAccount(account_id)
+    rows = _live_bucket_rows(conn, account_id, at_ms)
+    rows.sort(key=lambda r: priority_key(_as_bucket(r)))
+    now = to_datetime(at_ms)
+    granted = int(
+        conn.execute(
+            select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
+                ledger_entries.c.account_id == account_id,
+                ledger_entries.c.event_type == EventType.DAILY_BONUS.value,
+                ledger_entries.c.created_at_ms >= to_ms(bonus.month_start(now)),
+            )
+        ).scalar_one()
+    )
+    version = conn.execute(
+        select(func.coalesce(func.max(ledger_entries.c.id), 0)).where(
+            ledger_entries.c.account_id == account_id)
+    ).scalar_one()
+    return BalanceSnapshot(
+        account_id=account_id,
+        version=int(version),
+        plan_key=account.plan_key,
+        subscription_status=account.subscription_status,
+        buckets=[
+            BucketView(r.id, r.source, r.remaining, r.amount, r.expires_at_ms, r.created_at_ms)
+            for r in rows
+        ],
+        held=_held(conn, account_id, at_ms),
+        debt=account.debt,
+        daily_granted_this_month=granted,
+        now_ms=at_ms,
+    )
+
+
+def usage_tx(conn: Connection, account_id: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` usage records of the account as dicts (times in epoch ms)."""
+    rows = conn.execute(
+        select(usage_records)
+        .where(usage_records.c.account_id == account_id)
+        .order_by(usage_records.c.created_at_ms.desc(), usage_records.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def account_exists_tx(conn: Connection, account_id: str) -> bool:
+    """True if the account exists."""
+    return conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first() is not None
+
+
+def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
+    """Audit sums: Σ remaining (all buckets), debt, Σ ledger deltas, active hold count."""
+    remaining = conn.execute(
+        select(func.coalesce(func.sum(buckets.c.remaining), 0)).where(
+            buckets.c.account_id == account_id)).scalar_one()
+    deltas = conn.execute(
+        select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
+            ledger_entries.c.account_id == account_id)).scalar_one()
+    debt = conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id)).scalar_one()
+    n_holds = conn.execute(
+        select(func.count()).select_from(holds).where(holds.c.account_id == account_id)
+    ).scalar_one()
+    return {"remaining": int(remaining), "debt": int(debt), "deltas": int(deltas),
+            "holds": int(n_holds)}
+
+
+class SqlLedger:
+    """The async ledger the gateway talks to; each method is one atomic transaction.
+
+    Construct with a database URL (`sqlite:///…` or `postgresql+asyncpg://…`). Methods raise
+    StoreUnavailable when the database is unreachable and UnknownAccount for unknown ids.
+    Keeps a small per-process cache of which accounts already had today's daily bonus settled,
+    so the hot path skips that lookup (a stale cache only costs one extra idempotent check).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.runner = Runner(url)
+        self._daily_done: dict[str, str] = {}
+
+    async def close(self) -> None:
+        await self.runner.close()
+
+    async def create_account(self, plan: Plan, account_id: str | None = None) -> str:
+        return await self.runner.run(create_account_tx, plan, now_ms(), account_id)
+
+    async def create_api_key(self, account_id: str) -> tuple[str, str]:
+        return await self.runner.run(create_api_key_tx, account_id, now_ms())
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await self.runner.run(revoke_api_key_tx, key_id, now_ms())
+
+    async def resolve_key(self, key: str) -> tuple[str, str] | None:
+        return await self.runner.run(resolve_key_tx, hash_key(key))
+
+    async def admit(
+        self, account_id: str, amount: int, operation: str, ttl_s: float, plan: Plan
+    ) -> Admission | Shortfall:
+        at = now_ms()
+        day = bonus.daily_idempotency_key(to_datetime(at))
+        checked = self._daily_done.get(account_id) == day
+        result = await self.runner.run(
+            admit_tx, account_id, amount, operation, int(ttl_s * 1000), plan, checked, at
+        )
+        if not checked:
+            self._daily_done[account_id] = day
+        return result
+
+    async def extend_hold(
+        self, account_id: str, hold_id: str, new_amount: int, ttl_s: float
+    ) -> bool:
+        return await self.runner.run(
+            extend_hold_tx, account_id, hold_id, new_amount, int(ttl_s * 1000), now_ms()
+        )
+
+    async def settle(
+        self, hold_id: str | None, record: CallRecord, charge: int, on_shortfall: ShortfallRule
+    ) -> Settlement:
+        return await self.runner.run(settle_tx, hold_id, record, charge, on_shortfall, now_ms())
+
+    async def release(self, hold_id: str) -> None:
+        await self.runner.run(release_hold_tx, hold_id)
+
+    async def grant(
+        self,
+        account_id: str,
+        source: Source,
+        amount: int,
+        key: str,
+        expires_at_ms: int | None,
+        reason: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> GrantResult:
+        return await self.runner.run(
+            credit_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata
+        )
+
+    async def balance(self, account_id: str) -> BalanceSnapshot:
+        return await self.runner.run(balance_tx, account_id, now_ms())
+
+    async def usage(self, account_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self.runner.run(usage_tx, account_id, limit)
+
+    async def account_exists(self, account_id: str) -> bool:
+        return await self.runner.run(account_exists_tx, account_id)
+
+    async def totals(self, account_id: str) -> dict[str, int]:
+        return await self.runner.run(totals_tx, account_id)

@@ -1,0 +1,125 @@
+"""Table definitions of the SQL ledger. Amounts are integer ledger units (ms of AI time);
+times are integer UTC epoch milliseconds (`*_ms`), identical on SQLite and PostgreSQL.
+
+The Alembic migrations in storage/migrations create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("plan_key", String(64), nullable=False),
+    Column("subscription_status", String(32), nullable=False, server_default="none"),
+    Column("debt", BigInteger, nullable=False, server_default="0"),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("debt >= 0", name="ck_accounts_debt_nonneg"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("revoked_at_ms", BigInteger, nullable=True),
+)
+
+buckets = Table(
+    "buckets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("remaining >= 0", name="ck_buckets_remaining_nonneg"),
+    CheckConstraint("amount > 0", name="ck_buckets_amount_pos"),
+    Index("ix_buckets_account_remaining", "account_id", "remaining"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger, "postgresql"), primary_key=True,
+           autoincrement=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("metadata_json", Text, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "idempotency_key", name="uq_ledger_account_key"),
+    Index("ix_ledger_account_type_time", "account_id", "event_type", "created_at_ms"),
+    Index("ix_ledger_account_id", "account_id", "id"),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger, "postgresql"), primary_key=True,
+           autoincrement=True),
+    Column("entry_id", BigInteger, ForeignKey("ledger_entries.id"), nullable=False),
+    Column("bucket_id", String(40), ForeignKey("buckets.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_allocations_entry", "entry_id"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    CheckConstraint("amount >= 0", name="ck_holds_amount_nonneg"),
+    Index("ix_holds_account_expiry", "account_id", "expires_at_ms"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("upstream_status", Integer, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("input_tokens", Integer, nullable=False, server_default="0"),
+    Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("cached_tokens", Integer, nullable=False, server_default="0"),
+    Column("reasoning_tokens", Integer, nullable=False, server_default="0"),
+    Column("estimated", BigInteger, nullable=False, server_default="0"),
+    Column("charged", BigInteger, nullable=False, server_default="0"),
+    Column("unbilled", BigInteger, nullable=False, server_default="0"),
+    Column("usage_source", String(16), nullable=False),
+    Column("streamed", Boolean, nullable=False, server_default="0"),
+    Column("outcome", String(32), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index("ix_usage_account_time", "account_id", "created_at_ms"),
+)
