@@ -85,11 +85,11 @@ class Proxy:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
         request_id = new_request_id()
-        base = base_url_for(scope, self.s.settings.public_url)
-        instance = f"urn:op:{request_id}"
         try:
             await self._handle(scope, receive, send, route, request_id)
         except GatewayError as err:
+            base = base_url_for(scope, self.s.settings.public_url)
+            instance = f"urn:op:{request_id}"
             op_id = getattr(err, "operation_id", request_id)
             headers = [(b"x-request-id", request_id.encode()),
                        (b"x-gateway-operation", route.operation.encode())]
