@@ -163,6 +163,10 @@ def main():
         if errs[t]:
             notes.append(f"- **`{t}`: {errs[t]} errors/bad streams — its figures are suspect.**")
         c0 = M(t, load, "cpu0_busy_pct")
+        if t != base and c0 is not None and c0 > 90:
+            notes.append(f"- CPU0 was {c0:.0f}% busy during `{t}` {load}: the upstream/load-generator "
+                         "core was saturated (by other load, if the gateway's req/s are low), so "
+                         f"`{t}`'s figures may be understated.")
         if t == base and c0 is not None and c0 > 97:
             notes.append(f"- CPU0 was {c0:.0f}% busy during `{t}` {load}: that throughput is "
                          "capped by the core the upstream shares with the load generator, so "

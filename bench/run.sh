@@ -217,6 +217,10 @@ for r in $(seq "$ROUNDS"); do
   for t in "${order[@]}"; do measure "$t" "$r" || break 2; done
 done
 
+if [[ "$MODE" == full ]]; then  # proof that metering ran: the bench account's balance went down
+  (cd "$TMP" && timeout 60 env "${GW_ENV[@]}" "${GW[@]}" balance "$ACCOUNT" 2>&1 | head -n 3 \
+    | sed 's/^/# after the run: /' >&2) || true
+fi
 if [[ "$MODE" == full && -s "$TMP/gateway.log" ]]; then
   cp "$TMP/gateway.log" "$RES/$RUN_ID.gateway.log"
   n="$(grep -ciE 'error|traceback' "$TMP/gateway.log" || true)"

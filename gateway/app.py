@@ -23,7 +23,7 @@ from gateway.auth import KeyCache
 from gateway.metrics import Metrics
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
-from gateway.resume import InProcessResumeTokens
+from gateway.resume import InProcessResumeTokens, ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -63,14 +63,19 @@ class Gateway:
         services = await build_services(self.settings, self._initial_policy)
         self.services = services
         self.proxy = Proxy(services)
-        watcher = asyncio.ensure_future(_watch_policy(services))
+        tasks = [asyncio.ensure_future(_watch_policy(services)),
+                 asyncio.ensure_future(_renew_leases(services))]
         try:
             yield
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await services.upstream.close()
             await services.ledger.close()
+            close = getattr(services.resume, "close", None)
+            if close is not None:
+                await close()
             self.services = None
 
     async def _problem(self, request: Request, exc: GatewayError) -> Response:
@@ -94,15 +99,25 @@ class Gateway:
 async def build_services(settings: Settings, policy: Policy | None = None) -> Services:
     """Create every client and store (inside the running loop). Raises PolicyError."""
     policy = policy or load_policy(settings.policy_paths, settings.env)
-    ledger = SqlLedger(settings.database_url)
+    ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
+    metrics = Metrics()
+    resume: ResumeTokens = InProcessResumeTokens()
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from storage.redis_state import RedisResumeTokens
+
+        client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        resume = RedisResumeTokens(
+            client, on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
     return Services(
         settings=settings,
         policy=policy,
         ledger=ledger,
         keys=KeyCache(ledger, settings.key_cache_ttl_s),
-        resume=InProcessResumeTokens(),
+        resume=resume,
         upstream=UpstreamClient(),
-        metrics=Metrics(),
+        metrics=metrics,
     )
 
 
@@ -134,12 +149,25 @@ async def _watch_policy(services: Services) -> None:
         last = now
         try:
             services.policy = load_policy(paths, services.settings.env)
+            services.ledger.lease_s = services.policy.document.holds.lease_s
             services.policy_error = None
             log.info("policy reloaded", extra={"files": [str(p) for p in paths]})
         except PolicyError as exc:
             services.policy_error = str(exc)
             log.error("policy reload failed; keeping the last good policy",
                       extra={"error": str(exc)})
+
+
+async def _renew_leases(services: Services) -> None:
+    """Keep this process's in-flight holds alive (SPEC §3: a crashed gateway never strands
+    balance — its holds simply stop being renewed and lapse within one lease)."""
+    while True:
+        await asyncio.sleep(services.ledger.lease_s / 3)
+        try:
+            await services.ledger.renew_leases()
+        except StoreUnavailable:
+            services.metrics.store_errors.labels("renew_leases").inc()
+            log.warning("could not renew hold leases: store unavailable")
 
 
 def _web_routes(gw: Gateway) -> list[WebRoute]:
@@ -157,6 +185,14 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
             except StoreUnavailable as exc:
                 checks["database"] = f"unreachable: {exc}"
                 ok = False
+            ping = getattr(s.resume, "ping", None)
+            if ping is not None:
+                try:
+                    await ping()
+                    checks["redis"] = "ok"
+                except Exception as exc:  # redis errors of any kind mean "not ready"
+                    checks["redis"] = f"unreachable: {exc}"
+                    ok = False
             checks["policy"] = "ok" if s.policy_error is None else (
                 "serving last good policy; reload failed: " + s.policy_error)
         return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.sql.ledger import SqlLedger, hash_key, resolve_key_tx
+from storage.sql import hot_path
+from storage.sql.ledger import SqlLedger, hash_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class KeyCache:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await self._ledger.runner.run(resolve_key_tx, digest)
+        row = await self._ledger.runner.run_raw(hot_path.resolve_key, digest)
         caller = None if row is None else Caller(*row)
         if self._ttl > 0:
             if len(self._cache) > 100_000:

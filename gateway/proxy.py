@@ -9,7 +9,6 @@ to another request) → 503 (store down, fail mode `deny`) → 402 (short balanc
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,13 +40,15 @@ from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
+from storage.sql.ledger import new_sequential_id
 
 log = logging.getLogger("gateway.proxy")
 
 
 def new_request_id() -> str:
-    """`req_` + 16 random hex chars: the request id, also the operation id of a 402."""
-    return "req_" + secrets.token_hex(8)
+    """`req_` + a per-process random tag + a counter: unique across processes and restarts;
+    the request id, also the operation id of a 402."""
+    return new_sequential_id("req")
 
 
 @dataclass

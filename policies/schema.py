@@ -258,9 +258,14 @@ class CatalogSpec(_Strict):
 
 
 class HoldSpec(_Strict):
-    """Hold lifetimes: a hold expires `ttl_margin_s` after its route's total timeout, so a
-    crashed gateway never strands balance."""
+    """Hold lifetimes, so a crashed gateway never strands balance (SPEC §3).
 
+    A hold is a lease of `lease_s` seconds that the gateway process renews while its call is in
+    flight (every lease_s / 3); a killed process's holds stop counting within `lease_s` plus one
+    renewal period. Renewal stops `ttl_margin_s` after the route's total timeout.
+    """
+
+    lease_s: int = Field(30, ge=3, le=600)
     ttl_margin_s: Positive = 30
 
 

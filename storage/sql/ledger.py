@@ -12,6 +12,8 @@ Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledge
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import json
 import secrets
 import time
@@ -68,6 +70,26 @@ def to_ms(dt: datetime) -> int:
 def new_id(prefix: str) -> str:
     """A random id like `acct_3kPq…` (96 random bits, URL-safe)."""
     return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+_PROCESS_TAG = secrets.token_hex(6)
+_sequence = itertools.count(1)
+
+
+def _new_process_tag() -> None:
+    global _PROCESS_TAG, _sequence
+    _PROCESS_TAG = secrets.token_hex(6)
+    _sequence = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_process_tag)  # forked workers must not reuse ids
+
+
+def new_sequential_id(prefix: str) -> str:
+    """A unique, non-secret id for hot-path rows (holds, requests): a random per-process tag
+    plus a counter, e.g. `hold_3f9a0c1b2d4e_1a2b`. Unique across processes without a syscall
+    per id (ids of accounts, keys and buckets stay fully random: `new_id`)."""
+    return f"{prefix}_{_PROCESS_TAG}{next(_sequence):x}"
 
 
 def hash_key(key: str) -> str:
@@ -319,7 +341,8 @@ def admit_tx(
                                           expires_at_ms=at_ms + ttl_ms))
         return Admission(hold_id=hold_id, amount=amount, available_after=available - amount)
     shown = max(0, available)
-    daily = min(shown, sum(r.remaining for r in rows if r.source == Source.DAILY.value))
+    daily_left = sum(r.remaining for r in rows if r.source == Source.DAILY.value)
+    daily = min(shown, max(0, daily_left - held))  # holds burn the daily bucket first
     return Shortfall(required=amount, available=shown, daily=daily, paid=shown - daily)
 
 
@@ -365,7 +388,8 @@ def settle_tx(
     key = "call:" + record.request_id
     if hold_id is not None:
         conn.execute(holds.delete().where(holds.c.id == hold_id))
-    if _entry_exists(conn, account_id, key):
+    if conn.execute(select(usage_records.c.id).where(
+            usage_records.c.id == record.request_id)).first() is not None:
         return Settlement(charged=0, unbilled=0, remaining=0, replayed=True)
     rows = _live_bucket_rows(conn, account_id, at_ms)
     now = to_datetime(at_ms)
@@ -504,6 +528,11 @@ def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
             "holds": int(n_holds)}
 
 
+def _ensure_daily_locked(conn: Connection, account_id: str, plan: Plan, at_ms: int) -> bool:
+    _lock(conn, account_id)
+    return ensure_daily_bonus_tx(conn, account_id, plan, at_ms)
+
+
 class SqlLedger:
     """The async ledger the gateway talks to; each method is one atomic transaction.
 
@@ -513,9 +542,11 @@ class SqlLedger:
     so the hot path skips that lookup (a stale cache only costs one extra idempotent check).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lease_s: float = 30.0) -> None:
         self.runner = Runner(url)
+        self.lease_s = lease_s
         self._daily_done: dict[str, str] = {}
+        self._leases: dict[str, int] = {}  # hold id -> last moment (epoch ms) to renew it
 
     async def close(self) -> None:
         await self.runner.close()
@@ -530,34 +561,72 @@ class SqlLedger:
         return await self.runner.run(revoke_api_key_tx, key_id, now_ms())
 
     async def resolve_key(self, key: str) -> tuple[str, str] | None:
-        return await self.runner.run(resolve_key_tx, hash_key(key))
+        from storage.sql import hot_path
+
+        return await self.runner.run_raw(hot_path.resolve_key, hash_key(key))
 
     async def admit(
         self, account_id: str, amount: int, operation: str, ttl_s: float, plan: Plan
     ) -> Admission | Shortfall:
+        """Place a hold of `amount` units or report the shortfall; first grants today's daily
+        bonus when this process has not settled it for the account today."""
+        from storage.sql import hot_path
+
         at = now_ms()
         day = bonus.daily_idempotency_key(to_datetime(at))
-        checked = self._daily_done.get(account_id) == day
-        result = await self.runner.run(
-            admit_tx, account_id, amount, operation, int(ttl_s * 1000), plan, checked, at
-        )
-        if not checked:
+        if plan.daily_bonus > 0 and self._daily_done.get(account_id) != day:
+            await self.runner.run(_ensure_daily_locked, account_id, plan, at)
+            if len(self._daily_done) > 100_000:
+                self._daily_done.clear()
             self._daily_done[account_id] = day
+        result = await self.runner.run_raw(
+            hot_path.admit, account_id, amount, operation, int(self.lease_s * 1000), at)
+        if isinstance(result, Admission):
+            self._leases[result.hold_id] = at + int(ttl_s * 1000)
         return result
 
     async def extend_hold(
         self, account_id: str, hold_id: str, new_amount: int, ttl_s: float
     ) -> bool:
-        return await self.runner.run(
-            extend_hold_tx, account_id, hold_id, new_amount, int(ttl_s * 1000), now_ms()
-        )
+        from storage.sql import hot_path
+
+        at = now_ms()
+        ok = await self.runner.run_raw(
+            hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * 1000), at)
+        if ok and hold_id in self._leases:
+            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * 1000))
+        return ok
 
     async def settle(
         self, hold_id: str | None, record: CallRecord, charge: int, on_shortfall: ShortfallRule
     ) -> Settlement:
-        return await self.runner.run(settle_tx, hold_id, record, charge, on_shortfall, now_ms())
+        from storage.sql import hot_path
+
+        if hold_id is not None:
+            self._leases.pop(hold_id, None)
+        return await self.runner.run_raw(
+            hot_path.settle, hold_id, record, charge, on_shortfall, now_ms())
+
+    async def renew_leases(self) -> int:
+        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s).
+        Holds past their route's lifetime are no longer renewed. Returns how many were renewed.
+        Raises StoreUnavailable."""
+        from storage.sql import hot_path
+
+        at = now_ms()
+        for hold_id in [h for h, last in self._leases.items() if last <= at]:
+            del self._leases[hold_id]
+        ids = list(self._leases)
+        if not ids:
+            return 0
+        lapsed = await self.runner.run_raw(
+            hot_path.renew_holds, ids, at + int(self.lease_s * 1000), at)
+        for hold_id in lapsed:
+            self._leases.pop(hold_id, None)
+        return len(ids) - len(lapsed)
 
     async def release(self, hold_id: str) -> None:
+        self._leases.pop(hold_id, None)
         await self.runner.run(release_hold_tx, hold_id)
 
     async def grant(

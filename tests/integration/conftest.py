@@ -1,0 +1,322 @@
+"""Integration fixtures: one SQL ledger per test, on SQLite (a fresh file) and on a real PostgreSQL
+(a fresh database `gw_it_<hex>`, dropped afterwards), both migrated with Alembic.
+
+PostgreSQL: `GATEWAY_TEST_POSTGRES_URL` is the admin URL of an existing database to create test
+databases from (default postgresql://postgres@127.0.0.1:5432/test). When it is unreachable the
+postgres tests SKIP with a reason saying so, except under `CI` or `GATEWAY_REQUIRE_SERVICES=1`,
+where they FAIL: in CI the real-service tests must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, make_url
+
+from policies.compiled import Plan
+from storage import migrate
+from storage.ports import Admission, CallRecord, Settlement, Shortfall
+from storage.sql import ledger as ledger_mod
+from storage.sql.ledger import SqlLedger
+from storage.sql.tables import allocations, buckets, ledger_entries, usage_records
+
+T = TypeVar("T")
+
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+_reachability: dict[str, str | None] = {}  # admin URL → None (reachable) or the error text
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("GATEWAY_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
+
+
+def services_required() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("GATEWAY_REQUIRE_SERVICES") == "1"
+
+
+def _asyncpg_dsn(url: str) -> str:
+    u = make_url(url)
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _shown(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run_in_thread(factory: Callable[[], Coroutine[Any, Any, T]] | Callable[[], T]) -> T:
+    """Run a coroutine factory (or a sync callable that may itself call asyncio.run, like the
+    Alembic env for asyncpg) on a fresh thread, so it never touches pytest-asyncio's loop."""
+
+    def call() -> T:
+        result = factory()
+        if asyncio.iscoroutine(result):
+            return asyncio.run(result)
+        return result  # type: ignore[return-value]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+async def _admin_execute(admin_url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _probe(admin_url: str) -> str | None:
+    try:
+        import asyncpg
+    except ImportError as exc:  # pragma: no cover - the postgres extra is not installed
+        return f"asyncpg is not installed ({exc})"
+    try:
+        conn = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+    return None
+
+
+def require_postgres(admin_url: str) -> None:
+    """Skip (or, under CI / GATEWAY_REQUIRE_SERVICES=1, fail) when PostgreSQL is unreachable."""
+    if admin_url not in _reachability:
+        _reachability[admin_url] = run_in_thread(lambda: _probe(admin_url))
+    error = _reachability[admin_url]
+    if error is None:
+        return
+    message = (f"PostgreSQL not reachable at {_shown(admin_url)} ({error}); "
+               "real-service tests did not run")
+    if services_required():
+        pytest.fail(message + " — CI / GATEWAY_REQUIRE_SERVICES=1 requires them", pytrace=False)
+    pytest.skip(message)
+
+
+_MIGRATE_LOCK = threading.Lock()  # Alembic's `context` proxy is process-global: one at a time
+
+
+def _upgrade(url: str) -> None:
+    with _MIGRATE_LOCK:
+        migrate.upgrade(url)
+
+
+class PostgresDatabases:
+    """Fresh, migrated databases `gw_it_<hex>` on the admin server, one per test.
+
+    One background thread creates and migrates the next database while the current test runs,
+    and drops finished ones (`DROP DATABASE … WITH (FORCE)`), so tests do not wait for DDL.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gw-it-pg")
+        self._next: Future[str] | None = None
+        self._pending: list[Future[None]] = []
+
+    def url_of(self, name: str) -> str:
+        return make_url(self.admin_url).set(drivername="postgresql+asyncpg", database=name) \
+            .render_as_string(hide_password=False)
+
+    def _create(self) -> str:
+        name = "gw_it_" + secrets.token_hex(6)
+        asyncio.run(_admin_execute(self.admin_url, f'CREATE DATABASE "{name}"'))
+        try:
+            _upgrade(self.url_of(name))
+        except BaseException:
+            self._drop(name)
+            raise
+        return name
+
+    def _drop(self, name: str) -> None:
+        asyncio.run(_admin_execute(self.admin_url,
+                                   f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def take(self) -> str:
+        """The name of a fresh migrated database (and start preparing the next one)."""
+        ready = self._next or self._worker.submit(self._create)
+        self._next = None
+        name = ready.result()
+        self._next = self._worker.submit(self._create)
+        return name
+
+    def release(self, name: str) -> None:
+        self._pending.append(self._worker.submit(self._drop, name))
+
+    def close(self) -> None:
+        if self._next is not None:
+            with contextlib.suppress(Exception):
+                self.release(self._next.result())
+        self._worker.shutdown(wait=True)
+        for done in self._pending:
+            done.result()  # surface a failed DROP
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    admin = postgres_admin_url()
+    require_postgres(admin)
+    dbs = PostgresDatabases(admin)
+    try:
+        yield dbs
+    finally:
+        dbs.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, migrated ledger database (sqlite file or a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        _upgrade(url)
+        yield url
+        return
+    require_postgres(postgres_admin_url())
+    dbs: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    name = dbs.take()
+    try:
+        yield dbs.url_of(name)
+    finally:
+        dbs.release(name)
+
+
+class CoreSqlLedger(SqlLedger):
+    """SqlLedger with the request-path operations (admit, extend_hold, settle, resolve_key) run
+    through the SQLAlchemy Core `*_tx` functions of storage.sql.ledger instead of whatever path
+    SqlLedger itself takes (today: the raw-SQL storage.sql.hot_path). Running the contract on
+    both keeps the two implementations from drifting apart."""
+
+    async def resolve_key(self, key: str) -> tuple[str, str] | None:
+        return await self.runner.run(ledger_mod.resolve_key_tx, ledger_mod.hash_key(key))
+
+    async def admit(self, account_id: str, amount: int, operation: str, ttl_s: float,
+                    plan: Plan) -> Admission | Shortfall:
+        return await self.runner.run(ledger_mod.admit_tx, account_id, amount, operation,
+                                     int(ttl_s * 1000), plan, False, ledger_mod.now_ms())
+
+    async def extend_hold(self, account_id: str, hold_id: str, new_amount: int,
+                          ttl_s: float) -> bool:
+        return await self.runner.run(ledger_mod.extend_hold_tx, account_id, hold_id, new_amount,
+                                     int(ttl_s * 1000), ledger_mod.now_ms())
+
+    async def settle(self, hold_id: str | None, record: CallRecord, charge: int,
+                     on_shortfall: ledger_mod.ShortfallRule) -> Settlement:
+        return await self.runner.run(ledger_mod.settle_tx, hold_id, record, charge, on_shortfall,
+                                     ledger_mod.now_ms())
+
+
+@pytest.fixture(params=["hot", "core"])
+async def ledger(request: pytest.FixtureRequest, ledger_url: str) -> AsyncIterator[SqlLedger]:
+    """The ledger under test: `hot` = SqlLedger as shipped; `core` = CoreSqlLedger."""
+    lg = SqlLedger(ledger_url) if request.param == "hot" else CoreSqlLedger(ledger_url)
+    try:
+        yield lg
+    finally:
+        await lg.close()
+
+
+# ---- reading rows the port does not expose (through the ledger's own runner) ----------------
+
+
+def _negative_buckets_tx(conn: Connection, account_id: str) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(buckets).where(
+            buckets.c.account_id == account_id, buckets.c.remaining < 0)).scalar_one())
+
+
+def _allocations_tx(conn: Connection, account_id: str, key: str) -> list[tuple[str, str, int]]:
+    rows = conn.execute(
+        select(allocations.c.bucket_id, buckets.c.source, allocations.c.amount)
+        .join(ledger_entries, ledger_entries.c.id == allocations.c.entry_id)
+        .join(buckets, buckets.c.id == allocations.c.bucket_id)
+        .where(ledger_entries.c.account_id == account_id,
+               ledger_entries.c.idempotency_key == key)
+        .order_by(allocations.c.id)
+    )
+    return [(r.bucket_id, r.source, int(r.amount)) for r in rows]
+
+
+def _entries_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ledger_entries).where(ledger_entries.c.account_id == account_id)
+        .order_by(ledger_entries.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+def _buckets_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(buckets).where(buckets.c.account_id == account_id)
+        .order_by(buckets.c.created_at_ms, buckets.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+def _usage_count_tx(conn: Connection, request_id: str) -> int:
+    return int(conn.execute(select(func.count()).select_from(usage_records)
+                            .where(usage_records.c.id == request_id)).scalar_one())
+
+
+class Probe:
+    """Raw reads of one ledger's tables, run as transactions on the ledger's own runner."""
+
+    def __init__(self, ledger: SqlLedger) -> None:
+        self.ledger = ledger
+
+    async def allocations(self, account_id: str, key: str) -> list[tuple[str, str, int]]:
+        """(bucket id, bucket source, amount) of the entry with idempotency `key`, in order."""
+        return await self.ledger.runner.run(_allocations_tx, account_id, key)
+
+    async def entries(self, account_id: str) -> list[dict[str, Any]]:
+        return await self.ledger.runner.run(_entries_tx, account_id)
+
+    async def buckets(self, account_id: str) -> list[dict[str, Any]]:
+        """All buckets (expired and empty ones too)."""
+        return await self.ledger.runner.run(_buckets_tx, account_id)
+
+    async def usage_count(self, request_id: str) -> int:
+        return await self.ledger.runner.run(_usage_count_tx, request_id)
+
+    async def assert_invariant(self, account_id: str) -> dict[str, int]:
+        """Σ remaining − debt == Σ deltas, and no bucket below zero (SPEC §3/§4)."""
+        t = await self.ledger.totals(account_id)
+        assert t["remaining"] - t["debt"] == t["deltas"], f"ledger invariant broken: {t}"
+        assert t["debt"] >= 0, t
+        assert await self.ledger.runner.run(_negative_buckets_tx, account_id) == 0
+        return t
+
+
+@pytest.fixture
+def probe(ledger: SqlLedger) -> Probe:
+    return Probe(ledger)
+
+
+@pytest.fixture
+async def new_account(
+    ledger: SqlLedger, probe: Probe
+) -> AsyncIterator[Callable[[Plan], Awaitable[str]]]:
+    """`await new_account(plan)` creates an account; after the test every account created this
+    way is audited: Σ remaining − debt == Σ deltas, and no negative bucket."""
+    created: list[str] = []
+
+    async def make(plan: Plan) -> str:
+        account_id = await ledger.create_account(plan)
+        created.append(account_id)
+        return account_id
+
+    yield make
+    for account_id in created:
+        await probe.assert_invariant(account_id)
