@@ -23,6 +23,7 @@ from gateway.auth import KeyCache
 from gateway.metrics import Metrics
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
+from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
 from gateway.resume import InProcessResumeTokens, ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
@@ -102,6 +103,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
     metrics = Metrics()
     resume: ResumeTokens = InProcessResumeTokens()
+    counters: CounterStore = InProcessCounters()
     if settings.redis_url:
         from redis.asyncio import Redis
 
@@ -110,6 +112,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         resume = RedisResumeTokens(
             client, on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
+        counters = RedisCounters(
+            client, on_error=lambda: metrics.store_errors.labels("redis_rate_limits").inc())
     return Services(
         settings=settings,
         policy=policy,
@@ -118,6 +122,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         resume=resume,
         upstream=UpstreamClient(),
         metrics=metrics,
+        limiter=RateLimiter(counters),
     )
 
 

@@ -13,10 +13,12 @@ from storage.sql.ledger import SqlLedger, hash_key
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated account and its plan key."""
+    """The authenticated account, its plan key, and `key_id` (a prefix of the key's SHA-256,
+    safe to use in counters and logs)."""
 
     account_id: str
     plan_key: str
+    key_id: str = ""
 
 
 def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> str | None:
@@ -50,7 +52,7 @@ class KeyCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         row = await self._ledger.runner.run_raw(hot_path.resolve_key, digest)
-        caller = None if row is None else Caller(*row)
+        caller = None if row is None else Caller(row[0], row[1], digest[:16])
         if self._ttl > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()

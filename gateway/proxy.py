@@ -39,10 +39,12 @@ from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
+from policies.schema import LimitSpec
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
 from storage.sql.ledger import new_sequential_id
 
 log = logging.getLogger("gateway.proxy")
+_NO_LIMIT = LimitSpec()
 
 
 def new_request_id() -> str:
@@ -153,6 +155,10 @@ class Proxy:
             estimate=estimate, started=started,
         )
         record = await self._check_resume_token(call, scope, token)
+        limits = spec.rate_limits
+        if limits.per_key != _NO_LIMIT or limits.per_account != _NO_LIMIT:
+            call.extra_headers = await self.s.limiter.admit(limits, caller.key_id,
+                                                            caller.account_id)
         await self._admit(call, record, token)
         await self._forward(call, scope, receive, send)
 
@@ -194,6 +200,8 @@ class Proxy:
             raise StoreUnavailableProblem(
                 "The billing store is unreachable, so the call was not sent upstream.") from exc
         if not isinstance(result, Admission):
+            if record is not None and token is not None:
+                record = await s.resume.lookup(token)  # a concurrent retry may have used it
             if record is not None and token is not None:
                 token_out, expires, op_id = token, record.expires_at_ms, record.operation_id
             else:
@@ -331,6 +339,10 @@ class Proxy:
             s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
         if outcome == "ok" and status is not None and status < 400:
             call.route.estimator.observe(charge)
+        limits = call.route.spec.rate_limits
+        if limits.per_key.tokens_per_minute or limits.per_account.tokens_per_minute:
+            await s.limiter.count_tokens(limits, call.caller.key_id, call.caller.account_id,
+                                         u.input_tokens + u.output_tokens)
         log.info("call settled", extra={
             "request_id": call.request_id, "account_id": record.account_id,
             "operation": record.operation, "model": record.model, "status": status,
@@ -352,6 +364,7 @@ class Proxy:
             out.append((b"x-gateway-unbilled", b"store-unavailable"))
         if call.token_status:
             out.append((b"x-resume-token-status", call.token_status.encode()))
+        out.extend(call.extra_headers)
         return out
 
     async def _upstream_failed(self, call: Call, exc: UpstreamFailure, t0: float) -> None:

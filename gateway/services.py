@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.auth import KeyCache
 from gateway.metrics import Metrics
+from gateway.rate_limits import RateLimiter
 from gateway.resume import ResumeTokens
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -25,5 +26,6 @@ class Services:
     resume: ResumeTokens
     upstream: UpstreamClient
     metrics: Metrics
+    limiter: RateLimiter
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.forwarding import downstream_headers
 from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import StreamMeter, split_events
+from policies.estimates import requested_output_tokens
 from policies.meters import Usage
 from storage.ports import StoreUnavailable
 
@@ -39,6 +40,7 @@ async def relay_stream(
         headers.append((b"x-gateway-hold-ms", str(call.hold.amount).encode()))
     if call.token_status:
         headers.append((b"x-resume-token-status", call.token_status.encode()))
+    headers.extend(call.extra_headers)
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
 
     meter = StreamMeter(call.route.spec.protocol)
@@ -106,11 +108,16 @@ async def _pump(
 
 def running_usage(call: Call, meter: StreamMeter) -> Usage:
     """Usage so far: the upstream's figures when reported, else input from the body size (or
-    Anthropic's message_start) and one output token per content event."""
+    Anthropic's message_start) and one output token per content event, never more output than
+    the request allowed (`max_tokens` and friends, when it set one)."""
     if meter.final_usage_seen and meter.usage is not None:
         return meter.usage
     input_tokens = meter.input_tokens or call.input_estimate
-    return Usage(input_tokens=input_tokens, output_tokens=meter.content_events)
+    output = meter.content_events
+    ceiling = requested_output_tokens(call.parsed, 0)
+    if ceiling:
+        output = min(output, ceiling)
+    return Usage(input_tokens=input_tokens, output_tokens=output)
 
 
 async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) -> bool:
@@ -120,7 +127,7 @@ async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) ->
         return True
     elapsed_ms = int((time.perf_counter() - t0) * 1000)
     cost = call.route.meter.cost(call.model, running_usage(call, meter), elapsed_ms)
-    if cost < hold.amount:
+    if cost <= hold.amount:
         return True
     target = max(hold.amount * 2, cost + call.estimate)
     try:
@@ -151,6 +158,8 @@ async def _settle_stream(
         charge = proxy.failure_charge(call, None, duration_ms)
     else:
         charge = call.route.meter.cost(call.model, usage, duration_ms)
+    if outcome == "cut" and call.hold is not None:
+        charge = min(charge, call.hold.amount)  # cut because nothing beyond the hold was left
     settlement = await proxy.settle(call, resp.status, duration_ms, usage, source, charge,
                                     streamed=True, outcome=outcome)
     parts = [f"request_id={call.request_id}"]

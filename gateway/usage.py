@@ -13,11 +13,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from policies.meters import Usage
+
+
+# A chat chunk carries output when its delta has non-empty text, a refusal, or tool calls; the
+# role-only first chunk and the empty finish chunk carry none. Byte patterns, not a JSON parse
+# per event: this runs for every event of every stream.
+_CHAT_OUTPUT = re.compile(rb'"(?:content|refusal)":\s*"[^"]|"tool_calls":\s*\[')
 
 
 def _int(d: Any, *path: str) -> int:
@@ -104,7 +111,7 @@ class StreamMeter:
                 if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
                     self.usage = usage_from_openai_chat(doc["usage"])
                     return not doc.get("choices")
-            elif b'"delta"' in event:
+            elif _CHAT_OUTPUT.search(event):
                 self.content_events += 1
             return False
         if p == "anthropic_messages":

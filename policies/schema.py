@@ -138,6 +138,22 @@ class UpstreamErrorRule(_Strict):
     after_ms: NonNeg = 0
 
 
+class LimitSpec(_Strict):
+    """Per-minute limits (fixed one-minute windows): requests and total tokens (input + output,
+    counted when calls settle). None = unlimited."""
+
+    requests_per_minute: Positive | None = None
+    tokens_per_minute: Positive | None = None
+
+
+class RateLimitSpec(_Strict):
+    """Rate limits of a route: per API key and per account, shared across gateway processes
+    through Redis when it is configured."""
+
+    per_key: LimitSpec = Field(default_factory=LimitSpec)
+    per_account: LimitSpec = Field(default_factory=LimitSpec)
+
+
 Protocol = Literal[
     "openai_chat", "openai_responses", "openai_embeddings", "anthropic_messages", "plain"
 ]
@@ -162,6 +178,7 @@ class RouteSpec(_Strict):
     on_stream_exhausted: Literal["cut", "overdraft"] = "cut"
     upstream_errors: UpstreamErrorRule = Field(default_factory=UpstreamErrorRule)
     max_body_bytes: Positive = 10 * 1024 * 1024
+    rate_limits: RateLimitSpec = Field(default_factory=RateLimitSpec)
 
     @field_validator("method")
     @classmethod
