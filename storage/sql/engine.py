@@ -13,9 +13,7 @@ Driver errors become `StoreUnavailable` here, at the adapter edge.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -80,7 +78,6 @@ class Runner:
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
         self._raw: sqlite3.Connection | None = None
-        self._checkpointer: WalCheckpointer | None = None
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
@@ -136,8 +133,6 @@ class Runner:
     def _run_sqlite_raw(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._raw is None:
             self._raw = _connect_sqlite(self.url)
-            if self._checkpointer is None and os.environ.get("XCK"):
-                self._checkpointer = WalCheckpointer(self.url)
         cur = self._raw.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -162,9 +157,6 @@ class Runner:
 
     async def close(self) -> None:
         self._drop_raw()
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
         if self._sync is not None:
             self._sync.dispose()
         if self._async is not None:
@@ -182,52 +174,9 @@ def _connect_sqlite(url: str) -> sqlite3.Connection:
     path = make_url(sync_url(url)).database or ":memory:"
     conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   "busy_timeout=10000", "wal_autocheckpoint=" + os.environ.get("XAC", "0")):
+                   "busy_timeout=10000"):
         conn.execute("PRAGMA " + pragma)
     return conn
-
-
-class WalCheckpointer:
-    """Checkpoints the SQLite WAL from a background thread, so the event loop's commits never
-    pay for the checkpoint's fsync (measured here: 75 µs → 28 µs per small transaction).
-
-    Every `interval_s` a PASSIVE checkpoint (never blocks writers); when the WAL file has grown
-    past `truncate_bytes` under sustained writes, a TRUNCATE checkpoint (briefly holds writers,
-    who wait through busy_timeout) bounds it.
-    """
-
-    def __init__(self, url: str, interval_s: float = 1.0,
-                 truncate_bytes: int = 64 * 1024 * 1024) -> None:
-        self._path = make_url(sync_url(url)).database or ":memory:"
-        self._interval = interval_s
-        self._truncate = truncate_bytes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sqlite-wal-checkpoint",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-        except sqlite3.Error:
-            return
-        try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            while not self._stop.wait(self._interval):
-                try:
-                    big = os.path.getsize(self._path + "-wal") > self._truncate
-                except OSError:
-                    big = False
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)" if big
-                                 else "PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        """Stop the thread (waits for a running checkpoint)."""
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 def _first_line(exc: BaseException) -> str:
