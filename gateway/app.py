@@ -27,6 +27,7 @@ from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, Re
 from gateway.resume import InProcessResumeTokens, ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.unbilled import UnbilledSpool
 from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
@@ -123,6 +124,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         upstream=UpstreamClient(),
         metrics=metrics,
         limiter=RateLimiter(counters),
+        unbilled=UnbilledSpool(settings.unbilled_path),
     )
 
 

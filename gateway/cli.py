@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
 
     sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("reconcile", help="settle calls spooled while the store was unreachable "
+                                     "(GATEWAY_UNBILLED_PATH)")
 
     pol = sub.add_parser("policies", help="policy tools").add_subparsers(dest="policies_cmd",
                                                                           required=True)
@@ -126,7 +128,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     policy = load_policy(settings.policy_paths, settings.env)
     handler = {"accounts": _accounts, "keys": _keys, "grant": _grant, "balance": _balance,
-               "usage": _usage}[cmd]
+               "usage": _usage, "reconcile": _reconcile(settings)}[cmd]
     return _with_ledger(settings, lambda ledger: handler(args, ledger, policy))
 
 
@@ -198,6 +200,46 @@ def _plan(policy: Policy, key: str | None) -> Any:
     if plan is None:
         raise CliError(f"unknown plan {key!r}; the policy has: {', '.join(sorted(policy.plans))}")
     return plan
+
+
+def _reconcile(settings: Settings) -> Callable[..., Awaitable[int]]:
+    async def run(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
+        from gateway.unbilled import UnbilledSpool
+
+        source = settings.unbilled_path
+        if not source.exists():
+            print(f"nothing to reconcile in {source}")
+            return 0
+        # Move the spool aside first: a running gateway keeps appending to a new file.
+        work = source.with_name(source.name + f".reconciling-{now_ms()}")
+        source.rename(work)
+        try:
+            entries = list(UnbilledSpool(work).entries())
+        except ValueError as exc:
+            raise CliError(f"{exc}; fix or remove that line and run with "
+                           f"GATEWAY_UNBILLED_PATH={work}") from None
+        settled = replayed = units = 0
+        try:
+            for record, charge, rule in entries:
+                result = await ledger.settle(None, record, charge, rule)  # type: ignore[arg-type]
+                if result.replayed:
+                    replayed += 1
+                else:
+                    settled += 1
+                    units += result.charged
+        except StoreUnavailable:
+            raise CliError(f"store unreachable mid-way; settled entries are kept (settling is "
+                           f"idempotent): run again with GATEWAY_UNBILLED_PATH={work}", 1) from None
+        except UnknownAccount as exc:
+            raise CliError(f"spool names unknown account {exc}; fix {work} and run again "
+                           f"with GATEWAY_UNBILLED_PATH={work}") from None
+        done = work.with_name(source.name + f".reconciled-{now_ms()}")
+        work.rename(done)
+        print(f"reconciled {settled} calls ({units} ms charged), {replayed} already settled; "
+              f"spool kept as {done}")
+        return 0
+
+    return run
 
 
 async def _accounts(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:

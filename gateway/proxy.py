@@ -41,7 +41,7 @@ from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
 from policies.schema import LimitSpec
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
-from storage.sql.ledger import new_sequential_id
+from storage.sql.ledger import new_sequential_id, now_ms
 
 log = logging.getLogger("gateway.proxy")
 _NO_LIMIT = LimitSpec()
@@ -314,10 +314,7 @@ class Proxy:
         if call.hold is not None:
             s.metrics.active_holds.dec()
         if call.unbilled_reason is not None:
-            s.metrics.unbilled.labels(call.route.operation, call.unbilled_reason).inc(charge)
-            log.warning("unbilled call", extra={"request_id": call.request_id,
-                                                "account_id": call.caller.account_id,
-                                                "units": charge})
+            self._spool(record, charge, call)
             return None
         try:
             result = await s.ledger.settle(
@@ -325,12 +322,11 @@ class Proxy:
                 call.route.spec.on_shortfall)
         except StoreUnavailable:
             s.metrics.store_errors.labels("settle").inc()
-            s.metrics.unbilled.labels(call.route.operation, "store_unavailable").inc(charge)
-            log.error("settlement failed: store unavailable; the hold expires on its own",
-                      extra={"request_id": call.request_id, "account_id": record.account_id,
-                             "units": charge})
             if call.route.spec.fail_mode == "allow" or streamed:
+                self._spool(record, charge, call)
                 return None
+            log.error("settlement failed: store unavailable; call answered 503, not billed",
+                      extra={"request_id": call.request_id, "account_id": record.account_id})
             raise StoreUnavailableProblem(
                 "The call completed but its charge could not be recorded; it was not billed."
             ) from None
@@ -349,6 +345,21 @@ class Proxy:
             "duration_ms": duration_ms, "charged": result.charged, "usage_source": source,
             "outcome": outcome})
         return result
+
+    def _spool(self, record: CallRecord, charge: int, call: Call) -> None:
+        """Keep an unbilled call for `gateway reconcile` (store unreachable)."""
+        s = self.s
+        s.metrics.unbilled.labels(call.route.operation, "store_unavailable").inc(charge)
+        try:
+            s.unbilled.append(record, charge, call.route.spec.on_shortfall, now_ms())
+        except OSError as exc:
+            log.error("could not spool an unbilled call", extra={
+                "request_id": call.request_id, "account_id": record.account_id,
+                "units": charge, "error": str(exc)})
+            return
+        log.warning("unbilled call spooled for reconciliation", extra={
+            "request_id": call.request_id, "account_id": record.account_id, "units": charge,
+            "spool": str(s.unbilled.path)})
 
     def charge_headers(
         self, call: Call, settlement: Settlement | None

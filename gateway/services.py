@@ -10,6 +10,7 @@ from gateway.metrics import Metrics
 from gateway.rate_limits import RateLimiter
 from gateway.resume import ResumeTokens
 from gateway.settings import Settings
+from gateway.unbilled import UnbilledSpool
 from gateway.upstream import UpstreamClient
 from policies.compiled import Policy
 from storage.sql.ledger import SqlLedger
@@ -27,5 +28,6 @@ class Services:
     upstream: UpstreamClient
     metrics: Metrics
     limiter: RateLimiter
+    unbilled: UnbilledSpool
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

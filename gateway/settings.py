@@ -9,6 +9,7 @@
 | GATEWAY_PUBLIC_URL | (unset) | base of problem `type` URLs; unset = the request's origin |
 | GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
 | GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
+| GATEWAY_UNBILLED_PATH | unbilled.jsonl | spool of calls served while the store was down |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
 """
 
@@ -49,6 +50,7 @@ class Settings:
     public_url: str | None = None
     log_level: str = "info"
     key_cache_ttl_s: int = 30
+    unbilled_path: Path = Path("unbilled.jsonl")
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -82,6 +84,7 @@ class Settings:
             public_url=env.get("GATEWAY_PUBLIC_URL") or None,
             log_level=level,
             key_cache_ttl_s=_int(env, "GATEWAY_KEY_CACHE_TTL_S", 30, 0, 3600),
+            unbilled_path=Path(env.get("GATEWAY_UNBILLED_PATH") or "unbilled.jsonl"),
             env=env,
         )
 
@@ -92,6 +95,7 @@ class Settings:
         os.environ["GATEWAY_DATABASE_URL"] = self.database_url
         os.environ["GATEWAY_HOST"] = self.host
         os.environ["GATEWAY_PORT"] = str(self.port)
+        os.environ["GATEWAY_UNBILLED_PATH"] = str(self.unbilled_path)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
