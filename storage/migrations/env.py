@@ -15,11 +15,23 @@ config = context.config
 target_metadata = metadata
 
 
+_LOCK_ID = 724_311_905  # PostgreSQL advisory lock: replicas starting together migrate one at a time
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        context.run_migrations()
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_ID})")
+        connection.commit()
+    try:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if postgres:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_ID})")
+            connection.commit()
 
 
 async def _run_async(url: str) -> None:
