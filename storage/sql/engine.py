@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.ports import StoreUnavailable
+from storage.ports import StoreUnavailable, UnknownAccount
 
 T = TypeVar("T")
 
@@ -81,8 +81,9 @@ class Runner:
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
-            self._async = create_async_engine(url, pool_size=10, max_overflow=10,
-                                              pool_pre_ping=True)
+            # No pre-ping (a round trip per checkout on the hot path): a connection that fails
+            # is invalidated where the failure is seen, and the next checkout gets a new one.
+            self._async = create_async_engine(url, pool_size=10, max_overflow=10)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -103,13 +104,16 @@ class Runner:
 
     async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(cursor, is_postgres, *args)` as one transaction on a bare DB-API cursor
-        (the request path's statements; see storage/sql/hot_path.py). Raises StoreUnavailable."""
+        (the request path's statements; see storage/sql/hot_path.py). Raises StoreUnavailable.
+
+        On PostgreSQL a transaction whose very first statement failed — a dead pooled
+        connection, e.g. after a server restart — is retried once on a fresh connection, so a
+        restarted store does not cost one failed call per pooled connection.
+        """
         try:
             if self.sqlite:
                 return self._run_sqlite_raw(fn, args)
-            assert self._async is not None
-            async with self._async.connect() as aconn:
-                return await aconn.run_sync(_pg_raw, fn, args)
+            return await self._run_pg_raw(fn, args)
         except (sqlite3.IntegrityError, IntegrityError):
             raise
         except (sqlite3.OperationalError, sqlite3.DatabaseError, OperationalError,
@@ -129,6 +133,21 @@ class Runner:
             if isinstance(exc, dbapi.IntegrityError):
                 raise
             raise StoreUnavailable(_first_line(exc)) from exc
+
+    async def _run_pg_raw(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._async is not None
+        dbapi = self._async.dialect.loaded_dbapi
+        progress = _Progress()
+        try:
+            async with self._async.connect() as aconn:
+                return await aconn.run_sync(_pg_raw, fn, args, progress)
+        except (IntegrityError, dbapi.IntegrityError, UnknownAccount):
+            raise
+        except (DBAPIError, dbapi.Error, OSError, ConnectionError):
+            if progress.statements:
+                raise  # failed mid-transaction: report it, do not replay
+        async with self._async.connect() as aconn:
+            return await aconn.run_sync(_pg_raw, fn, args, _Progress())
 
     def _run_sqlite_raw(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._raw is None:
@@ -163,11 +182,57 @@ class Runner:
             await self._async.dispose()
 
 
-def _pg_raw(sync_conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    with sync_conn.begin():
-        dbapi = sync_conn.connection.dbapi_connection
-        assert dbapi is not None
-        return fn(dbapi.cursor(), True, *args)
+class _Progress:
+    """Counts statements that completed in one transaction attempt."""
+
+    __slots__ = ("statements",)
+
+    def __init__(self) -> None:
+        self.statements = 0
+
+
+class _CountingCursor:
+    """A DB-API cursor that counts completed statements (for the retry rule of run_raw)."""
+
+    __slots__ = ("_cur", "_progress")
+
+    def __init__(self, cur: Any, progress: _Progress) -> None:
+        self._cur = cur
+        self._progress = progress
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self._cur.execute(sql, params)
+        self._progress.statements += 1
+
+    def executemany(self, sql: str, params: Any) -> None:
+        self._cur.executemany(sql, params)
+        self._progress.statements += 1
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+
+def _pg_raw(
+    sync_conn: Connection, fn: Callable[..., T], args: tuple[Any, ...], progress: _Progress
+) -> T:
+    try:
+        with sync_conn.begin():
+            dbapi = sync_conn.connection.dbapi_connection
+            assert dbapi is not None
+            return fn(_CountingCursor(dbapi.cursor(), progress), True, *args)
+    except Exception as exc:
+        # Errors on the bare adapter cursor bypass SQLAlchemy's disconnect detection: drop the
+        # connection from the pool unless it is a plain constraint violation.
+        if type(exc).__name__ != "IntegrityError" and not isinstance(exc, UnknownAccount):
+            sync_conn.invalidate()
+        raise
 
 
 def _connect_sqlite(url: str) -> sqlite3.Connection:

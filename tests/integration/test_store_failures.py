@@ -1,5 +1,6 @@
-"""A PostgreSQL connection lost in the middle of a ledger transaction surfaces as StoreUnavailable
-(the gateway maps that to 503 / fail-mode allow), nothing is committed, and the next call works.
+"""A PostgreSQL connection lost before the first statement of a request-path transaction completed
+is retried once on a fresh connection and takes effect exactly once (a failure after that point
+surfaces as StoreUnavailable, which the gateway maps to 503 or fail mode `allow`).
 
 PostgreSQL only: the backend serving the transaction is terminated with pg_terminate_backend while
 it waits for the account row lock held by another session.
@@ -36,44 +37,63 @@ async def _terminate_lock_waiters(blocker: Any, database: str) -> int:
     return 0
 
 
-@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
-@pytest.mark.parametrize("operation", ["admit", "settle"])
-async def test_connection_lost_mid_transaction_is_store_unavailable(
-    ledger: SqlLedger, operation: str
-) -> None:
+async def _start_blocked(ledger: SqlLedger, operation: str, acct: str, held: Admission):
+    if operation == "admit":
+        return asyncio.ensure_future(ledger.admit(acct, 1_000, "it.op", 60, PLAN))
+    from storage.ports import CallRecord
+
+    return asyncio.ensure_future(ledger.settle(
+        held.hold_id, CallRecord(request_id="req_lost", account_id=acct, operation="it.op",
+                                 model=None, upstream_status=200, duration_ms=5), 500, "clamp"))
+
+
+async def _blocker(ledger: SqlLedger, acct: str) -> tuple[Any, Any, str]:
     import asyncpg
 
+    url = make_url(ledger.runner.url)
+    conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(
+        hide_password=False))
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", acct)
+    return conn, tx, str(url.database)
+
+
+@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("operation", ["admit", "settle"])
+async def test_a_connection_lost_before_any_statement_completed_is_retried_once(
+    ledger_url: str, operation: str
+) -> None:
+    """The first statement (the account lock) fails on a killed backend: nothing ran, so the
+    request-path operation is retried on a fresh connection and takes effect exactly once."""
+    ledger = SqlLedger(ledger_url)
+    try:
+        await _retried_once(ledger, operation)
+    finally:
+        await ledger.close()
+
+
+async def _retried_once(ledger: SqlLedger, operation: str) -> None:
     acct = await ledger.create_account(PLAN)
     await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
     held = await ledger.admit(acct, 1_000, "it.op", 60, PLAN)
     assert isinstance(held, Admission)
     before = await ledger.totals(acct)
-
-    url = make_url(ledger.runner.url)
-    blocker = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(
-        hide_password=False))
+    conn, tx, database = await _blocker(ledger, acct)
     try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", acct)
-        if operation == "admit":
-            pending = asyncio.ensure_future(ledger.admit(acct, 1_000, "it.op", 60, PLAN))
-        else:
-            from storage.ports import CallRecord
-
-            pending = asyncio.ensure_future(ledger.settle(
-                held.hold_id, CallRecord(request_id="req_lost", account_id=acct,
-                                         operation="it.op", model=None, upstream_status=200,
-                                         duration_ms=5), 500, "clamp"))
-        assert await _terminate_lock_waiters(blocker, str(url.database)) == 1
+        pending = await _start_blocked(ledger, operation, acct, held)
+        assert await _terminate_lock_waiters(conn, database) == 1
+        await asyncio.sleep(0.1)  # the retry now waits for the lock again
         await tx.rollback()
     finally:
-        await blocker.close()
-
-    with pytest.raises(StoreUnavailable):
-        await pending
-
-    # nothing was committed, and the ledger recovers on the next call
-    assert await ledger.totals(acct) == before
-    again = await ledger.admit(acct, 1_000, "it.op", 60, PLAN)
-    assert isinstance(again, Admission)
+        await conn.close()
+    result = await pending
+    after = await ledger.totals(acct)
+    if operation == "admit":
+        assert isinstance(result, Admission)
+        assert after["holds"] == before["holds"] + 1
+    else:
+        assert not result.replayed and result.charged == 500
+        assert after["holds"] == before["holds"] - 1
+        assert after["deltas"] == before["deltas"] - 500
+    assert after["remaining"] - after["debt"] == after["deltas"]
