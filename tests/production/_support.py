@@ -139,9 +139,8 @@ def flush_redis(url: str) -> None:
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        client.flushdb()
-    except Exception:  # noqa: BLE001 - best effort at teardown
-        pass
+        with contextlib.suppress(Exception):  # best effort at teardown
+            client.flushdb()
     finally:
         client.close()
 
@@ -290,9 +289,20 @@ class GatewayProcess:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        wait_until(lambda: not self.group_alive(), timeout_s=10)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def group_alive(self) -> bool:
+        """True while any process of the group exists (orphaned workers are reaped by init)."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def spawn_gateway(policy: Path, env: Mapping[str, str], log_dir: Path, *, workers: int = 1,
@@ -334,7 +344,7 @@ class Gateways:
 def run_cli(args: Iterable[str], env: Mapping[str, str], cwd: Path,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m gateway.cli ARGS` with `env` (on top of base_env)."""
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], check=False, cwd=cwd,
                           env=base_env(env), capture_output=True, text=True, timeout=timeout)
 
 
@@ -385,8 +395,8 @@ class PgCluster:
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
         cmd = [*self.as_postgres, str(self.bindir / tool), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
 

@@ -5,7 +5,6 @@ checks that no gateway process group survived."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,11 +91,5 @@ def gateways(tmp_path: Path) -> Iterator[Gateways]:
         yield gws
     finally:
         gws.stop_all()
-        left = []
-        for p in gws.started:
-            try:
-                os.killpg(p.pid, 0)
-                left.append(p.pid)
-            except ProcessLookupError:
-                pass
+        left = [p.pid for p in gws.started if p.group_alive()]
         assert not left, f"gateway process groups still alive after teardown: {left}"

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -188,7 +190,7 @@ class Traffic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    def __enter__(self) -> Traffic:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -318,6 +320,48 @@ def test_redis_dying_mid_traffic_loses_no_call_and_no_money(
     assert _resume_round(ledger, b, a, "shared after the outage") == "consumed"
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_stalled_redis_slows_calls_by_its_timeout_and_loses_nothing(
+    tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, pg_url: str,
+    redis_server: RedisServer,
+) -> None:
+    """Redis frozen (SIGSTOP: connections open, no answers) rather than gone: calls wait for
+    the Redis client's 2 s timeout, then go on without it."""
+    policy = write_policy(tmp_path, read_timeout_s=5)
+    (gw,) = gateways.start(1, policy, {"GATEWAY_DATABASE_URL": pg_url,
+                                       "GATEWAY_REDIS_URL": redis_server.url,
+                                       **upstream_env(fake_upstream.url)})
+    ledger = ledger_for(pg_url, policy)
+    funds = 100_000
+    account, key = ledger.funded(funds)
+    url = gw.url + "/v1/chat/completions"
+
+    def call(text: str) -> tuple[httpx.Response, float]:
+        t0 = time.monotonic()
+        r = httpx.post(url, content=encode(chat_body(text)), headers=auth(key), timeout=60)
+        return r, time.monotonic() - t0
+
+    assert call("before")[0].status_code == 200
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        stalled = [call(f"stalled {i}") for i in range(2)]
+        status, doc = _readyz(gw)
+        assert status == 503 and doc["checks"]["redis"].startswith("unreachable"), doc
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    for r, took in stalled:
+        assert r.status_code == 200, r.text
+        assert took < 4.5, took  # one Redis round trip (rate-limit counters) timed out
+    assert wait_until(lambda: _readyz(gw)[0] == 200, timeout_s=10, interval_s=0.2)
+    after, took = call("after")
+    assert after.status_code == 200 and took < 1.5, took
+    assert len(ledger.usage(account)) == 4
+    totals = assert_money_consistent(ledger, account, funds)
+    assert totals["holds"] == 0
+
+
 # ---- c. PostgreSQL unreachable ---------------------------------------------------------------
 
 def _has_reconcile(cwd: Path) -> bool:
@@ -344,6 +388,13 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
     warm = httpx.post(deny, content=encode(chat_body("warm up")), headers=auth(key), timeout=10)
     assert warm.status_code == 200, warm.text
     settled = [warm.headers["x-request-id"]]
+    # a stream admitted before the outage, still running when the store goes away (~2 s)
+    inflight_body = chat_body("in flight", max_tokens=40, model="gpt-fake-slow", stream=True)
+    inflight = StreamRead()
+    reader = threading.Thread(target=read_stream, daemon=True,
+                              args=(deny, encode(inflight_body), key, inflight))
+    reader.start()
+    assert inflight.started.wait(10) and inflight.status == 200, inflight
 
     pg_cluster.stop()
     sent_upstream = len(fake_upstream.requests.snapshot())
@@ -366,9 +417,14 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
     out = read_stream(allow, encode(stream_body), key, StreamRead())
     assert out.status == 200 and out.error is None and out.events >= 4, out
     assert out.comment is not None and "unbilled=store-unavailable" in out.comment, out
-    unbilled = {r.headers["x-request-id"]: price(body, 6),
-                out.request_id: price(stream_body, 4)}
     assert len(fake_upstream.requests.snapshot()) == sent_upstream + 2
+    reader.join(15)
+    # the in-flight stream finished for its client; its charge could not be recorded
+    assert inflight.error is None and inflight.events > 40, inflight  # role, 40 tokens, …
+    assert inflight.comment is not None and "unbilled=store-unavailable" in inflight.comment
+    unbilled = {r.headers["x-request-id"]: price(body, 6),
+                out.request_id: price(stream_body, 4),
+                inflight.request_id: price(inflight_body, 40)}
 
     pg_cluster.start()  # the same gateway process comes back by itself
     assert wait_until(lambda: _readyz(gw)[0] == 200, timeout_s=15, interval_s=0.2)
@@ -379,8 +435,9 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
     assert gw.alive()
     ids = {u["id"] for u in ledger.usage(account)}
     assert ids == set(settled), ids  # the unbilled calls are not in the ledger (yet)
-    totals = assert_money_consistent(ledger, account, funds)
-    assert totals["holds"] == 0
+    # the in-flight stream's hold is no longer renewed: it lapses within a lease
+    assert wait_until(lambda: ledger.balance(account).held == 0, timeout_s=LEASE_S + 3)
+    assert_money_consistent(ledger, account, funds)  # (the lapsed hold's row stays, expired)
 
     # reconciliation: the spool settles once, however often it is replayed
     if not _has_reconcile(tmp_path):
@@ -474,3 +531,54 @@ def test_hanging_and_resetting_upstreams_are_not_charged(
     totals = assert_money_consistent(ledger, account, funds)
     assert totals == {"remaining": funds, "debt": 0, "deltas": funds, "holds": 0}
     assert gw.alive()
+
+
+# ---- e. SIGTERM (a rolling restart) drains what is in flight ----------------------------------
+
+@pytest.mark.postgres
+def test_sigterm_lets_in_flight_calls_finish_and_settle(
+    tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, pg_url: str,
+) -> None:
+    policy = write_policy(tmp_path, read_timeout_s=5)
+    (gw,) = gateways.start(1, policy, {"GATEWAY_DATABASE_URL": pg_url,
+                                       **upstream_env(fake_upstream.url)})
+    ledger = ledger_for(pg_url, policy)
+    funds = 100_000
+    account, key = ledger.funded(funds)
+    url = gw.url + "/v1/chat/completions"
+    stream_body = chat_body("drain me", max_tokens=60, model="gpt-fake-slow", stream=True)
+    stream = StreamRead()
+    streamer = threading.Thread(target=read_stream, daemon=True,
+                                args=(url, encode(stream_body), key, stream))
+    streamer.start()
+    assert stream.started.wait(10)
+    fake_upstream.delay_ms = 1500  # a buffered call whose upstream answers after the SIGTERM
+    buffered: dict[str, Any] = {}
+    json_body = chat_body("drain me too", max_tokens=5)
+
+    def post_buffered() -> None:
+        try:
+            buffered["resp"] = httpx.post(url, content=encode(json_body), headers=auth(key),
+                                          timeout=30)
+        except httpx.HTTPError as exc:
+            buffered["error"] = repr(exc)
+
+    poster = threading.Thread(target=post_buffered, daemon=True)
+    poster.start()
+    assert len(fake_upstream.wait_for_requests(2, timeout_s=5)) >= 2
+    os.killpg(gw.pid, signal.SIGTERM)
+    gw.proc.wait(timeout=20)  # uvicorn's graceful shutdown: 10 s
+    streamer.join(10)
+    poster.join(10)
+
+    assert stream.error is None and stream.comment is not None, stream
+    assert stream.charged == price(stream_body, 60)
+    assert "error" not in buffered, buffered
+    resp = buffered["resp"]
+    assert resp.status_code == 200, resp.text
+    assert int(resp.headers["x-gateway-charged-ms"]) == price(json_body, 5)
+    usage = {u["id"]: u["charged"] for u in ledger.usage(account)}
+    assert usage == {stream.request_id: stream.charged,
+                     resp.headers["x-request-id"]: price(json_body, 5)}
+    totals = assert_money_consistent(ledger, account, funds)
+    assert totals["holds"] == 0  # released by settlement, not left to lapse

@@ -18,8 +18,8 @@ from tests.e2e.helpers import chat_body, encode, estimate_for
 from tests.fakes.upstream import FakeUpstream
 from tests.production._support import (
     FIXED_UNITS,
-    Gateways,
     GatewayProcess,
+    Gateways,
     assert_problem,
     auth,
     ledger_for,
