@@ -24,7 +24,7 @@ from gateway.metrics import Metrics
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
-from gateway.resume import InProcessResumeTokens, ResumeTokens
+from gateway.resume import ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
@@ -33,6 +33,7 @@ from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.ports import StoreUnavailable
 from storage.sql.ledger import SqlLedger
+from storage.sql.resume_tokens import SqlResumeTokens
 
 log = logging.getLogger("gateway.app")
 POLICY_POLL_S = 2.0
@@ -103,18 +104,29 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     policy = policy or load_policy(settings.policy_paths, settings.env)
     ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
     metrics = Metrics()
-    resume: ResumeTokens = InProcessResumeTokens()
+    resume: ResumeTokens = SqlResumeTokens(ledger.runner)
     counters: CounterStore = InProcessCounters()
     if settings.redis_url:
         from redis.asyncio import Redis
 
-        from storage.redis_state import RedisResumeTokens
+        from storage.redis_state import Breaker, RedisResumeTokens
 
-        client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.retry import Retry
+
+        # Short timeouts (a frozen Redis must not stall calls) and one immediate retry on a
+        # broken connection (a restarted Redis leaves stale pooled connections behind).
+        client = Redis.from_url(settings.redis_url, socket_timeout=0.25,
+                                socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 1),
+                                retry_on_error=[RedisConnectionError])
+        breaker = Breaker()
         resume = RedisResumeTokens(
-            client, on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
+            client, on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc(),
+            breaker=breaker)
         counters = RedisCounters(
-            client, on_error=lambda: metrics.store_errors.labels("redis_rate_limits").inc())
+            client, on_error=lambda: metrics.store_errors.labels("redis_rate_limits").inc(),
+            breaker=breaker)
     return Services(
         settings=settings,
         policy=policy,
@@ -197,9 +209,11 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
                 try:
                     await ping()
                     checks["redis"] = "ok"
-                except Exception as exc:  # redis errors of any kind mean "not ready"
-                    checks["redis"] = f"unreachable: {exc}"
-                    ok = False
+                except Exception as exc:  # any redis error: degraded, still serving
+                    # Redis carries no money: calls keep working (tokens and counters fall
+                    # back per process), so a Redis outage must not pull every replica out.
+                    checks["redis"] = (f"degraded: unreachable ({exc}); resume tokens and "
+                                       "rate limits are per process until it returns")
             checks["policy"] = "ok" if s.policy_error is None else (
                 "serving last good policy; reload failed: " + s.policy_error)
         return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},

@@ -1,14 +1,22 @@
 """Caller authentication: API key → account (SPEC §6). Keys arrive as `Authorization: Bearer`
 or `X-API-Key`; they are looked up by SHA-256 and cached for a short TTL so the hot path does
-no database read per call (a revoked key stops working within the TTL)."""
+no database read per call (a revoked key stops working within the TTL).
+
+During a store outage a known key keeps working from its last good lookup (for up to
+`STALE_S`), so routes with fail mode `allow` keep serving; unknown keys get the 503.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
+from storage.ports import StoreUnavailable
 from storage.sql import hot_path
 from storage.sql.ledger import SqlLedger, hash_key
+
+STALE_S = 3600.0  # how long a known key is trusted from cache while the store is unreachable
+_NEGATIVE_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +42,37 @@ def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> st
 
 
 class KeyCache:
-    """Resolves API keys through the ledger with a TTL cache (`ttl_s` seconds; 0 disables).
+    """Resolves API keys through the ledger with a TTL cache (`ttl_s` seconds; 0 = look up
+    every call while the store is up).
 
-    Unknown keys are cached too (negatively, for a shorter time) so a flood of bad keys does not
-    reach the database. Raises StoreUnavailable from the ledger on a miss while it is down.
+    Unknown keys are cached too (for at most 5 s) so a flood of bad keys does not reach the
+    database. Raises StoreUnavailable when the store is down and the key has no positive entry
+    younger than STALE_S.
     """
 
     def __init__(self, ledger: SqlLedger, ttl_s: float) -> None:
         self._ledger = ledger
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
+        # digest -> (fresh until, usable-when-store-down until, caller or None)
+        self._cache: dict[str, tuple[float, float, Caller | None]] = {}
 
     async def resolve(self, key: str) -> Caller | None:
         digest = hash_key(key)
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
-            return hit[1]
-        row = await self._ledger.runner.run_raw(hot_path.resolve_key, digest)
+            return hit[2]
+        try:
+            row = await self._ledger.runner.run_raw(hot_path.resolve_key, digest)
+        except StoreUnavailable:
+            if hit is not None and hit[2] is not None and hit[1] > now:
+                return hit[2]
+            raise
         caller = None if row is None else Caller(row[0], row[1], digest[:16])
-        if self._ttl > 0:
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[digest] = (now + (self._ttl if caller else min(self._ttl, 5.0)), caller)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        fresh = self._ttl if caller else min(self._ttl, _NEGATIVE_TTL_S)
+        self._cache[digest] = (now + fresh, now + STALE_S if caller else now, caller)
         return caller
 
     def forget(self, account_id: str | None = None) -> None:
@@ -64,5 +80,5 @@ class KeyCache:
         if account_id is None:
             self._cache.clear()
             return
-        for k in [k for k, (_, c) in self._cache.items() if c and c.account_id == account_id]:
+        for k in [k for k, (_, _, c) in self._cache.items() if c and c.account_id == account_id]:
             del self._cache[k]

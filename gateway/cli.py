@@ -220,8 +220,8 @@ def _reconcile(settings: Settings) -> Callable[..., Awaitable[int]]:
                            f"GATEWAY_UNBILLED_PATH={work}") from None
         settled = replayed = units = 0
         try:
-            for record, charge, rule in entries:
-                result = await ledger.settle(None, record, charge, rule)  # type: ignore[arg-type]
+            for record, charge, rule, hold_id in entries:
+                result = await ledger.settle(hold_id, record, charge, rule)  # type: ignore[arg-type]
                 if result.replayed:
                     replayed += 1
                 else:

@@ -351,7 +351,8 @@ class Proxy:
         s = self.s
         s.metrics.unbilled.labels(call.route.operation, "store_unavailable").inc(charge)
         try:
-            s.unbilled.append(record, charge, call.route.spec.on_shortfall, now_ms())
+            s.unbilled.append(record, charge, call.route.spec.on_shortfall, now_ms(),
+                              call.hold.hold_id if call.hold else None)
         except OSError as exc:
             log.error("could not spool an unbilled call", extra={
                 "request_id": call.request_id, "account_id": record.account_id,

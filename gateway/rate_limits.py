@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.problems import GatewayError
 from policies.schema import LimitSpec, RateLimitSpec
@@ -68,14 +68,17 @@ class InProcessCounters:
 class RedisCounters:
     """Counters in Redis: INCRBY + EXPIRE in one pipeline round trip."""
 
-    def __init__(self, redis: object, on_error: Callable[[], None]) -> None:
+    def __init__(self, redis: object, on_error: Callable[[], None], breaker: Any) -> None:
         self._redis = redis
         self._on_error = on_error
         self._fallback = InProcessCounters()
+        self._breaker = breaker
 
     async def add(self, keys: list[str], amounts: list[int], window_s: int) -> list[int]:
         from redis.exceptions import RedisError
 
+        if self._breaker.open:
+            return await self._fallback.add(keys, amounts, window_s)
         try:
             pipe = self._redis.pipeline(transaction=False)  # type: ignore[attr-defined]
             for key, amount in zip(keys, amounts, strict=True):
@@ -84,6 +87,7 @@ class RedisCounters:
             results = await pipe.execute()
             return [int(v) for v in results[0::2]]
         except (RedisError, OSError) as exc:
+            self._breaker.trip()
             self._on_error()
             log.warning("redis unavailable; rate limits counted in this process",
                         extra={"error": str(exc)})

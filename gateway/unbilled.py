@@ -2,7 +2,8 @@
 `allow`, or a settlement that failed after the upstream answered) are appended to a local JSONL
 file, so they can be settled later by `gateway reconcile` (SPEC §9: "recorded as unbilled").
 
-Each line: {"record": CallRecord fields, "charge": units, "on_shortfall": rule, "at_ms": epoch ms}.
+Each line: {"record": CallRecord fields, "charge": units, "on_shortfall": rule, "at_ms": epoch ms,
+"hold_id": the call's hold or null} — reconciling releases the hold too.
 Appends are flushed and fsynced (this path only runs during an outage). Reconciliation settles
 each line idempotently by request id, so running it twice charges nothing twice.
 """
@@ -25,10 +26,11 @@ class UnbilledSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def append(self, record: CallRecord, charge: int, on_shortfall: str, at_ms: int) -> None:
+    def append(self, record: CallRecord, charge: int, on_shortfall: str, at_ms: int,
+               hold_id: str | None = None) -> None:
         """Record one unbilled call. Raises OSError when the file cannot be written."""
         line = json.dumps({"record": dataclasses.asdict(record), "charge": charge,
-                           "on_shortfall": on_shortfall, "at_ms": at_ms},
+                           "on_shortfall": on_shortfall, "at_ms": at_ms, "hold_id": hold_id},
                           separators=(",", ":"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
@@ -36,9 +38,9 @@ class UnbilledSpool:
             f.flush()
             os.fsync(f.fileno())
 
-    def entries(self) -> Iterator[tuple[CallRecord, int, str]]:
-        """(record, charge, on_shortfall) of every well-formed line; bad lines raise ValueError
-        naming the line number."""
+    def entries(self) -> Iterator[tuple[CallRecord, int, str, str | None]]:
+        """(record, charge, on_shortfall, hold_id) of every well-formed line; bad lines raise
+        ValueError naming the line number."""
         if not self.path.exists():
             return
         with self.path.open(encoding="utf-8") as f:
@@ -48,7 +50,7 @@ class UnbilledSpool:
                 try:
                     doc: dict[str, Any] = json.loads(line)
                     yield (CallRecord(**doc["record"]), int(doc["charge"]),
-                           str(doc["on_shortfall"]))
+                           str(doc["on_shortfall"]), doc.get("hold_id"))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ValueError(f"{self.path}:{n}: not an unbilled-call entry ({exc})") \
                         from None

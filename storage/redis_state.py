@@ -22,6 +22,22 @@ log = logging.getLogger("storage.redis")
 _PREFIX = "gw:rt:"
 
 
+class Breaker:
+    """After a Redis failure, skip Redis for `cooldown_s` seconds (use the fallback at once),
+    so an unreachable or frozen Redis costs one timeout per cooldown, not one per call."""
+
+    def __init__(self, cooldown_s: float = 2.0) -> None:
+        self.cooldown_s = cooldown_s
+        self._open_until = 0.0
+
+    @property
+    def open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def trip(self) -> None:
+        self._open_until = time.monotonic() + self.cooldown_s
+
+
 class RedisResumeTokens:
     """Resume tokens in Redis: `gw:rt:<sha256>` → JSON record with a 1-hour TTL.
 
@@ -30,13 +46,16 @@ class RedisResumeTokens:
     """
 
     def __init__(self, redis: Redis, ttl_s: int = TTL_S,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None,
+                 breaker: Breaker | None = None) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._fallback = InProcessResumeTokens(ttl_s)
         self._on_error = on_error or (lambda step: None)
+        self.breaker = breaker or Breaker()
 
     def _failed(self, step: str, exc: Exception) -> None:
+        self.breaker.trip()
         self._on_error(step)
         log.warning("redis unavailable; resume tokens fall back to this process",
                     extra={"step": step, "error": str(exc)})
@@ -45,6 +64,8 @@ class RedisResumeTokens:
         token = new_token()
         expires = time.time_ns() // 1_000_000 + self._ttl_s * 1000
         doc = json.dumps({"a": account_id, "b": binding, "o": operation_id, "e": expires})
+        if self.breaker.open:
+            return await self._fallback.issue(account_id, binding, operation_id)
         try:
             await self._redis.set(_PREFIX + token_hash(token), doc, ex=self._ttl_s)
         except (RedisError, OSError) as exc:
@@ -53,6 +74,8 @@ class RedisResumeTokens:
         return token, expires
 
     async def lookup(self, token: str) -> TokenRecord | None:
+        if self.breaker.open:
+            return await self._fallback.lookup(token)
         try:
             raw = await self._redis.get(_PREFIX + token_hash(token))
         except (RedisError, OSError) as exc:
@@ -66,6 +89,8 @@ class RedisResumeTokens:
         return TokenRecord(d["a"], d["b"], d["o"], d["e"])
 
     async def consume(self, token: str) -> bool:
+        if self.breaker.open:
+            return await self._fallback.consume(token)
         try:
             raw = await self._redis.getdel(_PREFIX + token_hash(token))
         except (RedisError, OSError) as exc:

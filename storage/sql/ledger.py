@@ -513,7 +513,7 @@ def account_exists_tx(conn: Connection, account_id: str) -> bool:
 
 
 def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
-    """Audit sums: Σ remaining (all buckets), debt, Σ ledger deltas, active hold count."""
+    """Audit sums: Σ remaining (all buckets), debt, Σ ledger deltas, live (unexpired) holds."""
     remaining = conn.execute(
         select(func.coalesce(func.sum(buckets.c.remaining), 0)).where(
             buckets.c.account_id == account_id)).scalar_one()
@@ -522,7 +522,8 @@ def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
             ledger_entries.c.account_id == account_id)).scalar_one()
     debt = conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id)).scalar_one()
     n_holds = conn.execute(
-        select(func.count()).select_from(holds).where(holds.c.account_id == account_id)
+        select(func.count()).select_from(holds).where(
+            holds.c.account_id == account_id, holds.c.expires_at_ms > now_ms())
     ).scalar_one()
     return {"remaining": int(remaining), "debt": int(debt), "deltas": int(deltas),
             "holds": int(n_holds)}

@@ -123,3 +123,14 @@ usage_records = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Index("ix_usage_account_time", "account_id", "created_at_ms"),
 )
+
+resume_tokens = Table(
+    "resume_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("binding", String(64), nullable=False),
+    Column("operation_id", String(64), nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Index("ix_resume_tokens_expiry", "expires_at_ms"),
+)

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.resume import well_formed
-from storage.redis_state import RedisResumeTokens
+from storage.redis_state import Breaker, RedisResumeTokens
 
 pytestmark = pytest.mark.redis
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -62,10 +62,20 @@ async def test_a_token_raced_by_many_stores_is_consumed_once():
 async def test_unreachable_redis_degrades_to_this_process():
     errors: list[str] = []
     store = RedisResumeTokens(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2),
-                              on_error=errors.append)
+                              on_error=errors.append, breaker=Breaker(cooldown_s=0))
     token, _ = await store.issue("acct_c", "b", "req_3")
     assert (await store.lookup(token)) is not None
     assert await store.consume(token) is True
     assert await store.consume(token) is False
     assert errors[:3] == ["issue", "lookup", "consume"]
+    await store.close()
+
+
+async def test_after_a_failure_the_breaker_skips_redis_for_its_cooldown():
+    errors: list[str] = []
+    store = RedisResumeTokens(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2),
+                              on_error=errors.append, breaker=Breaker(cooldown_s=60))
+    token, _ = await store.issue("acct_d", "b", "req_4")
+    assert await store.consume(token) is True
+    assert errors == ["issue"]  # one failed round trip, then straight to the fallback
     await store.close()

@@ -288,18 +288,18 @@ def test_redis_dying_mid_traffic_loses_no_call_and_no_money(
         time.sleep(2.0)
         for gw in procs:
             status, doc = _readyz(gw)
-            assert status == 503, doc
+            assert status == 200, doc  # Redis carries no money: degraded, still ready
             assert doc["checks"]["database"] == "ok", doc
-            assert doc["checks"]["redis"].startswith("unreachable"), doc
+            assert doc["checks"]["redis"].startswith("degraded: unreachable"), doc
         # the resume flow degrades to the issuing process, it does not fail
         assert _resume_round(ledger, a, a, "issued during the outage") == "consumed"
         traffic.phase = "restarting"
         redis_server.start()  # same port, empty
         for gw in procs:
-            assert wait_until(lambda gw=gw: _readyz(gw)[0] == 200, timeout_s=15, interval_s=0.2)
-            assert _readyz(gw)[1]["checks"]["redis"] == "ok"
+            assert wait_until(lambda gw=gw: _readyz(gw)[1]["checks"]["redis"] == "ok",
+                              timeout_s=15, interval_s=0.2)
         traffic.phase = "after"
-        time.sleep(1.0)
+        time.sleep(2.5)  # past the Redis breaker's 2 s cooldown: shared state is back
 
     assert not traffic.errors, traffic.errors[:5]
     by_phase = collections.Counter(o.phase for o in traffic.results)
@@ -348,13 +348,14 @@ def test_a_stalled_redis_slows_calls_by_its_timeout_and_loses_nothing(
     try:
         stalled = [call(f"stalled {i}") for i in range(2)]
         status, doc = _readyz(gw)
-        assert status == 503 and doc["checks"]["redis"].startswith("unreachable"), doc
+        assert status == 200 and doc["checks"]["redis"].startswith("degraded"), doc
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
     for r, took in stalled:
         assert r.status_code == 200, r.text
-        assert took < 4.5, took  # one Redis round trip (rate-limit counters) timed out
-    assert wait_until(lambda: _readyz(gw)[0] == 200, timeout_s=10, interval_s=0.2)
+        assert took < 1.5, took  # at most one short Redis timeout, then the breaker skips it
+    assert wait_until(lambda: _readyz(gw)[1]["checks"]["redis"] == "ok", timeout_s=10,
+                      interval_s=0.2)
     after, took = call("after")
     assert after.status_code == 200 and took < 1.5, took
     assert len(ledger.usage(account)) == 4
@@ -463,12 +464,6 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/auth.py KeyCache.resolve: once a key's cache entry is older than "
-    "GATEWAY_KEY_CACHE_TTL_S, a store outage turns every call into 503 store-unavailable at "
-    "authentication, so a route with fail_mode allow stops serving after TTL seconds of outage "
-    "(with GATEWAY_KEY_CACHE_TTL_S=0: at once). Fix: keep expired positive entries and serve "
-    "them when the lookup raises StoreUnavailable (stale-if-error)."))
 def test_fail_mode_allow_keeps_serving_a_known_key_through_a_long_outage(
     tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, pg_cluster: PgCluster,
 ) -> None:

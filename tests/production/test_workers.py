@@ -110,13 +110,7 @@ def _client_on_another_worker(url: str, not_tag: str, attempts: int = 80) -> htt
 
 @pytest.mark.parametrize("shared_state", [
     pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("in-process", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG gateway/cli.py _serve: `serve --workers N` without GATEWAY_REDIS_URL gives every "
-        "worker its own in-process resume-token store (gateway/app.py build_services), so a "
-        "402's resume token is unknown to the other workers: the retry is served as "
-        "`x-resume-token-status: invalid` (and rate limits count per worker). Fix: refuse "
-        "--workers > 1 without GATEWAY_REDIS_URL (CliError), or keep resume tokens in the SQL "
-        "store when Redis is not configured."))),
+    pytest.param("sql"),
 ])
 def test_a_resume_token_from_one_worker_is_consumed_by_another(
     tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, shared_state: str,

@@ -12,9 +12,9 @@ def test_spooled_calls_read_back_in_order(tmp_path):
     spool = UnbilledSpool(tmp_path / "u.jsonl")
     a = CallRecord("req_a", "acct_1", "chat", "gpt", 200, 12, 5, 7, streamed=True)
     b = CallRecord("req_b", "acct_2", "messages", None, None, 3, outcome="upstream_timeout")
-    spool.append(a, 19, "clamp", 1)
+    spool.append(a, 19, "clamp", 1, "hold_x")
     spool.append(b, 0, "overdraft", 2)
-    assert list(spool.entries()) == [(a, 19, "clamp"), (b, 0, "overdraft")]
+    assert list(spool.entries()) == [(a, 19, "clamp", "hold_x"), (b, 0, "overdraft", None)]
 
 
 def test_a_damaged_line_is_named(tmp_path):
