@@ -174,6 +174,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     common: dict[str, Any] = dict(host=settings.host, port=settings.port, log_config=None,
                                   access_log=False, log_level=settings.log_level,
                                   loop="uvloop", http="httptools", lifespan="on",
+                                  proxy_headers=False, server_header=False,
                                   timeout_graceful_shutdown=10)
     print(f"gateway: serving {len(policy.routes)} routes on http://{settings.host}:"
           f"{settings.port} (database {_redact(settings.database_url)}, policy "

@@ -34,6 +34,16 @@ class Metrics:
                                   ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("gateway_store_errors", "Ledger store failures", ["step"],
                                     registry=r)
+        self._children: dict[tuple[object, ...], object] = {}
         self.upstream_errors = Counter("gateway_upstream_errors",
                                        "Upstream connection failures and timeouts",
                                        ["upstream", "kind"], registry=r)
+
+    def child(self, metric: Counter | Histogram, *labels: str):  # type: ignore[no-untyped-def]
+        """`metric.labels(*labels)`, memoized: the hot path skips prometheus-client's label
+        validation and locking on every call."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

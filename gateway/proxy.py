@@ -234,7 +234,8 @@ class Proxy:
         except UpstreamFailure as exc:
             await self._upstream_failed(call, exc, t0)
             raise AssertionError("unreachable")  # _upstream_failed always raises
-        self.s.metrics.upstream_latency.labels(upstream.name).observe(time.perf_counter() - t0)
+        m = self.s.metrics
+        m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
         if resp.status < 400 and "text/event-stream" in resp.content_type:
             from gateway.streaming import relay_stream
 
@@ -271,8 +272,9 @@ class Proxy:
         headers.extend(self.charge_headers(call, settlement))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.s.metrics.requests.labels(route.operation, str(resp.status)).inc()
-        self.s.metrics.overhead.labels(route.operation).observe(
+        m = self.s.metrics
+        m.child(m.requests, route.operation, str(resp.status)).inc()
+        m.child(m.overhead, route.operation).observe(
             max(0.0, (time.perf_counter() - call.started) - duration_ms / 1000))
 
     # ---- money ------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ class Proxy:
             raise StoreUnavailableProblem(
                 "The call completed but its charge could not be recorded; it was not billed."
             ) from None
-        s.metrics.charged.labels(call.route.operation).inc(result.charged)
+        s.metrics.child(s.metrics.charged, call.route.operation).inc(result.charged)
         if result.unbilled:
             s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
         if outcome == "ok" and status is not None and status < 400:
@@ -339,11 +341,12 @@ class Proxy:
         if limits.per_key.tokens_per_minute or limits.per_account.tokens_per_minute:
             await s.limiter.count_tokens(limits, call.caller.key_id, call.caller.account_id,
                                          u.input_tokens + u.output_tokens)
-        log.info("call settled", extra={
-            "request_id": call.request_id, "account_id": record.account_id,
-            "operation": record.operation, "model": record.model, "status": status,
-            "duration_ms": duration_ms, "charged": result.charged, "usage_source": source,
-            "outcome": outcome})
+        if log.isEnabledFor(logging.INFO):
+            log.info("call settled", extra={
+                "request_id": call.request_id, "account_id": record.account_id,
+                "operation": record.operation, "model": record.model, "status": status,
+                "duration_ms": duration_ms, "charged": result.charged, "usage_source": source,
+                "outcome": outcome})
         return result
 
     def _spool(self, record: CallRecord, charge: int, call: Call) -> None:

@@ -66,7 +66,8 @@ async def relay_stream(
             raise
     if outcome != "client_disconnected":
         await send({"type": "http.response.body", "body": comment, "more_body": False})
-    proxy.s.metrics.requests.labels(call.route.operation, str(resp.status)).inc()
+    m = proxy.s.metrics
+    m.child(m.requests, call.route.operation, str(resp.status)).inc()
 
 
 async def _wait_disconnect(receive: Any) -> None:

@@ -47,7 +47,7 @@ _LIVE = _Sql(
     "SELECT id, source, remaining, expires_at_ms, created_at_ms FROM buckets"
     " WHERE account_id = ? AND remaining > 0 AND (expires_at_ms IS NULL OR expires_at_ms > ?)"
 )
-_SWEEP_HOLDS = _Sql("DELETE FROM holds WHERE account_id = ? AND expires_at_ms <= ?")
+_SWEEP_HOLDS = _Sql("DELETE FROM holds WHERE expires_at_ms <= ?")
 _INSERT_HOLD = _Sql(
     "INSERT INTO holds (id, account_id, amount, operation, created_at_ms, expires_at_ms)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -96,7 +96,6 @@ def admit(
     """Place a hold of `amount` if available = spendable − holds − debt covers it (SPEC §3),
     else report the shortfall split into daily bonus and the rest. Locks the account row."""
     _plan, debt = _lock(cur, pg, account_id)
-    cur.execute(_SWEEP_HOLDS(pg), (account_id, at_ms))  # lapsed leases of crashed processes
     cur.execute(_FUNDS(pg), (account_id, at_ms, account_id, at_ms, account_id, at_ms))
     spendable, held, daily = (int(v) for v in cur.fetchone())
     available = spendable - held - debt
@@ -200,3 +199,10 @@ def renew_holds(
         if cur.rowcount == 0:
             lapsed.append(hold_id)
     return lapsed
+
+
+def sweep_holds(cur: Any, pg: bool, before_ms: int) -> int:
+    """Delete holds whose lease lapsed before `before_ms` (crashed processes' holds; they no
+    longer count anyway). Returns how many were deleted."""
+    cur.execute(_SWEEP_HOLDS(pg), (before_ms,))
+    return int(cur.rowcount)

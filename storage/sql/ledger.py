@@ -617,6 +617,7 @@ class SqlLedger:
         at = now_ms()
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
+        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000))
         ids = list(self._leases)
         if not ids:
             return 0
