@@ -20,13 +20,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
 from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
-from storage.burn_down import plan_debit, priority_key
+from storage.burn_down import priority_key
 from storage.ports import (
     Admission,
     BalanceSnapshot,
@@ -301,154 +301,6 @@ def revoke_api_key_tx(conn: Connection, key_id: str, at_ms: int) -> bool:
         .values(revoked_at_ms=at_ms)
     )
     return bool(result.rowcount)
-
-
-def resolve_key_tx(conn: Connection, key_hash: str) -> tuple[str, str] | None:
-    """(account id, plan key) of an active key with this hash, else None."""
-    row = conn.execute(
-        select(api_keys.c.account_id, accounts.c.plan_key)
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at_ms.is_(None))
-    ).first()
-    return None if row is None else (row.account_id, row.plan_key)
-
-
-def admit_tx(
-    conn: Connection,
-    account_id: str,
-    amount: int,
-    operation: str,
-    ttl_ms: int,
-    plan: Plan,
-    daily_checked: bool,
-    at_ms: int,
-) -> Admission | Shortfall:
-    """Place a hold of `amount` if `available` covers it, else report the shortfall.
-
-    available = Σ remaining of live buckets − Σ unexpired holds − debt (SPEC §3).
-    """
-    account = _lock(conn, account_id)
-    if not daily_checked:
-        ensure_daily_bonus_tx(conn, account_id, plan, at_ms)
-    rows = _live_bucket_rows(conn, account_id, at_ms)
-    spendable = sum(r.remaining for r in rows)
-    held = _held(conn, account_id, at_ms)
-    available = spendable - held - account.debt
-    if amount <= available:
-        hold_id = new_id("hold")
-        conn.execute(insert(holds).values(id=hold_id, account_id=account_id, amount=amount,
-                                          operation=operation, created_at_ms=at_ms,
-                                          expires_at_ms=at_ms + ttl_ms))
-        return Admission(hold_id=hold_id, amount=amount, available_after=available - amount)
-    shown = max(0, available)
-    daily_left = sum(r.remaining for r in rows if r.source == Source.DAILY.value)
-    daily = min(shown, max(0, daily_left - held))  # holds burn the daily bucket first
-    return Shortfall(required=amount, available=shown, daily=daily, paid=shown - daily)
-
-
-def extend_hold_tx(
-    conn: Connection, account_id: str, hold_id: str, new_amount: int, ttl_ms: int, at_ms: int
-) -> bool:
-    """Raise a live hold to `new_amount` if the balance covers the increase; renews its expiry.
-
-    Returns False (nothing changed) when the balance cannot cover it or the hold is gone.
-    """
-    account = _lock(conn, account_id)
-    current = conn.execute(
-        select(holds.c.amount).where(holds.c.id == hold_id, holds.c.expires_at_ms > at_ms)
-    ).scalar()
-    if current is None:
-        return False
-    increase = new_amount - int(current)
-    if increase > 0:
-        spendable = sum(r.remaining for r in _live_bucket_rows(conn, account_id, at_ms))
-        available = spendable - _held(conn, account_id, at_ms) - account.debt
-        if increase > available:
-            return False
-    conn.execute(update(holds).where(holds.c.id == hold_id).values(
-        amount=max(new_amount, int(current)), expires_at_ms=at_ms + ttl_ms))
-    return True
-
-
-def settle_tx(
-    conn: Connection,
-    hold_id: str | None,
-    record: CallRecord,
-    charge: int,
-    on_shortfall: ShortfallRule,
-    at_ms: int,
-) -> Settlement:
-    """Debit `charge` units in burn order, release the hold, write the usage record.
-
-    Idempotent by the call's request id. Under `clamp` what the buckets cannot cover is
-    recorded as unbilled; under `overdraft` it becomes debt (netted against the next credit).
-    """
-    account_id = record.account_id
-    account = _lock(conn, account_id)
-    key = "call:" + record.request_id
-    if hold_id is not None:
-        conn.execute(holds.delete().where(holds.c.id == hold_id))
-    if conn.execute(select(usage_records.c.id).where(
-            usage_records.c.id == record.request_id)).first() is not None:
-        return Settlement(charged=0, unbilled=0, remaining=0, replayed=True)
-    rows = _live_bucket_rows(conn, account_id, at_ms)
-    now = to_datetime(at_ms)
-    plan = plan_debit([_as_bucket(r) for r in rows], charge, now)
-    unbilled = plan.shortfall if on_shortfall == "clamp" else 0
-    debited = plan.covered if on_shortfall == "clamp" else charge
-    debt = account.debt + (plan.shortfall if on_shortfall == "overdraft" else 0)
-    if plan.allocations:
-        conn.execute(
-            update(buckets)
-            .where(buckets.c.id == bindparam("b_id"))
-            .values(remaining=buckets.c.remaining - bindparam("b_take")),
-            [{"b_id": a.bucket_id, "b_take": a.amount} for a in plan.allocations],
-        )
-    if debt != account.debt:
-        conn.execute(update(accounts).where(accounts.c.id == account_id).values(debt=debt))
-    if debited:
-        meta: dict[str, Any] = {
-            "operation": record.operation,
-            "model": record.model,
-            "usage_source": record.usage_source,
-        }
-        if plan.shortfall:
-            meta["shortfall"] = plan.shortfall
-            meta["shortfall_rule"] = on_shortfall
-        entry_id = _insert_entry(
-            conn, account_id, EventType.CONSUMPTION, -debited, key,
-            f"{record.operation} ({record.usage_source} usage)", at_ms, meta,
-        )
-        if plan.allocations:
-            conn.execute(
-                insert(allocations),
-                [{"entry_id": entry_id, "bucket_id": a.bucket_id, "amount": a.amount}
-                 for a in plan.allocations],
-            )
-    conn.execute(
-        insert(usage_records).values(
-            id=record.request_id,
-            account_id=account_id,
-            operation=record.operation,
-            model=record.model,
-            upstream_status=record.upstream_status,
-            duration_ms=record.duration_ms,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cached_tokens=record.cached_tokens,
-            reasoning_tokens=record.reasoning_tokens,
-            estimated=record.estimated,
-            charged=debited,
-            unbilled=unbilled,
-            usage_source=record.usage_source,
-            streamed=record.streamed,
-            outcome=record.outcome,
-            created_at_ms=at_ms,
-        )
-    )
-    spendable = sum(r.remaining for r in rows) - plan.covered
-    remaining = spendable - _held(conn, account_id, at_ms) - debt
-    return Settlement(charged=debited, unbilled=unbilled, remaining=remaining)
 
 
 def release_hold_tx(conn: Connection, hold_id: str) -> None:

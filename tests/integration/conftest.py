@@ -25,8 +25,6 @@ from sqlalchemy.engine import Connection, make_url
 
 from policies.compiled import Plan
 from storage import migrate
-from storage.ports import Admission, CallRecord, Settlement, Shortfall
-from storage.sql import ledger as ledger_mod
 from storage.sql.ledger import SqlLedger
 from storage.sql.tables import allocations, buckets, ledger_entries, usage_records
 
@@ -195,35 +193,10 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         dbs.release(name)
 
 
-class CoreSqlLedger(SqlLedger):
-    """SqlLedger with the request-path operations (admit, extend_hold, settle, resolve_key) run
-    through the SQLAlchemy Core `*_tx` functions of storage.sql.ledger instead of whatever path
-    SqlLedger itself takes (today: the raw-SQL storage.sql.hot_path). Running the contract on
-    both keeps the two implementations from drifting apart."""
-
-    async def resolve_key(self, key: str) -> tuple[str, str] | None:
-        return await self.runner.run(ledger_mod.resolve_key_tx, ledger_mod.hash_key(key))
-
-    async def admit(self, account_id: str, amount: int, operation: str, ttl_s: float,
-                    plan: Plan) -> Admission | Shortfall:
-        return await self.runner.run(ledger_mod.admit_tx, account_id, amount, operation,
-                                     int(ttl_s * 1000), plan, False, ledger_mod.now_ms())
-
-    async def extend_hold(self, account_id: str, hold_id: str, new_amount: int,
-                          ttl_s: float) -> bool:
-        return await self.runner.run(ledger_mod.extend_hold_tx, account_id, hold_id, new_amount,
-                                     int(ttl_s * 1000), ledger_mod.now_ms())
-
-    async def settle(self, hold_id: str | None, record: CallRecord, charge: int,
-                     on_shortfall: ledger_mod.ShortfallRule) -> Settlement:
-        return await self.runner.run(ledger_mod.settle_tx, hold_id, record, charge, on_shortfall,
-                                     ledger_mod.now_ms())
-
-
-@pytest.fixture(params=["hot", "core"])
-async def ledger(request: pytest.FixtureRequest, ledger_url: str) -> AsyncIterator[SqlLedger]:
-    """The ledger under test: `hot` = SqlLedger as shipped; `core` = CoreSqlLedger."""
-    lg = SqlLedger(ledger_url) if request.param == "hot" else CoreSqlLedger(ledger_url)
+@pytest.fixture
+async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
+    """The ledger under test, as shipped."""
+    lg = SqlLedger(ledger_url)
     try:
         yield lg
     finally:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from policies.compiled import Plan
 from storage.buckets import Source
-from storage.ports import Admission, StoreUnavailable
+from storage.ports import Admission
 from storage.sql.ledger import SqlLedger
 
 pytestmark = pytest.mark.postgres
