@@ -12,9 +12,10 @@ Driver errors become `StoreUnavailable` here, at the adapter edge.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -22,7 +23,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.ports import StoreUnavailable, UnknownAccount
+from storage.ports import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -78,6 +79,8 @@ class Runner:
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
         self._raw: sqlite3.Connection | None = None
+        self._pool: Any = None  # asyncpg pool of the request path (PostgreSQL)
+        self._pool_lock: asyncio.Lock | None = None
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
@@ -102,60 +105,72 @@ class Runner:
                 raise StoreUnavailable(_first_line(exc)) from exc
             raise
 
-    async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(cursor, is_postgres, *args)` as one transaction on a bare DB-API cursor
-        (the request path's statements; see storage/sql/hot_path.py). Raises StoreUnavailable.
+    async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
+        (`one`, `all`, `run`; see storage/sql/hot_path.py): sqlite3 inline, or native asyncpg.
+        Raises StoreUnavailable when the store is unreachable.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
         connection, e.g. after a server restart — is retried once on a fresh connection, so a
         restarted store does not cost one failed call per pooled connection.
         """
-        try:
-            if self.sqlite:
-                return self._run_sqlite_raw(fn, args)
-            return await self._run_pg_raw(fn, args)
-        except (sqlite3.IntegrityError, IntegrityError):
-            raise
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OperationalError,
-                InterfaceError, OSError, ConnectionError) as exc:
-            self._drop_raw()
-            raise StoreUnavailable(_first_line(exc)) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+        if self.sqlite:
+            try:
+                return await self._run_sqlite_raw(fn, args)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                self._drop_raw()
                 raise StoreUnavailable(_first_line(exc)) from exc
-            raise
-        except Exception as exc:
-            # Errors raised on a bare asyncpg-adapter cursor are the adapter's own DB-API
-            # classes, not SQLAlchemy's: map them here like the Core path does.
-            dbapi = self._async.dialect.loaded_dbapi if self._async is not None else None
-            if dbapi is None or not isinstance(exc, dbapi.Error):
-                raise
-            if isinstance(exc, dbapi.IntegrityError):
-                raise
+        import asyncpg
+
+        unavailable = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                       asyncpg.exceptions.OperatorInterventionError,
+                       asyncpg.exceptions.InsufficientResourcesError,
+                       OSError, ConnectionError, asyncio.TimeoutError)
+        db = _PgExecutor()
+        try:
+            return await self._run_pg_raw(fn, args, db)
+        except unavailable as exc:
+            if db.statements:
+                raise StoreUnavailable(_first_line(exc)) from exc
+        try:
+            return await self._run_pg_raw(fn, args, _PgExecutor())
+        except unavailable as exc:
             raise StoreUnavailable(_first_line(exc)) from exc
 
-    async def _run_pg_raw(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        assert self._async is not None
-        dbapi = self._async.dialect.loaded_dbapi
-        progress = _Progress()
-        try:
-            async with self._async.connect() as aconn:
-                return await aconn.run_sync(_pg_raw, fn, args, progress)
-        except (IntegrityError, dbapi.IntegrityError, UnknownAccount):
-            raise
-        except (DBAPIError, dbapi.Error, OSError, ConnectionError):
-            if progress.statements:
-                raise  # failed mid-transaction: report it, do not replay
-        async with self._async.connect() as aconn:
-            return await aconn.run_sync(_pg_raw, fn, args, _Progress())
+    async def _run_pg_raw(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], db: _PgExecutor
+    ) -> T:
+        pool = await self._asyncpg_pool()
+        async with pool.acquire() as conn:
+            db.conn = conn
+            async with conn.transaction():
+                return await fn(db, *args)
 
-    def _run_sqlite_raw(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    async def _asyncpg_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:  # concurrent first calls must not each open a pool
+            if self._pool is None:
+                import asyncpg
+
+                dsn = make_url(self.url).set(drivername="postgresql").render_as_string(
+                    hide_password=False)
+                self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10,
+                                                       timeout=5, command_timeout=30)
+        return self._pool
+
+    async def _run_sqlite_raw(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         if self._raw is None:
             self._raw = _connect_sqlite(self.url)
         cur = self._raw.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(cur, False, *args)
+            # Nothing in `fn` suspends on SQLite: the transaction runs without yielding.
+            result = await fn(_SqliteExecutor(cur), *args)
         except BaseException:
             cur.execute("ROLLBACK")
             raise
@@ -176,63 +191,58 @@ class Runner:
 
     async def close(self) -> None:
         self._drop_raw()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         if self._sync is not None:
             self._sync.dispose()
         if self._async is not None:
             await self._async.dispose()
 
 
-class _Progress:
-    """Counts statements that completed in one transaction attempt."""
+class _SqliteExecutor:
+    """Statement executor over a sqlite3 cursor (`Sql.lite` text)."""
 
-    __slots__ = ("statements",)
+    __slots__ = ("cur",)
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur = cur
+
+    async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
+        return self.cur.execute(q.lite, params).fetchone()
+
+    async def all(self, q: Any, params: tuple[Any, ...]) -> list[Any]:
+        return self.cur.execute(q.lite, params).fetchall()
+
+    async def run(self, q: Any, params: tuple[Any, ...]) -> int:
+        return int(self.cur.execute(q.lite, params).rowcount)
+
+
+class _PgExecutor:
+    """Statement executor over a native asyncpg connection (`Sql.pg` text; prepared and cached
+    by asyncpg). Counts completed statements for run_raw's retry rule."""
+
+    __slots__ = ("conn", "statements")
 
     def __init__(self) -> None:
+        self.conn: Any = None
         self.statements = 0
 
+    async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
+        row = await self.conn.fetchrow(q.pg, *params)
+        self.statements += 1
+        return row
 
-class _CountingCursor:
-    """A DB-API cursor that counts completed statements (for the retry rule of run_raw)."""
+    async def all(self, q: Any, params: tuple[Any, ...]) -> list[Any]:
+        rows = await self.conn.fetch(q.pg, *params)
+        self.statements += 1
+        return list(rows)
 
-    __slots__ = ("_cur", "_progress")
-
-    def __init__(self, cur: Any, progress: _Progress) -> None:
-        self._cur = cur
-        self._progress = progress
-
-    def execute(self, sql: str, params: Any = ()) -> None:
-        self._cur.execute(sql, params)
-        self._progress.statements += 1
-
-    def executemany(self, sql: str, params: Any) -> None:
-        self._cur.executemany(sql, params)
-        self._progress.statements += 1
-
-    def fetchone(self) -> Any:
-        return self._cur.fetchone()
-
-    def fetchall(self) -> Any:
-        return self._cur.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return int(self._cur.rowcount)
-
-
-def _pg_raw(
-    sync_conn: Connection, fn: Callable[..., T], args: tuple[Any, ...], progress: _Progress
-) -> T:
-    try:
-        with sync_conn.begin():
-            dbapi = sync_conn.connection.dbapi_connection
-            assert dbapi is not None
-            return fn(_CountingCursor(dbapi.cursor(), progress), True, *args)
-    except Exception as exc:
-        # Errors on the bare adapter cursor bypass SQLAlchemy's disconnect detection: drop the
-        # connection from the pool unless it is a plain constraint violation.
-        if type(exc).__name__ != "IntegrityError" and not isinstance(exc, UnknownAccount):
-            sync_conn.invalidate()
-        raise
+    async def run(self, q: Any, params: tuple[Any, ...]) -> int:
+        status = await self.conn.execute(q.pg, *params)  # e.g. "UPDATE 1", "INSERT 0 1"
+        self.statements += 1
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
 
 
 def _connect_sqlite(url: str) -> sqlite3.Connection:

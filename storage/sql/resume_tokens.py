@@ -13,14 +13,14 @@ from typing import Any
 
 from gateway.resume import TTL_S, TokenRecord, new_token, token_hash
 from storage.sql.engine import Runner
-from storage.sql.hot_path import _Sql
+from storage.sql.hot_path import Sql
 
-_INSERT = _Sql("INSERT INTO resume_tokens (token_hash, account_id, binding, operation_id,"
+_INSERT = Sql("INSERT INTO resume_tokens (token_hash, account_id, binding, operation_id,"
                " expires_at_ms) VALUES (?, ?, ?, ?, ?)")
-_SWEEP = _Sql("DELETE FROM resume_tokens WHERE expires_at_ms <= ?")
-_SELECT = _Sql("SELECT account_id, binding, operation_id, expires_at_ms FROM resume_tokens"
+_SWEEP = Sql("DELETE FROM resume_tokens WHERE expires_at_ms <= ?")
+_SELECT = Sql("SELECT account_id, binding, operation_id, expires_at_ms FROM resume_tokens"
                " WHERE token_hash = ? AND expires_at_ms > ?")
-_DELETE = _Sql("DELETE FROM resume_tokens WHERE token_hash = ? AND expires_at_ms > ?")
+_DELETE = Sql("DELETE FROM resume_tokens WHERE token_hash = ? AND expires_at_ms > ?")
 _SWEEP_EVERY_S = 60.0
 
 
@@ -28,22 +28,20 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _issue(cur: Any, pg: bool, h: str, account_id: str, binding: str, op: str, exp: int,
-           sweep_before: int | None) -> None:
+async def _issue(db: Any, h: str, account_id: str, binding: str, op: str, exp: int,
+                 sweep_before: int | None) -> None:
     if sweep_before is not None:
-        cur.execute(_SWEEP(pg), (sweep_before,))
-    cur.execute(_INSERT(pg), (h, account_id, binding, op, exp))
+        await db.run(_SWEEP, (sweep_before,))
+    await db.run(_INSERT, (h, account_id, binding, op, exp))
 
 
-def _lookup(cur: Any, pg: bool, h: str, at: int) -> TokenRecord | None:
-    cur.execute(_SELECT(pg), (h, at))
-    row = cur.fetchone()
+async def _lookup(db: Any, h: str, at: int) -> TokenRecord | None:
+    row = await db.one(_SELECT, (h, at))
     return None if row is None else TokenRecord(row[0], row[1], row[2], int(row[3]))
 
 
-def _consume(cur: Any, pg: bool, h: str, at: int) -> bool:
-    cur.execute(_DELETE(pg), (h, at))
-    return bool(cur.rowcount == 1)
+async def _consume(db: Any, h: str, at: int) -> bool:
+    return bool(await db.run(_DELETE, (h, at)) == 1)
 
 
 class SqlResumeTokens:
