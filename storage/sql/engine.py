@@ -159,8 +159,10 @@ class Runner:
 
                 dsn = make_url(self.url).set(drivername="postgresql").render_as_string(
                     hide_password=False)
+                # No per-release RESET round trip: the request path sets no session state.
                 self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10,
-                                                       timeout=5, command_timeout=30)
+                                                       timeout=5, command_timeout=30,
+                                                       reset=_keep_session)
         return self._pool
 
     async def _run_sqlite_raw(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
@@ -198,6 +200,10 @@ class Runner:
             self._sync.dispose()
         if self._async is not None:
             await self._async.dispose()
+
+
+async def _keep_session(_conn: Any) -> None:
+    """asyncpg pool `reset` hook that does nothing (see _asyncpg_pool)."""
 
 
 class _SqliteExecutor:
