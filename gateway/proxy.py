@@ -89,7 +89,12 @@ class Proxy:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
         request_id = new_request_id()
         try:
-            await self._handle(scope, receive, send, route, request_id)
+            try:
+                await self._handle(scope, receive, send, route, request_id)
+            except StoreUnavailable as exc:  # token store or ledger down outside admission
+                self.s.metrics.store_errors.labels("proxy").inc()
+                raise StoreUnavailableProblem(
+                    "The billing store is unreachable; retry shortly.") from exc
         except GatewayError as err:
             base = base_url_for(scope, self.s.settings.public_url)
             instance = f"urn:op:{request_id}"
@@ -217,7 +222,10 @@ class Proxy:
         call.hold = result
         s.metrics.active_holds.inc()
         if token is not None:
-            consumed = record is not None and await s.resume.consume(token)
+            try:
+                consumed = record is not None and await s.resume.consume(token)
+            except StoreUnavailable:
+                consumed = False  # admitted on balance alone; the token stays unused
             call.token_status = "consumed" if consumed else "invalid"
 
     async def _forward(self, call: Call, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -232,8 +240,7 @@ class Proxy:
         try:
             resp = await self.s.upstream.send(scope["method"], url, headers, body, upstream.spec)
         except UpstreamFailure as exc:
-            await self._upstream_failed(call, exc, t0)
-            raise AssertionError("unreachable")  # _upstream_failed always raises
+            raise await self._upstream_failed(call, exc, t0) from exc
         m = self.s.metrics
         m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
         if resp.status < 400 and "text/event-stream" in resp.content_type:
@@ -250,7 +257,7 @@ class Proxy:
         try:
             payload = await resp.read()
         except UpstreamFailure as exc:
-            await self._upstream_failed(call, exc, t0)
+            raise await self._upstream_failed(call, exc, t0) from exc
         duration_ms = int((time.perf_counter() - t0) * 1000)
         usage: Usage | None = None
         source = "none"
@@ -382,8 +389,10 @@ class Proxy:
         out.extend(call.extra_headers)
         return out
 
-    async def _upstream_failed(self, call: Call, exc: UpstreamFailure, t0: float) -> None:
-        """Settle a call whose upstream failed, then raise the 502/504 problem."""
+    async def _upstream_failed(
+        self, call: Call, exc: UpstreamFailure, t0: float
+    ) -> GatewayError:
+        """Settle a call whose upstream failed; returns the 502/504 problem to raise."""
         duration_ms = int((time.perf_counter() - t0) * 1000)
         kind = "timeout" if exc.timeout else "connection"
         self.s.metrics.upstream_errors.labels(call.route.upstream.name, kind).inc()
@@ -392,10 +401,10 @@ class Proxy:
                           outcome=f"upstream_{kind}")
         name = call.route.upstream.name
         if exc.timeout:
-            raise UpstreamTimeout(f"Upstream '{name}' did not answer in time; not charged."
-                                  if charge == 0 else f"Upstream '{name}' timed out.")
-        raise UpstreamUnavailable(f"Upstream '{name}' failed: {exc}." +
-                                  (" Not charged." if charge == 0 else ""))
+            return UpstreamTimeout(f"Upstream '{name}' did not answer in time; not charged."
+                                   if charge == 0 else f"Upstream '{name}' timed out.")
+        return UpstreamUnavailable(f"Upstream '{name}' failed: {exc}." +
+                                   (" Not charged." if charge == 0 else ""))
 
 
 def _force_include_usage(call: Call) -> bytes:

@@ -211,8 +211,9 @@ class PlanSpec(_Strict):
     rollover_cap_minutes: NonNeg = 0
 
 
-class PackageSpec(_Strict):
-    """A one-time package: `minutes` of AI time, prices in minor units (cents) per currency."""
+class _Sellable(_Strict):
+    """What the catalog sells: a key, a name, minutes of AI time, and prices in minor units
+    (cents) per currency — USD always, as the fallback currency (seeds: currency_fallback_from)."""
 
     key: str = Field(pattern=_KEY)
     name: str
@@ -229,24 +230,15 @@ class PackageSpec(_Strict):
         return v
 
 
-class SubscriptionSpec(_Strict):
-    """A subscription: the plan it puts the account on and the minutes it credits per period."""
+class PackageSpec(_Sellable):
+    """A one-time package."""
 
-    key: str = Field(pattern=_KEY)
-    name: str
+
+class SubscriptionSpec(_Sellable):
+    """A subscription: the plan it puts the account on; `minutes` are credited per period."""
+
     plan: str
-    minutes: Positive
-    prices: dict[Currency, Positive] = Field(min_length=1)
-    tax_inclusive: bool = False
     advisor_eligible: bool = False
-
-    @field_validator("prices")
-    @classmethod
-    def _needs_usd(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
-        if "USD" not in v:
-            key = info.data.get("key", "?")
-            raise ValueError(f"'{key}' needs a USD price (the fallback currency)")
-        return v
 
 
 class RolloverPolicy(_Strict):

@@ -242,6 +242,19 @@ def credit_tx(
     return GrantResult(entry_id=entry_id, bucket_id=bucket_id, amount=amount, metadata=meta)
 
 
+def _daily_granted_this_month(conn: Connection, account_id: str, now: datetime) -> int:
+    """Σ daily-bonus credits of `now`'s UTC calendar month (ledger units)."""
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
+                ledger_entries.c.account_id == account_id,
+                ledger_entries.c.event_type == EventType.DAILY_BONUS.value,
+                ledger_entries.c.created_at_ms >= to_ms(bonus.month_start(now)),
+            )
+        ).scalar_one()
+    )
+
+
 def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: int) -> bool:
     """Grant today's daily bonus if the plan has one and it was not granted yet (lazy, SPEC §4).
 
@@ -254,15 +267,7 @@ def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: 
     key = bonus.daily_idempotency_key(now)
     if _entry_exists(conn, account_id, key):
         return True
-    granted = int(
-        conn.execute(
-            select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
-                ledger_entries.c.account_id == account_id,
-                ledger_entries.c.event_type == EventType.DAILY_BONUS.value,
-                ledger_entries.c.created_at_ms >= to_ms(bonus.month_start(now)),
-            )
-        ).scalar_one()
-    )
+    granted = _daily_granted_this_month(conn, account_id, now)
     amount = bonus.daily_bonus_amount(plan.daily_bonus, plan.monthly_bonus_cap, granted)
     if amount > 0:
         credit_tx(
@@ -319,15 +324,7 @@ def balance_tx(conn: Connection, account_id: str, at_ms: int) -> BalanceSnapshot
     rows = _live_bucket_rows(conn, account_id, at_ms)
     rows.sort(key=lambda r: priority_key(_as_bucket(r)))
     now = to_datetime(at_ms)
-    granted = int(
-        conn.execute(
-            select(func.coalesce(func.sum(ledger_entries.c.delta), 0)).where(
-                ledger_entries.c.account_id == account_id,
-                ledger_entries.c.event_type == EventType.DAILY_BONUS.value,
-                ledger_entries.c.created_at_ms >= to_ms(bonus.month_start(now)),
-            )
-        ).scalar_one()
-    )
+    granted = _daily_granted_this_month(conn, account_id, now)
     version = conn.execute(
         select(func.coalesce(func.max(ledger_entries.c.id), 0)).where(
             ledger_entries.c.account_id == account_id)
