@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
 from gateway.auth import KeyCache
+from gateway.billing_api import billing_routes
 from gateway.metrics import Metrics
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
@@ -244,6 +245,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
             "what happened; see the README's 'Errors' section.")
 
     return [
+        *billing_routes(gw),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),
         WebRoute("/metrics", metrics),
