@@ -8,7 +8,9 @@ ids cannot be probed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -17,9 +19,12 @@ from starlette.routing import Route as WebRoute
 
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
+from gateway.payment_required import iso_utc
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem, Unauthorized
 from policies.catalog import UnknownCurrency, catalog_document
+from storage import bonus
 from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql.ledger import to_ms
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -91,7 +96,85 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         doc = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
         return _json(doc, _NO_STORE)
 
+    async def events(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        account_id = await own_account(gw, request)
+        limit = _int_param(request, "limit", 50, 1, 200)
+        cursor = request.query_params.get("cursor")
+        before = None
+        if cursor:
+            if not (cursor.startswith("le_") and cursor[3:].isdigit()):
+                raise BadRequest("cursor must be a next_cursor value from a previous page.")
+            before = int(cursor[3:])
+        try:
+            rows = await s.ledger.events(account_id, limit + 1, before)
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        page = rows[:limit]
+        doc = {"events": [event_view(r) for r in page],
+               "next_cursor": f"le_{page[-1]['id']}" if len(rows) > limit else None}
+        return _json(doc, _NO_STORE)
+
+    async def usage(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        account_id = await own_account(gw, request)
+        period = request.query_params.get("period", "month")
+        if period not in ("day", "month"):
+            raise BadRequest("period must be 'day' or 'month'.")
+        now = datetime.now(UTC)
+        start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
+        end = bonus.day_end(now)
+        try:
+            rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end))
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        return _json(usage_view(rows, period, start, end), _NO_STORE)
+
     return [
         WebRoute("/v1/billing/catalog", catalog, methods=["GET"]),
         WebRoute("/v1/billing/balance/{userId}", balance, methods=["GET"]),
+        WebRoute("/v1/billing/events/{userId}", events, methods=["GET"]),
+        WebRoute("/v1/billing/usage/{userId}", usage, methods=["GET"]),
     ]
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer within {low}..{high}.")
+    return int(raw)
+
+
+def event_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A ledger entry as the seeds' BillingEvent: type, seconds (signed, display), reason,
+    timestamp (RFC 3339 UTC), metadata — plus `id` and the exact integer `amount_ms`."""
+    meta = json.loads(row["metadata_json"]) if row["metadata_json"] else {}
+    return {"id": f"le_{row['id']}", "type": row["event_type"],
+            "seconds": round(row["delta"] / 1000, 3), "amount_ms": row["delta"],
+            "reason": row["reason"], "timestamp": iso_utc(row["created_at_ms"]),
+            "metadata": meta}
+
+
+def usage_view(
+    rows: list[tuple[str, int, int]], period: str, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """The seeds' UsageAnalytics from (operation, day start ms, charged ms) rows: seconds are
+    display numbers (3 decimals); every day of the period appears in daily_trend."""
+    by_op: dict[str, int] = {}
+    by_day: dict[int, int] = {}
+    for op, day, charged in rows:
+        by_op[op] = by_op.get(op, 0) + charged
+        by_day[day] = by_day.get(day, 0) + charged
+    trend = []
+    day_ms = to_ms(start)
+    while day_ms < to_ms(end):
+        trend.append({"date": iso_utc(day_ms)[:10], "seconds": by_day.get(day_ms, 0) / 1000})
+        day_ms += 86_400_000
+    return {"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
+            "total_seconds": sum(by_op.values()) / 1000,
+            "by_operation": {op: ms / 1000 for op, ms in sorted(by_op.items())},
+            "daily_trend": trend}

@@ -505,3 +505,48 @@ class SqlLedger:
 
     async def totals(self, account_id: str) -> dict[str, int]:
         return await self.runner.run(totals_tx, account_id)
+
+    async def events(
+        self, account_id: str, limit: int, before_id: int | None
+    ) -> list[dict[str, Any]]:
+        return await self.runner.run(events_tx, account_id, limit, before_id)
+
+    async def usage_summary(
+        self, account_id: str, from_ms: int, to_ms_: int
+    ) -> list[tuple[str, int, int]]:
+        return await self.runner.run(usage_summary_tx, account_id, from_ms, to_ms_)
+
+
+def events_tx(
+    conn: Connection, account_id: str, limit: int, before_id: int | None
+) -> list[dict[str, Any]]:
+    """Up to `limit` ledger entries of the account, newest first, with ids below `before_id`
+    (keyset pagination on the (account_id, id) index: cost independent of history length)."""
+    query = (
+        select(ledger_entries.c.id, ledger_entries.c.event_type, ledger_entries.c.delta,
+               ledger_entries.c.reason, ledger_entries.c.metadata_json,
+               ledger_entries.c.created_at_ms)
+        .where(ledger_entries.c.account_id == account_id)
+        .order_by(ledger_entries.c.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        query = query.where(ledger_entries.c.id < before_id)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def usage_summary_tx(
+    conn: Connection, account_id: str, from_ms: int, to_ms_: int
+) -> list[tuple[str, int, int]]:
+    """(operation, UTC day start ms, Σ charged) of the account's usage records in
+    [from_ms, to_ms_), read through the (account_id, created_at_ms) index."""
+    day = (usage_records.c.created_at_ms // 86_400_000) * 86_400_000
+    rows = conn.execute(
+        select(usage_records.c.operation, day.label("day"),
+               func.coalesce(func.sum(usage_records.c.charged), 0))
+        .where(usage_records.c.account_id == account_id,
+               usage_records.c.created_at_ms >= from_ms,
+               usage_records.c.created_at_ms < to_ms_)
+        .group_by(usage_records.c.operation, day)
+    )
+    return [(r[0], int(r[1]), int(r[2])) for r in rows]

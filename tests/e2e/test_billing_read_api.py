@@ -67,3 +67,52 @@ def test_another_accounts_balance_is_a_404_and_no_key_a_401(gateway):
     r = httpx.get(f"{gateway.url}/v1/billing/balance/{other}", headers=auth(key))
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert httpx.get(f"{gateway.url}/v1/billing/balance/{mine}").status_code == 401
+
+
+def _spend(gateway, key, n):
+    from tests.e2e.helpers import chat_body, encode
+
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        for i in range(n):
+            r = client.post("/v1/chat/completions", content=encode(chat_body(f"call {i}")),
+                            headers={**auth(key), "content-type": "application/json"})
+            assert r.status_code == 200
+
+
+def test_events_are_newest_first_and_page_with_a_cursor(gateway):
+    account, key = gateway.ledger.funded(100_000)
+    _spend(gateway, key, 5)
+    url = f"{gateway.url}/v1/billing/events/{account}"
+    first = httpx.get(url, params={"limit": 4}, headers=auth(key))
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-store"
+    page1 = first.json()
+    assert [e["type"] for e in page1["events"]] == ["consumption"] * 4
+    assert all(e["amount_ms"] < 0 and e["seconds"] == e["amount_ms"] / 1000
+               for e in page1["events"])
+    page2 = httpx.get(url, params={"limit": 4, "cursor": page1["next_cursor"]},
+                      headers=auth(key)).json()
+    assert [e["type"] for e in page2["events"]] == ["consumption", "gift_credit"]
+    assert page2["next_cursor"] is None
+    ids = [e["id"] for e in page1["events"] + page2["events"]]
+    assert len(set(ids)) == 6
+    assert page2["events"][-1]["amount_ms"] == 100_000
+    bad = httpx.get(url, params={"cursor": "nope"}, headers=auth(key))
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_usage_analytics_sum_charges_by_operation_and_day(gateway):
+    account, key = gateway.ledger.funded(100_000)
+    _spend(gateway, key, 3)
+    charged = sum(r["charged"] for r in gateway.ledger.usage(account))
+    for period in ("day", "month"):
+        r = httpx.get(f"{gateway.url}/v1/billing/usage/{account}", params={"period": period},
+                      headers=auth(key))
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        doc = r.json()
+        assert doc["total_seconds"] == charged / 1000
+        assert doc["by_operation"] == {"chat": charged / 1000}
+        assert sum(d["seconds"] for d in doc["daily_trend"]) == charged / 1000
+    assert len(httpx.get(f"{gateway.url}/v1/billing/usage/{account}", params={"period": "day"},
+                         headers=auth(key)).json()["daily_trend"]) == 1
+    assert httpx.get(f"{gateway.url}/v1/billing/usage/{account}", params={"period": "week"},
+                     headers=auth(key)).status_code == 400

@@ -113,9 +113,9 @@ def test_concurrent_streams_and_calls_leave_a_consistent_ledger(gateway, upstrea
     with ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(call, range(20)))
     assert set(statuses) <= {200, 402}
-    # five of each fit (actual costs below the estimates may let a few more in); the point
-    # here is the ledger's consistency
-    assert 10 <= statuses.count(200) < 20
+    # how many fit depends on which arrive first (a stream holds more than a plain call): at
+    # least the 5 streams the funds cover alone; the point here is the ledger's consistency
+    assert 5 <= statuses.count(200) < 20
     wait_no_holds(gateway.ledger, account)
     assert_consistent(gateway.ledger, account)
     records = gateway.ledger.usage(account)

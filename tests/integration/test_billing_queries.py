@@ -1,0 +1,45 @@
+"""The billing read queries on both stores: keyset-paged events, usage grouped by operation/day."""
+
+from __future__ import annotations
+
+from policies.compiled import Plan
+from storage.buckets import Source
+from storage.ports import Admission, CallRecord
+from storage.sql.ledger import SqlLedger, now_ms
+
+PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
+            rollover_cap=0)
+
+
+async def _calls(ledger: SqlLedger, acct: str, ops: list[tuple[str, int]]) -> None:
+    for i, (op, charge) in enumerate(ops):
+        hold = await ledger.admit(acct, charge, op, 60, PLAN)
+        assert isinstance(hold, Admission)
+        await ledger.settle(hold.hold_id, CallRecord(f"req_q_{acct}_{i}", acct, op, None, 200, 5),
+                            charge, "clamp")
+
+
+async def test_events_page_newest_first_without_gaps(ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, 100_000, "g", None, "gift")
+    await _calls(ledger, acct, [("chat", 100 + i) for i in range(7)])
+    seen, before = [], None
+    while True:
+        page = await ledger.events(acct, 3, before)
+        seen += page
+        if len(page) < 3:
+            break
+        before = page[-1]["id"]
+    assert [e["delta"] for e in seen] == [-106, -105, -104, -103, -102, -101, -100, 100_000]
+    assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)
+
+
+async def test_usage_summary_groups_by_operation_and_utc_day(ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, 100_000, "g", None, "gift")
+    await _calls(ledger, acct, [("chat", 300), ("chat", 200), ("embeddings", 50)])
+    now = now_ms()
+    day = now // 86_400_000 * 86_400_000
+    rows = sorted(await ledger.usage_summary(acct, day, day + 86_400_000))
+    assert rows == [("chat", day, 500), ("embeddings", day, 50)]
+    assert await ledger.usage_summary(acct, day + 86_400_000, day + 2 * 86_400_000) == []
