@@ -13,15 +13,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import iso_utc
+from gateway.payment_required import ceil_seconds, iso_utc, suggestions_for
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem, Unauthorized
 from policies.catalog import UnknownCurrency, catalog_document
+from policies.compiled import Policy
 from storage import bonus
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import to_ms
@@ -132,12 +134,83 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         return _json(usage_view(rows, period, start, end), _NO_STORE)
 
+    async def check_batch(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        caller = await caller_for(gw, request)
+        try:
+            batch = BatchCheck.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise BadRequest(f"{where}: {first['msg']}") from None
+        if batch.userId is not None and batch.userId != caller.account_id:
+            raise NotFound(f"No account {batch.userId!r} for this API key.")
+        needs: list[tuple[str, int, dict[str, Any]]] = []
+        for i, op in enumerate(batch.operations):
+            need, basis = _operation_need(s.policy, op)
+            if need is None:
+                raise BadRequest(f"operations.{i}.estimate_seconds is required for "
+                                 f"'{op.operation}' (its estimate depends on the request)")
+            needs.append((op.operation, need, basis))
+        try:
+            snap = await s.ledger.balance(caller.account_id)
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        available = max(0, snap.available)
+        results, running = [], 0
+        for name, need, basis in needs:
+            running += need
+            deficit = max(0, running - available)
+            item: dict[str, Any] = {"operation": name, "ok": deficit == 0,
+                                    "estimate_seconds": ceil_seconds(need),
+                                    "deficit_seconds": ceil_seconds(deficit), **basis}
+            if deficit:
+                item["suggestions"] = suggestions_for(deficit, s.policy.document.catalog,
+                                                      snap.plan_key)
+            results.append(item)
+        doc = {"ok": all(r["ok"] for r in results), "balance_seconds": available // 1000,
+               "required_seconds": ceil_seconds(running),
+               "catalog_version": s.policy.catalog_version, "results": results}
+        return _json(doc, _NO_STORE)
+
     return [
+        WebRoute("/v1/billing/check-sufficient-batch", check_batch, methods=["POST"]),
         WebRoute("/v1/billing/catalog", catalog, methods=["GET"]),
         WebRoute("/v1/billing/balance/{userId}", balance, methods=["GET"]),
         WebRoute("/v1/billing/events/{userId}", events, methods=["GET"]),
         WebRoute("/v1/billing/usage/{userId}", usage, methods=["GET"]),
     ]
+
+
+class BatchOperation(BaseModel):
+    """One operation of a batch preflight (seeds: BatchOperationRequest)."""
+
+    model_config = ConfigDict(extra="forbid")
+    operation: str = Field(min_length=1, max_length=64)
+    estimate_seconds: int | None = Field(None, ge=0, le=10_000_000)
+
+
+class BatchCheck(BaseModel):
+    """`POST /v1/billing/check-sufficient-batch` body: 1–10 operations, checked cumulatively."""
+
+    model_config = ConfigDict(extra="forbid")
+    userId: str | None = None  # noqa: N815 - the seeds' field name
+    operations: list[BatchOperation] = Field(min_length=1, max_length=10)
+
+
+def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dict[str, Any]]:
+    """(units one call needs, how that was estimated). The client's estimate wins; else the
+    route's fixed or learned estimate with its sample size and confidence."""
+    if op.estimate_seconds is not None:
+        return op.estimate_seconds * 1000, {"estimate_source": "client"}
+    route = next((r for r in policy.routes if r.operation == op.operation), None)
+    if route is None:
+        return None, {}
+    stats = route.estimator.stats()
+    return route.estimator.preflight(), {"estimate_source": stats["kind"],
+                                         "confidence": stats["confidence"],
+                                         "based_on_samples": stats["samples"]}
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

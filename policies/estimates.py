@@ -54,6 +54,16 @@ class Estimator:
             return self.meter.cost(model, usage, 0)
         return self._learned if self._learned is not None else spec.default
 
+    def preflight(self) -> int | None:
+        """Units to expect for one call when no request is at hand (batch preflight): the
+        fixed or learned figure; None for request-based estimates (they need the request)."""
+        spec = self.spec
+        if isinstance(spec, FixedEstimate):
+            return spec.units
+        if isinstance(spec, LearnedEstimate):
+            return self._learned if self._learned is not None else spec.default
+        return None
+
     def observe(self, units: int) -> None:
         """Record the actual cost (ledger units) of a finished call of this route."""
         spec = self.spec

@@ -116,3 +116,45 @@ def test_usage_analytics_sum_charges_by_operation_and_day(gateway):
                          headers=auth(key)).json()["daily_trend"]) == 1
     assert httpx.get(f"{gateway.url}/v1/billing/usage/{account}", params={"period": "week"},
                      headers=auth(key)).status_code == 400
+
+
+def test_batch_preflight_is_cumulative_with_per_operation_deficits(gateway):
+    account, key = gateway.ledger.funded(100_000)  # 100 s
+    body = {"operations": [{"operation": "build", "estimate_seconds": 60},
+                           {"operation": "plan", "estimate_seconds": 30},
+                           {"operation": "image"},  # fixed route estimate: 5,000 ms
+                           {"operation": "export", "estimate_seconds": 20}]}
+    r = httpx.post(f"{gateway.url}/v1/billing/check-sufficient-batch", json=body,
+                   headers=auth(key))
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    doc = r.json()
+    assert doc["balance_seconds"] == 100 and doc["required_seconds"] == 115 and not doc["ok"]
+    build, plan, image, export = doc["results"]
+    assert build["ok"] and plan["ok"] and image["ok"]
+    assert image["estimate_seconds"] == 5 and image["estimate_source"] == "fixed"
+    assert not export["ok"] and export["deficit_seconds"] == 15
+    assert export["suggestions"][0] == {"type": "package", "key": "mini", "minutes": 60}
+    assert gateway.ledger.totals(account)["holds"] == 0  # a preflight holds nothing
+
+
+def test_batch_preflight_rejects_bad_bodies_with_problems(gateway):
+    account, key = gateway.ledger.funded(1_000)
+    url = f"{gateway.url}/v1/billing/check-sufficient-batch"
+    cases = [
+        {"operations": []},
+        {"operations": [{"operation": "x", "estimate_seconds": 1}] * 11},
+        {"operations": [{"operation": "x", "estimate_seconds": -1}]},
+        {"operations": [{"operation": "chat"}]},  # request-based estimate needs the request
+        {"operations": [{"operation": "x", "estimate_seconds": 1}], "extra": 1},
+    ]
+    for body in cases:
+        r = httpx.post(url, json=body, headers=auth(key))
+        assert r.status_code == 400, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    r = httpx.post(url, content=b"{not json", headers=auth(key))
+    assert r.status_code == 400
+    other, _ = gateway.ledger.funded(1_000)
+    r = httpx.post(url, json={"userId": other, "operations": [{"operation": "x",
+                                                                 "estimate_seconds": 1}]},
+                   headers=auth(key))
+    assert r.status_code == 404
