@@ -22,6 +22,7 @@ from starlette.routing import Route as WebRoute
 
 from gateway.auth import KeyCache
 from gateway.billing_api import billing_routes
+from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
@@ -35,6 +36,7 @@ from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.ports import StoreUnavailable
 from storage.sql.ledger import SqlLedger
+from storage.sql.nonces import SqlNonces
 from storage.sql.resume_tokens import SqlResumeTokens
 
 log = logging.getLogger("gateway.app")
@@ -119,14 +121,14 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     metrics = Metrics()
     resume: ResumeTokens = SqlResumeTokens(ledger.runner)
     counters: CounterStore = InProcessCounters()
+    nonces: NonceStore = SqlNonces(ledger.runner)
     if settings.redis_url:
         from redis.asyncio import Redis
-
-        from storage.redis_state import Breaker, RedisResumeTokens
-
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
+
+        from storage.redis_state import Breaker, RedisNonces, RedisResumeTokens
 
         # Short timeouts (a frozen Redis must not stall calls) and one immediate retry on a
         # broken connection (a restarted Redis leaves stale pooled connections behind).
@@ -140,6 +142,9 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         counters = RedisCounters(
             client, on_error=lambda: metrics.store_errors.labels("redis_rate_limits").inc(),
             breaker=breaker)
+        nonces = RedisNonces(
+            client, nonces, breaker,
+            on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
     return Services(
         settings=settings,
         policy=policy,
@@ -150,6 +155,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         metrics=metrics,
         limiter=RateLimiter(counters),
         unbilled=UnbilledSpool(settings.unbilled_path),
+        nonces=nonces,
     )
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
+from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
 from gateway.payment_required import ceil_seconds, iso_utc, suggestions_for
@@ -57,10 +58,39 @@ async def caller_for(gw: Gateway, request: Request) -> Caller:
     return caller
 
 
+async def server_signed(gw: Gateway, request: Request) -> bool:
+    """True when the request carries a valid `X-HMAC-Signature` (a product backend acting for
+    any account); False when it carries none. Raises Unauthorized for a bad signature."""
+    header = request.headers.get("x-hmac-signature")
+    if header is None:
+        return False
+    s = gw.services
+    assert s is not None
+    if not s.settings.hmac_keys:
+        raise Unauthorized("HMAC signatures are not configured on this gateway.")
+    try:
+        await hmac_auth.verify(header, s.settings.hmac_keys, s.nonces, request.method,
+                               request.url.path, request.url.query, await request.body())
+    except StoreUnavailable as exc:
+        raise StoreUnavailableProblem("The nonce store is unreachable; retry shortly.") from exc
+    return True
+
+
 async def own_account(gw: Gateway, request: Request) -> str:
-    """`{userId}` of the path when it is the caller's own account; else 404 (no probing)."""
-    caller = await caller_for(gw, request)
+    """`{userId}` of the path when the request may read it: a server-signed request (any
+    account), or the account's own API key (any other id is a 404, so ids cannot be probed)."""
     user_id = request.path_params["userId"]
+    if await server_signed(gw, request):
+        s = gw.services
+        assert s is not None
+        try:
+            exists = await s.ledger.account_exists(user_id)
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        if not exists:
+            raise NotFound(f"No account {user_id!r}.")
+        return user_id
+    caller = await caller_for(gw, request)
     if user_id != caller.account_id:
         raise NotFound(f"No account {user_id!r} for this API key.")
     return user_id
@@ -137,15 +167,22 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
     async def check_batch(request: Request) -> Response:
         s = gw.services
         assert s is not None
-        caller = await caller_for(gw, request)
+        signed = await server_signed(gw, request)
+        caller = None if signed else await caller_for(gw, request)
         try:
             batch = BatchCheck.model_validate_json(await request.body())
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise BadRequest(f"{where}: {first['msg']}") from None
-        if batch.userId is not None and batch.userId != caller.account_id:
+        if caller is None:
+            if batch.userId is None:
+                raise BadRequest("userId is required on a server-signed request.")
+            account_id = batch.userId
+        elif batch.userId is not None and batch.userId != caller.account_id:
             raise NotFound(f"No account {batch.userId!r} for this API key.")
+        else:
+            account_id = caller.account_id
         needs: list[tuple[str, int, dict[str, Any]]] = []
         for i, op in enumerate(batch.operations):
             need, basis = _operation_need(s.policy, op)
@@ -154,7 +191,9 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
                                  f"'{op.operation}' (its estimate depends on the request)")
             needs.append((op.operation, need, basis))
         try:
-            snap = await s.ledger.balance(caller.account_id)
+            snap = await s.ledger.balance(account_id)
+        except UnknownAccount:
+            raise NotFound(f"No account {account_id!r}.") from None
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         available = max(0, snap.available)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.auth import KeyCache
+from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
 from gateway.rate_limits import RateLimiter
 from gateway.resume import ResumeTokens
@@ -29,5 +30,6 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     unbilled: UnbilledSpool
+    nonces: NonceStore
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

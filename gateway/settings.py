@@ -10,6 +10,7 @@
 | GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
 | GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
 | GATEWAY_UNBILLED_PATH | unbilled.jsonl | spool of calls served while the store was down |
+| GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
 """
 
@@ -38,6 +39,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _hmac_keys(raw: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for item in (p.strip() for p in raw.split(",") if p.strip()):
+        key_id, sep, secret = item.partition(":")
+        if not sep or not key_id or len(secret) < 32:
+            raise SettingsError("GATEWAY_HMAC_KEYS: each entry is 'id:secret' with a secret of "
+                                "at least 32 characters")
+        keys[key_id] = secret
+    return keys
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated deployment settings. Build with `Settings.from_env()`."""
@@ -51,6 +63,7 @@ class Settings:
     log_level: str = "info"
     key_cache_ttl_s: int = 30
     unbilled_path: Path = Path("unbilled.jsonl")
+    hmac_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -85,6 +98,7 @@ class Settings:
             log_level=level,
             key_cache_ttl_s=_int(env, "GATEWAY_KEY_CACHE_TTL_S", 30, 0, 3600),
             unbilled_path=Path(env.get("GATEWAY_UNBILLED_PATH") or "unbilled.jsonl"),
+            hmac_keys=_hmac_keys(env.get("GATEWAY_HMAC_KEYS", "")),
             env=env,
         )
 

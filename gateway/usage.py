@@ -20,7 +20,6 @@ import orjson
 
 from policies.meters import Usage
 
-
 # A chat chunk carries output when its delta has non-empty text, a refusal, or tool calls; the
 # role-only first chunk and the empty finish chunk carry none. Byte patterns, not a JSON parse
 # per event: this runs for every event of every stream.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from storage.bonus import day_end, daily_bonus_amount, daily_idempotency_key, month_start
+from storage.bonus import daily_bonus_amount, daily_idempotency_key, day_end, month_start
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Allocation, Bucket, EventType, Source
 from storage.burn_down import apply_debit, plan_debit, spendable
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import json
+import os
 import secrets
 import time
 from datetime import UTC, datetime

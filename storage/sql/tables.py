@@ -134,3 +134,11 @@ resume_tokens = Table(
     Column("expires_at_ms", BigInteger, nullable=False),
     Index("ix_resume_tokens_expiry", "expires_at_ms"),
 )
+
+hmac_nonces = Table(
+    "hmac_nonces",
+    metadata,
+    Column("nonce_key", String(200), primary_key=True),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Index("ix_hmac_nonces_expiry", "expires_at_ms"),
+)

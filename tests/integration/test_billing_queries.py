@@ -43,3 +43,20 @@ async def test_usage_summary_groups_by_operation_and_utc_day(ledger: SqlLedger) 
     rows = sorted(await ledger.usage_summary(acct, day, day + 86_400_000))
     assert rows == [("chat", day, 500), ("embeddings", day, 50)]
     assert await ledger.usage_summary(acct, day + 86_400_000, day + 2 * 86_400_000) == []
+
+
+async def test_a_nonce_is_accepted_once_across_stores_on_one_database(ledger: SqlLedger) -> None:
+    import asyncio
+
+    from storage.sql.nonces import SqlNonces
+
+    others = [SqlLedger(ledger.runner.url) for _ in range(3)]
+    try:
+        stores = [SqlNonces(lg.runner) for lg in [ledger, *others]]
+        results = await asyncio.gather(*(s.remember("k1:nonce-abcdefghijklmnop", 600)
+                                         for s in stores for _ in range(3)))
+        assert results.count(True) == 1
+        assert await stores[0].remember("k1:another-nonce-abcdef", 600) is True
+    finally:
+        for lg in others:
+            await lg.close()
