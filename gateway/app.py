@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
+from gateway.admin_api import admin_routes
 from gateway.auth import KeyCache
 from gateway.billing_api import billing_routes
 from gateway.hmac_auth import NonceStore
@@ -252,6 +253,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
 
     return [
         *billing_routes(gw),
+        *admin_routes(gw),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),
         WebRoute("/metrics", metrics),

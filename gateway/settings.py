@@ -10,6 +10,7 @@
 | GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
 | GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
 | GATEWAY_UNBILLED_PATH | unbilled.jsonl | spool of calls served while the store was down |
+| GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
 """
@@ -39,6 +40,12 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _admin_token(raw: str | None) -> str | None:
+    if raw is not None and len(raw) < 32:
+        raise SettingsError("GATEWAY_ADMIN_TOKEN must be at least 32 characters")
+    return raw
+
+
 def _hmac_keys(raw: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for item in (p.strip() for p in raw.split(",") if p.strip()):
@@ -64,6 +71,7 @@ class Settings:
     key_cache_ttl_s: int = 30
     unbilled_path: Path = Path("unbilled.jsonl")
     hmac_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -99,6 +107,7 @@ class Settings:
             key_cache_ttl_s=_int(env, "GATEWAY_KEY_CACHE_TTL_S", 30, 0, 3600),
             unbilled_path=Path(env.get("GATEWAY_UNBILLED_PATH") or "unbilled.jsonl"),
             hmac_keys=_hmac_keys(env.get("GATEWAY_HMAC_KEYS", "")),
+            admin_token=_admin_token(env.get("GATEWAY_ADMIN_TOKEN") or None),
             env=env,
         )
 

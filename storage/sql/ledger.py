@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from policies.compiled import Plan
 from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
-from storage.burn_down import priority_key
+from storage.burn_down import plan_debit, priority_key
 from storage.ports import (
     Admission,
     BalanceSnapshot,
@@ -489,9 +489,11 @@ class SqlLedger:
         expires_at_ms: int | None,
         reason: str,
         metadata: dict[str, Any] | None = None,
+        event_type: EventType | None = None,
     ) -> GrantResult:
         return await self.runner.run(
-            credit_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata
+            credit_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata,
+            event_type,
         )
 
     async def balance(self, account_id: str) -> BalanceSnapshot:
@@ -505,6 +507,21 @@ class SqlLedger:
 
     async def totals(self, account_id: str) -> dict[str, int]:
         return await self.runner.run(totals_tx, account_id)
+
+    async def adjust_down(self, account_id: str, amount: int, key: str,
+                          reason: str) -> GrantResult:
+        return await self.runner.run(debit_adjustment_tx, account_id, amount, key, reason,
+                                     now_ms())
+
+    async def list_accounts(self, limit: int, after_id: str | None,
+                            plan_key: str | None) -> list[dict[str, Any]]:
+        return await self.runner.run(list_accounts_tx, limit, after_id, plan_key)
+
+    async def account_keys(self, account_id: str) -> list[dict[str, Any]]:
+        return await self.runner.run(account_keys_tx, account_id)
+
+    async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
+        return await self.runner.run(usage_stats_tx, from_ms, to_ms_, by)
 
     async def events(
         self, account_id: str, limit: int, before_id: int | None
@@ -550,3 +567,66 @@ def usage_summary_tx(
         .group_by(usage_records.c.operation, day)
     )
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+def debit_adjustment_tx(
+    conn: Connection, account_id: str, amount: int, key: str, reason: str, at_ms: int
+) -> GrantResult:
+    """Take up to `amount` (> 0) units from the live buckets in burn order as an `adjustment`
+    entry (support correction, clawback); never below zero — what the buckets lack is reported
+    in `metadata["unrecovered"]`. Idempotent by `key`. Raises ValueError, UnknownAccount."""
+    if amount <= 0:
+        raise ValueError(f"adjustment amount must be > 0, got {amount}")
+    _lock(conn, account_id)
+    if _entry_exists(conn, account_id, key):
+        return GrantResult(entry_id=None, bucket_id=None, amount=amount, replayed=True)
+    rows = _live_bucket_rows(conn, account_id, at_ms)
+    plan = plan_debit([_as_bucket(r) for r in rows], amount, to_datetime(at_ms))
+    for a in plan.allocations:
+        conn.execute(update(buckets).where(buckets.c.id == a.bucket_id)
+                     .values(remaining=buckets.c.remaining - a.amount))
+    meta = {"unrecovered": plan.shortfall} if plan.shortfall else {}
+    entry_id = None
+    if plan.covered:
+        entry_id = _insert_entry(conn, account_id, EventType.ADJUSTMENT, -plan.covered, key,
+                                 reason, at_ms, meta or None)
+        conn.execute(insert(allocations), [
+            {"entry_id": entry_id, "bucket_id": a.bucket_id, "amount": a.amount}
+            for a in plan.allocations])
+    return GrantResult(entry_id=entry_id, bucket_id=None, amount=plan.covered, metadata=meta)
+
+
+def list_accounts_tx(
+    conn: Connection, limit: int, after_id: str | None, plan_key: str | None
+) -> list[dict[str, Any]]:
+    """Accounts ordered by id (keyset pages after `after_id`), optionally of one plan."""
+    query = select(accounts).order_by(accounts.c.id).limit(limit)
+    if after_id is not None:
+        query = query.where(accounts.c.id > after_id)
+    if plan_key is not None:
+        query = query.where(accounts.c.plan_key == plan_key)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def account_keys_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
+    """The account's API keys (id, prefix, created, revoked) — never hashes."""
+    rows = conn.execute(
+        select(api_keys.c.id, api_keys.c.prefix, api_keys.c.created_at_ms,
+               api_keys.c.revoked_at_ms)
+        .where(api_keys.c.account_id == account_id).order_by(api_keys.c.created_at_ms))
+    return [dict(r._mapping) for r in rows]
+
+
+def usage_stats_tx(conn: Connection, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
+    """Usage across all accounts in [from_ms, to_ms_) grouped by `model` or `operation`:
+    calls, input/output tokens, charged and unbilled units."""
+    column = usage_records.c.model if by == "model" else usage_records.c.operation
+    rows = conn.execute(
+        select(column.label("key"), func.count().label("calls"),
+               func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),
+               func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
+               func.coalesce(func.sum(usage_records.c.charged), 0).label("charged_ms"),
+               func.coalesce(func.sum(usage_records.c.unbilled), 0).label("unbilled_ms"))
+        .where(usage_records.c.created_at_ms >= from_ms, usage_records.c.created_at_ms < to_ms_)
+        .group_by(column).order_by(column))
+    return [{k: (int(v) if k != "key" else v) for k, v in r._mapping.items()} for r in rows]

@@ -60,3 +60,20 @@ async def test_a_nonce_is_accepted_once_across_stores_on_one_database(ledger: Sq
     finally:
         for lg in others:
             await lg.close()
+
+
+async def test_admin_queries_on_both_stores(ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, 10_000, "g", None, "gift")
+    await _calls(ledger, acct, [("chat", 1_000), ("embeddings", 500)])
+    down = await ledger.adjust_down(acct, 9_000, "adj-1", "clawback")
+    assert down.amount == 8_500 and down.metadata == {"unrecovered": 500}
+    assert (await ledger.adjust_down(acct, 9_000, "adj-1", "clawback")).replayed
+    totals = await ledger.totals(acct)
+    assert totals["remaining"] == 0 and totals["deltas"] == 0
+    now = now_ms()
+    stats = {r["key"]: r for r in await ledger.usage_stats(now - 60_000, now + 60_000,
+                                                            "operation")}
+    assert stats["chat"]["charged_ms"] >= 1_000 and stats["embeddings"]["calls"] >= 1
+    listed = await ledger.list_accounts(1000, None, "it")
+    assert acct in {a["id"] for a in listed}

@@ -1,0 +1,218 @@
+"""Admin endpoints (SPEC §8): accounts, API keys, grants and adjustments, usage statistics.
+
+Every route needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>` (compared in constant time);
+without a configured token the admin API answers 404 as if absent. Bodies are validated with
+pydantic; amounts are whole seconds or minutes on the wire, ledger units (ms) inside; every
+money-moving call takes an `idempotency_key` so a retried request applies once.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.balance_view import enhanced_balance
+from gateway.payment_required import iso_utc
+from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem, Unauthorized
+from storage import bonus
+from storage.buckets import EventType, Source
+from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql.ledger import now_ms, to_ms
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_NO_STORE = {"cache-control": "no-store"}
+_KEY = r"^[A-Za-z0-9:_.-]{8,200}$"
+
+
+class NewAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str | None = None
+
+
+class Grant(BaseModel):
+    """A credit: `seconds` or `minutes` (exactly one), gift (never expires) or package
+    (catalog package expiry)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: int | None = Field(None, gt=0, le=600_000_000)
+    minutes: int | None = Field(None, gt=0, le=10_000_000)
+    source: Literal["gift", "package"] = "gift"
+    reason: str = Field("admin grant", max_length=500)
+    idempotency_key: str = Field(pattern=_KEY)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Grant:
+        if (self.seconds is None) == (self.minutes is None):
+            raise ValueError("give exactly one of seconds or minutes")
+        return self
+
+    @property
+    def units(self) -> int:
+        return self.seconds * 1000 if self.seconds is not None else (self.minutes or 0) * 60_000
+
+
+class Adjustment(BaseModel):
+    """A signed correction in seconds: positive credits a gift bucket, negative takes balance
+    back in burn order (never below zero)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: int = Field(ge=-600_000_000, le=600_000_000)
+    reason: str = Field(min_length=1, max_length=500)
+    idempotency_key: str = Field(pattern=_KEY)
+
+
+def _json(doc: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json",
+                    headers=_NO_STORE)
+
+
+def _body(model: type[BaseModel], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+def admin_routes(gw: Gateway) -> list[WebRoute]:
+    """The Starlette routes of the admin API."""
+
+    def services() -> Any:
+        s = gw.services
+        assert s is not None
+        token = s.settings.admin_token
+        return s, token
+
+    def check(request: Request) -> Any:
+        s, token = services()
+        if not token:
+            raise NotFound("No route for this path.")
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(),
+                                                                 token.encode()):
+            raise Unauthorized("This endpoint needs the admin credential.")
+        return s
+
+    async def guarded(fn: Any, *args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except UnknownAccount as exc:
+            raise NotFound(f"No account {exc}.") from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+
+    async def create_account(request: Request) -> Response:
+        s = check(request)
+        body = _body(NewAccount, await request.body())
+        key = body.plan or s.policy.document.default_plan
+        plan = s.policy.plans.get(key)
+        if plan is None:
+            raise BadRequest(f"plan: unknown plan {key!r}")
+        account_id = await guarded(s.ledger.create_account, plan)
+        return _json({"account_id": account_id, "plan_key": key}, 201)
+
+    async def list_accounts(request: Request) -> Response:
+        s = check(request)
+        limit = int(request.query_params.get("limit", "50")) if request.query_params.get(
+            "limit", "50").isdigit() else 0
+        if not 1 <= limit <= 500:
+            raise BadRequest("limit must be an integer within 1..500.")
+        rows = await guarded(s.ledger.list_accounts, limit + 1,
+                             request.query_params.get("cursor"), request.query_params.get("plan"))
+        page = rows[:limit]
+        return _json({"accounts": [{"account_id": r["id"], "plan_key": r["plan_key"],
+                                    "subscription_status": r["subscription_status"],
+                                    "created_at": iso_utc(r["created_at_ms"])} for r in page],
+                      "next_cursor": page[-1]["id"] if len(rows) > limit else None})
+
+    async def get_account(request: Request) -> Response:
+        s = check(request)
+        account_id = request.path_params["accountId"]
+        snap = await guarded(s.ledger.balance, account_id)
+        keys = await guarded(s.ledger.account_keys, account_id)
+        return _json({
+            "account_id": account_id,
+            "balance": enhanced_balance(snap, s.policy.plans.get(snap.plan_key),
+                                        s.policy.catalog_version),
+            "api_keys": [{"key_id": k["id"], "prefix": k["prefix"],
+                          "created_at": iso_utc(k["created_at_ms"]),
+                          "revoked_at": iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]
+                          else None} for k in keys]})
+
+    async def create_key(request: Request) -> Response:
+        s = check(request)
+        key_id, key = await guarded(s.ledger.create_api_key, request.path_params["accountId"])
+        return _json({"key_id": key_id, "key": key, "note": "shown once; stored only hashed"},
+                     201)
+
+    async def revoke_key(request: Request) -> Response:
+        s = check(request)
+        if not await guarded(s.ledger.revoke_api_key, request.path_params["keyId"]):
+            raise NotFound("No active key with this id.")
+        s.keys.forget()  # stop serving the key from this process's cache at once
+        return _json({"revoked": request.path_params["keyId"]})
+
+    async def grant(request: Request) -> Response:
+        s = check(request)
+        body: Grant = _body(Grant, await request.body())
+        source = Source(body.source)
+        expires = None
+        if source is Source.PACKAGE:
+            expires = now_ms() + s.policy.document.catalog.package_expiry_days * 86_400_000
+        result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
+                               body.units, "admin:" + body.idempotency_key, expires, body.reason)
+        return _json({"bucket_id": result.bucket_id, "amount_ms": body.units,
+                      "replayed": result.replayed}, 200 if result.replayed else 201)
+
+    async def adjust(request: Request) -> Response:
+        s = check(request)
+        body: Adjustment = _body(Adjustment, await request.body())
+        account_id = request.path_params["accountId"]
+        key = "admin:" + body.idempotency_key
+        if body.seconds == 0:
+            raise BadRequest("seconds: an adjustment must not be zero")
+        if body.seconds > 0:
+            result = await guarded(s.ledger.grant, account_id, Source.GIFT, body.seconds * 1000,
+                                   key, None, body.reason, None, EventType.ADJUSTMENT)
+            applied = body.seconds * 1000
+        else:
+            result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * 1000, key,
+                                   body.reason)
+            applied = -result.amount
+        return _json({"amount_ms": applied, "replayed": result.replayed,
+                      "unrecovered_ms": result.metadata.get("unrecovered", 0)},
+                     200 if result.replayed else 201)
+
+    async def usage_stats(request: Request) -> Response:
+        s = check(request)
+        period = request.query_params.get("period", "month")
+        if period not in ("day", "month"):
+            raise BadRequest("period must be 'day' or 'month'.")
+        now = datetime.now(UTC)
+        start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
+        end = bonus.day_end(now)
+        by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
+        by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
+        return _json({"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
+                      "by_model": by_model, "by_operation": by_op})
+
+    return [
+        WebRoute("/v1/admin/accounts", create_account, methods=["POST"]),
+        WebRoute("/v1/admin/accounts", list_accounts, methods=["GET"]),
+        WebRoute("/v1/admin/accounts/{accountId}", get_account, methods=["GET"]),
+        WebRoute("/v1/admin/accounts/{accountId}/keys", create_key, methods=["POST"]),
+        WebRoute("/v1/admin/keys/{keyId}", revoke_key, methods=["DELETE"]),
+        WebRoute("/v1/admin/accounts/{accountId}/grants", grant, methods=["POST"]),
+        WebRoute("/v1/admin/accounts/{accountId}/adjustments", adjust, methods=["POST"]),
+        WebRoute("/v1/admin/stats/usage", usage_stats, methods=["GET"]),
+    ]
