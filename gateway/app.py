@@ -25,6 +25,7 @@ from gateway.auth import KeyCache
 from gateway.billing_api import billing_routes
 from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
+from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
 from gateway.proxy import Proxy
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
@@ -157,6 +158,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         limiter=RateLimiter(counters),
         unbilled=UnbilledSpool(settings.unbilled_path),
         nonces=nonces,
+        stripe=stripe_client(settings),
     )
 
 
@@ -254,6 +256,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
     return [
         *billing_routes(gw),
         *admin_routes(gw),
+        *payments_routes(gw),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),
         WebRoute("/metrics", metrics),

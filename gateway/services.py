@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import KeyCache
 from gateway.hmac_auth import NonceStore
@@ -31,5 +32,6 @@ class Services:
     limiter: RateLimiter
     unbilled: UnbilledSpool
     nonces: NonceStore
+    stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

@@ -10,6 +10,9 @@
 | GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
 | GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
 | GATEWAY_UNBILLED_PATH | unbilled.jsonl | spool of calls served while the store was down |
+| STRIPE_SECRET_KEY / STRIPE_WEBHOOK_SECRET | (unset) | Stripe API key and webhook signing secret |
+| STRIPE_API_BASE | https://api.stripe.com | Stripe API base (point at a test double such as stripe-mock) |
+| GATEWAY_CHECKOUT_SUCCESS_URL / _CANCEL_URL | GATEWAY_PUBLIC_URL + /billing/… | where Checkout returns |
 | GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
@@ -38,6 +41,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is outside {low}..{high}")
     return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}={value!r} is not an http(s) URL")
+    return value.rstrip("/")
 
 
 def _admin_token(raw: str | None) -> str | None:
@@ -72,6 +82,11 @@ class Settings:
     unbilled_path: Path = Path("unbilled.jsonl")
     hmac_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_api_base: str = "https://api.stripe.com"
+    checkout_success_url: str = "http://localhost:8080/billing/success"
+    checkout_cancel_url: str = "http://localhost:8080/billing/cancel"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -108,6 +123,15 @@ class Settings:
             unbilled_path=Path(env.get("GATEWAY_UNBILLED_PATH") or "unbilled.jsonl"),
             hmac_keys=_hmac_keys(env.get("GATEWAY_HMAC_KEYS", "")),
             admin_token=_admin_token(env.get("GATEWAY_ADMIN_TOKEN") or None),
+            stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            stripe_api_base=_url(env, "STRIPE_API_BASE", "https://api.stripe.com"),
+            checkout_success_url=_url(env, "GATEWAY_CHECKOUT_SUCCESS_URL",
+                                      (env.get("GATEWAY_PUBLIC_URL") or "http://localhost:8080")
+                                      .rstrip("/") + "/billing/success"),
+            checkout_cancel_url=_url(env, "GATEWAY_CHECKOUT_CANCEL_URL",
+                                     (env.get("GATEWAY_PUBLIC_URL") or "http://localhost:8080")
+                                     .rstrip("/") + "/billing/cancel"),
             env=env,
         )
 

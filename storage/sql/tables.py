@@ -142,3 +142,27 @@ hmac_nonces = Table(
     Column("expires_at_ms", BigInteger, nullable=False),
     Index("ix_hmac_nonces_expiry", "expires_at_ms"),
 )
+
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("session_id", String(255), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("package_key", String(64), nullable=False),
+    Column("minutes", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("unit_amount_cents", BigInteger, nullable=False),
+    Column("operation_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index("ix_purchases_account", "account_id", "created_at_ms"),
+)
+
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("processed_at_ms", BigInteger, nullable=False),
+)

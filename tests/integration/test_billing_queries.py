@@ -77,3 +77,27 @@ async def test_admin_queries_on_both_stores(ledger: SqlLedger) -> None:
     assert stats["chat"]["charged_ms"] >= 1_000 and stats["embeddings"]["calls"] >= 1
     listed = await ledger.list_accounts(1000, None, "it")
     assert acct in {a["id"] for a in listed}
+
+
+async def test_a_checkout_raced_by_many_deliveries_is_credited_once(ledger: SqlLedger) -> None:
+    import asyncio
+
+    from storage.sql import purchases as store
+
+    acct = await ledger.create_account(PLAN)
+    await ledger.runner.run(store.record_purchase_tx, store.Purchase(
+        "cs_race", acct, "mini", 60, "USD", 500, None), now_ms())
+    others = [SqlLedger(ledger.runner.url) for _ in range(3)]
+    try:
+        runners = [lg.runner for lg in [ledger, *others]]
+        expires = now_ms() + 86_400_000
+        outcomes = await asyncio.gather(*(
+            r.run(store.fulfil_checkout_tx, f"evt_{i % 2}", "checkout.session.completed",
+                  "cs_race", expires, now_ms())
+            for i, r in enumerate(runners * 2)))
+    finally:
+        for lg in others:
+            await lg.close()
+    assert [o[0] for o in outcomes].count("credited") == 1
+    totals = await ledger.totals(acct)
+    assert totals["remaining"] == totals["deltas"] == 3_600_000

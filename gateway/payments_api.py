@@ -1,0 +1,172 @@
+"""Package purchases through Stripe Checkout and the Stripe webhook (SPEC §8).
+
+`POST /v1/billing/packages/purchase` creates a Checkout Session for a catalog package in the
+requested currency (USD fallback) carrying the account and, when given, the blocked operation
+(`operation_id`, the id in a 402's `instance`). `POST /v1/billing/webhooks/stripe` verifies the
+signature on the raw body with stripe-python's own `Webhook.construct_event` and applies
+`checkout.session.completed` exactly once (storage.sql.purchases). Stripe is reached with
+stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import stripe
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.billing_api import caller_for, server_signed
+from gateway.problems import BadRequest, GatewayError, NotFound, StoreUnavailableProblem
+from policies.catalog import display_price, price_in
+from storage.ports import StoreUnavailable
+from storage.sql import purchases as store
+from storage.sql.ledger import now_ms
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+class PaymentProviderError(GatewayError):
+    status, slug, title = 502, "payment-provider-error", "Payment provider error"
+
+
+class PaymentsNotConfigured(GatewayError):
+    status, slug, title = 503, "payments-not-configured", "Payments are not configured"
+
+
+class BadWebhookSignature(GatewayError):
+    status, slug, title = 400, "bad-webhook-signature", "Webhook signature invalid"
+
+
+class PurchaseRequest(BaseModel):
+    """Body of the purchase endpoint (seeds: PackagePurchaseRequest + currency, operation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    package_key: str = Field(min_length=1, max_length=64)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    operation_id: str | None = Field(None, pattern=r"^(urn:op:)?req_[A-Za-z0-9_-]{4,60}$")
+    userId: str | None = None  # noqa: N815 - the seeds' field name; server-signed calls only
+
+
+def stripe_client(settings: Any) -> stripe.StripeClient | None:
+    """A StripeClient on stripe-python's HTTPX client, or None without STRIPE_SECRET_KEY."""
+    if not settings.stripe_secret_key:
+        return None
+    return stripe.StripeClient(settings.stripe_secret_key, http_client=stripe.HTTPXClient(),
+                               base_addresses={"api": settings.stripe_api_base})
+
+
+def payments_routes(gw: Gateway) -> list[WebRoute]:
+    """The Starlette routes of purchases and the Stripe webhook."""
+
+    async def purchase(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        signed = await server_signed(gw, request)
+        caller = None if signed else await caller_for(gw, request)
+        try:
+            body = PurchaseRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise BadRequest(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") \
+                from None
+        if caller is None and body.userId is None:
+            raise BadRequest("userId is required on a server-signed request.")
+        if caller is not None and body.userId not in (None, caller.account_id):
+            raise NotFound(f"No account {body.userId!r} for this API key.")
+        account_id = caller.account_id if caller is not None else str(body.userId)
+        catalog = s.policy.document.catalog
+        package = next((p for p in catalog.packages if p.key == body.package_key), None)
+        if package is None:
+            raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
+        requested = body.currency.upper()
+        if requested not in ("USD", "EUR", "GBP", "EGP", "SAR", "AED"):
+            raise BadRequest(f"currency: unknown currency {requested}")
+        offered = requested if requested in catalog.currencies else "USD"
+        currency, cents, fallback = price_in(package.prices, offered)
+        if offered != requested:
+            fallback = requested
+        client = s.stripe
+        if client is None:
+            raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages.")
+        operation_id = body.operation_id.removeprefix("urn:op:") if body.operation_id else None
+        metadata = {"account_id": account_id, "package_key": package.key,
+                    **({"operation_id": operation_id} if operation_id else {})}
+        try:
+            if not await s.ledger.account_exists(account_id):
+                raise NotFound(f"No account {account_id!r}.")
+            session = await client.v1.checkout.sessions.create_async(params={
+                "mode": "payment",
+                "client_reference_id": account_id,
+                "line_items": [{"quantity": 1, "price_data": {
+                    "currency": currency.lower(), "unit_amount": cents,
+                    "product_data": {"name": f"{package.name} ({package.minutes} min)"},
+                    "tax_behavior": "inclusive" if package.tax_inclusive else "exclusive"}}],
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "success_url": s.settings.checkout_success_url,
+                "cancel_url": s.settings.checkout_cancel_url,
+            })
+            await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
+                session.id, account_id, package.key, package.minutes, currency, cents,
+                operation_id), now_ms())
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
+                from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+               "unit_amount_cents": cents, "display_price": display_price(cents, currency),
+               "package_minutes": package.minutes, "currency_fallback_from": fallback}
+        return Response(orjson.dumps(doc), media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    async def webhook(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        if not s.settings.stripe_webhook_secret:
+            raise PaymentsNotConfigured("Set STRIPE_WEBHOOK_SECRET to receive Stripe events.")
+        payload = await request.body()
+        try:
+            event = stripe.Webhook.construct_event(
+                payload, request.headers.get("stripe-signature"), s.settings.stripe_webhook_secret)
+        except (stripe.SignatureVerificationError, ValueError):
+            raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
+                from None
+        outcome = await _apply(gw, event)
+        return Response(orjson.dumps({"received": True, "outcome": outcome}),
+                        media_type="application/json")
+
+    return [
+        WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
+        WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
+    ]
+
+
+async def _apply(gw: Gateway, event: Any) -> str:
+    """Apply one verified event; returns its outcome. Unknown event types are acknowledged
+    (Stripe needs a 2xx) and recorded as `ignored`."""
+    s = gw.services
+    assert s is not None
+    at = now_ms()
+    try:
+        if event.type == "checkout.session.completed":
+            session = event.data.object
+            if getattr(session, "payment_status", None) not in ("paid", "no_payment_required"):
+                await s.ledger.runner.run(store.record_event_tx, event.id, event.type,
+                                          "awaiting_payment", at)
+                return "awaiting_payment"
+            expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+            outcome, _grant, _purchase = await s.ledger.runner.run(
+                store.fulfil_checkout_tx, event.id, event.type, session.id, expires, at)
+            return outcome
+        recorded = await s.ledger.runner.run(store.record_event_tx, event.id, event.type,
+                                             "ignored", at)
+        return "ignored" if recorded else "duplicate"
+    except StoreUnavailable as exc:
+        # A 503 makes Stripe redeliver later: nothing is lost while the store is down.
+        raise StoreUnavailableProblem("The billing store is unreachable; redeliver.") from exc
