@@ -11,26 +11,13 @@ Exit status 0 even when a check fails: the warnings below the table say what to 
 """
 import argparse
 import json
-import statistics
 import sys
 from collections import defaultdict
 
+from summarize import f as fmt  # same folder: the shared bench helpers
+from summarize import med
+
 ERR_KEYS = ("err_connect", "err_read", "err_write", "err_timeout", "err_status")
-
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x, nd=2):
-    if x is None:
-        return "-"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.{nd}f}"
 
 
 def main():

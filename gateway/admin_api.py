@@ -9,7 +9,6 @@ money-moving call takes an `idempotency_key` so a retried request applies once.
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -19,9 +18,15 @@ from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
 from gateway.balance_view import enhanced_balance
+from gateway.billing_api import int_param, period_window
 from gateway.payment_required import iso_utc
-from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem, Unauthorized
-from storage import bonus
+from gateway.problems import (
+    BadRequest,
+    NotFound,
+    StoreUnavailableProblem,
+    Unauthorized,
+    validation_problem,
+)
 from storage.buckets import EventType, Source
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import now_ms, to_ms
@@ -79,9 +84,7 @@ def _body(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise BadRequest(f"{where}: {first['msg']}") from None
+        raise validation_problem(exc) from None
 
 
 def admin_routes(gw: Gateway) -> list[WebRoute]:
@@ -123,10 +126,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
 
     async def list_accounts(request: Request) -> Response:
         s = check(request)
-        limit = int(request.query_params.get("limit", "50")) if request.query_params.get(
-            "limit", "50").isdigit() else 0
-        if not 1 <= limit <= 500:
-            raise BadRequest("limit must be an integer within 1..500.")
+        limit = int_param(request, "limit", 50, 1, 500)
         rows = await guarded(s.ledger.list_accounts, limit + 1,
                              request.query_params.get("cursor"), request.query_params.get("plan"))
         page = rows[:limit]
@@ -195,12 +195,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
 
     async def usage_stats(request: Request) -> Response:
         s = check(request)
-        period = request.query_params.get("period", "month")
-        if period not in ("day", "month"):
-            raise BadRequest("period must be 'day' or 'month'.")
-        now = datetime.now(UTC)
-        start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
-        end = bonus.day_end(now)
+        period, start, end = period_window(request)
         by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
         by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
         return _json({"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),

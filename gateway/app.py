@@ -26,7 +26,14 @@ from gateway.billing_api import billing_routes
 from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
 from gateway.payments_api import payments_routes, stripe_client
-from gateway.problems import GatewayError, MethodNotAllowed, NotFound, base_url_for, render
+from gateway.problems import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    base_url_for,
+    problem_types,
+    render,
+)
 from gateway.proxy import Proxy
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
 from gateway.resume import ResumeTokens
@@ -248,10 +255,13 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def problem_doc(request: Request) -> Response:
-        slug = request.path_params["slug"]
-        return PlainTextResponse(
-            f"{slug}: a problem type of this gateway (RFC 9457). The response's `detail` says "
-            "what happened; see the README's 'Errors' section.")
+        """The documentation a problem `type` URL dereferences to (RFC 9457 §3.1.1)."""
+        cls = problem_types().get(request.path_params["slug"])
+        if cls is None:
+            raise NotFound(f"No problem type {request.path_params['slug']!r}.")
+        return JSONResponse({"type": request.path_params["slug"], "title": cls.title,
+                             "status": cls.status,
+                             "description": " ".join((cls.__doc__ or cls.title).split())})
 
     return [
         *billing_routes(gw),

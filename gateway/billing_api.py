@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,7 +22,13 @@ from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
 from gateway.payment_required import ceil_seconds, iso_utc, suggestions_for
-from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem, Unauthorized
+from gateway.problems import (
+    BadRequest,
+    NotFound,
+    StoreUnavailableProblem,
+    Unauthorized,
+    validation_problem,
+)
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from storage import bonus
@@ -74,6 +80,31 @@ async def server_signed(gw: Gateway, request: Request) -> bool:
     except StoreUnavailable as exc:
         raise StoreUnavailableProblem("The nonce store is unreachable; retry shortly.") from exc
     return True
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+async def body_and_account(
+    gw: Gateway, request: Request, model: type[BodyT]
+) -> tuple[BodyT, str]:
+    """(validated JSON body, account it acts for) of a POST: a server-signed request names the
+    account in the body's `userId`; an API key acts for its own account (another `userId` is a
+    404). Raises Unauthorized, BadRequest (invalid body), NotFound."""
+    signed = await server_signed(gw, request)
+    caller = None if signed else await caller_for(gw, request)
+    try:
+        body = model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    user_id = getattr(body, "userId", None)
+    if caller is not None:
+        if user_id not in (None, caller.account_id):
+            raise NotFound(f"No account {user_id!r} for this API key.")
+        return body, caller.account_id
+    if user_id is None:
+        raise BadRequest("userId is required on a server-signed request.")
+    return body, str(user_id)
 
 
 async def own_account(gw: Gateway, request: Request) -> str:
@@ -132,7 +163,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         s = gw.services
         assert s is not None
         account_id = await own_account(gw, request)
-        limit = _int_param(request, "limit", 50, 1, 200)
+        limit = int_param(request, "limit", 50, 1, 200)
         cursor = request.query_params.get("cursor")
         before = None
         if cursor:
@@ -152,12 +183,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         s = gw.services
         assert s is not None
         account_id = await own_account(gw, request)
-        period = request.query_params.get("period", "month")
-        if period not in ("day", "month"):
-            raise BadRequest("period must be 'day' or 'month'.")
-        now = datetime.now(UTC)
-        start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
-        end = bonus.day_end(now)
+        period, start, end = period_window(request)
         try:
             rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end))
         except StoreUnavailable as exc:
@@ -167,22 +193,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
     async def check_batch(request: Request) -> Response:
         s = gw.services
         assert s is not None
-        signed = await server_signed(gw, request)
-        caller = None if signed else await caller_for(gw, request)
-        try:
-            batch = BatchCheck.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise BadRequest(f"{where}: {first['msg']}") from None
-        if caller is None:
-            if batch.userId is None:
-                raise BadRequest("userId is required on a server-signed request.")
-            account_id = batch.userId
-        elif batch.userId is not None and batch.userId != caller.account_id:
-            raise NotFound(f"No account {batch.userId!r} for this API key.")
-        else:
-            account_id = caller.account_id
+        batch, account_id = await body_and_account(gw, request, BatchCheck)
         needs: list[tuple[str, int, dict[str, Any]]] = []
         for i, op in enumerate(batch.operations):
             need, basis = _operation_need(s.policy, op)
@@ -252,7 +263,19 @@ def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dic
                                          "based_on_samples": stats["samples"]}
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+def period_window(request: Request) -> tuple[str, datetime, datetime]:
+    """(`period` query value, its UTC start, its end = tomorrow 00:00 UTC) for `day` (today)
+    or `month` (this calendar month, the default). Raises BadRequest for anything else."""
+    period = request.query_params.get("period", "month")
+    if period not in ("day", "month"):
+        raise BadRequest("period must be 'day' or 'month'.")
+    now = datetime.now(UTC)
+    start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
+    return period, start, bonus.day_end(now)
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """Integer query parameter `name` within low..high (default when absent); else 400."""
     raw = request.query_params.get(name)
     if raw is None:
         return default

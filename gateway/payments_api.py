@@ -14,13 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import stripe
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import caller_for, server_signed
-from gateway.problems import BadRequest, GatewayError, NotFound, StoreUnavailableProblem
+from gateway.billing_api import body_and_account
+from gateway.problems import (
+    BadRequest,
+    BadWebhookSignature,
+    NotFound,
+    PaymentProviderError,
+    PaymentsNotConfigured,
+    StoreUnavailableProblem,
+)
 from policies.catalog import display_price, price_in
 from storage.ports import StoreUnavailable
 from storage.sql import purchases as store
@@ -28,18 +35,6 @@ from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-
-
-class PaymentProviderError(GatewayError):
-    status, slug, title = 502, "payment-provider-error", "Payment provider error"
-
-
-class PaymentsNotConfigured(GatewayError):
-    status, slug, title = 503, "payments-not-configured", "Payments are not configured"
-
-
-class BadWebhookSignature(GatewayError):
-    status, slug, title = 400, "bad-webhook-signature", "Webhook signature invalid"
 
 
 class PurchaseRequest(BaseModel):
@@ -66,19 +61,7 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
     async def purchase(request: Request) -> Response:
         s = gw.services
         assert s is not None
-        signed = await server_signed(gw, request)
-        caller = None if signed else await caller_for(gw, request)
-        try:
-            body = PurchaseRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise BadRequest(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") \
-                from None
-        if caller is None and body.userId is None:
-            raise BadRequest("userId is required on a server-signed request.")
-        if caller is not None and body.userId not in (None, caller.account_id):
-            raise NotFound(f"No account {body.userId!r} for this API key.")
-        account_id = caller.account_id if caller is not None else str(body.userId)
+        body, account_id = await body_and_account(gw, request, PurchaseRequest)
         catalog = s.policy.document.catalog
         package = next((p for p in catalog.packages if p.key == body.package_key), None)
         if package is None:

@@ -9,11 +9,15 @@
     ├── NotFound                      404     not-found
     ├── MethodNotAllowed              405     method-not-allowed
     ├── PayloadTooLarge               413     payload-too-large
+    │   └── BadWebhookSignature       400     bad-webhook-signature
     ├── ResumeTokenMismatch           422     resume-token-mismatch
     ├── InsufficientBalance           402     insufficient-ai-time   (built by `insufficient_ai_time`)
+    ├── RateLimited                   429     rate-limited
     ├── UpstreamUnavailable           502     upstream-unavailable
+    ├── PaymentProviderError          502     payment-provider-error
     ├── UpstreamTimeout               504     upstream-timeout
-    └── StoreUnavailableProblem       503     store-unavailable
+    ├── StoreUnavailableProblem       503     store-unavailable
+    └── PaymentsNotConfigured         503     payments-not-configured
 
 Every error the gateway itself returns is one of these, as `application/problem+json` with
 `Cache-Control: no-store`. Errors the upstream returns are relayed as the upstream sent them.
@@ -56,55 +60,127 @@ class GatewayError(Exception):
 
 
 class BadRequest(GatewayError):
+    """The request is malformed; `detail` names the field."""
+
     status, slug, title = 400, "bad-request", "Bad request"
 
 
 class MalformedJson(BadRequest):
+    """The body of a JSON route is not a JSON object."""
+
     slug, title = "malformed-json", "Malformed JSON body"
 
 
 class MalformedResumeToken(BadRequest):
+    """X-Resume-Token is not of the form rt_ + 22 base64url characters."""
+
     slug, title = "malformed-resume-token", "Malformed resume token"
 
 
 class UnpricedModel(BadRequest):
+    """The route prices tokens per model and has no price for this model: it is not served (never
+    free)."""
+
     slug, title = "unpriced-model", "Model not priced on this route"
 
 
 class Unauthorized(GatewayError):
+    """No, an unknown or a revoked credential (API key, HMAC signature or admin token)."""
+
     status, slug, title = 401, "unauthorized", "Unauthorized"
 
 
 class NotFound(GatewayError):
+    """No such route, or no such resource for this credential."""
+
     status, slug, title = 404, "not-found", "Not found"
 
 
 class MethodNotAllowed(GatewayError):
+    """The path exists with another method."""
+
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
 
 
 class PayloadTooLarge(GatewayError):
+    """The body is larger than the route's max_body_bytes."""
+
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
 class ResumeTokenMismatch(GatewayError):
+    """The resume token belongs to another request of the same account; retry that request
+    unchanged."""
+
     status, slug, title = 422, "resume-token-mismatch", "Resume token bound to another request"
 
 
 class InsufficientBalance(GatewayError):
+    """The balance cannot cover the call's estimate; buy or wait, then retry with X-Resume-Token."""
+
     status, slug, title = 402, "insufficient-ai-time", "Insufficient AI time"
 
 
 class UpstreamUnavailable(GatewayError):
+    """The upstream could not be reached or broke the connection; not charged unless the route says
+    so."""
+
     status, slug, title = 502, "upstream-unavailable", "Upstream unavailable"
 
 
 class UpstreamTimeout(GatewayError):
+    """The upstream did not answer within the route's timeouts; not charged unless the route says
+    so."""
+
     status, slug, title = 504, "upstream-timeout", "Upstream timed out"
 
 
 class StoreUnavailableProblem(GatewayError):
+    """The billing store is unreachable; the call was not sent upstream (fail mode deny)."""
+
     status, slug, title = 503, "store-unavailable", "Billing store unavailable"
+
+
+class BadWebhookSignature(BadRequest):
+    """The Stripe-Signature header does not match the raw body."""
+
+    slug, title = "bad-webhook-signature", "Webhook signature invalid"
+
+
+class RateLimited(GatewayError):
+    """A per-key or per-account limit is used up; Retry-After says when to retry."""
+
+    status, slug, title = 429, "rate-limited", "Rate limit exceeded"
+
+
+class PaymentProviderError(GatewayError):
+    """Stripe refused or failed the request."""
+
+    status, slug, title = 502, "payment-provider-error", "Payment provider error"
+
+
+class PaymentsNotConfigured(GatewayError):
+    """Stripe keys are not configured on this gateway."""
+
+    status, slug, title = 503, "payments-not-configured", "Payments are not configured"
+
+
+def problem_types() -> dict[str, type[GatewayError]]:
+    """Every problem type by slug (for the `/problems/{slug}` documentation endpoint)."""
+    out: dict[str, type[GatewayError]] = {}
+    todo: list[type[GatewayError]] = [GatewayError]
+    while todo:
+        cls = todo.pop()
+        out[cls.slug] = cls
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def validation_problem(exc: Any) -> BadRequest:
+    """A 400 naming the first invalid field of a pydantic ValidationError."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return BadRequest(f"{where}: {first['msg']}")
 
 
 def render(

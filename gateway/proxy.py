@@ -33,18 +33,17 @@ from gateway.problems import (
 )
 from gateway.resume import TokenRecord, request_binding, well_formed
 from gateway.services import Services
+from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import usage_from_json
 from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
-from policies.schema import LimitSpec
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
 from storage.sql.ledger import new_sequential_id, now_ms
 
 log = logging.getLogger("gateway.proxy")
-_NO_LIMIT = LimitSpec()
 
 
 def new_request_id() -> str:
@@ -160,9 +159,8 @@ class Proxy:
             estimate=estimate, started=started,
         )
         record = await self._check_resume_token(call, scope, token)
-        limits = spec.rate_limits
-        if limits.per_key != _NO_LIMIT or limits.per_account != _NO_LIMIT:
-            call.extra_headers = await self.s.limiter.admit(limits, caller.key_id,
+        if route.rate_limited:
+            call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
                                                             caller.account_id)
         await self._admit(call, record, token)
         await self._forward(call, scope, receive, send)
@@ -244,8 +242,6 @@ class Proxy:
         m = self.s.metrics
         m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
         if resp.status < 400 and "text/event-stream" in resp.content_type:
-            from gateway.streaming import relay_stream
-
             await relay_stream(self, call, resp, t0, receive, send)
             return
         await self._respond_buffered(call, resp, t0, send)
@@ -344,10 +340,9 @@ class Proxy:
             s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
         if outcome == "ok" and status is not None and status < 400:
             call.route.estimator.observe(charge)
-        limits = call.route.spec.rate_limits
-        if limits.per_key.tokens_per_minute or limits.per_account.tokens_per_minute:
-            await s.limiter.count_tokens(limits, call.caller.key_id, call.caller.account_id,
-                                         u.input_tokens + u.output_tokens)
+        if call.route.counts_tokens:
+            await s.limiter.count_tokens(call.route.spec.rate_limits, call.caller.key_id,
+                                         call.caller.account_id, u.input_tokens + u.output_tokens)
         if log.isEnabledFor(logging.INFO):
             log.info("call settled", extra={
                 "request_id": call.request_id, "account_id": record.account_id,

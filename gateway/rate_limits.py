@@ -16,15 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.problems import GatewayError
+from gateway.problems import RateLimited
 from policies.schema import LimitSpec, RateLimitSpec
 
 log = logging.getLogger("gateway.rate_limits")
 WINDOW_S = 60
-
-
-class RateLimited(GatewayError):
-    status, slug, title = 429, "rate-limited", "Rate limit exceeded"
 
 
 @dataclass(frozen=True, slots=True)

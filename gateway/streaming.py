@@ -22,7 +22,7 @@ from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import StreamMeter, split_events
 from policies.estimates import requested_output_tokens
 from policies.meters import Usage
-from storage.ports import StoreUnavailable
+from storage.ports import Admission, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.proxy import Call, Proxy
@@ -137,8 +137,6 @@ async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) ->
     except StoreUnavailable:
         ok = False
     if ok:
-        from storage.ports import Admission
-
         call.hold = Admission(hold.hold_id, target, hold.available_after - (target - hold.amount))
         return True
     return call.route.spec.on_stream_exhausted == "overdraft"

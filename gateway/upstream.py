@@ -71,14 +71,15 @@ class UpstreamClient:
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float, float, float], aiohttp.ClientTimeout] = {}
 
     def _timeout(self, spec: UpstreamSpec) -> aiohttp.ClientTimeout:
-        t = self._timeouts.get(id(spec))
+        # keyed by value, not object identity: policy reloads replace the spec objects
+        key = (spec.total_timeout_s, spec.connect_timeout_s, spec.read_timeout_s)
+        t = self._timeouts.get(key)
         if t is None:
-            t = aiohttp.ClientTimeout(total=spec.total_timeout_s, sock_connect=spec.connect_timeout_s,
-                                      sock_read=spec.read_timeout_s)
-            self._timeouts[id(spec)] = t
+            t = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1], sock_read=key[2])
+            self._timeouts[key] = t
         return t
 
     async def send(

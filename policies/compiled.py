@@ -60,7 +60,8 @@ class Plan:
 
 @dataclass
 class Route:
-    """A compiled route. `hold_ttl_s` = upstream total timeout + hold margin (seconds)."""
+    """A compiled route. `hold_ttl_s` = upstream total timeout + hold margin (seconds);
+    `rate_limited` / `counts_tokens` say whether the route has any limit / a token limit."""
 
     spec: RouteSpec
     upstream: Upstream
@@ -72,6 +73,16 @@ class Route:
     @property
     def operation(self) -> str:
         return self.spec.operation
+
+    def __post_init__(self) -> None:
+        limits = self.spec.rate_limits
+        # decided once here so the request path skips limiters on unlimited routes
+        self.rate_limited = any((limits.per_key.requests_per_minute,
+                                 limits.per_key.tokens_per_minute,
+                                 limits.per_account.requests_per_minute,
+                                 limits.per_account.tokens_per_minute))
+        self.counts_tokens = bool(limits.per_key.tokens_per_minute
+                                  or limits.per_account.tokens_per_minute)
 
     def upstream_url(self, path: str, query: str) -> str:
         """Where this call goes: `upstream_path` when set, else the gateway path."""

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from storage.bonus import daily_bonus_amount, daily_idempotency_key, day_end, month_start
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Allocation, Bucket, EventType, Source
-from storage.burn_down import apply_debit, plan_debit, spendable
+from storage.burn_down import ShortfallRule, apply_debit, net_credit, settle_debit, spendable
 
-Shortfall = Literal["clamp", "overdraft"]
+Shortfall = ShortfallRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +81,9 @@ class Book:
             raise ValueError(f"credit amount must be > 0, got {amount}")
         if bucket_id in self.buckets:
             raise ValueError(f"bucket {bucket_id!r} already exists")
-        netted = min(self.debt, amount)
+        held, netted = net_credit(amount, self.debt)
         self.debt -= netted
-        self.buckets[bucket_id] = Bucket(bucket_id, source, amount - netted, expires_at, now)
+        self.buckets[bucket_id] = Bucket(bucket_id, source, held, expires_at, now)
         entry = Entry(
             key=key,
             event_type=CREDIT_EVENT_FOR_SOURCE[source],
@@ -104,17 +103,12 @@ class Book:
         """
         if key in self._keys:
             return None
-        if on_shortfall not in ("clamp", "overdraft"):
-            raise ValueError(f"on_shortfall must be 'clamp' or 'overdraft', got {on_shortfall!r}")
-        plan = plan_debit(self.buckets.values(), amount, now)
-        for bucket in apply_debit(self.buckets.values(), plan):
+        settled = settle_debit(self.buckets.values(), amount, self.debt, now, on_shortfall)
+        for bucket in apply_debit(self.buckets.values(), settled.plan):
             self.buckets[bucket.id] = bucket
-        if on_shortfall == "overdraft":
-            self.debt += plan.shortfall
-            delta, unbilled = -amount, 0
-        else:
-            delta, unbilled = -plan.covered, plan.shortfall
-        entry = Entry(key, EventType.CONSUMPTION, delta, plan.allocations, now, unbilled)
+        self.debt = settled.debt
+        entry = Entry(key, EventType.CONSUMPTION, -settled.charged, settled.plan.allocations, now,
+                      settled.unbilled)
         return self._record(entry)
 
     def available(self, now: datetime, held: int = 0) -> int:

@@ -12,7 +12,9 @@ Rules, in sentences:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from storage.buckets import Allocation, Bucket, DebitPlan, Source
 
@@ -75,3 +77,39 @@ def apply_debit(buckets: Iterable[Bucket], plan: DebitPlan) -> list[Bucket]:
 
 def _with_remaining(b: Bucket, remaining: int) -> Bucket:
     return Bucket(b.id, b.source, remaining, b.expires_at, b.created_at)
+
+
+ShortfallRule = Literal["clamp", "overdraft"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A settlement decided: burn `plan`, write a ledger delta of −`charged`, keep `unbilled`
+    visible, and set the account's debt to `debt` (ledger units)."""
+
+    plan: DebitPlan
+    charged: int
+    unbilled: int
+    debt: int
+
+
+def settle_debit(
+    buckets: Iterable[Bucket], amount: int, debt: int, now: datetime, rule: ShortfallRule
+) -> Settled:
+    """Decide a settlement of `amount` units (SPEC §4, shortfall at settlement): the buckets
+    burn greedily; what they cannot cover is `unbilled` under `clamp` (charged = covered) or
+    added to `debt` under `overdraft` (charged = amount). Raises ValueError for a negative amount
+    or an unknown rule."""
+    if rule not in ("clamp", "overdraft"):
+        raise ValueError(f"shortfall rule must be 'clamp' or 'overdraft', got {rule!r}")
+    plan = plan_debit(buckets, amount, now)
+    if rule == "clamp":
+        return Settled(plan, plan.covered, plan.shortfall, debt)
+    return Settled(plan, amount, 0, debt + plan.shortfall)
+
+
+def net_credit(amount: int, debt: int) -> tuple[int, int]:
+    """(what the new bucket holds, what pays off debt) for a credit of `amount` units while
+    `debt` is owed: debt is paid first (SPEC §4, "netted against the next credit")."""
+    netted = min(debt, amount)
+    return amount - netted, netted

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from storage.buckets import Bucket, EventType, Source
-from storage.burn_down import plan_debit
+from storage.burn_down import settle_debit
 from storage.ports import Admission, CallRecord, Settlement, Shortfall, UnknownAccount
 from storage.sql.ledger import ShortfallRule, new_sequential_id, to_datetime
 
@@ -146,11 +146,9 @@ async def settle(
                None if r[3] is None else to_datetime(int(r[3])), to_datetime(int(r[4])))
         for r in rows
     ]
-    plan = plan_debit(buckets, charge, to_datetime(at_ms))
-    clamp = on_shortfall == "clamp"
-    unbilled = plan.shortfall if clamp else 0
-    debited = plan.covered if clamp else charge
-    new_debt = debt if clamp else debt + plan.shortfall
+    settled = settle_debit(buckets, charge, debt, to_datetime(at_ms), on_shortfall)
+    plan, debited, unbilled, new_debt = settled.plan, settled.charged, settled.unbilled, \
+        settled.debt
     for a in plan.allocations:
         await db.run(_DEBIT, (a.amount, a.bucket_id))
     if new_debt != debt:

@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from policies.compiled import Plan
 from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
-from storage.burn_down import plan_debit, priority_key
+from storage.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
 from storage.ports import (
     Admission,
     BalanceSnapshot,
@@ -48,7 +48,6 @@ from storage.sql.tables import (
     usage_records,
 )
 
-ShortfallRule = Literal["clamp", "overdraft"]
 KEY_PREFIX = "gw_"
 
 
@@ -214,7 +213,7 @@ def credit_tx(
     debt = account.debt if account is not None else int(
         conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id)).scalar_one()
     )
-    netted = min(debt, amount)
+    held, netted = net_credit(amount, debt)
     if netted:
         conn.execute(
             update(accounts).where(accounts.c.id == account_id).values(debt=debt - netted)
@@ -226,7 +225,7 @@ def credit_tx(
             account_id=account_id,
             source=source.value,
             amount=amount,
-            remaining=amount - netted,
+            remaining=held,
             expires_at_ms=expires_at_ms,
             created_at_ms=at_ms,
         )

@@ -107,3 +107,14 @@ def test_an_invalid_policy_edit_keeps_the_last_good_policy(tmp_path, upstream_en
             assert r.status_code == 200  # still served by the last good policy
     finally:
         gw.stop()
+
+
+def test_problem_type_urls_dereference_to_their_documentation(gateway):
+    account, key = gateway.ledger.funded(0)
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        problem = client.post("/v1/chat/completions", content=encode(chat_body()),
+                              headers={**auth(key), "content-type": "application/json"}).json()
+        doc = httpx.get(problem["type"]).json()
+        assert doc["type"] == "insufficient-ai-time" and doc["status"] == 402
+        assert "X-Resume-Token" in doc["description"]
+        assert client.get("/problems/no-such-problem").status_code == 404

@@ -27,6 +27,7 @@ from policies.compiled import Plan
 from storage import migrate
 from storage.sql.ledger import SqlLedger
 from storage.sql.tables import allocations, buckets, ledger_entries, usage_records
+from tests.support import service_unavailable
 
 T = TypeVar("T")
 
@@ -39,8 +40,6 @@ def postgres_admin_url() -> str:
     return os.environ.get("GATEWAY_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
 
 
-def services_required() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("GATEWAY_REQUIRE_SERVICES") == "1"
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -99,11 +98,7 @@ def require_postgres(admin_url: str) -> None:
     error = _reachability[admin_url]
     if error is None:
         return
-    message = (f"PostgreSQL not reachable at {_shown(admin_url)} ({error}); "
-               "real-service tests did not run")
-    if services_required():
-        pytest.fail(message + " — CI / GATEWAY_REQUIRE_SERVICES=1 requires them", pytrace=False)
-    pytest.skip(message)
+    service_unavailable(f"PostgreSQL not reachable at {_shown(admin_url)} ({error})")
 
 
 _MIGRATE_LOCK = threading.Lock()  # Alembic's `context` proxy is process-global: one at a time

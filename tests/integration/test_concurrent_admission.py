@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-
 from policies.compiled import Plan
 from storage.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall
