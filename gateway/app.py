@@ -22,9 +22,13 @@ from starlette.routing import Route as WebRoute
 
 from gateway.admin_api import admin_routes
 from gateway.auth import KeyCache
+from gateway.auto_topup import AutoTopUps, auto_topup_routes
 from gateway.billing_api import billing_routes
+from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
+from gateway.maintenance import maintain
 from gateway.metrics import Metrics
+from gateway.openapi import openapi_route
 from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import (
     GatewayError,
@@ -39,6 +43,7 @@ from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, Re
 from gateway.resume import ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.stream_api import stream_routes
 from gateway.unbilled import UnbilledSpool
 from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
@@ -80,14 +85,18 @@ class Gateway:
         self.services = services
         _tune_gc()
         self.proxy = Proxy(services)
+        await services.bus.start()
         tasks = [asyncio.ensure_future(_watch_policy(services)),
-                 asyncio.ensure_future(_renew_leases(services))]
+                 asyncio.ensure_future(_renew_leases(services)),
+                 asyncio.ensure_future(maintain(services))]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.topups.close()
+            await services.bus.close()
             await services.upstream.close()
             await services.ledger.close()
             close = getattr(services.resume, "close", None)
@@ -131,12 +140,14 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     resume: ResumeTokens = SqlResumeTokens(ledger.runner)
     counters: CounterStore = InProcessCounters()
     nonces: NonceStore = SqlNonces(ledger.runner)
+    bus: EventBus = EventBus()
     if settings.redis_url:
         from redis.asyncio import Redis
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
 
+        from gateway.event_bus import RedisEventBus
         from storage.redis_state import Breaker, RedisNonces, RedisResumeTokens
 
         # Short timeouts (a frozen Redis must not stall calls) and one immediate retry on a
@@ -154,7 +165,11 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         nonces = RedisNonces(
             client, nonces, breaker,
             on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
-    return Services(
+        bus = RedisEventBus(
+            client, Breaker(),
+            on_error=lambda step: metrics.store_errors.labels("redis_events_" + step).inc())
+    ledger.runner.on_commit = bus.publish
+    services = Services(
         settings=settings,
         policy=policy,
         ledger=ledger,
@@ -165,8 +180,11 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         limiter=RateLimiter(counters),
         unbilled=UnbilledSpool(settings.unbilled_path),
         nonces=nonces,
+        bus=bus,
         stripe=stripe_client(settings),
     )
+    services.topups = AutoTopUps(services)
+    return services
 
 
 def create_app(settings: Settings | None = None, policy: Policy | None = None) -> Gateway:
@@ -238,7 +256,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
                 try:
                     await ping()
                     checks["redis"] = "ok"
-                except Exception as exc:  # any redis error: degraded, still serving
+                except Exception as exc:  # noqa: BLE001 - any redis error: degraded
                     # Redis carries no money: calls keep working (tokens and counters fall
                     # back per process), so a Redis outage must not pull every replica out.
                     checks["redis"] = (f"degraded: unreachable ({exc}); resume tokens and "
@@ -267,6 +285,9 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *billing_routes(gw),
         *admin_routes(gw),
         *payments_routes(gw),
+        *stream_routes(gw),
+        *auto_topup_routes(gw),
+        openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),
         WebRoute("/metrics", metrics),

@@ -245,7 +245,7 @@ class BatchCheck(BaseModel):
     """`POST /v1/billing/check-sufficient-batch` body: 1–10 operations, checked cumulatively."""
 
     model_config = ConfigDict(extra="forbid")
-    userId: str | None = None  # noqa: N815 - the seeds' field name
+    userId: str | None = None
     operations: list[BatchOperation] = Field(min_length=1, max_length=10)
 
 

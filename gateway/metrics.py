@@ -34,6 +34,13 @@ class Metrics:
                                   ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("gateway_store_errors", "Ledger store failures", ["step"],
                                     registry=r)
+        self.billing_streams = Gauge("gateway_billing_streams",
+                                     "Open live billing streams (SSE) in this process",
+                                     registry=r)
+        self.stripe_events = Counter("gateway_stripe_events", "Stripe webhook events by type "
+                                     "and outcome", ["type", "outcome"], registry=r)
+        self.auto_topups = Counter("gateway_auto_topups", "Auto top-up attempts by result",
+                                   ["result"], registry=r)
         self._children: dict[tuple[object, ...], object] = {}
         self.upstream_errors = Counter("gateway_upstream_errors",
                                        "Upstream connection failures and timeouts",

@@ -2,9 +2,11 @@
 
 `POST /v1/billing/packages/purchase` creates a Checkout Session for a catalog package in the
 requested currency (USD fallback) carrying the account and, when given, the blocked operation
-(`operation_id`, the id in a 402's `instance`). `POST /v1/billing/webhooks/stripe` verifies the
-signature on the raw body with stripe-python's own `Webhook.construct_event` and applies
-`checkout.session.completed` exactly once (storage.sql.purchases). Stripe is reached with
+(`operation_id`, the id in a 402's `instance`). `POST /v1/billing/subscriptions/checkout`
+creates a monthly subscription Checkout Session whose subscription carries the account and the
+catalog subscription key. `POST /v1/billing/webhooks/stripe` verifies the signature on the raw
+body with stripe-python's own `Webhook.construct_event` and applies each event exactly once
+(gateway.stripe_webhooks). Stripe is reached with
 stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
 """
 
@@ -28,6 +30,7 @@ from gateway.problems import (
     PaymentsNotConfigured,
     StoreUnavailableProblem,
 )
+from gateway.stripe_webhooks import apply_event
 from policies.catalog import display_price, price_in
 from storage.ports import StoreUnavailable
 from storage.sql import purchases as store
@@ -44,7 +47,16 @@ class PurchaseRequest(BaseModel):
     package_key: str = Field(min_length=1, max_length=64)
     currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
     operation_id: str | None = Field(None, pattern=r"^(urn:op:)?req_[A-Za-z0-9_-]{4,60}$")
-    userId: str | None = None  # noqa: N815 - the seeds' field name; server-signed calls only
+    userId: str | None = None
+
+
+class SubscriptionCheckoutRequest(BaseModel):
+    """Body of the subscription checkout: a catalog subscription key and a currency."""
+
+    model_config = ConfigDict(extra="forbid")
+    subscription_key: str = Field(min_length=1, max_length=64)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    userId: str | None = None
 
 
 def stripe_client(settings: Any) -> stripe.StripeClient | None:
@@ -66,13 +78,7 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         package = next((p for p in catalog.packages if p.key == body.package_key), None)
         if package is None:
             raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
-        requested = body.currency.upper()
-        if requested not in ("USD", "EUR", "GBP", "EGP", "SAR", "AED"):
-            raise BadRequest(f"currency: unknown currency {requested}")
-        offered = requested if requested in catalog.currencies else "USD"
-        currency, cents, fallback = price_in(package.prices, offered)
-        if offered != requested:
-            fallback = requested
+        currency, cents, fallback = _currency(body.currency, catalog, package.prices)
         client = s.stripe
         if client is None:
             raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages.")
@@ -108,6 +114,48 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         return Response(orjson.dumps(doc), media_type="application/json",
                         headers={"cache-control": "no-store"})
 
+    async def subscribe(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        body, account_id = await body_and_account(gw, request, SubscriptionCheckoutRequest)
+        catalog = s.policy.document.catalog
+        sub = next((x for x in catalog.subscriptions if x.key == body.subscription_key), None)
+        if sub is None:
+            raise BadRequest(f"subscription_key: no subscription {body.subscription_key!r} in "
+                             "the catalog")
+        currency, cents, fallback = _currency(body.currency, catalog, sub.prices)
+        client = s.stripe
+        if client is None:
+            raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell subscriptions.")
+        metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
+        try:
+            if not await s.ledger.account_exists(account_id):
+                raise NotFound(f"No account {account_id!r}.")
+            session = await client.v1.checkout.sessions.create_async(params={
+                "mode": "subscription",
+                "client_reference_id": account_id,
+                "line_items": [{"quantity": 1, "price_data": {
+                    "currency": currency.lower(), "unit_amount": cents,
+                    "recurring": {"interval": "month"},
+                    "product_data": {"name": f"{sub.name} ({sub.minutes} min / month)"},
+                    "tax_behavior": "inclusive" if sub.tax_inclusive else "exclusive"}}],
+                "metadata": metadata,
+                "subscription_data": {"metadata": metadata},
+                "success_url": s.settings.checkout_success_url,
+                "cancel_url": s.settings.checkout_cancel_url,
+            })
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
+                from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+               "unit_amount_cents": cents, "display_price": display_price(cents, currency),
+               "subscription_key": sub.key, "plan_key": sub.plan,
+               "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
+        return Response(orjson.dumps(doc), media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
     async def webhook(request: Request) -> Response:
         s = gw.services
         assert s is not None
@@ -120,36 +168,24 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         except (stripe.SignatureVerificationError, ValueError):
             raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
                 from None
-        outcome = await _apply(gw, event)
+        outcome = await apply_event(s, event)
         return Response(orjson.dumps({"received": True, "outcome": outcome}),
                         media_type="application/json")
 
     return [
         WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
+        WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
         WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
     ]
 
 
-async def _apply(gw: Gateway, event: Any) -> str:
-    """Apply one verified event; returns its outcome. Unknown event types are acknowledged
-    (Stripe needs a 2xx) and recorded as `ignored`."""
-    s = gw.services
-    assert s is not None
-    at = now_ms()
-    try:
-        if event.type == "checkout.session.completed":
-            session = event.data.object
-            if getattr(session, "payment_status", None) not in ("paid", "no_payment_required"):
-                await s.ledger.runner.run(store.record_event_tx, event.id, event.type,
-                                          "awaiting_payment", at)
-                return "awaiting_payment"
-            expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
-            outcome, _grant, _purchase = await s.ledger.runner.run(
-                store.fulfil_checkout_tx, event.id, event.type, session.id, expires, at)
-            return outcome
-        recorded = await s.ledger.runner.run(store.record_event_tx, event.id, event.type,
-                                             "ignored", at)
-        return "ignored" if recorded else "duplicate"
-    except StoreUnavailable as exc:
-        # A 503 makes Stripe redeliver later: nothing is lost while the store is down.
-        raise StoreUnavailableProblem("The billing store is unreachable; redeliver.") from exc
+def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:
+    """(currency charged, unit amount in cents, currency_fallback_from) for a requested code:
+    a currency the catalog does not offer, or an item without a price in it, falls back to USD.
+    Raises BadRequest for a code outside USD EUR GBP EGP SAR AED."""
+    code = requested.upper()
+    if code not in ("USD", "EUR", "GBP", "EGP", "SAR", "AED"):
+        raise BadRequest(f"currency: unknown currency {code}")
+    offered = code if code in catalog.currencies else "USD"
+    currency, cents, fallback = price_in(prices, offered)
+    return currency, cents, code if offered != code else fallback

@@ -336,6 +336,8 @@ class Proxy:
                 "The call completed but its charge could not be recorded; it was not billed."
             ) from None
         s.metrics.child(s.metrics.charged, call.route.operation).inc(result.charged)
+        if result.top_up:
+            s.topups.trigger(record.account_id)
         if result.unbilled:
             s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
         if outcome == "ok" and status is not None and status < 400:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import KeyCache
+from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
 from gateway.rate_limits import RateLimiter
@@ -32,6 +33,8 @@ class Services:
     limiter: RateLimiter
     unbilled: UnbilledSpool
     nonces: NonceStore
+    bus: EventBus = field(default_factory=EventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
+    topups: Any = None  # gateway.auto_topup.AutoTopUps, set by build_services
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

@@ -15,6 +15,10 @@
 | GATEWAY_CHECKOUT_SUCCESS_URL / _CANCEL_URL | GATEWAY_PUBLIC_URL + /billing/… | where Checkout returns |
 | GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
+| GATEWAY_EVENT_HISTORY_S | 86400 | how long account events stay replayable (`Last-Event-ID`) |
+| GATEWAY_STREAM_KEEPALIVE_S | 15 | seconds between keep-alive comments on the billing stream |
+| GATEWAY_STREAM_POLL_S | 5 | a stream re-reads the event log at least this often (bus fallback) |
+| GATEWAY_MAINTENANCE_S | 30 | period of expiry/rollover, event pruning and auto top-up retries |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
 """
 
@@ -87,6 +91,10 @@ class Settings:
     stripe_api_base: str = "https://api.stripe.com"
     checkout_success_url: str = "http://localhost:8080/billing/success"
     checkout_cancel_url: str = "http://localhost:8080/billing/cancel"
+    event_history_s: int = 86_400
+    stream_keepalive_s: int = 15
+    stream_poll_s: int = 5
+    maintenance_s: int = 30
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -132,6 +140,10 @@ class Settings:
             checkout_cancel_url=_url(env, "GATEWAY_CHECKOUT_CANCEL_URL",
                                      (env.get("GATEWAY_PUBLIC_URL") or "http://localhost:8080")
                                      .rstrip("/") + "/billing/cancel"),
+            event_history_s=_int(env, "GATEWAY_EVENT_HISTORY_S", 86_400, 60, 90 * 86_400),
+            stream_keepalive_s=_int(env, "GATEWAY_STREAM_KEEPALIVE_S", 15, 1, 300),
+            stream_poll_s=_int(env, "GATEWAY_STREAM_POLL_S", 5, 1, 300),
+            maintenance_s=_int(env, "GATEWAY_MAINTENANCE_S", 30, 1, 3600),
             env=env,
         )
 

@@ -8,7 +8,6 @@ here into `UpstreamFailure` so the proxy never sees a foreign exception.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ class UpstreamResponse:
         """The whole body. Raises UpstreamFailure."""
         try:
             return await self._resp.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamFailure("upstream read timed out", timeout=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(f"upstream broke the response: {exc}", timeout=False) from exc
@@ -51,7 +50,7 @@ class UpstreamResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamFailure("upstream read timed out", timeout=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(f"upstream broke the stream: {exc}", timeout=False) from exc
@@ -92,7 +91,7 @@ class UpstreamClient:
                 method, url, headers=headers, data=body, timeout=self._timeout(spec),
                 allow_redirects=False,
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamFailure("upstream did not answer in time", timeout=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(f"upstream unreachable: {exc}", timeout=False) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +11,9 @@ from alembic.config import Config
 from storage.sql.engine import sync_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Alembic's `context` and `op` are process-wide proxies: two migrations running at once in
+# one process (e.g. a test preparing a database in a thread) would cross-wire. One at a time.
+_ALEMBIC = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
@@ -23,7 +27,8 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> None:
     """Bring the database at `url` to the newest schema. Idempotent."""
     _ensure_sqlite_dir(url)
-    command.upgrade(alembic_config(url), "head")
+    with _ALEMBIC:
+        command.upgrade(alembic_config(url), "head")
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -65,12 +65,14 @@ class CallRecord:
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """The outcome of settling one call: `charged` debited (ledger delta is −charged, or
-    −requested under overdraft), `unbilled` not collected (clamp), `remaining` available after."""
+    −requested under overdraft), `unbilled` not collected (clamp), `remaining` available after;
+    `top_up` asks the caller to start an auto top-up."""
 
     charged: int
     unbilled: int
     remaining: int
     replayed: bool = False
+    top_up: bool = False  # auto top-up is on and `remaining` fell below its threshold
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,8 @@ class Runner:
         self._raw: sqlite3.Connection | None = None
         self._pool: Any = None  # asyncpg pool of the request path (PostgreSQL)
         self._pool_lock: asyncio.Lock | None = None
+        # Called with the account events (storage.sql.events) of each committed transaction.
+        self.on_commit: Callable[[list[Any]], None] | None = None
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
@@ -89,13 +91,15 @@ class Runner:
             self._async = create_async_engine(url, pool_size=10, max_overflow=10)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        sink: list[Any] = []
         try:
             if self._sync is not None:
                 with self._sync.begin() as conn:
-                    return fn(conn, *args)
-            assert self._async is not None
-            async with self._async.begin() as aconn:
-                return await aconn.run_sync(fn, *args)
+                    result = _collecting(fn, sink)(conn, *args)
+            else:
+                assert self._async is not None
+                async with self._async.begin() as aconn:
+                    result = await aconn.run_sync(_collecting(fn, sink), *args)
         except IntegrityError:
             raise
         except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
@@ -104,6 +108,13 @@ class Runner:
             if exc.connection_invalidated:
                 raise StoreUnavailable(_first_line(exc)) from exc
             raise
+        self._committed(sink)
+        return result
+
+    def _committed(self, events: list[Any]) -> None:
+        """Hand a committed transaction's account events to `on_commit` (the live fan-out)."""
+        if events and self.on_commit is not None:
+            self.on_commit(events)
 
     async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
@@ -130,14 +141,17 @@ class Runner:
                        OSError, ConnectionError, asyncio.TimeoutError)
         db = _PgExecutor()
         try:
-            return await self._run_pg_raw(fn, args, db)
+            result = await self._run_pg_raw(fn, args, db)
         except unavailable as exc:
             if db.statements:
                 raise StoreUnavailable(_first_line(exc)) from exc
-        try:
-            return await self._run_pg_raw(fn, args, _PgExecutor())
-        except unavailable as exc:
-            raise StoreUnavailable(_first_line(exc)) from exc
+            db = _PgExecutor()
+            try:
+                result = await self._run_pg_raw(fn, args, db)
+            except unavailable as exc:
+                raise StoreUnavailable(_first_line(exc)) from exc
+        self._committed(db.events)
+        return result
 
     async def _run_pg_raw(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], db: _PgExecutor
@@ -170,13 +184,15 @@ class Runner:
             self._raw = _connect_sqlite(self.url)
         cur = self._raw.cursor()
         cur.execute("BEGIN IMMEDIATE")
+        db = _SqliteExecutor(cur)
         try:
             # Nothing in `fn` suspends on SQLite: the transaction runs without yielding.
-            result = await fn(_SqliteExecutor(cur), *args)
+            result = await fn(db, *args)
         except BaseException:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+        self._committed(db.events)
         return result
 
     def _drop_raw(self) -> None:
@@ -207,12 +223,15 @@ async def _keep_session(_conn: Any) -> None:
 
 
 class _SqliteExecutor:
-    """Statement executor over a sqlite3 cursor (`Sql.lite` text)."""
+    """Statement executor over a sqlite3 cursor (`Sql.lite` text). `events` collects the
+    account events the transaction emits (published after commit)."""
 
-    __slots__ = ("cur",)
+    __slots__ = ("cur", "events")
+    postgres = False
 
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self.cur = cur
+        self.events: list[Any] = []
 
     async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
         return self.cur.execute(q.lite, params).fetchone()
@@ -226,13 +245,15 @@ class _SqliteExecutor:
 
 class _PgExecutor:
     """Statement executor over a native asyncpg connection (`Sql.pg` text; prepared and cached
-    by asyncpg). Counts completed statements for run_raw's retry rule."""
+    by asyncpg). Counts completed statements for run_raw's retry rule; `events` as above."""
 
-    __slots__ = ("conn", "statements")
+    __slots__ = ("conn", "events", "statements")
+    postgres = True
 
     def __init__(self) -> None:
         self.conn: Any = None
         self.statements = 0
+        self.events: list[Any] = []
 
     async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
         row = await self.conn.fetchrow(q.pg, *params)
@@ -245,10 +266,28 @@ class _PgExecutor:
         return list(rows)
 
     async def run(self, q: Any, params: tuple[Any, ...]) -> int:
-        status = await self.conn.execute(q.pg, *params)  # e.g. "UPDATE 1", "INSERT 0 1"
+        return await self.run_text(q.pg, params)
+
+    async def run_text(self, text: str, params: tuple[Any, ...]) -> int:
+        """Run PostgreSQL-only SQL text (`$n` placeholders); returns the row count."""
+        status = await self.conn.execute(text, *params)  # e.g. "UPDATE 1", "INSERT 0 1"
         self.statements += 1
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
+
+
+def _collecting(fn: Callable[..., T], sink: list[Any]) -> Callable[..., T]:
+    """`fn` with the transaction's event sink installed on its connection (see
+    storage.sql.events.emit_tx)."""
+
+    def call(conn: Connection, *args: Any) -> T:
+        conn.info["gw_events"] = sink
+        try:
+            return fn(conn, *args)
+        finally:
+            conn.info.pop("gw_events", None)
+
+    return call
 
 
 def _connect_sqlite(url: str) -> sqlite3.Connection:

@@ -18,6 +18,7 @@ from typing import Any
 from storage.buckets import Bucket, EventType, Source
 from storage.burn_down import settle_debit
 from storage.ports import Admission, CallRecord, Settlement, Shortfall, UnknownAccount
+from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
 from storage.sql.ledger import ShortfallRule, new_sequential_id, to_datetime
 
 
@@ -35,6 +36,9 @@ class Sql:
 
 
 _LOCK = Sql("SELECT plan_key, debt FROM accounts WHERE id = ?", " FOR UPDATE")
+# Settlement locks the row by bumping the event sequence (one statement for both).
+_LOCK_FOR_EVENT = Sql("UPDATE accounts SET event_seq = event_seq + 1 WHERE id = ?"
+                      " RETURNING debt, event_seq, auto_topup_threshold")
 _FUNDS = Sql(
     "SELECT"
     " (SELECT COALESCE(SUM(remaining), 0) FROM buckets WHERE account_id = ? AND remaining > 0"
@@ -64,12 +68,27 @@ _INSERT_ENTRY = Sql(
     " metadata_json, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _INSERT_ALLOCATION = Sql("INSERT INTO allocations (entry_id, bucket_id, amount) VALUES (?, ?, ?)")
-_INSERT_USAGE = Sql(
+_USAGE_COLUMNS = (
     "INSERT INTO usage_records (id, account_id, operation, model, upstream_status, duration_ms,"
     " input_tokens, output_tokens, cached_tokens, reasoning_tokens, estimated, charged, unbilled,"
     " usage_source, streamed, outcome, created_at_ms)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_USAGE = Sql(_USAGE_COLUMNS)
+# The daily rollup behind usage analytics: one row per (account, UTC day, operation).
+_ROLLUP = (
+    "INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
+    " VALUES (?, ?, ?, 1, ?) ON CONFLICT (account_id, day_ms, operation)"
+    " DO UPDATE SET calls = usage_daily.calls + 1, charged = usage_daily.charged + ?"
+)
+_ROLLUP_USAGE = Sql(_ROLLUP)
+_EVENT = ("INSERT INTO account_events (account_id, seq, event_type, data_json, created_at_ms)"
+          " VALUES (?, ?, ?, ?, ?)")
+_INSERT_EVENT = Sql(_EVENT)
+# PostgreSQL: the three settlement writes above in one round trip (data-modifying CTEs).
+_SETTLE_WRITES_PG = Sql(
+    f"WITH u AS ({_USAGE_COLUMNS}), r AS ({_ROLLUP}) {_EVENT}"
+).pg
 _RESOLVE_KEY = Sql(
     "SELECT k.account_id, a.plan_key FROM api_keys k JOIN accounts a ON a.id = k.account_id"
     " WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
@@ -131,10 +150,15 @@ async def settle(
     db: Any, hold_id: str | None, record: CallRecord, charge: int,
     on_shortfall: ShortfallRule, at_ms: int,
 ) -> Settlement:
-    """Debit `charge` in burn order, release the hold and write the usage record; idempotent
-    by request id. `clamp`: the uncovered rest is unbilled; `overdraft`: it becomes debt."""
+    """Debit `charge` in burn order, release the hold, write the usage record, add it to the
+    daily rollup and emit balance.updated; idempotent by request id. `clamp`: the uncovered
+    rest is unbilled; `overdraft`: it becomes debt. `Settlement.top_up` is True when the
+    account has auto top-up on and is now below its threshold."""
     account_id = record.account_id
-    _plan, debt = await _lock(db, account_id)
+    locked = await db.one(_LOCK_FOR_EVENT, (account_id,))
+    if locked is None:
+        raise UnknownAccount(account_id)
+    debt, seq, topup_threshold = int(locked[0]), int(locked[1]), locked[2]
     if hold_id is not None:
         await db.run(_DELETE_HOLD, (hold_id,))
     key = "call:" + record.request_id
@@ -166,14 +190,31 @@ async def settle(
         entry_id = int(entry[0])
         for a in plan.allocations:
             await db.run(_INSERT_ALLOCATION, (entry_id, a.bucket_id, a.amount))
-    await db.run(_INSERT_USAGE, (
-        record.request_id, account_id, record.operation, record.model, record.upstream_status,
-        record.duration_ms, record.input_tokens, record.output_tokens, record.cached_tokens,
-        record.reasoning_tokens, record.estimated, debited, unbilled, record.usage_source,
-        bool(record.streamed), record.outcome, at_ms))
     held = int((await db.one(_HELD, (account_id, at_ms)))[0])
     spendable = sum(b.remaining for b in buckets) - plan.covered
-    return Settlement(charged=debited, unbilled=unbilled, remaining=spendable - held - new_debt)
+    bonus_ids = {b.id for b in buckets if b.source.is_bonus}
+    bonus = sum(b.remaining for b in buckets if b.id in bonus_ids) - sum(
+        a.amount for a in plan.allocations if a.bucket_id in bonus_ids)
+    data = balance_data(spendable, bonus, held, new_debt, EventType.CONSUMPTION.value)
+    data["charged_ms"] = debited
+    data_json = json.dumps(data, separators=(",", ":"))
+    usage = (record.request_id, account_id, record.operation, record.model,
+             record.upstream_status, record.duration_ms, record.input_tokens,
+             record.output_tokens, record.cached_tokens, record.reasoning_tokens,
+             record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
+             record.outcome, at_ms)
+    rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation, debited, debited)
+    event = (account_id, seq, BALANCE_UPDATED, data_json, at_ms)
+    if db.postgres:
+        await db.run_text(_SETTLE_WRITES_PG, usage + rollup + event)
+    else:
+        await db.run(_INSERT_USAGE, usage)
+        await db.run(_ROLLUP_USAGE, rollup)
+        await db.run(_INSERT_EVENT, event)
+    db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
+    remaining = spendable - held - new_debt
+    return Settlement(charged=debited, unbilled=unbilled, remaining=remaining,
+                      top_up=topup_threshold is not None and remaining < int(topup_threshold))
 
 
 _RENEW = Sql("UPDATE holds SET expires_at_ms = ? WHERE id = ? AND expires_at_ms > ?")

@@ -38,6 +38,14 @@ from storage.ports import (
     UnknownAccount,
 )
 from storage.sql.engine import Runner
+from storage.sql.events import (
+    BUCKET_CREATED,
+    CREDIT_APPLIED,
+    ROLLOVER_CREATED,
+    emit_balance_tx,
+    emit_tx,
+    seconds,
+)
 from storage.sql.tables import (
     accounts,
     allocations,
@@ -45,6 +53,7 @@ from storage.sql.tables import (
     buckets,
     holds,
     ledger_entries,
+    usage_daily,
     usage_records,
 )
 
@@ -238,7 +247,34 @@ def credit_tx(
         at_ms, meta or None,
     )
     conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id, amount=amount))
+    expires = None if expires_at_ms is None else to_datetime(expires_at_ms).isoformat().replace(
+        "+00:00", "Z")
+    event = (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value
+    if source is Source.ROLLOVER:
+        emit_tx(conn, account_id, ROLLOVER_CREATED, {
+            "bucket_id": bucket_id, "seconds": seconds(amount), "expires_at": expires,
+            "from_bucket": meta.get("from_bucket")}, at_ms)
+    else:
+        emit_tx(conn, account_id, BUCKET_CREATED, {
+            "bucket_id": bucket_id, "source": source.value, "seconds": seconds(amount),
+            "expires_at": expires}, at_ms)
+    emit_tx(conn, account_id, CREDIT_APPLIED, {
+        "type": event, "seconds": seconds(amount), "reason": reason, "bucket_id": bucket_id,
+        **({"debt_netted_seconds": seconds(netted)} if netted else {})}, at_ms)
     return GrantResult(entry_id=entry_id, bucket_id=bucket_id, amount=amount, metadata=meta)
+
+
+def grant_tx(conn: Connection, account_id: str, source: Source, amount: int, key: str,
+             expires_at_ms: int | None, reason: str, at_ms: int,
+             metadata: dict[str, Any] | None = None,
+             event_type: EventType | None = None) -> GrantResult:
+    """`credit_tx` followed by balance.updated when it applied (admin and CLI grants)."""
+    result = credit_tx(conn, account_id, source, amount, key, expires_at_ms, reason, at_ms,
+                       metadata, event_type)
+    if not result.replayed:
+        emit_balance_tx(conn, account_id, at_ms,
+                        (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value)
+    return result
 
 
 def _daily_granted_this_month(conn: Connection, account_id: str, now: datetime) -> int:
@@ -273,6 +309,7 @@ def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: 
             conn, account_id, Source.DAILY, amount, key, to_ms(bonus.day_end(now)),
             "daily bonus", at_ms, locked=True,
         )
+        emit_balance_tx(conn, account_id, at_ms, EventType.DAILY_BONUS.value)
     return True
 
 
@@ -284,6 +321,7 @@ def create_account_tx(conn: Connection, plan: Plan, at_ms: int, account_id: str 
     if plan.welcome_bonus > 0:
         credit_tx(conn, account_id, Source.WELCOME, plan.welcome_bonus, "welcome_bonus", None,
                   "welcome bonus", at_ms, locked=True)
+        emit_balance_tx(conn, account_id, at_ms, EventType.WELCOME_BONUS.value)
     return account_id
 
 
@@ -491,7 +529,7 @@ class SqlLedger:
         event_type: EventType | None = None,
     ) -> GrantResult:
         return await self.runner.run(
-            credit_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata,
+            grant_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata,
             event_type,
         )
 
@@ -554,16 +592,14 @@ def events_tx(
 def usage_summary_tx(
     conn: Connection, account_id: str, from_ms: int, to_ms_: int
 ) -> list[tuple[str, int, int]]:
-    """(operation, UTC day start ms, Σ charged) of the account's usage records in
-    [from_ms, to_ms_), read through the (account_id, created_at_ms) index."""
-    day = (usage_records.c.created_at_ms // 86_400_000) * 86_400_000
+    """(operation, UTC day start ms, Σ charged) of the account's usage in the UTC days of
+    [from_ms, to_ms_), read from the daily rollup written at settlement: at most one row per
+    day and operation, whatever the number of calls (a month is ≤ 31 × operations rows)."""
     rows = conn.execute(
-        select(usage_records.c.operation, day.label("day"),
-               func.coalesce(func.sum(usage_records.c.charged), 0))
-        .where(usage_records.c.account_id == account_id,
-               usage_records.c.created_at_ms >= from_ms,
-               usage_records.c.created_at_ms < to_ms_)
-        .group_by(usage_records.c.operation, day)
+        select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged)
+        .where(usage_daily.c.account_id == account_id,
+               usage_daily.c.day_ms >= from_ms // 86_400_000 * 86_400_000,
+               usage_daily.c.day_ms < to_ms_)
     )
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
@@ -592,6 +628,7 @@ def debit_adjustment_tx(
         conn.execute(insert(allocations), [
             {"entry_id": entry_id, "bucket_id": a.bucket_id, "amount": a.amount}
             for a in plan.allocations])
+        emit_balance_tx(conn, account_id, at_ms, EventType.ADJUSTMENT.value)
     return GrantResult(entry_id=entry_id, bucket_id=None, amount=plan.covered, metadata=meta)
 
 

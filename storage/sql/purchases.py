@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.buckets import Source
+from storage.buckets import EventType, Source
 from storage.ports import GrantResult
-from storage.sql.ledger import _lock, credit_tx
-from storage.sql.tables import purchases, stripe_events
+from storage.sql.events import PACKAGE_FULFILLED, RESUME_READY, emit_balance_tx, emit_tx
+from storage.sql.ledger import _insert_entry, _lock, credit_tx
+from storage.sql.tables import allocations, buckets, pending_refunds, purchases, stripe_events
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,14 @@ def event_seen_tx(conn: Connection, event_id: str) -> bool:
 
 def fulfil_checkout_tx(
     conn: Connection, event_id: str, event_type: str, session_id: str, expires_at_ms: int,
-    at_ms: int,
+    at_ms: int, payment_intent_id: str | None = None,
 ) -> tuple[str, GrantResult | None, Purchase | None]:
     """Apply `checkout.session.completed` once: credit the purchase's package bucket (expiring
-    at `expires_at_ms`) and mark the event and purchase done. Returns (outcome, grant, purchase)
-    with outcome `credited`, `duplicate` (event or session already applied) or `unknown_session`.
+    at `expires_at_ms`) and mark the event and purchase done; emit package.fulfilled and, when
+    the purchase names a blocked operation, resume.ready. A refund that arrived before this
+    event (pending_refunds) is clawed back in the same transaction. Returns (outcome, grant,
+    purchase) with outcome `credited`, `duplicate` (event or session already applied) or
+    `unknown_session`.
     """
     if event_seen_tx(conn, event_id):
         return "duplicate", None, None
@@ -63,8 +67,7 @@ def fulfil_checkout_tx(
                                                   outcome="unknown_session",
                                                   processed_at_ms=at_ms))
         return "unknown_session", None, None
-    p = Purchase(row.session_id, row.account_id, row.package_key, int(row.minutes), row.currency,
-                 int(row.unit_amount_cents), row.operation_id)
+    p = _purchase(row)
     _lock(conn, p.account_id)
     if event_seen_tx(conn, event_id):  # a racing delivery won while we waited for the lock
         return "duplicate", None, p
@@ -74,12 +77,116 @@ def fulfil_checkout_tx(
                       {"session_id": p.session_id, "operation_id": p.operation_id,
                        "currency": p.currency, "unit_amount_cents": p.unit_amount_cents},
                       locked=True)
-    conn.execute(update(purchases).where(purchases.c.session_id == session_id)
-                 .values(status="paid"))
     outcome = "duplicate" if grant.replayed else "credited"
+    if not grant.replayed:
+        conn.execute(update(purchases).where(purchases.c.session_id == session_id).values(
+            status="paid", bucket_id=grant.bucket_id, payment_intent_id=payment_intent_id))
+        announce_fulfilment_tx(conn, p, at_ms)
+        if payment_intent_id:
+            pending = conn.execute(select(pending_refunds).where(
+                pending_refunds.c.payment_intent_id == payment_intent_id)).first()
+            if pending is not None:
+                clawback_tx(conn, payment_intent_id, pending.charge_id, pending.amount_cents,
+                            pending.refunded_cents, at_ms)
+                conn.execute(pending_refunds.delete().where(
+                    pending_refunds.c.payment_intent_id == payment_intent_id))
+        emit_balance_tx(conn, p.account_id, at_ms, "package_credit")
     conn.execute(insert(stripe_events).values(event_id=event_id, event_type=event_type,
                                               outcome=outcome, processed_at_ms=at_ms))
     return outcome, grant, p
+
+
+def announce_fulfilment_tx(conn: Connection, p: Purchase, at_ms: int) -> None:
+    """Emit package.fulfilled and, for a purchase made to unblock an operation, resume.ready
+    (naming the operation id of the 402's `instance`, never a resume token)."""
+    emit_tx(conn, p.account_id, PACKAGE_FULFILLED, {
+        "package_key": p.package_key, "minutes": p.minutes, "session_id": p.session_id,
+        "operation_id": p.operation_id}, at_ms)
+    if p.operation_id:
+        emit_tx(conn, p.account_id, RESUME_READY, {
+            "operation_id": p.operation_id, "instance": f"urn:op:{p.operation_id}",
+            "package_key": p.package_key}, at_ms)
+
+
+def _purchase(row: Any) -> Purchase:
+    return Purchase(row.session_id, row.account_id, row.package_key, int(row.minutes),
+                    row.currency, int(row.unit_amount_cents), row.operation_id)
+
+
+def refund_tx(conn: Connection, event_id: str, event_type: str, payment_intent_id: str,
+              charge_id: str, amount_cents: int, refunded_cents: int, at_ms: int) -> str:
+    """Apply `charge.refunded` once: claw back the refunded share of the purchase paid by
+    `payment_intent_id`, limited to what remains of its bucket (`clawback_tx`). A refund for a
+    payment whose purchase is not credited yet is kept in pending_refunds and applied when the
+    credit arrives (events may come out of order). Returns the outcome: `clawed_back`,
+    `pending`, `duplicate` or `nothing_to_claw_back`."""
+    if event_seen_tx(conn, event_id):
+        return "duplicate"
+    row = conn.execute(select(purchases.c.account_id).where(
+        purchases.c.payment_intent_id == payment_intent_id)).first()
+    if row is None:
+        existing = conn.execute(select(pending_refunds.c.refunded_cents).where(
+            pending_refunds.c.payment_intent_id == payment_intent_id)).first()
+        if existing is None:
+            conn.execute(insert(pending_refunds).values(
+                payment_intent_id=payment_intent_id, charge_id=charge_id,
+                amount_cents=amount_cents, refunded_cents=refunded_cents, received_at_ms=at_ms))
+        elif refunded_cents > existing[0]:  # refunds are cumulative: keep the largest
+            conn.execute(update(pending_refunds).where(
+                pending_refunds.c.payment_intent_id == payment_intent_id).values(
+                refunded_cents=refunded_cents))
+        outcome = "pending"
+    else:
+        _lock(conn, row.account_id)
+        if event_seen_tx(conn, event_id):
+            return "duplicate"
+        taken = clawback_tx(conn, payment_intent_id, charge_id, amount_cents, refunded_cents,
+                            at_ms)
+        outcome = "clawed_back" if taken else "nothing_to_claw_back"
+        if taken:
+            emit_balance_tx(conn, row.account_id, at_ms, "adjustment")
+    conn.execute(insert(stripe_events).values(event_id=event_id, event_type=event_type,
+                                              outcome=outcome, processed_at_ms=at_ms))
+    return outcome
+
+
+def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount_cents: int,
+                refunded_cents: int, at_ms: int) -> int:
+    """Take back from the purchase's own bucket its refunded share: minutes × refunded /
+    amount (cumulative; what earlier refunds took is subtracted), never more than the bucket
+    still holds — spent time is not recovered, and the ledger never goes below zero. Writes
+    an `adjustment` entry (idempotency key `stripe_refund:<pi>:<refunded cents>`). Returns the
+    ledger units taken. Caller holds the account lock."""
+    row = conn.execute(select(purchases).where(
+        purchases.c.payment_intent_id == payment_intent_id)).first()
+    if row is None or row.bucket_id is None or amount_cents <= 0:
+        return 0
+    units = int(row.minutes) * 60_000
+    share = units * min(refunded_cents, amount_cents) // amount_cents
+    owed = share - int(row.clawed_back)
+    if owed <= 0:
+        return 0
+    bucket = conn.execute(select(buckets.c.remaining, buckets.c.expires_at_ms).where(
+        buckets.c.id == row.bucket_id)).first()
+    live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
+    taken = min(owed, int(bucket.remaining)) if live else 0
+    if taken > 0:
+        conn.execute(update(buckets).where(buckets.c.id == row.bucket_id)
+                     .values(remaining=buckets.c.remaining - taken))
+        entry_id = _insert_entry(
+            conn, row.account_id, EventType.ADJUSTMENT, -taken,
+            f"stripe_refund:{payment_intent_id}:{refunded_cents}",
+            f"refund of package {row.package_key}", at_ms,
+            {"charge_id": charge_id, "payment_intent_id": payment_intent_id,
+             "refunded_cents": refunded_cents, "amount_cents": amount_cents,
+             "unrecovered_ms": owed - taken})
+        conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=row.bucket_id,
+                                                amount=taken))
+    # What was spent is forgiven, not owed later: the purchase's refund is settled in full.
+    conn.execute(update(purchases).where(purchases.c.session_id == row.session_id).values(
+        clawed_back=share, refunded_cents=refunded_cents,
+        status="refunded" if refunded_cents >= amount_cents else "partially_refunded"))
+    return taken
 
 
 def record_event_tx(conn: Connection, event_id: str, event_type: str, outcome: str,
@@ -96,3 +203,20 @@ def purchase_tx(conn: Connection, session_id: str) -> dict[str, Any] | None:
     """The purchase row of a Checkout Session, or None."""
     row = conn.execute(select(purchases).where(purchases.c.session_id == session_id)).first()
     return None if row is None else dict(row._mapping)
+
+
+def settle_orphan_refunds_tx(conn: Connection, at_ms: int) -> int:
+    """Apply pending refunds whose purchase has been credited since (a refund and its credit
+    racing on two processes can leave one behind). Returns how many were applied."""
+    rows = conn.execute(
+        select(pending_refunds, purchases.c.account_id)
+        .join(purchases, purchases.c.payment_intent_id == pending_refunds.c.payment_intent_id)
+        .limit(100)).all()
+    for r in rows:
+        _lock(conn, r.account_id)
+        clawback_tx(conn, r.payment_intent_id, r.charge_id, r.amount_cents, r.refunded_cents,
+                    at_ms)
+        conn.execute(pending_refunds.delete().where(
+            pending_refunds.c.payment_intent_id == r.payment_intent_id))
+        emit_balance_tx(conn, r.account_id, at_ms, "adjustment")
+    return len(rows)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -31,6 +32,18 @@ accounts = Table(
     Column("subscription_status", String(32), nullable=False, server_default="none"),
     Column("debt", BigInteger, nullable=False, server_default="0"),
     Column("created_at_ms", BigInteger, nullable=False),
+    # per-account sequence of the live event stream (account_events.seq)
+    Column("event_seq", BigInteger, nullable=False, server_default="0"),
+    Column("stripe_customer_id", String(255), nullable=True),
+    Column("stripe_subscription_id", String(255), nullable=True),
+    Column("subscription_key", String(64), nullable=True),
+    # Stripe `created` (ms) of the newest subscription event applied: older ones never
+    # overwrite status or plan (webhooks arrive out of order)
+    Column("subscription_event_at_ms", BigInteger, nullable=False, server_default="0"),
+    Column("pending_plan_key", String(64), nullable=True),  # scheduled downgrade
+    Column("pending_effective_at_ms", BigInteger, nullable=True),
+    # copy of auto_topups.threshold while enabled, read with the row lock at settlement
+    Column("auto_topup_threshold", BigInteger, nullable=True),
     CheckConstraint("debt >= 0", name="ck_accounts_debt_nonneg"),
 )
 
@@ -58,6 +71,8 @@ buckets = Table(
     CheckConstraint("remaining >= 0", name="ck_buckets_remaining_nonneg"),
     CheckConstraint("amount > 0", name="ck_buckets_amount_pos"),
     Index("ix_buckets_account_remaining", "account_id", "remaining"),
+    Index("ix_buckets_expiring", "expires_at_ms", sqlite_where=text("remaining > 0"),
+          postgresql_where=text("remaining > 0")),
 )
 
 ledger_entries = Table(
@@ -155,7 +170,13 @@ purchases = Table(
     Column("operation_id", String(64), nullable=True),
     Column("status", String(16), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="checkout"),  # or auto_topup
+    Column("payment_intent_id", String(255), nullable=True),
+    Column("bucket_id", String(40), nullable=True),  # the bucket its credit created
+    Column("refunded_cents", BigInteger, nullable=False, server_default="0"),
+    Column("clawed_back", BigInteger, nullable=False, server_default="0"),  # ledger units
     Index("ix_purchases_account", "account_id", "created_at_ms"),
+    Index("ix_purchases_payment_intent", "payment_intent_id"),
 )
 
 stripe_events = Table(
@@ -165,4 +186,54 @@ stripe_events = Table(
     Column("event_type", String(100), nullable=False),
     Column("outcome", String(32), nullable=False),
     Column("processed_at_ms", BigInteger, nullable=False),
+)
+
+account_events = Table(
+    "account_events",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("event_type", String(32), nullable=False),
+    Column("data_json", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index("ix_account_events_time", "created_at_ms"),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("day_ms", BigInteger, primary_key=True),  # UTC midnight, epoch ms
+    Column("operation", String(64), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False),
+)
+
+pending_refunds = Table(
+    "pending_refunds",
+    metadata,
+    Column("payment_intent_id", String(255), primary_key=True),
+    Column("charge_id", String(255), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("refunded_cents", BigInteger, nullable=False),
+    Column("received_at_ms", BigInteger, nullable=False),
+)
+
+auto_topups = Table(
+    "auto_topups",
+    metadata,
+    Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("threshold", BigInteger, nullable=False),
+    Column("package_key", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("stripe_customer_id", String(255), nullable=True),
+    Column("payment_method_id", String(255), nullable=True),
+    Column("pending_attempt", String(64), nullable=True),
+    Column("pending_since_ms", BigInteger, nullable=True),
+    Column("attempts", BigInteger, nullable=False, server_default="0"),
+    Column("failures", BigInteger, nullable=False, server_default="0"),
+    Column("next_attempt_at_ms", BigInteger, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at_ms", BigInteger, nullable=False),
 )

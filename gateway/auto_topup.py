@@ -1,0 +1,205 @@
+"""Auto top-up (SPEC §8): when a settlement leaves an account below its threshold, charge its
+saved payment method off-session for the chosen package.
+
+`AutoTopUps.trigger(account_id)` is called from the request path (non-blocking: it schedules a
+background task, at most one per account per process); the claim under the account lock makes
+it at most one pending attempt per account across processes (storage.sql.auto_topup). The
+PaymentIntent is created with `off_session=True, confirm=True` and the attempt id as Stripe
+idempotency key; the credit waits for `payment_intent.succeeded` (gateway.stripe_webhooks).
+A decline (`CardError`, e.g. authentication_required) or any Stripe error backs off.
+
+Routes: `GET|PUT /v1/billing/auto-topup/{userId}` (own key or HMAC) read and set
+{enabled, threshold_minutes, package_key, currency, payment_method_id, customer_id}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import stripe
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.billing_api import own_account
+from gateway.problems import (
+    BadRequest,
+    NotFound,
+    StoreUnavailableProblem,
+    validation_problem,
+)
+from policies.catalog import price_in
+from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql import auto_topup as store
+from storage.sql.ledger import now_ms, to_datetime
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.services import Services
+
+log = logging.getLogger("gateway.auto_topup")
+
+
+class AutoTopUps:
+    """Starts auto top-up attempts in the background for accounts that fell below threshold."""
+
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def trigger(self, account_id: str) -> None:
+        """Schedule an attempt for the account unless one is already running here."""
+        if account_id in self._running or self._s.stripe is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.attempt(account_id))
+        self._running[account_id] = task
+        task.add_done_callback(lambda _t: self._running.pop(account_id, None))
+
+    async def attempt(self, account_id: str) -> str:
+        """Claim and charge once; returns `skipped`, `charged` (credit follows by webhook),
+        `declined` or `error`. Never raises for Stripe or store trouble (logged, counted)."""
+        s = self._s
+        try:
+            claim = await s.ledger.runner.run(store.claim_tx, account_id, now_ms())
+        except StoreUnavailable:
+            return "error"
+        if claim is None:
+            return "skipped"
+        package = next((p for p in s.policy.document.catalog.packages
+                        if p.key == claim.package_key), None)
+        if package is None:
+            return await self._failed(claim, "the package is no longer in the catalog")
+        currency, cents, _fallback = price_in(package.prices, claim.currency)
+        assert s.stripe is not None
+        try:
+            await s.stripe.v1.payment_intents.create_async(params={
+                "amount": cents, "currency": currency.lower(), "customer": claim.customer_id,
+                "payment_method": claim.payment_method_id, "off_session": True,
+                "confirm": True, "description": f"Auto top-up: {package.name}",
+                "metadata": {"account_id": account_id, "auto_topup_attempt": claim.attempt_id,
+                             "package_key": package.key},
+            }, options={"idempotency_key": f"gw_auto_topup:{claim.attempt_id}"})
+        except stripe.CardError as exc:
+            s.metrics.auto_topups.labels("declined").inc()
+            await self._failed(claim, f"declined: {exc.code or exc.user_message or exc}")
+            return "declined"
+        except stripe.StripeError as exc:
+            s.metrics.auto_topups.labels("error").inc()
+            await self._failed(claim, f"stripe error: {exc.user_message or exc}")
+            return "error"
+        s.metrics.auto_topups.labels("charged").inc()
+        log.info("auto top-up charged", extra={"account_id": account_id,
+                                               "attempt": claim.attempt_id})
+        return "charged"
+
+    async def _failed(self, claim: store.Attempt, error: str) -> str:
+        log.warning("auto top-up failed", extra={"account_id": claim.account_id,
+                                                 "attempt": claim.attempt_id, "error": error})
+        try:
+            await self._s.ledger.runner.run(store.failed_tx, claim.account_id, claim.attempt_id,
+                                            error, now_ms())
+        except StoreUnavailable:
+            pass  # the attempt stays pending and is retried once stale
+        return "declined"
+
+    async def retry_due(self, limit: int = 100) -> int:
+        """Attempt top-ups for accounts whose backoff ended (maintenance). Returns attempts."""
+        if self._s.stripe is None:
+            return 0
+        due = await self._s.ledger.runner.run(store.due_accounts_tx, now_ms(), limit)
+        for account_id in due:
+            await self.attempt(account_id)
+        return len(due)
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+class AutoTopUpSettings(BaseModel):
+    """`PUT /v1/billing/auto-topup/{userId}` body. The payment method must be saved on the
+    customer for off-session use (a SetupIntent or Checkout in setup mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+    threshold_minutes: int = Field(ge=1, le=1_000_000)
+    package_key: str = Field(min_length=1, max_length=64)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    payment_method_id: str | None = Field(None, pattern=r"^pm_[A-Za-z0-9_]{1,200}$")
+    customer_id: str | None = Field(None, pattern=r"^cus_[A-Za-z0-9_]{1,200}$")
+
+
+def _view(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {"enabled": False, "configured": False}
+    next_at = int(row["next_attempt_at_ms"])
+    return {
+        "configured": True, "enabled": bool(row["enabled"]),
+        "threshold_minutes": int(row["threshold"]) // 60_000,
+        "package_key": row["package_key"], "currency": row["currency"],
+        "payment_method_id": row["payment_method_id"], "customer_id": row["stripe_customer_id"],
+        "pending": row["pending_attempt"] is not None,
+        "consecutive_failures": int(row["failures"]),
+        "next_attempt_at": to_datetime(next_at).isoformat().replace("+00:00", "Z")
+        if next_at > now_ms() else None,
+        "last_error": row["last_error"],
+    }
+
+
+def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
+    """The Starlette routes of the auto top-up settings."""
+
+    async def read(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        account_id = await own_account(gw, request)
+        try:
+            row = await s.ledger.runner.run(store.settings_tx, account_id)
+        except UnknownAccount:
+            raise NotFound(f"No account {account_id!r}.") from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        return Response(orjson.dumps(_view(row)), media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    async def write(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        account_id = await own_account(gw, request)
+        try:
+            body = AutoTopUpSettings.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
+        catalog = s.policy.document.catalog
+        if not any(p.key == body.package_key for p in catalog.packages):
+            raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
+        currency = body.currency.upper()
+        if currency not in catalog.currencies:
+            raise BadRequest(f"currency: {currency} is not offered by the catalog")
+        try:
+            current = await s.ledger.runner.run(store.settings_tx, account_id)
+            has_pm = body.payment_method_id or (current and current["payment_method_id"])
+            has_customer = body.customer_id or (current and current["stripe_customer_id"])
+            if body.enabled and not (has_pm and has_customer):
+                raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
+                                 "of a payment method saved for off-session use.")
+            row = await s.ledger.runner.run(
+                store.configure_tx, account_id, body.enabled, body.threshold_minutes * 60_000,
+                body.package_key, currency, body.customer_id, body.payment_method_id,
+                now_ms())
+        except UnknownAccount:
+            raise NotFound(f"No account {account_id!r}.") from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        if body.enabled:
+            s.topups.trigger(account_id)  # already below the new threshold? top up now
+        return Response(orjson.dumps(_view(row)), media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    return [WebRoute("/v1/billing/auto-topup/{userId}", read, methods=["GET"]),
+            WebRoute("/v1/billing/auto-topup/{userId}", write, methods=["PUT"])]

@@ -1,0 +1,55 @@
+"""Periodic ledger maintenance, run by every gateway process (all steps are idempotent and
+lock per account, so processes running them at once only repeat no-ops):
+
+- close expired buckets that still hold balance: `expiry` entries, subscription period ends
+  rolled over or discarded, bucket.expired events (storage.sql.subscriptions);
+- prune the account event log to GATEWAY_EVENT_HISTORY_S;
+- apply refunds left pending by a race with their purchase's credit;
+- retry auto top-ups whose backoff has ended.
+Period: GATEWAY_MAINTENANCE_S seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from gateway.stripe_webhooks import plan_rules
+from storage.ports import StoreUnavailable
+from storage.sql import events, purchases, subscriptions
+from storage.sql.ledger import now_ms
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+log = logging.getLogger("gateway.maintenance")
+BATCH = 200
+
+
+async def maintain_once(s: Services) -> dict[str, int]:
+    """One maintenance pass; returns counts per step. Raises StoreUnavailable."""
+    run = s.ledger.runner.run
+    at = now_ms()
+    rules = plan_rules(s)
+    closed = 0
+    for account_id in await run(subscriptions.expired_accounts_tx, at, BATCH):
+        closed += await run(subscriptions.close_expired_tx, account_id, rules, at)
+    pruned = await run(events.prune_events_tx, at - s.settings.event_history_s * 1000)
+    refunds = await run(purchases.settle_orphan_refunds_tx, at)
+    topups = await s.topups.retry_due()
+    return {"closed_buckets": closed, "pruned_events": pruned, "refunds": refunds,
+            "topups": topups}
+
+
+async def maintain(s: Services) -> None:
+    """Run `maintain_once` every GATEWAY_MAINTENANCE_S seconds until cancelled."""
+    while True:
+        await asyncio.sleep(s.settings.maintenance_s)
+        try:
+            counts = await maintain_once(s)
+            if any(counts.values()):
+                log.info("maintenance", extra=counts)
+        except StoreUnavailable:
+            s.metrics.store_errors.labels("maintenance").inc()
+            log.warning("maintenance skipped: store unavailable")

@@ -1,0 +1,146 @@
+"""`GET /v1/billing/stream/{userId}`: the account's live events as Server-Sent Events.
+
+Events (seeds 000 "SSE Balance Updates"; SPEC §8): balance.updated, bucket.created,
+bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready — each with
+the account's increasing `id`. Per the WHATWG EventSource model:
+- a fresh connection (no `Last-Event-ID`) starts with a balance.updated snapshot whose `id` is
+  the account's current sequence, then every newer event;
+- a reconnection with `Last-Event-ID: N` (header, or `?lastEventId=N` for clients that cannot
+  set headers) replays every event after N from the bounded log, first sending
+  `history.truncated` (data: last_event_id, oldest_available_id) when events after N were
+  already pruned, so the client knows to refetch its balance;
+- a comment line is sent every GATEWAY_STREAM_KEEPALIVE_S seconds (sse-starlette's ping) so
+  proxies keep the connection open;
+- `retry: 3000` asks browsers to reconnect after 3 s.
+Delivery: the event bus wakes the stream; the log (storage.sql.events) is the source of truth
+and is re-read on any gap and every GATEWAY_STREAM_POLL_S seconds, so events committed by any
+gateway process arrive whether or not Redis is reachable.
+Auth as the other billing reads: the account's own key or a server-to-server HMAC signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.billing_api import own_account
+from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
+from storage.buckets import Source
+from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql import events as log
+from storage.sql.events import AccountEvent
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+REPLAY_PAGE = 500
+RETRY_MS = 3000
+
+
+def _sse(event: AccountEvent) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.type,
+                           id=str(event.seq))
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("Last-Event-ID must be an event id received from this stream.")
+    return int(raw)
+
+
+def stream_routes(gw: Gateway) -> list[WebRoute]:
+    """The Starlette route of the live billing stream."""
+
+    async def stream(request: Request) -> Response:
+        s = gw.services
+        assert s is not None
+        account_id = await own_account(gw, request)
+        last = _last_event_id(request)
+        runner = s.ledger.runner
+        sub = await s.bus.subscribe(account_id)  # before reading the log: nothing slips by
+        try:
+            position = await runner.run(log.stream_position_tx, account_id)
+            if position is None:
+                raise NotFound(f"No account {account_id!r}.")
+            first: list[ServerSentEvent] = []
+            if last is None:
+                snap = await s.ledger.balance(account_id)
+                bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
+                data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
+                first.append(ServerSentEvent(data=orjson.dumps(data).decode(),
+                                             event=log.BALANCE_UPDATED, id=str(position[0]),
+                                             retry=RETRY_MS))
+                last = position[0]
+            elif last > position[0] or (last < position[0] and last + 1 < position[1]):
+                # Events after `last` were pruned (or the id is not of this account's log).
+                first.append(ServerSentEvent(
+                    data=orjson.dumps({"last_event_id": last,
+                                       "oldest_available_id": position[1]}).decode(),
+                    event="history.truncated", retry=RETRY_MS))
+                last = min(last, position[0])
+        except (StoreUnavailable, UnknownAccount) as exc:
+            s.bus.unsubscribe(sub)
+            if isinstance(exc, UnknownAccount):
+                raise NotFound(f"No account {account_id!r}.") from None
+            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        except BaseException:
+            s.bus.unsubscribe(sub)
+            raise
+        s.metrics.billing_streams.inc()
+
+        async def read_log(after: int) -> list[AccountEvent]:
+            out: list[AccountEvent] = []
+            while True:
+                try:
+                    page = await runner.run(log.events_after_tx, account_id, after, REPLAY_PAGE)
+                except StoreUnavailable:
+                    return out  # try again at the next poll
+                out.extend(page)
+                if len(page) < REPLAY_PAGE:
+                    return out
+                after = page[-1].seq
+
+        async def events() -> AsyncIterator[Any]:
+            nonlocal last
+            assert last is not None
+            try:
+                for item in first:
+                    yield item
+                for event in await read_log(last):
+                    last = event.seq
+                    yield _sse(event)
+                while True:
+                    event = None
+                    with contextlib.suppress(TimeoutError):
+                        event = await asyncio.wait_for(sub.queue.get(), s.settings.stream_poll_s)
+                    if event is not None and event.seq <= last and not sub.lagged:
+                        continue
+                    if event is not None and event.seq == last + 1 and not sub.lagged:
+                        last = event.seq
+                        yield _sse(event)
+                        continue
+                    sub.lagged = False  # a gap, an overflow or a quiet poll: read the log
+                    for logged in await read_log(last):
+                        last = logged.seq
+                        yield _sse(logged)
+            finally:
+                s.bus.unsubscribe(sub)
+                s.metrics.billing_streams.dec()
+
+        return EventSourceResponse(
+            events(), ping=s.settings.stream_keepalive_s,
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+            send_timeout=30)
+
+    return [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"])]

@@ -1,0 +1,279 @@
+"""Applying verified Stripe events to the ledger (SPEC §8), each exactly once.
+
+Every handler's storage transaction records the event id in `stripe_events` together with its
+effect, so redelivered and concurrent deliveries apply once; effects are keyed by the Stripe
+object they come from (session, invoice, payment intent, refund total), so two different events
+about one object apply once too; and none depends on another having arrived first
+(out-of-order delivery is normal for Stripe):
+
+| event | effect |
+| --- | --- |
+| checkout.session.completed (payment) | package bucket, 90 days; package.fulfilled, resume.ready |
+| checkout.session.completed (subscription) | links the Stripe customer/subscription; plan, status |
+| invoice.paid (subscription create/cycle) | subscription bucket until the period end |
+| customer.subscription.updated | status; plan change; `cancel_at_period_end` → scheduled downgrade |
+| customer.subscription.deleted | status `canceled`, default plan, rollover discarded |
+| subscription_schedule.created/updated/released/canceled | scheduled downgrade set or cleared |
+| charge.refunded | clawback of what remains of that purchase |
+| payment_intent.succeeded (auto top-up) | the top-up's package bucket |
+| payment_intent.payment_failed (auto top-up) | attempt cleared, backoff |
+
+A subscription maps to a catalog subscription by `metadata.subscription_key` (set by the
+gateway's subscription checkout on the subscription) or its price's `lookup_key`; the account
+by `metadata.account_id` or the linked Stripe customer. Other event types are acknowledged
+and recorded as `ignored`. Stripe payloads are read as plain dicts of the documented fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gateway.problems import StoreUnavailableProblem
+from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql import auto_topup
+from storage.sql import purchases as store
+from storage.sql import subscriptions as subs
+from storage.sql.ledger import now_ms
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+log = logging.getLogger("gateway.stripe")
+
+
+def plan_rules(s: Services) -> subs.PlanRules:
+    """The policy's rollover caps, rollover lifetime and default plan, for period ends."""
+    doc = s.policy.document
+    return subs.PlanRules(
+        rollover_caps={key: plan.rollover_cap for key, plan in s.policy.plans.items()},
+        rollover_ms=doc.catalog.rollover_policy.days * 86_400_000,
+        default_plan=doc.default_plan)
+
+
+def _dig(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _id(value: Any) -> str | None:
+    """A Stripe reference that may be an id string or an expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+async def apply_event(s: Services, event: Any) -> str:
+    """Apply one signature-verified event; returns its outcome. Raises StoreUnavailableProblem
+    (a 503, so Stripe redelivers later) when the store is down."""
+    obj = event.data.object.to_dict()
+    kind = str(event.type)
+    created_ms = int(getattr(event, "created", 0) or 0) * 1000
+    try:
+        outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
+    except StoreUnavailable as exc:
+        raise StoreUnavailableProblem("The billing store is unreachable; redeliver.") from exc
+    s.metrics.stripe_events.labels(kind, outcome).inc()
+    return outcome
+
+
+async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
+                    obj: dict[str, Any]) -> str:
+    run = s.ledger.runner.run
+    at = now_ms()
+    if kind == "checkout.session.completed":
+        if obj.get("mode") == "subscription":
+            return await _subscription_checkout(s, event_id, kind, created_ms, obj)
+        if obj.get("payment_status") not in ("paid", "no_payment_required"):
+            return await _record(s, event_id, kind, "awaiting_payment")
+        expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+        outcome, _grant, _purchase = await run(
+            store.fulfil_checkout_tx, event_id, kind, obj["id"], expires, at,
+            _id(obj.get("payment_intent")))
+        return str(outcome)
+    if kind == "invoice.paid":
+        return await _invoice_paid(s, event_id, kind, created_ms, obj)
+    if kind in ("customer.subscription.updated", "customer.subscription.deleted",
+                "customer.subscription.created"):
+        return await _subscription_changed(s, event_id, kind, created_ms, obj)
+    if kind.startswith("subscription_schedule."):
+        return await _schedule_changed(s, event_id, kind, created_ms, obj)
+    if kind == "charge.refunded":
+        pi = _id(obj.get("payment_intent"))
+        if pi is None:
+            return await _record(s, event_id, kind, "ignored")
+        return str(await run(store.refund_tx, event_id, kind, pi, obj["id"],
+                             int(obj.get("amount") or 0), int(obj.get("amount_refunded") or 0),
+                             at))
+    if kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        meta = obj.get("metadata") or {}
+        if not meta.get("auto_topup_attempt"):
+            return await _record(s, event_id, kind, "ignored")
+        return await _topup_result(s, event_id, kind, obj, meta)
+    return await _record(s, event_id, kind, "ignored")
+
+
+async def _record(s: Services, event_id: str, kind: str, outcome: str) -> str:
+    recorded = await s.ledger.runner.run(store.record_event_tx, event_id, kind, outcome, now_ms())
+    return outcome if recorded else "duplicate"
+
+
+async def _account(s: Services, meta: dict[str, Any], customer: str | None) -> str | None:
+    account_id = meta.get("account_id")
+    if account_id:
+        return str(account_id)
+    if customer:
+        return await s.ledger.runner.run(subs.account_for_customer_tx, customer)
+    return None
+
+
+def _subscription_key(s: Services, obj: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """The catalog subscription an object is for: its price's lookup_key (current item,
+    follows plan changes made in Stripe) or metadata.subscription_key."""
+    known = {sub.key for sub in s.policy.document.catalog.subscriptions}
+    for item in _dig(obj, "items", "data") or _dig(obj, "lines", "data") or []:
+        lookup = _dig(item, "price", "lookup_key")
+        if lookup in known:
+            return str(lookup)
+    key = meta.get("subscription_key")
+    return str(key) if key in known else None
+
+
+def _catalog_subscription(s: Services, key: str | None) -> Any:
+    return next((x for x in s.policy.document.catalog.subscriptions if x.key == key), None)
+
+
+async def _unattributed(s: Services, event_id: str, kind: str, why: str) -> str:
+    # Not recorded as processed: once the account is linked, a redelivery applies it.
+    log.error("stripe event not applied", extra={"event_id": event_id, "type": kind,
+                                                 "reason": why})
+    return why
+
+
+async def _subscription_checkout(s: Services, event_id: str, kind: str, created_ms: int,
+                                 obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    account_id = meta.get("account_id") or obj.get("client_reference_id")
+    sub = _catalog_subscription(s, meta.get("subscription_key"))
+    if not account_id or sub is None:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+    try:
+        return str(await s.ledger.runner.run(
+            subs.subscription_changed_tx, event_id, kind, created_ms, str(account_id), "active",
+            sub.plan, sub.key, None, plan_rules(s), now_ms(),
+            (_id(obj.get("customer")), _id(obj.get("subscription")))))
+    except UnknownAccount:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
+                        obj: dict[str, Any]) -> str:
+    details = _dig(obj, "parent", "subscription_details") or obj.get("subscription_details") or {}
+    subscription_id = _id(details.get("subscription")) or _id(obj.get("subscription"))
+    if subscription_id is None:
+        return await _record(s, event_id, kind, "ignored")  # not a subscription invoice
+    if obj.get("billing_reason") not in (None, "subscription_create", "subscription_cycle"):
+        return await _record(s, event_id, kind, "ignored")  # prorations credit nothing
+    meta = details.get("metadata") or {}
+    customer = _id(obj.get("customer"))
+    account_id = await _account(s, meta, customer)
+    sub = _catalog_subscription(s, _subscription_key(s, obj, meta))
+    if account_id is None or sub is None:
+        return await _unattributed(s, event_id, kind,
+                                   "unknown_account" if account_id is None else "unknown_plan")
+    lines = _dig(obj, "lines", "data") or []
+    period = next((line.get("period") for line in lines if line.get("period")), None) or {
+        "start": obj.get("period_start"), "end": obj.get("period_end")}
+    invoice = subs.Invoice(
+        invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
+        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * 60_000,
+        period_start_ms=int(period["start"]) * 1000, period_end_ms=int(period["end"]) * 1000)
+    try:
+        return str(await s.ledger.runner.run(subs.invoice_paid_tx, event_id, kind, created_ms,
+                                             account_id, invoice, plan_rules(s), now_ms()))
+    except UnknownAccount:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+async def _subscription_changed(s: Services, event_id: str, kind: str, created_ms: int,
+                                obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    customer = _id(obj.get("customer"))
+    account_id = await _account(s, meta, customer)
+    if account_id is None:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+    status = "canceled" if kind.endswith(".deleted") else str(obj.get("status") or "active")
+    sub = _catalog_subscription(s, _subscription_key(s, obj, meta))
+    pending = None
+    if obj.get("cancel_at_period_end"):
+        items = _dig(obj, "items", "data") or []
+        # API ≥ 2025-03 moved current_period_end onto the items
+        end = obj.get("current_period_end") or max(
+            (int(i.get("current_period_end") or 0) for i in items), default=0) \
+            or obj.get("cancel_at")
+        if end:
+            pending = (s.policy.document.default_plan, int(end) * 1000)
+    try:
+        return str(await s.ledger.runner.run(
+            subs.subscription_changed_tx, event_id, kind, created_ms, account_id, status,
+            sub.plan if sub else None, sub.key if sub else None, pending, plan_rules(s),
+            now_ms(), (customer, _id(obj.get("id")))))
+    except UnknownAccount:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: int,
+                            obj: dict[str, Any]) -> str:
+    """A schedule whose next phase (metadata.subscription_key) includes fewer minutes than the
+    current phase is a scheduled downgrade; a released or canceled schedule clears it."""
+    meta = obj.get("metadata") or {}
+    account_id = await _account(s, meta, _id(obj.get("customer")))
+    if account_id is None:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+    pending = None
+    if obj.get("status") in (None, "not_started", "active"):
+        phases = obj.get("phases") or []
+        now_s = created_ms // 1000
+        current = next((p for p in phases if int(p.get("start_date") or 0) <= now_s
+                        < int(p.get("end_date") or 2**62)), None)
+        current_sub = _catalog_subscription(s, _dig(current, "metadata", "subscription_key"))
+        for phase in phases:
+            nxt = _catalog_subscription(s, _dig(phase, "metadata", "subscription_key"))
+            if (int(phase.get("start_date") or 0) > now_s and nxt is not None
+                    and current_sub is not None and nxt.minutes < current_sub.minutes):
+                pending = (nxt.plan, int(phase["start_date"]) * 1000)
+                break
+    try:
+        return str(await s.ledger.runner.run(subs.pending_change_tx, event_id, kind, created_ms,
+                                             account_id, pending, now_ms()))
+    except UnknownAccount:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, Any],
+                        meta: dict[str, Any]) -> str:
+    account_id = meta.get("account_id")
+    attempt = str(meta["auto_topup_attempt"])
+    if not account_id:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+    at = now_ms()
+    if kind == "payment_intent.payment_failed":
+        error = str(_dig(obj, "last_payment_error", "message") or "payment failed")
+        await s.ledger.runner.run(auto_topup.failed_tx, str(account_id), attempt, error, at)
+        s.metrics.auto_topups.labels("declined").inc()
+        return await _record(s, event_id, kind, "backoff")
+    package = next((p for p in s.policy.document.catalog.packages
+                    if p.key == meta.get("package_key")), None)
+    if package is None:
+        return await _unattributed(s, event_id, kind, "unknown_package")
+    expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+    outcome = await s.ledger.runner.run(
+        auto_topup.credit_topup_tx, event_id, kind, obj["id"], str(account_id), attempt,
+        package.key, package.minutes, str(obj.get("currency") or "usd").upper(),
+        int(obj.get("amount_received") or obj.get("amount") or 0), expires, at)
+    if outcome == "credited":
+        s.metrics.auto_topups.labels("credited").inc()
+    return str(outcome)

@@ -1,0 +1,144 @@
+"""The account event log behind the live stream (SPEC §8 `GET /v1/billing/stream/{userId}`).
+
+Every change a client may want to see live is written as an account event in the same
+transaction as the money change it describes, under the account lock, with the next value of
+`accounts.event_seq`: ids are per account, strictly increasing, and an event exists if and only
+if its change committed. The log is bounded by time (`prune_events_tx`); a client that comes
+back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
+
+Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
+bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready.
+Seconds in event data are whole seconds rounded down, as in the balance API.
+
+Events emitted in a transaction are also appended to the transaction's sink
+(`conn.info["gw_events"]`, set by `storage.sql.engine.Runner`) so the runner can hand them to
+the live fan-out after the commit — never before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from storage.buckets import Source
+from storage.sql.tables import account_events, accounts, buckets, holds
+
+BALANCE_UPDATED = "balance.updated"
+BUCKET_CREATED = "bucket.created"
+BUCKET_EXPIRED = "bucket.expired"
+CREDIT_APPLIED = "credit.applied"
+PACKAGE_FULFILLED = "package.fulfilled"
+ROLLOVER_CREATED = "rollover.created"
+RESUME_READY = "resume.ready"
+
+SINK_KEY = "gw_events"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """One event of an account's stream: `seq` is its SSE `id` (per account, increasing);
+    `data` is the JSON object sent as the SSE `data`; `at_ms` UTC epoch milliseconds."""
+
+    account_id: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+    at_ms: int
+
+    def to_json(self) -> str:
+        """Compact JSON of the whole event (the fan-out's wire format)."""
+        return json.dumps({"a": self.account_id, "s": self.seq, "t": self.type,
+                           "d": self.data, "at": self.at_ms}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AccountEvent:
+        """Inverse of `to_json`. Raises ValueError/KeyError on a malformed message."""
+        return cls.from_doc(json.loads(raw))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> AccountEvent:
+        """The event of a parsed `to_json` object. Raises KeyError/ValueError/TypeError."""
+        return cls(str(doc["a"]), int(doc["s"]), str(doc["t"]), dict(doc["d"]), int(doc["at"]))
+
+
+def seconds(ms: int) -> int:
+    """Whole seconds of `ms` ledger units, rounded down, never negative."""
+    return max(0, ms) // 1000
+
+
+def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, Any],
+            at_ms: int) -> AccountEvent:
+    """Append an event to the account's log with the next sequence number. Call inside the
+    transaction that made the change (it takes the account row lock if not yet held)."""
+    seq = int(conn.execute(
+        update(accounts).where(accounts.c.id == account_id)
+        .values(event_seq=accounts.c.event_seq + 1).returning(accounts.c.event_seq)
+    ).scalar_one())
+    conn.execute(insert(account_events).values(
+        account_id=account_id, seq=seq, event_type=event_type,
+        data_json=json.dumps(data, separators=(",", ":")), created_at_ms=at_ms))
+    event = AccountEvent(account_id, seq, event_type, data, at_ms)
+    sink = conn.info.get(SINK_KEY)
+    if sink is not None:
+        sink.append(event)
+    return event
+
+
+def balance_data(spendable: int, bonus: int, held: int, debt: int,
+                 reason: str) -> dict[str, Any]:
+    """The data of a balance.updated event: totals in whole seconds as in EnhancedBalance
+    (total, paid, bonus, available after holds and debt) and what changed it."""
+    return {"total_seconds": seconds(spendable - debt), "paid_seconds": seconds(spendable - bonus),
+            "bonus_seconds": seconds(bonus), "available_seconds": seconds(spendable - held - debt),
+            "reason": reason}
+
+
+def emit_balance_tx(conn: Connection, account_id: str, at_ms: int, reason: str) -> AccountEvent:
+    """Emit balance.updated with the account's totals as of this transaction."""
+    live = (buckets.c.account_id == account_id) & (buckets.c.remaining > 0) & (
+        buckets.c.expires_at_ms.is_(None) | (buckets.c.expires_at_ms > at_ms))
+    rows = conn.execute(select(buckets.c.source, func.sum(buckets.c.remaining))
+                        .where(live).group_by(buckets.c.source)).all()
+    spendable = sum(int(r[1]) for r in rows)
+    bonus = sum(int(r[1]) for r in rows if Source(r[0]).is_bonus)
+    held = int(conn.execute(select(func.coalesce(func.sum(holds.c.amount), 0)).where(
+        holds.c.account_id == account_id, holds.c.expires_at_ms > at_ms)).scalar_one())
+    debt = int(conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id))
+               .scalar_one())
+    return emit_tx(conn, account_id, BALANCE_UPDATED,
+                   balance_data(spendable, bonus, held, debt, reason), at_ms)
+
+
+def events_after_tx(conn: Connection, account_id: str, after_seq: int,
+                    limit: int) -> list[AccountEvent]:
+    """The account's events with seq > `after_seq`, oldest first, at most `limit` (a range
+    read on the primary key: cost independent of history length)."""
+    rows = conn.execute(
+        select(account_events.c.seq, account_events.c.event_type, account_events.c.data_json,
+               account_events.c.created_at_ms)
+        .where(account_events.c.account_id == account_id, account_events.c.seq > after_seq)
+        .order_by(account_events.c.seq).limit(limit))
+    return [AccountEvent(account_id, int(r[0]), r[1], json.loads(r[2]), int(r[3])) for r in rows]
+
+
+def stream_position_tx(conn: Connection, account_id: str) -> tuple[int, int] | None:
+    """(current seq, oldest seq still in the log — or current + 1 when the log is empty) of
+    an account; None for an unknown account."""
+    seq = conn.execute(select(accounts.c.event_seq).where(accounts.c.id == account_id)).first()
+    if seq is None:
+        return None
+    oldest = conn.execute(select(func.min(account_events.c.seq)).where(
+        account_events.c.account_id == account_id)).scalar()
+    current = int(seq[0])
+    return current, int(oldest) if oldest is not None else current + 1
+
+
+def prune_events_tx(conn: Connection, before_ms: int) -> int:
+    """Delete events older than `before_ms` (the bounded history; through the time index).
+    Returns how many were deleted."""
+    return int(conn.execute(delete(account_events).where(
+        account_events.c.created_at_ms < before_ms)).rowcount)
