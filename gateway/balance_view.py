@@ -4,7 +4,9 @@ Shape (seeds/001, `EnhancedBalance`): version, plan_key, subscription_status, ca
 totals {total_seconds, paid_seconds, bonus_seconds, next_expiry_at}, buckets {daily[], paid[]},
 bonus {daily_minutes, used_this_month_minutes, monthly_cap_minutes}. Added here:
 totals.available_seconds (after holds and debt), held_seconds, debt_seconds. Seconds are whole
-seconds rounded down; `buckets.paid` lists every non-daily bucket with its `source`.
+seconds rounded down; `buckets.paid` lists every non-daily bucket with its `source`;
+`scheduled_change` is the seeds' downgrade warning (new_plan, effective_date,
+will_discard_rollover, minutes_to_discard) or null.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: 
                       "expires_at": iso_utc(b.expires_at_ms) if b.expires_at_ms else None,
                       "source": b.source} for b in others],
         },
+        "scheduled_change": _scheduled_change(snap),
         "bonus": {
             "daily_minutes": (plan.daily_bonus // 60_000) if plan else 0,
             "used_this_month_minutes": snap.daily_granted_this_month // 60_000,
@@ -55,3 +58,14 @@ def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: 
             if plan and plan.monthly_bonus_cap is not None else 0,
         },
     }
+
+
+def _scheduled_change(snap: BalanceSnapshot) -> dict[str, Any] | None:
+    """A scheduled downgrade and the rollover minutes it will discard (seeds 000:
+    DowngradeRolloverWarning), or None."""
+    if snap.pending_plan_key is None or snap.pending_effective_at_ms is None:
+        return None
+    rollover = sum(b.remaining for b in snap.buckets if b.source == Source.ROLLOVER.value)
+    return {"new_plan": snap.pending_plan_key,
+            "effective_date": iso_utc(snap.pending_effective_at_ms),
+            "will_discard_rollover": rollover > 0, "minutes_to_discard": rollover // 60_000}

@@ -103,6 +103,8 @@ class BalanceSnapshot:
     debt: int
     daily_granted_this_month: int
     now_ms: int
+    pending_plan_key: str | None = None  # a scheduled downgrade
+    pending_effective_at_ms: int | None = None
 
     @property
     def spendable(self) -> int:

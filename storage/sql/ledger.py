@@ -353,7 +353,8 @@ def release_hold_tx(conn: Connection, hold_id: str) -> None:
 def balance_tx(conn: Connection, account_id: str, at_ms: int) -> BalanceSnapshot:
     """Read the account's live buckets (burn order), holds, debt and month's daily grants."""
     account = conn.execute(
-        select(accounts.c.plan_key, accounts.c.debt, accounts.c.subscription_status)
+        select(accounts.c.plan_key, accounts.c.debt, accounts.c.subscription_status,
+               accounts.c.pending_plan_key, accounts.c.pending_effective_at_ms)
         .where(accounts.c.id == account_id)
     ).first()
     if account is None:
@@ -379,6 +380,8 @@ def balance_tx(conn: Connection, account_id: str, at_ms: int) -> BalanceSnapshot
         debt=account.debt,
         daily_granted_this_month=granted,
         now_ms=at_ms,
+        pending_plan_key=account.pending_plan_key,
+        pending_effective_at_ms=account.pending_effective_at_ms,
     )
 
 

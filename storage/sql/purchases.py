@@ -185,7 +185,7 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     # What was spent is forgiven, not owed later: the purchase's refund is settled in full.
     conn.execute(update(purchases).where(purchases.c.session_id == row.session_id).values(
         clawed_back=share, refunded_cents=refunded_cents,
-        status="refunded" if refunded_cents >= amount_cents else "partially_refunded"))
+        status="refunded" if refunded_cents >= amount_cents else "part_refunded"))
     return taken
 
 

@@ -1,0 +1,219 @@
+"""The live billing stream on a real socket: snapshot, live events, Last-Event-ID replay, the
+truncated-history notice, keep-alives, access rules, and the whole loop the 402 starts —
+402 → purchase → webhook → `resume.ready` on the stream → retry with X-Resume-Token → 200."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.helpers import auth, chat_body
+from tests.e2e.test_purchases import _deliver, _event, _mock_checkout, shop  # noqa: F401
+from tests.support import RunningGateway, start_gateway
+
+STREAM_ENV = {"GATEWAY_STREAM_POLL_S": "1", "GATEWAY_STREAM_KEEPALIVE_S": "1"}
+
+
+@dataclass
+class Sse:
+    """One received SSE message (`comment` for keep-alive lines)."""
+
+    event: str | None = None
+    id: str | None = None
+    data: Any = None
+    comment: str | None = None
+
+
+@dataclass
+class StreamReader:
+    """Reads an SSE response on a thread; `next()` returns the next non-comment message."""
+
+    response: httpx.Response
+    inbox: queue.Queue[Sse] = field(default_factory=queue.Queue)
+    comments: list[str] = field(default_factory=list)
+
+    def run(self) -> None:
+        current = Sse()
+        try:
+            for line in self.response.iter_lines():
+                if line.startswith(":"):
+                    self.comments.append(line)
+                elif line == "":
+                    if current.event or current.data is not None:
+                        self.inbox.put(current)
+                    current = Sse()
+                else:
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        current.event = value
+                    elif name == "id":
+                        current.id = value
+                    elif name == "data":
+                        current.data = json.loads(value)
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the test
+
+    def next(self, timeout: float = 5.0) -> Sse:
+        return self.inbox.get(timeout=timeout)
+
+    def until(self, event: str, timeout: float = 5.0) -> Sse:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(max(0.01, deadline - time.monotonic()))
+            if msg.event == event:
+                return msg
+
+
+@pytest.fixture
+def streaming(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[RunningGateway]:
+    gw = start_gateway(tmp_path, {**upstream_env, **STREAM_ENV})
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+class open_stream:  # noqa: N801 - used as a context manager like open()
+    """`with open_stream(gw, account, key, last_id) as reader:` — the stream on a thread."""
+
+    def __init__(self, gw: RunningGateway, account: str, key: str,
+                 last_event_id: str | None = None) -> None:
+        headers = auth(key)
+        if last_event_id is not None:
+            headers["last-event-id"] = last_event_id
+        self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
+        self._cm = self._client.stream("GET", f"{gw.url}/v1/billing/stream/{account}",
+                                       headers=headers)
+
+    def __enter__(self) -> StreamReader:
+        response = self._cm.__enter__()
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        reader = StreamReader(response)
+        threading.Thread(target=reader.run, daemon=True).start()
+        return reader
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(None, None, None)
+        self._client.close()
+
+
+def _call(gw: RunningGateway, key: str) -> httpx.Response:
+    r = httpx.post(gw.url + "/v1/chat/completions", headers=auth(key),
+                   json=chat_body("hello stream"))
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_a_fresh_stream_starts_with_a_snapshot_then_carries_each_change(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    with open_stream(gw, account, key) as reader:
+        snap = reader.next()
+        assert snap.event == "balance.updated" and snap.data["reason"] == "snapshot"
+        assert snap.data["total_seconds"] == 60 and int(snap.id) >= 1
+        charged = int(_call(gw, key).headers["x-gateway-charged-ms"])
+        live = reader.next()
+        assert live.event == "balance.updated" and live.data["reason"] == "consumption"
+        assert live.data["charged_ms"] == charged and int(live.id) > int(snap.id)
+        # A change committed by another process (the test's own ledger handle) arrives through
+        # the log poll, not the in-process bus.
+        gw.ledger.grant(account, 120_000)
+        kinds = [reader.next(3).event for _ in range(3)]
+        assert kinds == ["bucket.created", "credit.applied", "balance.updated"]
+
+
+def test_last_event_id_replays_exactly_what_was_missed(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    with open_stream(gw, account, key) as reader:
+        seen = reader.next().id
+    for _ in range(3):
+        _call(gw, key)
+    with open_stream(gw, account, key, last_event_id=seen) as reader:
+        replayed = [reader.next() for _ in range(3)]
+    assert [m.event for m in replayed] == ["balance.updated"] * 3
+    ids = [int(m.id) for m in replayed]
+    assert ids == sorted(ids) and ids[0] > int(seen) and len(set(ids)) == 3
+    with open_stream(gw, account, key, last_event_id=str(ids[-1])) as reader:
+        _call(gw, key)
+        assert int(reader.next().id) > ids[-1]
+
+
+def test_a_gap_older_than_the_history_is_announced(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    _call(gw, key)
+    _call(gw, key)
+    db = sqlite3.connect(gw.settings.database_url.removeprefix("sqlite:///"))
+    with db:
+        db.execute("DELETE FROM account_events WHERE account_id = ? AND seq < 4", (account,))
+    db.close()
+    with open_stream(gw, account, key, last_event_id="1") as reader:
+        notice = reader.next()
+        assert notice.event == "history.truncated"
+        assert notice.data == {"last_event_id": 1, "oldest_available_id": 4}
+        assert int(reader.next().id) == 4  # then everything still in the log
+
+
+def test_keep_alive_comments_flow_while_nothing_happens(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    with open_stream(gw, account, key) as reader:
+        reader.next()
+        time.sleep(2.5)
+        assert reader.comments, "no keep-alive comment in 2.5 s with a 1 s interval"
+
+
+def test_only_the_owner_or_a_signed_backend_may_open_a_stream(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    other, _ = gw.ledger.funded(0)
+    r = httpx.get(f"{gw.url}/v1/billing/stream/{other}", headers=auth(key))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{gw.url}/v1/billing/stream/{account}").status_code == 401
+    bad = httpx.get(f"{gw.url}/v1/billing/stream/{account}",
+                    headers={**auth(key), "last-event-id": "abc"})
+    assert bad.status_code == 400
+
+
+def test_402_purchase_webhook_resume_ready_then_the_retry_succeeds(shop):  # noqa: F811
+    gw, router = shop
+    account, key = gw.ledger.funded(0)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    body = chat_body("the operation the 402 blocked", max_tokens=50)
+    with pytest.raises(openai.APIStatusError) as blocked:
+        client.chat.completions.create(**body)
+    problem = blocked.value.response.json()
+    operation_id = problem["instance"].removeprefix("urn:op:")
+    with open_stream(gw, account, key) as reader:
+        assert reader.next().data["total_seconds"] == 0
+        _mock_checkout(router, "cs_stream_loop")
+        bought = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key),
+                            json={"package_key": "mini", "operation_id": problem["instance"]})
+        assert bought.status_code == 200
+        assert _deliver(gw, _event("evt_stream_loop", "cs_stream_loop")).json()["outcome"] \
+            == "credited"
+        fulfilled = reader.until("package.fulfilled")
+        assert fulfilled.data["package_key"] == "mini"
+        ready = reader.until("resume.ready")
+        assert ready.data["operation_id"] == operation_id
+        assert problem["resume_token"] not in json.dumps(ready.data)
+        assert reader.until("balance.updated").data["total_seconds"] == 3600
+    raw = client.chat.completions.with_raw_response.create(
+        **body, extra_headers={"X-Resume-Token": problem["resume_token"]})
+    assert raw.status_code == 200
+    assert raw.headers["x-resume-token-status"] == "consumed"
