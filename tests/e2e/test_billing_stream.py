@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.e2e.helpers import auth, chat_body
-from tests.e2e.test_purchases import _deliver, _event, _mock_checkout, shop  # noqa: F401
+from tests.e2e.stripe_support import _deliver, _event, _mock_checkout
 from tests.support import RunningGateway, start_gateway
 
 STREAM_ENV = {"GATEWAY_STREAM_POLL_S": "1", "GATEWAY_STREAM_KEEPALIVE_S": "1"}
@@ -85,7 +85,7 @@ def streaming(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[RunningG
         gw.stop()
 
 
-class open_stream:  # noqa: N801 - used as a context manager like open()
+class open_stream:  # used as a context manager like open()
     """`with open_stream(gw, account, key, last_id) as reader:` — the stream on a thread."""
 
     def __init__(self, gw: RunningGateway, account: str, key: str,
@@ -190,7 +190,7 @@ def test_only_the_owner_or_a_signed_backend_may_open_a_stream(streaming):
     assert bad.status_code == 400
 
 
-def test_402_purchase_webhook_resume_ready_then_the_retry_succeeds(shop):  # noqa: F811
+def test_402_purchase_webhook_resume_ready_then_the_retry_succeeds(shop):
     gw, router = shop
     account, key = gw.ledger.funded(0)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)

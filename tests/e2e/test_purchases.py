@@ -3,57 +3,12 @@ credits it exactly once (signed with stripe-python's own helper) — the loop a 
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import openai
 import pytest
-import respx
-import stripe
 
 from tests.e2e.helpers import auth, chat_body
-from tests.support import RunningGateway, start_gateway
-
-STRIPE_BASE = "http://stripe.test"
-WEBHOOK_SECRET = "whsec_test_secret"
-
-
-@pytest.fixture
-def shop(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[tuple[RunningGateway,
-                                                                         respx.MockRouter]]:
-    gw = start_gateway(tmp_path, {**upstream_env, "STRIPE_SECRET_KEY": "sk_test_123",
-                                  "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                                  "STRIPE_API_BASE": STRIPE_BASE})
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        router.route(url__startswith=gw.url).pass_through()
-        router.route(url__startswith=upstream_env["ANTHROPIC_BASE_URL"]).pass_through()
-        yield gw, router
-    gw.stop()
-
-
-def _mock_checkout(router: respx.MockRouter, session_id: str) -> respx.Route:
-    return router.post(f"{STRIPE_BASE}/v1/checkout/sessions").mock(
-        return_value=httpx.Response(200, json={
-            "id": session_id, "object": "checkout.session",
-            "url": f"https://checkout.stripe.com/c/pay/{session_id}"}))
-
-
-def _event(event_id: str, session_id: str, paid: bool = True) -> bytes:
-    return json.dumps({
-        "id": event_id, "object": "event", "type": "checkout.session.completed",
-        "created": int(time.time()), "livemode": False, "api_version": "2024-06-20",
-        "data": {"object": {"id": session_id, "object": "checkout.session",
-                            "payment_status": "paid" if paid else "unpaid"}},
-    }).encode()
-
-
-def _deliver(gw: RunningGateway, payload: bytes, secret: str = WEBHOOK_SECRET) -> httpx.Response:
-    header = stripe.WebhookSignature.generate_signature_header(payload.decode(), secret)
-    return httpx.post(gw.url + "/v1/billing/webhooks/stripe", content=payload,
-                      headers={"stripe-signature": header, "content-type": "application/json"})
+from tests.e2e.stripe_support import _deliver, _event, _mock_checkout
 
 
 def test_purchase_creates_a_checkout_session_with_account_and_operation(shop):

@@ -13,7 +13,7 @@ import respx
 
 from storage.buckets import Source
 from tests.e2e.helpers import auth, chat_body
-from tests.e2e.test_purchases import STRIPE_BASE, _deliver, _event, _mock_checkout, shop  # noqa: F401
+from tests.e2e.stripe_support import STRIPE_BASE, _deliver, _event, _mock_checkout
 
 DAY = 86_400
 
