@@ -14,7 +14,9 @@ the account's increasing `id`. Per the WHATWG EventSource model:
 - `retry: 3000` asks browsers to reconnect after 3 s.
 Delivery: the event bus wakes the stream; the log (storage.sql.events) is the source of truth
 and is re-read on any gap and every GATEWAY_STREAM_POLL_S seconds, so events committed by any
-gateway process arrive whether or not Redis is reachable.
+gateway process arrive whether or not Redis is reachable. The balance.updated of each settled
+call is live only: a stream that missed some (a replay, a lost bus message) gets one fresh
+balance snapshot with the current id instead.
 Auth as the other billing reads: the account's own key or a server-to-server HMAC signature.
 """
 
@@ -99,17 +101,42 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
             raise
         s.metrics.billing_streams.inc()
 
-        async def read_log(after: int) -> list[AccountEvent]:
-            out: list[AccountEvent] = []
+        async def snapshot(seq: int) -> ServerSentEvent | None:
+            """balance.updated as of now, carrying the current id `seq`."""
+            try:
+                snap = await s.ledger.balance(account_id)
+            except (StoreUnavailable, UnknownAccount):
+                return None
+            bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
+            data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
+            return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
+                                   id=str(seq))
+
+        async def catch_up(after: int, before: int | None = None) -> list[ServerSentEvent]:
+            """What the log holds after `after` (below `before`, when a live event `before`
+            follows); then, when events that are not logged happened since (balance.updated
+            of calls), one fresh snapshot with the current id."""
+            nonlocal last
+            out: list[ServerSentEvent] = []
             while True:
                 try:
-                    page = await runner.run(log.events_after_tx, account_id, after, REPLAY_PAGE)
+                    page, current = await runner.run(log.catch_up_tx, account_id, after,
+                                                      REPLAY_PAGE)
                 except StoreUnavailable:
                     return out  # try again at the next poll
-                out.extend(page)
+                for event in page:
+                    if before is not None and event.seq >= before:
+                        return out
+                    out.append(_sse(event))
+                    last = after = event.seq
                 if len(page) < REPLAY_PAGE:
-                    return out
-                after = page[-1].seq
+                    break
+            if before is None and current > last:
+                snap = await snapshot(current)
+                if snap is not None:
+                    out.append(snap)
+                    last = current
+            return out
 
         async def events() -> AsyncIterator[Any]:
             nonlocal last
@@ -117,23 +144,23 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
             try:
                 for item in first:
                     yield item
-                for event in await read_log(last):
-                    last = event.seq
-                    yield _sse(event)
+                for item in await catch_up(last):
+                    yield item
                 while True:
                     event = None
                     with contextlib.suppress(TimeoutError):
                         event = await asyncio.wait_for(sub.queue.get(), s.settings.stream_poll_s)
-                    if event is not None and event.seq <= last and not sub.lagged:
+                    lagged, sub.lagged = sub.lagged, False
+                    if event is None or lagged:  # a quiet poll or dropped events: the log
+                        for item in await catch_up(last):
+                            yield item
+                    if event is None or event.seq <= last:
                         continue
-                    if event is not None and event.seq == last + 1 and not sub.lagged:
-                        last = event.seq
-                        yield _sse(event)
-                        continue
-                    sub.lagged = False  # a gap, an overflow or a quiet poll: read the log
-                    for logged in await read_log(last):
-                        last = logged.seq
-                        yield _sse(logged)
+                    if event.seq > last + 1:  # a gap: what the log has in between first
+                        for item in await catch_up(last, before=event.seq):
+                            yield item
+                    last = event.seq
+                    yield _sse(event)
             finally:
                 s.bus.unsubscribe(sub)
                 s.metrics.billing_streams.dec()

@@ -1,9 +1,11 @@
 """The account event log behind the live stream (SPEC §8 `GET /v1/billing/stream/{userId}`).
 
-Every change a client may want to see live is written as an account event in the same
-transaction as the money change it describes, under the account lock, with the next value of
+Every change a client may want to see live is an account event emitted in the same transaction
+as the money change it describes, under the account lock, with the next value of
 `accounts.event_seq`: ids are per account, strictly increasing, and an event exists if and only
-if its change committed. The log is bounded by time (`prune_events_tx`); a client that comes
+if its change committed. Events are written to the log, except the balance.updated of each
+settled call (the hot path): it is delivered live only, and a stream that missed any gets one
+balance snapshot carrying the current id instead — balance is state, the newest wins. The log is bounded by time (`prune_events_tx`); a client that comes
 back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
 
 Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
@@ -123,6 +125,16 @@ def events_after_tx(conn: Connection, account_id: str, after_seq: int,
         .where(account_events.c.account_id == account_id, account_events.c.seq > after_seq)
         .order_by(account_events.c.seq).limit(limit))
     return [AccountEvent(account_id, int(r[0]), r[1], json.loads(r[2]), int(r[3])) for r in rows]
+
+
+def catch_up_tx(conn: Connection, account_id: str, after_seq: int,
+                limit: int) -> tuple[list[AccountEvent], int]:
+    """(logged events after `after_seq`, the account's current seq) in one read: a current seq
+    beyond the last logged event means unlogged balance.updated events (consumption) happened,
+    which a stream answers with one fresh snapshot."""
+    current = conn.execute(select(accounts.c.event_seq).where(
+        accounts.c.id == account_id)).scalar()
+    return events_after_tx(conn, account_id, after_seq, limit), int(current or 0)
 
 
 def stream_position_tx(conn: Connection, account_id: str) -> tuple[int, int] | None:

@@ -82,13 +82,8 @@ _ROLLUP = (
     " DO UPDATE SET calls = usage_daily.calls + 1, charged = usage_daily.charged + ?"
 )
 _ROLLUP_USAGE = Sql(_ROLLUP)
-_EVENT = ("INSERT INTO account_events (account_id, seq, event_type, data_json, created_at_ms)"
-          " VALUES (?, ?, ?, ?, ?)")
-_INSERT_EVENT = Sql(_EVENT)
-# PostgreSQL: the three settlement writes above in one round trip (data-modifying CTEs).
-_SETTLE_WRITES_PG = Sql(
-    f"WITH u AS ({_USAGE_COLUMNS}), r AS ({_ROLLUP}) {_EVENT}"
-).pg
+# PostgreSQL: the two settlement writes above in one round trip (a data-modifying CTE).
+_SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}").pg
 _RESOLVE_KEY = Sql(
     "SELECT k.account_id, a.plan_key FROM api_keys k JOIN accounts a ON a.id = k.account_id"
     " WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
@@ -151,7 +146,8 @@ async def settle(
     on_shortfall: ShortfallRule, at_ms: int,
 ) -> Settlement:
     """Debit `charge` in burn order, release the hold, write the usage record, add it to the
-    daily rollup and emit balance.updated; idempotent by request id. `clamp`: the uncovered
+    daily rollup and emit a live balance.updated (next event id; not logged); idempotent by
+    request id. `clamp`: the uncovered
     rest is unbilled; `overdraft`: it becomes debt. `Settlement.top_up` is True when the
     account has auto top-up on and is now below its threshold."""
     account_id = record.account_id
@@ -197,20 +193,20 @@ async def settle(
         a.amount for a in plan.allocations if a.bucket_id in bonus_ids)
     data = balance_data(spendable, bonus, held, new_debt, EventType.CONSUMPTION.value)
     data["charged_ms"] = debited
-    data_json = json.dumps(data, separators=(",", ":"))
     usage = (record.request_id, account_id, record.operation, record.model,
              record.upstream_status, record.duration_ms, record.input_tokens,
              record.output_tokens, record.cached_tokens, record.reasoning_tokens,
              record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
              record.outcome, at_ms)
     rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation, debited, debited)
-    event = (account_id, seq, BALANCE_UPDATED, data_json, at_ms)
     if db.postgres:
-        await db.run_text(_SETTLE_WRITES_PG, usage + rollup + event)
+        await db.run_text(_SETTLE_WRITES_PG, usage + rollup)
     else:
         await db.run(_INSERT_USAGE, usage)
         await db.run(_ROLLUP_USAGE, rollup)
-        await db.run(_INSERT_EVENT, event)
+    # Live only (not written to the event log): balance.updated is a state event, and a stream
+    # that missed some is sent one fresh snapshot instead (gateway.stream_api). One insert per
+    # call fewer on the hot path.
     db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
     remaining = spendable - held - new_debt
     return Settlement(charged=debited, unbilled=unbilled, remaining=remaining,

@@ -143,30 +143,37 @@ def test_last_event_id_replays_exactly_what_was_missed(streaming):
         seen = reader.next().id
     for _ in range(3):
         _call(gw, key)
+    gw.ledger.grant(account, 120_000)
+    _call(gw, key)
     with open_stream(gw, account, key, last_event_id=seen) as reader:
-        replayed = [reader.next() for _ in range(3)]
-    assert [m.event for m in replayed] == ["balance.updated"] * 3
+        replayed = [reader.next() for _ in range(4)]
+    # The logged events in order, then one balance snapshot standing for the calls'
+    # balance.updated events (live only), with the newest id.
+    assert [m.event for m in replayed] == ["bucket.created", "credit.applied",
+                                           "balance.updated", "balance.updated"]
     ids = [int(m.id) for m in replayed]
-    assert ids == sorted(ids) and ids[0] > int(seen) and len(set(ids)) == 3
+    assert ids == sorted(ids) and ids[0] > int(seen) and len(set(ids)) == 4
+    assert replayed[-1].data["reason"] == "snapshot"
+    assert replayed[-1].data["total_seconds"] == gw.ledger.balance(account).spendable // 1000
     with open_stream(gw, account, key, last_event_id=str(ids[-1])) as reader:
         _call(gw, key)
-        assert int(reader.next().id) > ids[-1]
+        live = reader.next()
+        assert int(live.id) == ids[-1] + 1 and live.data["reason"] == "consumption"
 
 
 def test_a_gap_older_than_the_history_is_announced(streaming):
     gw = streaming
     account, key = gw.ledger.funded(60_000)
-    _call(gw, key)
-    _call(gw, key)
+    gw.ledger.grant(account, 1000)  # events 4, 5, 6
     db = sqlite3.connect(gw.settings.database_url.removeprefix("sqlite:///"))
     with db:
-        db.execute("DELETE FROM account_events WHERE account_id = ? AND seq < 4", (account,))
+        db.execute("DELETE FROM account_events WHERE account_id = ? AND seq < 5", (account,))
     db.close()
     with open_stream(gw, account, key, last_event_id="1") as reader:
         notice = reader.next()
         assert notice.event == "history.truncated"
-        assert notice.data == {"last_event_id": 1, "oldest_available_id": 4}
-        assert int(reader.next().id) == 4  # then everything still in the log
+        assert notice.data == {"last_event_id": 1, "oldest_available_id": 5}
+        assert [int(reader.next().id) for _ in range(2)] == [5, 6]  # what the log still has
 
 
 def test_keep_alive_comments_flow_while_nothing_happens(streaming):

@@ -270,19 +270,31 @@ async def test_the_event_log_numbers_events_per_account_and_replays_after_an_id(
     await ledger.grant(other, Source.GIFT, MIN, "gift", None, "gift")
     await _spend(ledger, acct, 30_000, "req_ev")
     log = await ledger.runner.run(events.events_after_tx, acct, 0, 100)
-    assert [e.type for e in log] == ["bucket.created", "credit.applied", "balance.updated",
-                                     "balance.updated"]
-    assert [e.seq for e in log] == [1, 2, 3, 4]
+    # The call's balance.updated took id 4 but is live only (not logged).
+    assert [e.type for e in log] == ["bucket.created", "credit.applied", "balance.updated"]
+    assert [e.seq for e in log] == [1, 2, 3]
     assert log[0].data["seconds"] == 600 and log[0].data["source"] == "gift"
-    assert log[-1].data == {"total_seconds": 570, "paid_seconds": 570, "bonus_seconds": 0,
-                            "available_seconds": 570, "reason": "consumption",
-                            "charged_ms": 30_000}
-    assert [e.seq for e in await ledger.runner.run(events.events_after_tx, acct, 2, 100)] == [3, 4]
+    assert log[-1].data == {"total_seconds": 600, "paid_seconds": 600, "bonus_seconds": 0,
+                            "available_seconds": 600, "reason": "gift_credit"}
+    after, current = await ledger.runner.run(events.catch_up_tx, acct, 2, 100)
+    assert [e.seq for e in after] == [3] and current == 4
     assert await ledger.runner.run(events.stream_position_tx, acct) == (4, 1)
     assert await ledger.runner.run(events.stream_position_tx, "acct_nope") is None
     pruned = await ledger.runner.run(events.prune_events_tx, now_ms() + 1)
-    assert pruned == 4 + 3
+    assert pruned == 3 + 3
     assert await ledger.runner.run(events.stream_position_tx, acct) == (4, 5)
+
+
+async def test_settlement_hands_a_live_balance_event_to_the_fan_out(ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, 10 * MIN, "gift", None, "gift")
+    published: list[events.AccountEvent] = []
+    ledger.runner.on_commit = published.extend
+    await _spend(ledger, acct, 30_000, "req_live")
+    assert [(e.type, e.seq) for e in published] == [("balance.updated", 4)]
+    assert published[0].data == {"total_seconds": 570, "paid_seconds": 570, "bonus_seconds": 0,
+                                 "available_seconds": 570, "reason": "consumption",
+                                 "charged_ms": 30_000}
 
 
 async def test_checkout_fulfilment_announces_package_and_resume_ready(ledger: SqlLedger) -> None:
