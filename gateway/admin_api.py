@@ -12,20 +12,19 @@ import hmac
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
 from gateway.balance_view import enhanced_balance
-from gateway.billing_api import int_param, period_window
+from gateway.billing_api import int_param, json_body, period_window
 from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
     NotFound,
     StoreUnavailableProblem,
     Unauthorized,
-    validation_problem,
 )
 from storage.buckets import EventType, Source
 from storage.ports import StoreUnavailable, UnknownAccount
@@ -47,7 +46,10 @@ class Grant(BaseModel):
     """A credit: `seconds` or `minutes` (exactly one), gift (never expires) or package
     (catalog package expiry)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The model validator's rule, stated in the JSON Schema too (for the OpenAPI document).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["seconds"], "properties": {"seconds": {"type": "integer"}}},
+        {"required": ["minutes"], "properties": {"minutes": {"type": "integer"}}}]})
     seconds: int | None = Field(None, gt=0, le=600_000_000)
     minutes: int | None = Field(None, gt=0, le=10_000_000)
     source: Literal["gift", "package"] = "gift"
@@ -70,7 +72,8 @@ class Adjustment(BaseModel):
     back in burn order (never below zero)."""
 
     model_config = ConfigDict(extra="forbid")
-    seconds: int = Field(ge=-600_000_000, le=600_000_000)
+    # Zero is refused by the handler (400); the schema says so too.
+    seconds: int = Field(ge=-600_000_000, le=600_000_000, json_schema_extra={"not": {"const": 0}})
     reason: str = Field(min_length=1, max_length=500)
     idempotency_key: str = Field(pattern=_KEY)
 
@@ -81,10 +84,7 @@ def _json(doc: object, status: int = 200) -> Response:
 
 
 def _body(model: type[BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
+    return json_body(model, raw or b"{}")
 
 
 def admin_routes(gw: Gateway) -> list[WebRoute]:

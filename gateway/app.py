@@ -31,12 +31,14 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_route
 from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import (
+    BadRequest,
     GatewayError,
     MethodNotAllowed,
     NotFound,
     base_url_for,
     problem_types,
     render,
+    send_problem,
 )
 from gateway.proxy import Proxy
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
@@ -77,6 +79,13 @@ class Gateway:
                 assert self.proxy is not None
                 await self.proxy(scope, receive, send, route)
                 return
+        if scope["type"] == "http" and _has_nul(scope):
+            # PostgreSQL cannot store U+0000 in text: refuse it before any handler can pass it
+            # to the store (as a 400 on every store, so SQLite and PostgreSQL answer alike).
+            await send_problem(send, BadRequest(
+                "The path and query must not contain the NUL character (%00)."),
+                base_url_for(scope, self.settings.public_url))
+            return
         await self.web(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -120,6 +129,12 @@ class Gateway:
     async def _not_allowed(self, request: Request, _exc: Exception) -> Response:
         return await self._problem(request, MethodNotAllowed(
             f"{request.method} is not allowed on {request.url.path}."))
+
+
+def _has_nul(scope: dict[str, Any]) -> bool:
+    """True when the decoded path or the raw query string holds a NUL (`%00`, or raw)."""
+    query = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 def _tune_gc() -> None:

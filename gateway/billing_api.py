@@ -9,6 +9,7 @@ ids cannot be probed.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -93,10 +94,7 @@ async def body_and_account(
     404). Raises Unauthorized, BadRequest (invalid body), NotFound."""
     signed = await server_signed(gw, request)
     caller = None if signed else await caller_for(gw, request)
-    try:
-        body = model.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
+    body = json_body(model, await request.body())
     user_id = getattr(body, "userId", None)
     if caller is not None:
         if user_id not in (None, caller.account_id):
@@ -105,6 +103,23 @@ async def body_and_account(
     if user_id is None:
         raise BadRequest("userId is required on a server-signed request.")
     return body, str(user_id)
+
+
+# A JSON string escape of U+0000 (`\u0000` after an even run of backslashes, i.e. not itself
+# escaped) or a raw NUL byte.
+_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def json_body(model: type[BodyT], raw: bytes) -> BodyT:
+    """`raw` validated as `model`. Raises BadRequest for invalid JSON or fields, and for a NUL
+    character anywhere in it: PostgreSQL cannot store one in text, so it is refused at the edge
+    (on every store, so both answer alike)."""
+    if _NUL.search(raw):
+        raise BadRequest("body: strings must not contain the NUL character (U+0000).")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
 
 
 async def own_account(gw: Gateway, request: Request) -> str:
@@ -167,9 +182,11 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         cursor = request.query_params.get("cursor")
         before = None
         if cursor:
-            if not (cursor.startswith("le_") and cursor[3:].isdigit()):
+            # ASCII digits only, and few enough to stay within the database's 64-bit ids.
+            match = re.fullmatch(r"le_([0-9]{1,18})", cursor)
+            if match is None:
                 raise BadRequest("cursor must be a next_cursor value from a previous page.")
-            before = int(cursor[3:])
+            before = int(match[1])
         try:
             rows = await s.ledger.events(account_id, limit + 1, before)
         except StoreUnavailable as exc:
@@ -275,11 +292,13 @@ def period_window(request: Request) -> tuple[str, datetime, datetime]:
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """Integer query parameter `name` within low..high (default when absent); else 400."""
+    """Integer query parameter `name` within low..high (default when absent). Raises
+    BadRequest for anything but 1–9 ASCII digits in range (`str.isdigit` would also pass `²`
+    and digit strings too long for `int`)."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if re.fullmatch(r"[0-9]{1,9}", raw) is None or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be an integer within {low}..{high}.")
     return int(raw)
 

@@ -168,6 +168,9 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         except (stripe.SignatureVerificationError, ValueError):
             raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
                 from None
+        except (AttributeError, TypeError, KeyError):
+            # Signed, but stripe-python cannot read it as an event (e.g. a JSON array).
+            raise BadRequest("The body is not a Stripe event.") from None
         outcome = await apply_event(s, event)
         return Response(orjson.dumps({"received": True, "outcome": outcome}),
                         media_type="application/json")

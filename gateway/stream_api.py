@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ def _last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if re.fullmatch(r"[0-9]{1,18}", raw) is None:
         raise BadRequest("Last-Event-ID must be an event id received from this stream.")
     return int(raw)
 

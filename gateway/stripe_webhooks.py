@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.problems import StoreUnavailableProblem
+from gateway.problems import BadRequest, StoreUnavailableProblem
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup
 from storage.sql import purchases as store
@@ -68,10 +68,18 @@ def _id(value: Any) -> str | None:
 
 async def apply_event(s: Services, event: Any) -> str:
     """Apply one signature-verified event; returns its outcome. Raises StoreUnavailableProblem
-    (a 503, so Stripe redelivers later) when the store is down."""
-    obj = event.data.object.to_dict()
+    (a 503, so Stripe redelivers later) when the store is down, BadRequest (and records
+    nothing) when it is not a Stripe event: `id` and `type` strings, a `data.object` object."""
+    data = getattr(getattr(event, "data", None), "object", None)
+    created = getattr(event, "created", 0) or 0
+    if not (hasattr(data, "to_dict") and isinstance(getattr(event, "id", None), str)
+            and isinstance(getattr(event, "type", None), str) and isinstance(created, int)):
+        raise BadRequest("The body is not a Stripe event.")
+    obj = data.to_dict()
+    if not isinstance(obj.get("id"), str) or "\x00" in event.id + str(obj["id"]):
+        raise BadRequest("The event's object has no id.")
     kind = str(event.type)
-    created_ms = int(getattr(event, "created", 0) or 0) * 1000
+    created_ms = created * 1000
     try:
         outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
     except StoreUnavailable as exc:

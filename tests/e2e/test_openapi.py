@@ -229,6 +229,18 @@ def test_the_largest_cursor_and_limit_in_range_are_served(target):
     assert r.json()["events"]
 
 
+@pytest.mark.parametrize("where", ["query", "header"])
+def test_a_last_event_id_of_non_ascii_digits_is_a_400(where, target):
+    url = f"{target.gw.url}/v1/billing/stream/{target.account}"
+    headers: dict[str, Any] = auth(target.key)
+    if where == "header":
+        headers["last-event-id"] = "²".encode("latin-1")
+    else:
+        url += "?lastEventId=%C2%B2"
+    with httpx.stream("GET", url, headers=headers, timeout=5) as r:
+        assert r.status_code == 400, r.status_code
+
+
 def _stripe_signed(payload: bytes) -> dict[str, str]:
     """Headers of a webhook delivery signed the way Stripe signs (`t=…,v1=…`)."""
     ts = str(int(time.time()))
