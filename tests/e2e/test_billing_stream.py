@@ -224,3 +224,19 @@ def test_402_purchase_webhook_resume_ready_then_the_retry_succeeds(shop):
         **body, extra_headers={"X-Resume-Token": problem["resume_token"]})
     assert raw.status_code == 200
     assert raw.headers["x-resume-token-status"] == "consumed"
+
+
+def test_the_maintenance_loop_expires_buckets_and_the_stream_says_so(tmp_path, upstream_env):
+    gw = start_gateway(tmp_path, {**upstream_env, **STREAM_ENV, "GATEWAY_MAINTENANCE_S": "1"})
+    try:
+        account, key = gw.ledger.funded(60_000)
+        expires = int(time.time() * 1000) + 1500
+        gw.ledger.grant(account, 30_000, expires_at_ms=expires)
+        with open_stream(gw, account, key) as reader:
+            expired = reader.until("bucket.expired", timeout=8)
+            assert expired.data["seconds"] == 30 and expired.data["source"] == "gift"
+            assert reader.until("balance.updated").data["total_seconds"] == 60
+        t = gw.ledger.totals(account)
+        assert t["remaining"] - t["debt"] == t["deltas"] and t["remaining"] == 60_000
+    finally:
+        gw.stop()
