@@ -11,14 +11,13 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
 from gateway.balance_view import enhanced_balance
-from gateway.billing_api import int_param, json_body, period_window
+from gateway.billing_api import int_param, json_body, json_response, period_window
 from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
@@ -33,7 +32,6 @@ from storage.sql.ledger import now_ms, to_ms
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-_NO_STORE = {"cache-control": "no-store"}
 _KEY = r"^[A-Za-z0-9:_.-]{8,200}$"
 
 
@@ -78,10 +76,6 @@ class Adjustment(BaseModel):
     idempotency_key: str = Field(pattern=_KEY)
 
 
-def _json(doc: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json",
-                    headers=_NO_STORE)
-
 
 def _body(model: type[BaseModel], raw: bytes) -> Any:
     return json_body(model, raw or b"{}")
@@ -122,7 +116,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         if plan is None:
             raise BadRequest(f"plan: unknown plan {key!r}")
         account_id = await guarded(s.ledger.create_account, plan)
-        return _json({"account_id": account_id, "plan_key": key}, 201)
+        return json_response({"account_id": account_id, "plan_key": key}, status=201)
 
     async def list_accounts(request: Request) -> Response:
         s = check(request)
@@ -130,17 +124,18 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         rows = await guarded(s.ledger.list_accounts, limit + 1,
                              request.query_params.get("cursor"), request.query_params.get("plan"))
         page = rows[:limit]
-        return _json({"accounts": [{"account_id": r["id"], "plan_key": r["plan_key"],
-                                    "subscription_status": r["subscription_status"],
-                                    "created_at": iso_utc(r["created_at_ms"])} for r in page],
-                      "next_cursor": page[-1]["id"] if len(rows) > limit else None})
+        accounts = [{"account_id": r["id"], "plan_key": r["plan_key"],
+                     "subscription_status": r["subscription_status"],
+                     "created_at": iso_utc(r["created_at_ms"])} for r in page]
+        return json_response({"accounts": accounts,
+                              "next_cursor": page[-1]["id"] if len(rows) > limit else None})
 
     async def get_account(request: Request) -> Response:
         s = check(request)
         account_id = request.path_params["accountId"]
         snap = await guarded(s.ledger.balance, account_id)
         keys = await guarded(s.ledger.account_keys, account_id)
-        return _json({
+        return json_response({
             "account_id": account_id,
             "balance": enhanced_balance(snap, s.policy.plans.get(snap.plan_key),
                                         s.policy.catalog_version),
@@ -152,15 +147,15 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
     async def create_key(request: Request) -> Response:
         s = check(request)
         key_id, key = await guarded(s.ledger.create_api_key, request.path_params["accountId"])
-        return _json({"key_id": key_id, "key": key, "note": "shown once; stored only hashed"},
-                     201)
+        return json_response({"key_id": key_id, "key": key,
+                              "note": "shown once; stored only hashed"}, status=201)
 
     async def revoke_key(request: Request) -> Response:
         s = check(request)
         if not await guarded(s.ledger.revoke_api_key, request.path_params["keyId"]):
             raise NotFound("No active key with this id.")
         s.keys.forget()  # stop serving the key from this process's cache at once
-        return _json({"revoked": request.path_params["keyId"]})
+        return json_response({"revoked": request.path_params["keyId"]})
 
     async def grant(request: Request) -> Response:
         s = check(request)
@@ -171,8 +166,9 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
             expires = now_ms() + s.policy.document.catalog.package_expiry_days * 86_400_000
         result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
                                body.units, "admin:" + body.idempotency_key, expires, body.reason)
-        return _json({"bucket_id": result.bucket_id, "amount_ms": body.units,
-                      "replayed": result.replayed}, 200 if result.replayed else 201)
+        return json_response({"bucket_id": result.bucket_id, "amount_ms": body.units,
+                              "replayed": result.replayed},
+                             status=200 if result.replayed else 201)
 
     async def adjust(request: Request) -> Response:
         s = check(request)
@@ -189,17 +185,18 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
             result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * 1000, key,
                                    body.reason)
             applied = -result.amount
-        return _json({"amount_ms": applied, "replayed": result.replayed,
-                      "unrecovered_ms": result.metadata.get("unrecovered", 0)},
-                     200 if result.replayed else 201)
+        return json_response({"amount_ms": applied, "replayed": result.replayed,
+                              "unrecovered_ms": result.metadata.get("unrecovered", 0)},
+                             status=200 if result.replayed else 201)
 
     async def usage_stats(request: Request) -> Response:
         s = check(request)
         period, start, end = period_window(request)
         by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
         by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
-        return _json({"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
-                      "by_model": by_model, "by_operation": by_op})
+        return json_response({"period": period, "from": iso_utc(to_ms(start)),
+                              "to": iso_utc(to_ms(end)), "by_model": by_model,
+                              "by_operation": by_op})
 
     return [
         WebRoute("/v1/admin/accounts", create_account, methods=["POST"]),

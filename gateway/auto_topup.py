@@ -18,14 +18,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import own_account
+from gateway.billing_api import json_response, own_account
+from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
     NotFound,
@@ -35,7 +35,7 @@ from gateway.problems import (
 from policies.catalog import price_in
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup as store
-from storage.sql.ledger import now_ms, to_datetime
+from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -145,8 +145,7 @@ def _view(row: dict[str, Any] | None) -> dict[str, Any]:
         "payment_method_id": row["payment_method_id"], "customer_id": row["stripe_customer_id"],
         "pending": row["pending_attempt"] is not None,
         "consecutive_failures": int(row["failures"]),
-        "next_attempt_at": to_datetime(next_at).isoformat().replace("+00:00", "Z")
-        if next_at > now_ms() else None,
+        "next_attempt_at": iso_utc(next_at) if next_at > now_ms() else None,
         "last_error": row["last_error"],
     }
 
@@ -164,8 +163,7 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
             raise NotFound(f"No account {account_id!r}.") from None
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        return Response(orjson.dumps(_view(row)), media_type="application/json",
-                        headers={"cache-control": "no-store"})
+        return json_response(_view(row))
 
     async def write(request: Request) -> Response:
         s = gw.services
@@ -198,8 +196,7 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         if body.enabled:
             s.topups.trigger(account_id)  # already below the new threshold? top up now
-        return Response(orjson.dumps(_view(row)), media_type="application/json",
-                        headers={"cache-control": "no-store"})
+        return json_response(_view(row))
 
     return [WebRoute("/v1/billing/auto-topup/{userId}", read, methods=["GET"]),
             WebRoute("/v1/billing/auto-topup/{userId}", write, methods=["PUT"])]

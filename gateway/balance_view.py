@@ -17,10 +17,7 @@ from gateway.payment_required import iso_utc
 from policies.compiled import Plan
 from storage.buckets import Source
 from storage.ports import BalanceSnapshot
-
-
-def _s(ms: int) -> int:
-    return max(0, ms) // 1000
+from storage.sql.events import seconds as _s
 
 
 def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: str) -> dict[str, Any]:

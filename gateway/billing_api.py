@@ -39,10 +39,11 @@ from storage.sql.ledger import to_ms
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-_NO_STORE = {"cache-control": "no-store"}
+NO_STORE = {"cache-control": "no-store"}
 
 
-def _json(doc: object, headers: dict[str, str], status: int = 200) -> Response:
+def json_response(doc: object, headers: dict[str, str] = NO_STORE, status: int = 200) -> Response:
+    """A JSON response (orjson); user data by default, so `Cache-Control: no-store`."""
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json",
                     headers=headers)
 
@@ -159,7 +160,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         inm = request.headers.get("if-none-match", "")
         if etag in (t.strip() for t in inm.split(",")) or inm.strip() == "*":
             return Response(status_code=304, headers=headers)
-        return _json(doc, headers)
+        return json_response(doc, headers)
 
     async def balance(request: Request) -> Response:
         s = gw.services
@@ -172,7 +173,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         doc = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
-        return _json(doc, _NO_STORE)
+        return json_response(doc)
 
     async def events(request: Request) -> Response:
         s = gw.services
@@ -194,7 +195,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         page = rows[:limit]
         doc = {"events": [event_view(r) for r in page],
                "next_cursor": f"le_{page[-1]['id']}" if len(rows) > limit else None}
-        return _json(doc, _NO_STORE)
+        return json_response(doc)
 
     async def usage(request: Request) -> Response:
         s = gw.services
@@ -205,7 +206,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
             rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end))
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        return _json(usage_view(rows, period, start, end), _NO_STORE)
+        return json_response(usage_view(rows, period, start, end))
 
     async def check_batch(request: Request) -> Response:
         s = gw.services
@@ -239,7 +240,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
         doc = {"ok": all(r["ok"] for r in results), "balance_seconds": available // 1000,
                "required_seconds": ceil_seconds(running),
                "catalog_version": s.policy.catalog_version, "results": results}
-        return _json(doc, _NO_STORE)
+        return json_response(doc)
 
     return [
         WebRoute("/v1/billing/check-sufficient-batch", check_batch, methods=["POST"]),

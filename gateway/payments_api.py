@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import body_and_account
+from gateway.billing_api import body_and_account, json_response
 from gateway.problems import (
     BadRequest,
     BadWebhookSignature,
@@ -79,40 +79,23 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         if package is None:
             raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
         currency, cents, fallback = _currency(body.currency, catalog, package.prices)
-        client = s.stripe
-        if client is None:
-            raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages.")
         operation_id = body.operation_id.removeprefix("urn:op:") if body.operation_id else None
         metadata = {"account_id": account_id, "package_key": package.key,
                     **({"operation_id": operation_id} if operation_id else {})}
+        session = await _open_checkout(
+            s, account_id, "payment", package, currency, cents,
+            f"{package.name} ({package.minutes} min)", metadata,
+            {"payment_intent_data": {"metadata": metadata}})
         try:
-            if not await s.ledger.account_exists(account_id):
-                raise NotFound(f"No account {account_id!r}.")
-            session = await client.v1.checkout.sessions.create_async(params={
-                "mode": "payment",
-                "client_reference_id": account_id,
-                "line_items": [{"quantity": 1, "price_data": {
-                    "currency": currency.lower(), "unit_amount": cents,
-                    "product_data": {"name": f"{package.name} ({package.minutes} min)"},
-                    "tax_behavior": "inclusive" if package.tax_inclusive else "exclusive"}}],
-                "metadata": metadata,
-                "payment_intent_data": {"metadata": metadata},
-                "success_url": s.settings.checkout_success_url,
-                "cancel_url": s.settings.checkout_cancel_url,
-            })
             await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
                 session.id, account_id, package.key, package.minutes, currency, cents,
                 operation_id), now_ms())
-        except stripe.StripeError as exc:
-            raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
-                from None
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
                "unit_amount_cents": cents, "display_price": display_price(cents, currency),
                "package_minutes": package.minutes, "currency_fallback_from": fallback}
-        return Response(orjson.dumps(doc), media_type="application/json",
-                        headers={"cache-control": "no-store"})
+        return json_response(doc)
 
     async def subscribe(request: Request) -> Response:
         s = gw.services
@@ -124,37 +107,16 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
             raise BadRequest(f"subscription_key: no subscription {body.subscription_key!r} in "
                              "the catalog")
         currency, cents, fallback = _currency(body.currency, catalog, sub.prices)
-        client = s.stripe
-        if client is None:
-            raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell subscriptions.")
         metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
-        try:
-            if not await s.ledger.account_exists(account_id):
-                raise NotFound(f"No account {account_id!r}.")
-            session = await client.v1.checkout.sessions.create_async(params={
-                "mode": "subscription",
-                "client_reference_id": account_id,
-                "line_items": [{"quantity": 1, "price_data": {
-                    "currency": currency.lower(), "unit_amount": cents,
-                    "recurring": {"interval": "month"},
-                    "product_data": {"name": f"{sub.name} ({sub.minutes} min / month)"},
-                    "tax_behavior": "inclusive" if sub.tax_inclusive else "exclusive"}}],
-                "metadata": metadata,
-                "subscription_data": {"metadata": metadata},
-                "success_url": s.settings.checkout_success_url,
-                "cancel_url": s.settings.checkout_cancel_url,
-            })
-        except stripe.StripeError as exc:
-            raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
-                from None
-        except StoreUnavailable as exc:
-            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
+        session = await _open_checkout(
+            s, account_id, "subscription", sub, currency, cents,
+            f"{sub.name} ({sub.minutes} min / month)", metadata,
+            {"subscription_data": {"metadata": metadata}})
         doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
                "unit_amount_cents": cents, "display_price": display_price(cents, currency),
                "subscription_key": sub.key, "plan_key": sub.plan,
                "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
-        return Response(orjson.dumps(doc), media_type="application/json",
-                        headers={"cache-control": "no-store"})
+        return json_response(doc)
 
     async def webhook(request: Request) -> Response:
         s = gw.services
@@ -180,6 +142,35 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
         WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
     ]
+
+
+async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency: str,
+                         cents: int, name: str, metadata: dict[str, str],
+                         extra: dict[str, Any]) -> Any:
+    """Create a Checkout Session (`mode` payment, or subscription billed monthly) selling one
+    catalog `item` at `cents` in `currency`, carrying the account in `metadata`; `extra` adds
+    mode-specific parameters. Raises PaymentsNotConfigured (no STRIPE_SECRET_KEY), NotFound
+    (unknown account), PaymentProviderError (Stripe refused), StoreUnavailableProblem."""
+    if s.stripe is None:
+        raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages and subscriptions.")
+    price: dict[str, Any] = {
+        "currency": currency.lower(), "unit_amount": cents, "product_data": {"name": name},
+        "tax_behavior": "inclusive" if item.tax_inclusive else "exclusive"}
+    if mode == "subscription":
+        price["recurring"] = {"interval": "month"}
+    try:
+        if not await s.ledger.account_exists(account_id):
+            raise NotFound(f"No account {account_id!r}.")
+        return await s.stripe.v1.checkout.sessions.create_async(params={
+            "mode": mode, "client_reference_id": account_id,
+            "line_items": [{"quantity": 1, "price_data": price}], "metadata": metadata,
+            "success_url": s.settings.checkout_success_url,
+            "cancel_url": s.settings.checkout_cancel_url, **extra})
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
+            from None
+    except StoreUnavailable as exc:
+        raise StoreUnavailableProblem("The billing store is unreachable.") from exc
 
 
 def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:

@@ -37,7 +37,7 @@ from starlette.routing import Route as WebRoute
 from gateway.billing_api import own_account
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
 from storage.buckets import Source
-from storage.ports import StoreUnavailable, UnknownAccount
+from storage.ports import BalanceSnapshot, StoreUnavailable, UnknownAccount
 from storage.sql import events as log
 from storage.sql.events import AccountEvent
 
@@ -51,6 +51,14 @@ RETRY_MS = 3000
 def _sse(event: AccountEvent) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.type,
                            id=str(event.seq))
+
+
+def _snapshot(snap: BalanceSnapshot, seq: int, retry: int | None = None) -> ServerSentEvent:
+    """balance.updated (reason `snapshot`) of a balance read, carrying the current id `seq`."""
+    bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
+    data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
+                           id=str(seq), retry=retry)
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -78,12 +86,8 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
                 raise NotFound(f"No account {account_id!r}.")
             first: list[ServerSentEvent] = []
             if last is None:
-                snap = await s.ledger.balance(account_id)
-                bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
-                data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
-                first.append(ServerSentEvent(data=orjson.dumps(data).decode(),
-                                             event=log.BALANCE_UPDATED, id=str(position[0]),
-                                             retry=RETRY_MS))
+                first.append(_snapshot(await s.ledger.balance(account_id), position[0],
+                                       retry=RETRY_MS))
                 last = position[0]
             elif last > position[0] or (last < position[0] and last + 1 < position[1]):
                 # Events after `last` were pruned (or the id is not of this account's log).
@@ -105,13 +109,9 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
         async def snapshot(seq: int) -> ServerSentEvent | None:
             """balance.updated as of now, carrying the current id `seq`."""
             try:
-                snap = await s.ledger.balance(account_id)
+                return _snapshot(await s.ledger.balance(account_id), seq)
             except (StoreUnavailable, UnknownAccount):
                 return None
-            bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
-            data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
-            return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
-                                   id=str(seq))
 
         async def catch_up(after: int, before: int | None = None) -> list[ServerSentEvent]:
             """What the log holds after `after` (below `before`, when a live event `before`

@@ -33,10 +33,10 @@ from storage.sql.ledger import (
 from storage.sql.purchases import (
     Purchase,
     announce_fulfilment_tx,
-    clawback_tx,
+    apply_pending_refund_tx,
     event_seen_tx,
 )
-from storage.sql.tables import accounts, auto_topups, pending_refunds, purchases, stripe_events
+from storage.sql.tables import accounts, auto_topups, purchases, stripe_events
 
 BACKOFF_BASE_MS = 60_000
 BACKOFF_CAP_MS = 86_400_000
@@ -181,13 +181,7 @@ def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_in
             status="paid", created_at_ms=at_ms, kind="auto_topup",
             payment_intent_id=payment_intent_id, bucket_id=grant.bucket_id))
         announce_fulfilment_tx(conn, p, at_ms)
-        pending = conn.execute(select(pending_refunds).where(
-            pending_refunds.c.payment_intent_id == payment_intent_id)).first()
-        if pending is not None:
-            clawback_tx(conn, payment_intent_id, pending.charge_id, pending.amount_cents,
-                        pending.refunded_cents, at_ms)
-            conn.execute(pending_refunds.delete().where(
-                pending_refunds.c.payment_intent_id == payment_intent_id))
+        apply_pending_refund_tx(conn, payment_intent_id, at_ms)
         emit_balance_tx(conn, account_id, at_ms, EventType.PACKAGE_CREDIT.value)
     if attempt_id:
         conn.execute(update(auto_topups).where(

@@ -70,6 +70,11 @@ def to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def iso_ms(ms: int) -> str:
+    """RFC 3339 UTC (`…Z`) of epoch milliseconds."""
+    return to_datetime(ms).isoformat().replace("+00:00", "Z")
+
+
 def to_ms(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime."""
     return int(dt.timestamp() * 1000)
@@ -247,8 +252,7 @@ def credit_tx(
         at_ms, meta or None,
     )
     conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id, amount=amount))
-    expires = None if expires_at_ms is None else to_datetime(expires_at_ms).isoformat().replace(
-        "+00:00", "Z")
+    expires = None if expires_at_ms is None else iso_ms(expires_at_ms)
     event = (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value
     if source is Source.ROLLOVER:
         emit_tx(conn, account_id, ROLLOVER_CREATED, {
@@ -262,6 +266,19 @@ def credit_tx(
         "type": event, "seconds": seconds(amount), "reason": reason, "bucket_id": bucket_id,
         **({"debt_netted_seconds": seconds(netted)} if netted else {})}, at_ms)
     return GrantResult(entry_id=entry_id, bucket_id=bucket_id, amount=amount, metadata=meta)
+
+
+def take_tx(conn: Connection, account_id: str, bucket_id: str, amount: int, kind: EventType,
+            key: str, reason: str, at_ms: int, metadata: dict[str, Any] | None = None) -> int:
+    """Remove `amount` (> 0, ≤ remaining) from one bucket as one ledger entry of type `kind`
+    with its allocation (expiry, rollover, clawback). Returns the entry id. Caller holds the
+    account lock."""
+    conn.execute(update(buckets).where(buckets.c.id == bucket_id)
+                 .values(remaining=buckets.c.remaining - amount))
+    entry_id = _insert_entry(conn, account_id, kind, -amount, key, reason, at_ms, metadata)
+    conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id,
+                                            amount=amount))
+    return entry_id
 
 
 def grant_tx(conn: Connection, account_id: str, source: Source, amount: int, key: str,

@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection
 from storage.buckets import EventType, Source
 from storage.ports import GrantResult
 from storage.sql.events import PACKAGE_FULFILLED, RESUME_READY, emit_balance_tx, emit_tx
-from storage.sql.ledger import _insert_entry, _lock, credit_tx
-from storage.sql.tables import allocations, buckets, pending_refunds, purchases, stripe_events
+from storage.sql.ledger import _lock, credit_tx, take_tx
+from storage.sql.tables import buckets, pending_refunds, purchases, stripe_events
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,7 @@ def fulfil_checkout_tx(
             status="paid", bucket_id=grant.bucket_id, payment_intent_id=payment_intent_id))
         announce_fulfilment_tx(conn, p, at_ms)
         if payment_intent_id:
-            pending = conn.execute(select(pending_refunds).where(
-                pending_refunds.c.payment_intent_id == payment_intent_id)).first()
-            if pending is not None:
-                clawback_tx(conn, payment_intent_id, pending.charge_id, pending.amount_cents,
-                            pending.refunded_cents, at_ms)
-                conn.execute(pending_refunds.delete().where(
-                    pending_refunds.c.payment_intent_id == payment_intent_id))
+            apply_pending_refund_tx(conn, payment_intent_id, at_ms)
         emit_balance_tx(conn, p.account_id, at_ms, "package_credit")
     conn.execute(insert(stripe_events).values(event_id=event_id, event_type=event_type,
                                               outcome=outcome, processed_at_ms=at_ms))
@@ -144,7 +138,7 @@ def refund_tx(conn: Connection, event_id: str, event_type: str, payment_intent_i
                             at_ms)
         outcome = "clawed_back" if taken else "nothing_to_claw_back"
         if taken:
-            emit_balance_tx(conn, row.account_id, at_ms, "adjustment")
+            emit_balance_tx(conn, row.account_id, at_ms, EventType.ADJUSTMENT.value)
     conn.execute(insert(stripe_events).values(event_id=event_id, event_type=event_type,
                                               outcome=outcome, processed_at_ms=at_ms))
     return outcome
@@ -171,17 +165,12 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
     taken = min(owed, int(bucket.remaining)) if live else 0
     if taken > 0:
-        conn.execute(update(buckets).where(buckets.c.id == row.bucket_id)
-                     .values(remaining=buckets.c.remaining - taken))
-        entry_id = _insert_entry(
-            conn, row.account_id, EventType.ADJUSTMENT, -taken,
-            f"stripe_refund:{payment_intent_id}:{refunded_cents}",
-            f"refund of package {row.package_key}", at_ms,
-            {"charge_id": charge_id, "payment_intent_id": payment_intent_id,
-             "refunded_cents": refunded_cents, "amount_cents": amount_cents,
-             "unrecovered_ms": owed - taken})
-        conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=row.bucket_id,
-                                                amount=taken))
+        take_tx(conn, row.account_id, row.bucket_id, taken, EventType.ADJUSTMENT,
+                f"stripe_refund:{payment_intent_id}:{refunded_cents}",
+                f"refund of package {row.package_key}", at_ms,
+                {"charge_id": charge_id, "payment_intent_id": payment_intent_id,
+                 "refunded_cents": refunded_cents, "amount_cents": amount_cents,
+                 "unrecovered_ms": owed - taken})
     # What was spent is forgiven, not owed later: the purchase's refund is settled in full.
     conn.execute(update(purchases).where(purchases.c.session_id == row.session_id).values(
         clawed_back=share, refunded_cents=refunded_cents,
@@ -205,18 +194,29 @@ def purchase_tx(conn: Connection, session_id: str) -> dict[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
+def apply_pending_refund_tx(conn: Connection, payment_intent_id: str, at_ms: int) -> bool:
+    """Claw back a refund kept in pending_refunds for this payment, now that its purchase is
+    credited, and drop it. False when none was pending. Caller holds the account lock."""
+    pending = conn.execute(select(pending_refunds).where(
+        pending_refunds.c.payment_intent_id == payment_intent_id)).first()
+    if pending is None:
+        return False
+    clawback_tx(conn, payment_intent_id, pending.charge_id, pending.amount_cents,
+                pending.refunded_cents, at_ms)
+    conn.execute(pending_refunds.delete().where(
+        pending_refunds.c.payment_intent_id == payment_intent_id))
+    return True
+
+
 def settle_orphan_refunds_tx(conn: Connection, at_ms: int) -> int:
     """Apply pending refunds whose purchase has been credited since (a refund and its credit
     racing on two processes can leave one behind). Returns how many were applied."""
     rows = conn.execute(
-        select(pending_refunds, purchases.c.account_id)
+        select(pending_refunds.c.payment_intent_id, purchases.c.account_id)
         .join(purchases, purchases.c.payment_intent_id == pending_refunds.c.payment_intent_id)
         .limit(100)).all()
-    for r in rows:
-        _lock(conn, r.account_id)
-        clawback_tx(conn, r.payment_intent_id, r.charge_id, r.amount_cents, r.refunded_cents,
-                    at_ms)
-        conn.execute(pending_refunds.delete().where(
-            pending_refunds.c.payment_intent_id == r.payment_intent_id))
-        emit_balance_tx(conn, r.account_id, at_ms, "adjustment")
+    for payment_intent_id, account_id in rows:
+        _lock(conn, account_id)
+        apply_pending_refund_tx(conn, payment_intent_id, at_ms)
+        emit_balance_tx(conn, account_id, at_ms, EventType.ADJUSTMENT.value)
     return len(rows)

@@ -27,9 +27,9 @@ from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
 from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx, seconds
-from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, to_datetime
+from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, iso_ms, take_tx
 from storage.sql.purchases import event_seen_tx
-from storage.sql.tables import accounts, allocations, buckets, stripe_events
+from storage.sql.tables import accounts, buckets, stripe_events
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def invoice_paid_tx(conn: Connection, event_id: str, event_type: str, event_ms: 
         conn, account_id, Source.SUBSCRIPTION, inv.units, f"stripe_invoice:{inv.invoice_id}",
         inv.period_end_ms, f"subscription {inv.subscription_key}", at_ms,
         {"invoice_id": inv.invoice_id, "subscription_id": inv.subscription_id,
-         "plan_key": inv.plan_key, "period_start": _iso(inv.period_start_ms),
-         "period_end": _iso(inv.period_end_ms)}, locked=True)
+         "plan_key": inv.plan_key, "period_start": iso_ms(inv.period_start_ms),
+         "period_end": iso_ms(inv.period_end_ms)}, locked=True)
     _link(conn, account_id, inv.customer_id, inv.subscription_id)
     if _newer(conn, account_id, event_ms):
         _set_plan(conn, account_id, account, inv.plan_key, "active", inv.subscription_key,
@@ -196,7 +196,7 @@ def schedule_downgrade_tx(conn: Connection, account_id: str, plan_key: str, effe
     at_risk = _live_rollover(conn, account_id, at_ms)
     _insert_entry(conn, account_id, EventType.ROLLOVER_DISCARD_PENDING, 0, key,
                   f"downgrade to {plan_key} scheduled", at_ms,
-                  {"new_plan": plan_key, "effective_date": _iso(effective_ms),
+                  {"new_plan": plan_key, "effective_date": iso_ms(effective_ms),
                    "will_discard_rollover": at_risk > 0,
                    "minutes_to_discard": at_risk // 60_000, "seconds_to_discard": at_risk // 1000})
 
@@ -208,7 +208,7 @@ def discard_rollover_tx(conn: Connection, account_id: str, reason: str, at_ms: i
         buckets.c.account_id == account_id, buckets.c.source == Source.ROLLOVER.value,
         buckets.c.remaining > 0, buckets.c.expires_at_ms > at_ms)).all()
     for bucket_id, remaining in rows:
-        _take(conn, account_id, bucket_id, int(remaining), EventType.ROLLOVER_DISCARD,
+        take_tx(conn, account_id, bucket_id, int(remaining), EventType.ROLLOVER_DISCARD,
               f"rollover_discard:{bucket_id}", reason, at_ms)
         emit_tx(conn, account_id, BUCKET_EXPIRED, {
             "bucket_id": bucket_id, "source": Source.ROLLOVER.value,
@@ -223,16 +223,6 @@ def _live_rollover(conn: Connection, account_id: str, at_ms: int) -> int:
     return int(conn.execute(select(func.coalesce(func.sum(buckets.c.remaining), 0)).where(
         buckets.c.account_id == account_id, buckets.c.source == Source.ROLLOVER.value,
         buckets.c.remaining > 0, buckets.c.expires_at_ms > at_ms)).scalar_one())
-
-
-def _take(conn: Connection, account_id: str, bucket_id: str, amount: int, kind: EventType,
-          key: str, reason: str, at_ms: int, metadata: dict[str, Any] | None = None) -> None:
-    """Remove `amount` from a bucket with one ledger entry of type `kind`."""
-    conn.execute(update(buckets).where(buckets.c.id == bucket_id)
-                 .values(remaining=buckets.c.remaining - amount))
-    entry_id = _insert_entry(conn, account_id, kind, -amount, key, reason, at_ms, metadata)
-    conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id,
-                                            amount=amount))
 
 
 def expired_accounts_tx(conn: Connection, at_ms: int, limit: int) -> list[str]:
@@ -261,11 +251,11 @@ def close_expired_tx(conn: Connection, account_id: str, rules: PlanRules, at_ms:
             rolled = _roll_over(conn, account_id, full, bucket_id, unused, int(expires_ms), rules,
                                 at_ms)
         else:
-            _take(conn, account_id, bucket_id, unused, EventType.EXPIRY, f"expiry:{bucket_id}",
+            take_tx(conn, account_id, bucket_id, unused, EventType.EXPIRY, f"expiry:{bucket_id}",
                   f"{source} bucket expired", at_ms)
         emit_tx(conn, account_id, BUCKET_EXPIRED, {
             "bucket_id": bucket_id, "source": source, "seconds": seconds(unused),
-            "expired_at": _iso(int(expires_ms)), "rolled_over_seconds": seconds(rolled)}, at_ms)
+            "expired_at": iso_ms(int(expires_ms)), "rolled_over_seconds": seconds(rolled)}, at_ms)
     if rows:
         emit_balance_tx(conn, account_id, at_ms, EventType.EXPIRY.value)
     return len(rows)
@@ -290,17 +280,13 @@ def _roll_over(conn: Connection, account_id: str, account: Any, bucket_id: str, 
     if discarded:
         why = ("downgrade" if downgrading else "canceled"
                if account.subscription_status == "canceled" else "over the rollover cap")
-        _take(conn, account_id, bucket_id, discarded, EventType.ROLLOVER_DISCARD,
+        take_tx(conn, account_id, bucket_id, discarded, EventType.ROLLOVER_DISCARD,
               f"rollover_discard:{bucket_id}", f"unused subscription time not rolled over ({why})",
               at_ms, {"seconds": discarded // 1000})
     if rolled:
-        _take(conn, account_id, bucket_id, rolled, EventType.EXPIRY, f"expiry:{bucket_id}",
+        take_tx(conn, account_id, bucket_id, rolled, EventType.EXPIRY, f"expiry:{bucket_id}",
               "subscription period ended; carried into a rollover bucket", at_ms)
         credit_tx(conn, account_id, Source.ROLLOVER, rolled, f"rollover:{bucket_id}",
                   period_end_ms + rules.rollover_ms, "rollover of unused subscription time",
                   at_ms, {"from_bucket": bucket_id}, locked=True)
     return rolled
-
-
-def _iso(ms: int) -> str:
-    return to_datetime(ms).isoformat().replace("+00:00", "Z")
