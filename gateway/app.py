@@ -50,6 +50,7 @@ from gateway.unbilled import UnbilledSpool
 from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
+from storage.drivers import require_for_redis
 from storage.ports import StoreUnavailable
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
@@ -148,7 +149,8 @@ def _tune_gc() -> None:
 
 
 async def build_services(settings: Settings, policy: Policy | None = None) -> Services:
-    """Create every client and store (inside the running loop). Raises PolicyError."""
+    """Create every client and store (inside the running loop). Raises PolicyError, or
+    storage.drivers.MissingDriver when a configured store's driver is not installed."""
     policy = policy or load_policy(settings.policy_paths, settings.env)
     ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
     metrics = Metrics()
@@ -157,6 +159,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     nonces: NonceStore = SqlNonces(ledger.runner)
     bus: EventBus = EventBus()
     if settings.redis_url:
+        require_for_redis(settings.redis_url)  # MissingDriver names the extra to install
         from redis.asyncio import Redis
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError

@@ -1,25 +1,32 @@
 """The `gateway` command: serve, migrate, policies check, accounts, keys, grant, balance, usage.
 
 Every command exits 0 on success and non-zero with a one-line error on stderr otherwise
-(2 for bad input, 1 for a failure of the store).
+(2 for bad input or configuration — a missing driver extra included —, 1 for a failure of the
+store or a listen address that is taken).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import inspect
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import gateway
 from gateway.balance_view import enhanced_balance
 from gateway.payment_required import iso_utc
 from gateway.settings import Settings, SettingsError
+from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.buckets import Source
+from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import SqlLedger, now_ms
 
@@ -34,18 +41,27 @@ class CliError(Exception):
         self.code = code
 
 
+CONFIG_HELP = ("policy YAML file (repeatable; files merge in order); default: "
+               "GATEWAY_POLICY_PATH, else ./config/policies.yaml if it exists, else the "
+               "policy packaged with the gateway")
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The argument parser. Every option's help states its default (tests check this)."""
     p = argparse.ArgumentParser(prog="gateway", description="Metering gateway for AI endpoints.")
-    p.add_argument("--config", action="append", metavar="PATH",
-                   help="policy YAML file (repeatable; default GATEWAY_POLICY_PATH or "
-                        "config/policies.yaml)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {gateway.__version__}")
+    p.add_argument("--config", action="append", metavar="PATH", help=CONFIG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (applies migrations first)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--config", action="append", metavar="PATH", dest="serve_config")
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--host", help="address to listen on; default: GATEWAY_HOST, else "
+                                      "127.0.0.1")
+    serve.add_argument("--port", type=int, help="TCP port to listen on (1..65535); default: "
+                                                "GATEWAY_PORT, else 8080")
+    serve.add_argument("--config", action="append", metavar="PATH", dest="serve_config",
+                       help=CONFIG_HELP)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the socket (default: %(default)s)")
 
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("reconcile", help="settle calls spooled while the store was unreachable "
@@ -53,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pol = sub.add_parser("policies", help="policy tools").add_subparsers(dest="policies_cmd",
                                                                           required=True)
-    check = pol.add_parser("check", help="validate policy files without serving")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check = pol.add_parser("check", help="validate policy files without serving; reports "
+                                         "every error")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="policy files, merged in order")
 
     acc = sub.add_parser("accounts", help="accounts").add_subparsers(dest="accounts_cmd",
                                                                       required=True)
@@ -63,26 +80,32 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = keys.add_parser("create", help="create an API key; prints it once")
-    kc.add_argument("account_id")
+    kc.add_argument("account_id", help="the account the key acts for")
     kr = keys.add_parser("revoke", help="revoke an API key by its id")
-    kr.add_argument("key_id")
+    kr.add_argument("key_id", help="the key's id (printed by `keys create`)")
 
     grant = sub.add_parser("grant", help="credit AI time to an account")
-    grant.add_argument("account_id")
+    grant.add_argument("account_id", help="the account to credit")
     amount = grant.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--minutes", type=int)
-    amount.add_argument("--seconds", type=int)
-    grant.add_argument("--source", choices=["gift", "package"], default="gift")
-    grant.add_argument("--reason", default="operator grant")
+    amount.add_argument("--minutes", type=int, help="amount in minutes (required: this or --seconds)")
+    amount.add_argument("--seconds", type=int, help="amount in seconds (required: this or --minutes)")
+    grant.add_argument("--source", choices=["gift", "package"], default="gift",
+                       help="bucket kind; a package expires after the catalog's "
+                            "package_expiry_days (default: %(default)s)")
+    grant.add_argument("--reason", default="operator grant",
+                       help="note kept on the ledger entry (default: %(default)s)")
 
     bal = sub.add_parser("balance", help="show an account's balance (EnhancedBalance)")
-    bal.add_argument("account_id")
-    bal.add_argument("--json", action="store_true")
+    bal.add_argument("account_id", help="the account")
+    bal.add_argument("--json", action="store_true",
+                     help="print the EnhancedBalance JSON document (default: a text summary)")
 
     usage = sub.add_parser("usage", help="show an account's usage records, newest first")
-    usage.add_argument("account_id")
-    usage.add_argument("--json", action="store_true")
-    usage.add_argument("--limit", type=int, default=20)
+    usage.add_argument("account_id", help="the account")
+    usage.add_argument("--json", action="store_true",
+                       help="print the records as JSON (default: one text line each)")
+    usage.add_argument("--limit", type=int, default=20,
+                       help="how many records, 1..10000 (default: %(default)s)")
     return p
 
 
@@ -101,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 2
+    except MissingDriver as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 2
     except PolicyError as exc:
         print("gateway: error: invalid policy:", file=sys.stderr)
         for issue in exc.issues:
@@ -117,16 +143,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _policies_check([Path(p) for p in args.paths], settings)
     if cmd == "serve":
         return _serve(args, settings)
-    from storage import migrate
-
-    try:
-        migrate.upgrade(settings.database_url)
-    except Exception as exc:  # alembic/driver errors: report, never a traceback
-        raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+    require_for_database(settings.database_url)
     if cmd == "migrate":
+        print(f"gateway: database {_redact(settings.database_url)}", file=sys.stderr)
+        _migrate(settings)
         print("database is at the newest schema")
         return 0
     policy = load_policy(settings.policy_paths, settings.env)
+    print(f"gateway: {_loaded(settings)}", file=sys.stderr)
+    _migrate(settings)
     handler = {"accounts": _accounts, "keys": _keys, "grant": _grant, "balance": _balance,
                "usage": _usage, "reconcile": _reconcile(settings)}[cmd]
     return _with_ledger(settings, lambda ledger: handler(args, ledger, policy))
@@ -151,10 +176,6 @@ def _policies_check(paths: list[Path], settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from storage import migrate
-
     if args.host:
         settings = settings.with_overrides(host=args.host)
     if args.port is not None:
@@ -163,30 +184,100 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_overrides(port=args.port)
     if args.workers < 1:
         raise CliError("--workers must be >= 1")
+    require_for_database(settings.database_url)
+    require_for_redis(settings.redis_url)
     policy = load_policy(settings.policy_paths, settings.env)  # fail fast on a bad policy
+    # Bind before migrating or announcing anything: a taken port is one error line, not a
+    # start-up banner followed by a server log. uvicorn (and each worker) serves this socket.
+    sock = _listen(settings.host, settings.port)
     try:
-        migrate.upgrade(settings.database_url)
-    except Exception as exc:
-        raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+        _migrate(settings)
+        return _run(args, settings, policy, sock)
+    finally:
+        sock.close()
+
+
+def _run(args: argparse.Namespace, settings: Settings, policy: Policy,
+         sock: socket.socket) -> int:
+    import uvicorn
+
     from gateway.logs import configure_logging
 
     configure_logging(settings.log_level)
-    common: dict[str, Any] = dict(host=settings.host, port=settings.port, log_config=None,
-                                  access_log=False, log_level=settings.log_level,
-                                  loop="uvloop", http="httptools", lifespan="on",
-                                  proxy_headers=False, server_header=False,
-                                  timeout_graceful_shutdown=10)
-    print(f"gateway: serving {len(policy.routes)} routes on http://{settings.host}:"
-          f"{settings.port} (database {_redact(settings.database_url)}, policy "
-          f"{', '.join(str(p) for p in settings.policy_paths)})", file=sys.stderr)
+    config_args: dict[str, Any] = dict(host=settings.host, port=settings.port, log_config=None,
+                                       access_log=False, log_level=settings.log_level,
+                                       loop="uvloop", http="httptools", lifespan="on",
+                                       proxy_headers=False, server_header=False,
+                                       timeout_graceful_shutdown=10)
+    print(f"gateway: serving {len(policy.routes)} routes on "
+          f"http://{_origin(settings.host, settings.port)} ({_loaded(settings)})",
+          file=sys.stderr)
     if args.workers == 1:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings, policy), **common)  # type: ignore[arg-type]
-    else:
-        settings.export_for_workers()
-        uvicorn.run("gateway.app:create_app", factory=True, workers=args.workers, **common)
+        app = create_app(settings, policy)
+        server = uvicorn.Server(uvicorn.Config(app, **config_args))  # type: ignore[arg-type]
+        server.run(sockets=[sock])
+        return 0 if server.started else 3  # 3: the app failed to start (uvicorn's code)
+    settings.export_for_workers()
+    _supervise(uvicorn.Config("gateway.app:create_app", factory=True, workers=args.workers,
+                              **config_args), sock)
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, as uvicorn would bind it (SO_REUSEADDR, IPv6 for a host
+    with ':'). Raises CliError: exit 1 when the port is taken, 2 when the address cannot be
+    used here (unknown host, not a local address, a privileged port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        code = 1 if exc.errno == errno.EADDRINUSE else 2
+        raise CliError(f"cannot listen on {_origin(host, port)}: {reason}", code) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _origin(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _supervise(config: Any, sock: socket.socket) -> None:
+    """Run uvicorn's multiprocess supervisor: `config.workers` processes serving `sock`."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    params = inspect.signature(Multiprocess).parameters
+    if "target" in params:  # uvicorn before the supervisor rewrite takes the worker entry point
+        server = uvicorn.Server(config)
+        Multiprocess(config, target=server.run, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def _migrate(settings: Settings) -> None:
+    from storage import migrate
+
+    try:
+        migrate.upgrade(settings.database_url)
+    except MissingDriver:
+        raise
+    except Exception as exc:  # alembic/driver errors: report, never a traceback
+        raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+
+
+def _loaded(settings: Settings) -> str:
+    """`database URL (password hidden), policy FILES` for the start-up line."""
+    paths = settings.policy_paths
+    shown = ", ".join(str(p) for p in paths)
+    if paths == (PACKAGED_POLICY,):
+        shown += " (the packaged default)"
+    return f"database {_redact(settings.database_url)}, policy {shown}"
 
 
 def _redact(url: str) -> str:

@@ -3,7 +3,7 @@
 | variable | default | meaning |
 | --- | --- | --- |
 | GATEWAY_DATABASE_URL | sqlite:///./gateway.db | ledger store: `sqlite:///PATH` or `postgresql+asyncpg://…` |
-| GATEWAY_POLICY_PATH | config/policies.yaml | policy YAML file(s), comma-separated, merged in order |
+| GATEWAY_POLICY_PATH | ./config/policies.yaml if present, else the packaged default | policy YAML file(s), comma-separated, merged in order |
 | GATEWAY_REDIS_URL | (unset) | Redis for shared ephemeral state; unset = in-process |
 | GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
 | GATEWAY_PUBLIC_URL | (unset) | base of problem `type` URLs; unset = the request's origin |
@@ -29,9 +29,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from policies import PACKAGED_POLICY
+
+LOCAL_POLICY = Path("config/policies.yaml")
+
 
 class SettingsError(ValueError):
     """An environment variable has an invalid value; the message names it."""
+
+
+def default_policy_paths() -> tuple[Path, ...]:
+    """The policy used when neither GATEWAY_POLICY_PATH nor `--config` names one:
+    `./config/policies.yaml` (relative to the working directory) when it exists, else the
+    default policy shipped inside the package (so an installed gateway runs from anywhere)."""
+    return (LOCAL_POLICY,) if LOCAL_POLICY.is_file() else (PACKAGED_POLICY,)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -76,7 +87,7 @@ class Settings:
     """Validated deployment settings. Build with `Settings.from_env()`."""
 
     database_url: str = "sqlite:///./gateway.db"
-    policy_paths: tuple[Path, ...] = (Path("config/policies.yaml"),)
+    policy_paths: tuple[Path, ...] = field(default_factory=default_policy_paths)
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -109,10 +120,8 @@ class Settings:
         if url.startswith("postgresql") and "+asyncpg" not in url:
             url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
         paths = tuple(
-            Path(p.strip())
-            for p in (env.get("GATEWAY_POLICY_PATH") or "config/policies.yaml").split(",")
-            if p.strip()
-        )
+            Path(p.strip()) for p in (env.get("GATEWAY_POLICY_PATH") or "").split(",") if p.strip()
+        ) or default_policy_paths()
         level = (env.get("GATEWAY_LOG_LEVEL") or "info").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: use debug, info, warning or error")

@@ -7,9 +7,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from policies.estimates import Estimator
-from policies.loader import Loc, PolicyError, PolicyIssue, dotted, origin_of, parse_documents
+from policies.loader import (
+    Loc,
+    PolicyError,
+    PolicyIssue,
+    dotted,
+    origin_of,
+    read_documents,
+    validate_document,
+)
 from policies.meters import Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
 
@@ -141,6 +150,59 @@ def _path_regex(path: str) -> re.Pattern[str] | None:
     return re.compile(out + "$")
 
 
+def reference_issues(
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    origins: Mapping[Loc, tuple[str, int]] | None = None,
+    default_file: str = "<policy>",
+) -> list[PolicyIssue]:
+    """The cross-reference problems of a policy as plain data (merged YAML, valid or not, or a
+    validated document's `model_dump()`): default plan and subscription plans that are not keys
+    of `plans`, routes naming an unknown upstream or declared twice (method + path), and
+    `base_url_env` variables set in `env` to something that is not an http(s) URL.
+
+    Parts with the wrong shape are skipped: the schema reports them, so an invalid document
+    still gets its reference errors in the same pass."""
+    origins = origins or {}
+    issues: list[PolicyIssue] = []
+
+    def problem(loc: Loc, message: str) -> None:
+        file, line = origin_of(loc, origins, default_file)
+        issues.append(PolicyIssue(file, line, dotted(loc), message))
+
+    plans, upstreams = data.get("plans"), data.get("upstreams", {})
+    if isinstance(plans, dict):
+        default_plan = data.get("default_plan", "free")
+        if isinstance(default_plan, str) and default_plan not in plans:
+            problem(("default_plan",), f"'{default_plan}' is not a key of plans")
+        catalog = data.get("catalog")
+        subs = catalog.get("subscriptions") if isinstance(catalog, dict) else None
+        for i, sub in enumerate(subs if isinstance(subs, list) else []):
+            plan = sub.get("plan") if isinstance(sub, dict) else None
+            if isinstance(plan, str) and plan not in plans:
+                problem(("catalog", "subscriptions", i, "plan"), f"unknown plan '{plan}'")
+    for name, spec in (upstreams.items() if isinstance(upstreams, dict) else ()):
+        var = spec.get("base_url_env") if isinstance(spec, dict) else None
+        if isinstance(var, str) and env.get(var):
+            base = env[var].rstrip("/")
+            if not re.match(r"^https?://[^\s/]+", base):
+                problem(("upstreams", name, "base_url_env"), f"{var}={base!r} is not an http(s) URL")
+    routes = data.get("routes", [])
+    seen: set[tuple[str, str]] = set()
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        if not isinstance(route, dict):
+            continue
+        method, path = route.get("method", "POST"), route.get("path")
+        if isinstance(method, str) and isinstance(path, str):
+            if (method.upper(), path) in seen:
+                problem(("routes", i, "path"), f"{method.upper()} {path} is declared twice")
+            seen.add((method.upper(), path))
+        upstream = route.get("upstream")
+        if isinstance(upstream, str) and isinstance(upstreams, dict) and upstream not in upstreams:
+            problem(("routes", i, "upstream"), f"unknown upstream '{upstream}'")
+    return issues
+
+
 def compile_policy(
     doc: PolicyDocument,
     env: Mapping[str, str],
@@ -148,29 +210,17 @@ def compile_policy(
     sources: Sequence[str] = (),
 ) -> Policy:
     """Compile a validated document. Raises PolicyError for unresolvable references
-    (unknown upstream or plan, missing credential env var)."""
-    origins = origins or {}
-    issues: list[PolicyIssue] = []
+    (see `reference_issues`)."""
     default_file = sources[-1] if sources else "<policy>"
-
-    def problem(loc: Loc, message: str) -> None:
-        file, line = origin_of(loc, origins, default_file)
-        issues.append(PolicyIssue(file, line, dotted(loc), message))
-
-    if doc.default_plan not in doc.plans:
-        problem(("default_plan",), f"'{doc.default_plan}' is not a key of plans")
-    for i, sub in enumerate(doc.catalog.subscriptions):
-        if sub.plan not in doc.plans:
-            problem(("catalog", "subscriptions", i, "plan"), f"unknown plan '{sub.plan}'")
+    issues = reference_issues(doc.model_dump(), env, origins, default_file)
+    if issues:
+        raise PolicyError(issues)
 
     upstreams: dict[str, Upstream] = {}
     for name, spec in doc.upstreams.items():
         base = spec.base_url
         if spec.base_url_env and env.get(spec.base_url_env):
             base = env[spec.base_url_env].rstrip("/")
-            if not re.match(r"^https?://[^\s/]+", base):
-                problem(("upstreams", name, "base_url_env"),
-                        f"{spec.base_url_env}={base!r} is not an http(s) URL")
         auth: tuple[str, str] | None = None
         if spec.auth != "none":
             key = env.get(spec.api_key_env, "") if spec.api_key_env else ""
@@ -188,15 +238,8 @@ def compile_policy(
         )
 
     routes: list[Route] = []
-    seen: set[tuple[str, str]] = set()
-    for i, spec in enumerate(doc.routes):
-        if (spec.method, spec.path) in seen:
-            problem(("routes", i, "path"), f"{spec.method} {spec.path} is declared twice")
-        seen.add((spec.method, spec.path))
-        upstream = upstreams.get(spec.upstream)
-        if upstream is None:
-            problem(("routes", i, "upstream"), f"unknown upstream '{spec.upstream}'")
-            continue
+    for spec in doc.routes:
+        upstream = upstreams[spec.upstream]
         meter = Meter(spec.meter)
         routes.append(
             Route(
@@ -208,14 +251,22 @@ def compile_policy(
                 pattern=_path_regex(spec.path),
             )
         )
-    if issues:
-        raise PolicyError(issues)
     plans = {k: Plan.from_spec(k, v) for k, v in doc.plans.items()}
     return Policy(document=doc, routes=routes, plans=plans, sources=tuple(sources))
 
 
 def load_policy(paths: Sequence[Path | str], env: Mapping[str, str]) -> Policy:
-    """Read, validate and compile policy files. Raises PolicyError (file, line, field each)."""
+    """Read, validate and compile policy files. Raises PolicyError listing every problem in one
+    pass — YAML, schema and cross-reference errors together — each with file, line and field,
+    in file and line order."""
     files = [Path(p) for p in paths]
-    doc, origins = parse_documents(files)
-    return compile_policy(doc, env, origins, [str(p) for p in files])
+    sources = [str(p) for p in files]
+    data, origins, read_issues = read_documents(files)
+    try:
+        doc = validate_document(data, origins, files, read_issues)
+    except PolicyError as exc:
+        issues = exc.issues + reference_issues(data, env, origins, sources[-1])
+        order = {name: i for i, name in enumerate(sources)}
+        issues.sort(key=lambda i: (order.get(i.file, len(order)), i.line))
+        raise PolicyError(issues) from None
+    return compile_policy(doc, env, origins, sources)

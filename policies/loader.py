@@ -49,29 +49,61 @@ def parse_documents(paths: Iterable[Path]) -> tuple[PolicyDocument, dict[Loc, tu
     Returns the document and a map from each field location to (file, line) for later checks.
     Raises PolicyError naming file, line and field of every problem found.
     """
+    files = [Path(p) for p in paths]
+    data, origins, issues = read_documents(files)
+    return validate_document(data, origins, files, issues), origins
+
+
+def read_documents(
+    files: Sequence[Path],
+) -> tuple[dict[str, Any], dict[Loc, tuple[str, int]], list[PolicyIssue]]:
+    """Read and merge the YAML `files` without validating them.
+
+    Returns the merged plain data, the (file, line) of each location, and the problems that do
+    not stop validation (duplicate keys: the later value is kept). Raises PolicyError when a
+    file cannot be read or parsed, or is not a mapping (nothing sensible can be validated).
+    """
     merged: dict[str, Any] = {}
     origins: dict[Loc, tuple[str, int]] = {}
+    fatal: list[PolicyIssue] = []
     issues: list[PolicyIssue] = []
-    files = [Path(p) for p in paths]
     if not files:
         raise PolicyError([PolicyIssue("<none>", 0, "", "no policy file given")])
     for path in files:
         try:
-            data, lines = _read_yaml(path)
+            data, lines = _read_yaml(path, issues)
         except PolicyError as exc:
-            issues.extend(exc.issues)
+            fatal.extend(exc.issues)
             continue
         _merge(merged, origins, data, lines, str(path))
+    if fatal:
+        raise PolicyError(fatal + issues)
+    return merged, origins, issues
+
+
+def validate_document(
+    data: Mapping[str, Any],
+    origins: Mapping[Loc, tuple[str, int]],
+    files: Sequence[Path],
+    issues: Sequence[PolicyIssue] = (),
+) -> PolicyDocument:
+    """Validate merged `data` against the schema. Raises PolicyError listing `issues` (found
+    while reading) and every schema error, each with file, line and field."""
+    try:
+        doc = PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError([*issues, *(_issue_from(err, origins, files)
+                                      for err in exc.errors())]) from None
     if issues:
         raise PolicyError(issues)
-    try:
-        doc = PolicyDocument.model_validate(merged)
-    except ValidationError as exc:
-        raise PolicyError([_issue_from(err, origins, files) for err in exc.errors()]) from None
-    return doc, origins
+    return doc
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
+def _read_yaml(
+    path: Path, issues: list[PolicyIssue]
+) -> tuple[dict[str, Any], dict[Loc, int]]:
+    """Parse one file. Duplicate keys are appended to `issues`; unreadable or invalid YAML,
+    or a document that is not a mapping, raises PolicyError."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -87,10 +119,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     if node is None:
         return {}, {}
     lines: dict[Loc, int] = {}
-    issues: list[PolicyIssue] = []
     data = _construct(node, (), lines, issues, name)
-    if issues:
-        raise PolicyError(issues)
     if not isinstance(data, dict):
         raise PolicyError([PolicyIssue(name, node.start_mark.line + 1, "", "must be a mapping")])
     return data, lines

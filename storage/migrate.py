@@ -8,6 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from storage.drivers import require_for_database
 from storage.sql.engine import sync_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -25,7 +26,9 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Bring the database at `url` to the newest schema. Idempotent."""
+    """Bring the database at `url` to the newest schema. Idempotent. Raises
+    storage.drivers.MissingDriver when the URL's driver is not installed."""
+    require_for_database(url)
     _ensure_sqlite_dir(url)
     with _ALEMBIC:
         command.upgrade(alembic_config(url), "head")

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storage.drivers import require_for_database
 from storage.ports import StoreUnavailable
 
 T = TypeVar("T")
@@ -70,7 +71,8 @@ def make_sqlite_engine(url: str) -> Engine:
 class Runner:
     """Runs a ledger operation `fn(conn, *args)` as one transaction. `await runner.run(...)`.
 
-    Raises StoreUnavailable when the database cannot be reached or the driver fails.
+    Raises StoreUnavailable when the database cannot be reached or the driver fails; the
+    constructor raises storage.drivers.MissingDriver for PostgreSQL without asyncpg installed.
     """
 
     def __init__(self, url: str) -> None:
@@ -86,6 +88,7 @@ class Runner:
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
+            require_for_database(url)  # MissingDriver names the extra, before SQLAlchemy fails
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
             # is invalidated where the failure is seen, and the next checkout gets a new one.
             self._async = create_async_engine(url, pool_size=10, max_overflow=10)
