@@ -48,6 +48,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ManualClock:
+    """A clock the test moves (epoch ms): `clock()` reads it, `clock.advance(ms)` moves it.
+    Pass it as `SqlLedger(url, clock=clock)` so a test sits exactly on a time boundary (a hold's
+    lease, a bucket's expiry) instead of sleeping past it and hoping the machine keeps up."""
+
+    def __init__(self, start_ms: int) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
 class LedgerHandle:
     """Synchronous access to the gateway's database from test code (own engine, own loop)."""
 

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -447,11 +448,15 @@ class SqlLedger:
     StoreUnavailable when the database is unreachable and UnknownAccount for unknown ids.
     Keeps a small per-process cache of which accounts already had today's daily bonus settled,
     so the hot path skips that lookup (a stale cache only costs one extra idempotent check).
+    `clock` (epoch ms, default the wall clock) stamps every operation: hold expiries and leases,
+    bucket expiry, the day of the daily bonus.
     """
 
-    def __init__(self, url: str, lease_s: float = 30.0) -> None:
+    def __init__(self, url: str, lease_s: float = 30.0,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.runner = Runner(url)
         self.lease_s = lease_s
+        self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
         self._daily_done: dict[str, str] = {}
         self._leases: dict[str, int] = {}  # hold id -> last moment (epoch ms) to renew it
 
@@ -459,13 +464,13 @@ class SqlLedger:
         await self.runner.close()
 
     async def create_account(self, plan: Plan, account_id: str | None = None) -> str:
-        return await self.runner.run(create_account_tx, plan, now_ms(), account_id)
+        return await self.runner.run(create_account_tx, plan, self.clock(), account_id)
 
     async def create_api_key(self, account_id: str) -> tuple[str, str]:
-        return await self.runner.run(create_api_key_tx, account_id, now_ms())
+        return await self.runner.run(create_api_key_tx, account_id, self.clock())
 
     async def revoke_api_key(self, key_id: str) -> bool:
-        return await self.runner.run(revoke_api_key_tx, key_id, now_ms())
+        return await self.runner.run(revoke_api_key_tx, key_id, self.clock())
 
     async def resolve_key(self, key: str) -> tuple[str, str] | None:
         from storage.sql import hot_path
@@ -479,7 +484,7 @@ class SqlLedger:
         bonus when this process has not settled it for the account today."""
         from storage.sql import hot_path
 
-        at = now_ms()
+        at = self.clock()
         day = bonus.daily_idempotency_key(to_datetime(at))
         if plan.daily_bonus > 0 and self._daily_done.get(account_id) != day:
             await self.runner.run(_ensure_daily_locked, account_id, plan, at)
@@ -497,7 +502,7 @@ class SqlLedger:
     ) -> bool:
         from storage.sql import hot_path
 
-        at = now_ms()
+        at = self.clock()
         ok = await self.runner.run_raw(
             hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * 1000), at)
         if ok and hold_id in self._leases:
@@ -512,7 +517,7 @@ class SqlLedger:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
         return await self.runner.run_raw(
-            hot_path.settle, hold_id, record, charge, on_shortfall, now_ms())
+            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
 
     async def renew_leases(self) -> int:
         """Renew the leases of this process's in-flight holds (call every lease_s / 3 s).
@@ -520,7 +525,7 @@ class SqlLedger:
         Raises StoreUnavailable."""
         from storage.sql import hot_path
 
-        at = now_ms()
+        at = self.clock()
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
         await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000))
@@ -549,12 +554,12 @@ class SqlLedger:
         event_type: EventType | None = None,
     ) -> GrantResult:
         return await self.runner.run(
-            grant_tx, account_id, source, amount, key, expires_at_ms, reason, now_ms(), metadata,
-            event_type,
+            grant_tx, account_id, source, amount, key, expires_at_ms, reason, self.clock(),
+            metadata, event_type,
         )
 
     async def balance(self, account_id: str) -> BalanceSnapshot:
-        return await self.runner.run(balance_tx, account_id, now_ms())
+        return await self.runner.run(balance_tx, account_id, self.clock())
 
     async def usage(self, account_id: str, limit: int = 50) -> list[dict[str, Any]]:
         return await self.runner.run(usage_tx, account_id, limit)
@@ -568,7 +573,7 @@ class SqlLedger:
     async def adjust_down(self, account_id: str, amount: int, key: str,
                           reason: str) -> GrantResult:
         return await self.runner.run(debit_adjustment_tx, account_id, amount, key, reason,
-                                     now_ms())
+                                     self.clock())
 
     async def list_accounts(self, limit: int, after_id: str | None,
                             plan_key: str | None) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ def assert_problem(resp: httpx.Response, status: int, slug: str) -> dict[str, An
 
 
 def wait_for_usage(ledger: Any, account: str, count: int = 1,
-                   timeout_s: float = 2.0) -> list[dict[str, Any]]:
+                   timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """Poll until the account has `count` usage records (streams settle after the last byte)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -88,7 +88,8 @@ def wait_for_usage(ledger: Any, account: str, count: int = 1,
         time.sleep(0.02)
 
 
-def wait_no_holds(ledger: Any, account: str, timeout_s: float = 2.0) -> dict[str, int]:
+def wait_no_holds(ledger: Any, account: str, timeout_s: float = 10.0) -> dict[str, int]:
+    """Poll until the account holds nothing (or `timeout_s`, a bound for a loaded machine)."""
     deadline = time.monotonic() + timeout_s
     while True:
         totals = ledger.totals(account)

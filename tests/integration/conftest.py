@@ -27,7 +27,7 @@ from policies.compiled import Plan
 from storage import migrate
 from storage.sql.ledger import SqlLedger
 from storage.sql.tables import allocations, buckets, ledger_entries, usage_records
-from tests.support import service_unavailable
+from tests.support import ManualClock, service_unavailable
 
 T = TypeVar("T")
 
@@ -186,6 +186,12 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield dbs.url_of(name)
     finally:
         dbs.release(name)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A ManualClock starting at a fixed instant (2025-06-15 12:00:00 UTC, mid-day)."""
+    return ManualClock(1_749_988_800_000)
 
 
 @pytest.fixture

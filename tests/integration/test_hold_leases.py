@@ -4,7 +4,6 @@ and a process that stops renewing (crashed) strands nothing (SPEC §3)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,15 +12,16 @@ from policies.compiled import Plan
 from storage.buckets import Source
 from storage.ports import Admission, CallRecord
 from storage.sql.ledger import SqlLedger
+from tests.support import ManualClock
 
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
             rollover_cap=0)
-LEASE_S = 1.0  # generous: the timing margins below are ≥ 0.4 s even on a loaded machine
+LEASE_S = 1.0  # the ledger runs on the test's clock: the instants below are exact, not raced
 
 
 @pytest.fixture
-async def leased(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    lg = SqlLedger(ledger_url, lease_s=LEASE_S)
+async def leased(ledger_url: str, clock: ManualClock) -> AsyncIterator[SqlLedger]:
+    lg = SqlLedger(ledger_url, lease_s=LEASE_S, clock=clock)
     try:
         yield lg
     finally:
@@ -33,16 +33,16 @@ async def _audit(lg: SqlLedger, acct: str) -> None:
     assert t["remaining"] - t["debt"] == t["deltas"], t
 
 
-async def test_renewed_until_ttl_then_lapses(leased: SqlLedger) -> None:
+async def test_renewed_until_ttl_then_lapses(leased: SqlLedger, clock: ManualClock) -> None:
     acct = await leased.create_account(PLAN)
     await leased.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
     long_call = await leased.admit(acct, 3_000, "it.op", 5.0, PLAN)
     short_call = await leased.admit(acct, 2_000, "it.op", 0.3, PLAN)
     assert isinstance(long_call, Admission) and isinstance(short_call, Admission)
 
-    await asyncio.sleep(0.5)  # past the short call's ttl, within the first lease
+    clock.advance(500)  # past the short call's ttl, within the first lease
     assert await leased.renew_leases() == 1  # only the long call is still renewed
-    await asyncio.sleep(0.6)  # past the first lease: the unrenewed hold lapsed
+    clock.advance(500)  # the first lease ends: the unrenewed hold lapsed
     snap = await leased.balance(acct)
     assert snap.held == 3_000 and snap.available == 7_000
 
@@ -55,8 +55,9 @@ async def test_renewed_until_ttl_then_lapses(leased: SqlLedger) -> None:
     await _audit(leased, acct)
 
 
-async def test_lapsed_hold_is_not_resurrected_by_renewal(ledger_url: str) -> None:
-    leased = SqlLedger(ledger_url, lease_s=0.3)
+async def test_lapsed_hold_is_not_resurrected_by_renewal(ledger_url: str,
+                                                         clock: ManualClock) -> None:
+    leased = SqlLedger(ledger_url, lease_s=0.3, clock=clock)
     try:
         acct = await leased.create_account(PLAN)
         await leased.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
@@ -64,7 +65,7 @@ async def test_lapsed_hold_is_not_resurrected_by_renewal(ledger_url: str) -> Non
         assert isinstance(first, Admission)
 
         # no renewal for longer than a lease (store blip, blocked event loop): the hold lapsed
-        await asyncio.sleep(0.5)
+        clock.advance(300)
         second = await leased.admit(acct, 10_000, "it.op", 60, PLAN)
         assert isinstance(second, Admission)  # the lapsed hold's balance went to another call
 

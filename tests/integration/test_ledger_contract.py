@@ -7,7 +7,6 @@ Amounts are ledger units (ms of AI time); times are UTC epoch ms.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -25,6 +24,7 @@ from storage.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall, UnknownAccount
 from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx, now_ms
 from storage.sql.tables import api_keys, usage_records
+from tests.support import ManualClock
 
 NewAccount = Callable[[Plan], Awaitable[str]]
 
@@ -206,30 +206,29 @@ async def test_shortfall_split_attributes_holds_in_burn_order(ledger: SqlLedger,
         required=4_000, available=3_000, daily=0, paid=3_000)
 
 
-async def test_expired_holds_stop_counting(ledger: SqlLedger, new_account: NewAccount) -> None:
-    # SqlLedger writes a hold with its lease (renewed while the call runs) as the row's expiry;
-    # a lease as short as the ttl makes "nobody renews it" = "the gateway crashed"
-    short = SqlLedger(ledger.runner.url, lease_s=0.05) if type(ledger) is SqlLedger else ledger
-    try:
-        acct = await new_account(PLAIN)
-        await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
-        short_lived = await short.admit(acct, 10_000, "it.op", 0.05, PLAIN)
-        assert isinstance(short_lived, Admission)
-        assert isinstance(await ledger.admit(acct, 1, "it.op", 60, PLAIN), Shortfall)
+async def test_expired_holds_stop_counting(ledger: SqlLedger, new_account: NewAccount,
+                                           clock: ManualClock) -> None:
+    # A hold's row expires one lease after it was placed; nobody renewing it is what a crashed
+    # gateway looks like. The test clock sits on that instant instead of sleeping past it.
+    ledger.clock = clock
+    lease_ms = int(ledger.lease_s * 1000)
+    acct = await new_account(PLAIN)
+    await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
+    lapsing = await ledger.admit(acct, 10_000, "it.op", 60, PLAIN)
+    assert isinstance(lapsing, Admission)
+    clock.advance(lease_ms - 1)
+    assert isinstance(await ledger.admit(acct, 1, "it.op", 60, PLAIN), Shortfall)
 
-        await asyncio.sleep(0.15)
-        snap = await ledger.balance(acct)
-        assert snap.held == 0 and snap.available == 10_000
-        again = await ledger.admit(acct, 10_000, "it.op", 60, PLAIN)
-        assert isinstance(again, Admission) and again.available_after == 0
-        # an expired hold cannot be extended back to life
-        assert await ledger.extend_hold(acct, short_lived.hold_id, 10_000, 60) is False
-        # settling the lapsed hold still charges the call (at most what is left)
-        done = await short.settle(short_lived.hold_id, call(acct, "req_late"), 4_000, "clamp")
-        assert done.charged == 4_000 and (await ledger.balance(acct)).held == 10_000
-    finally:
-        if short is not ledger:
-            await short.close()
+    clock.advance(1)  # the lease ends now: the hold no longer counts
+    snap = await ledger.balance(acct)
+    assert snap.held == 0 and snap.available == 10_000
+    again = await ledger.admit(acct, 10_000, "it.op", 60, PLAIN)
+    assert isinstance(again, Admission) and again.available_after == 0
+    # an expired hold cannot be extended back to life
+    assert await ledger.extend_hold(acct, lapsing.hold_id, 10_000, 60) is False
+    # settling the lapsed hold still charges the call (at most what is left)
+    done = await ledger.settle(lapsing.hold_id, call(acct, "req_late"), 4_000, "clamp")
+    assert done.charged == 4_000 and (await ledger.balance(acct)).held == 10_000
 
 
 # ---- settlement ------------------------------------------------------------------------------
@@ -353,13 +352,15 @@ async def test_overdraft_becomes_debt_netted_by_next_grant(ledger: SqlLedger,
 
 
 async def test_expired_bucket_is_never_debited(ledger: SqlLedger, new_account: NewAccount,
-                                               probe: Any) -> None:
+                                               probe: Any, clock: ManualClock) -> None:
+    ledger.clock = clock
     acct = await new_account(PLAIN)
     gift = await ledger.grant(acct, Source.GIFT, 1_000, "g1", None, "gift")
-    doomed = await ledger.grant(acct, Source.PACKAGE, 5_000, "p1", now_ms() + 60, "package")
+    doomed = await ledger.grant(acct, Source.PACKAGE, 5_000, "p1", clock() + 60_000, "package")
+    clock.advance(59_999)
     assert (await ledger.balance(acct)).spendable == 6_000
 
-    await asyncio.sleep(0.15)  # no sweep runs: only the clock moved
+    clock.advance(1)  # no sweep runs: only the clock moved, onto the expiry instant
     snap = await ledger.balance(acct)
     assert [b.id for b in snap.buckets] == [gift.bucket_id] and snap.available == 1_000
     assert await ledger.admit(acct, 2_000, "it.op", 60, PLAIN) == Shortfall(

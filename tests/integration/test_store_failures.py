@@ -9,6 +9,7 @@ it waits for the account row lock held by another session.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -24,17 +25,28 @@ pytestmark = pytest.mark.postgres
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
             rollover_cap=0)
 
-async def _terminate_lock_waiters(blocker: Any, database: str) -> int:
-    for _ in range(200):
-        pids = await blocker.fetch(
+async def _lock_waiters(blocker: Any, database: str, but: frozenset[int] = frozenset(),
+                        timeout_s: float = 15.0) -> list[int]:
+    """The backends of `database` (other than `but`) waiting on a lock, polled until there is
+    one (or the deadline: then an empty list). `blocker` is inside its transaction, where
+    pg_stat_activity is a snapshot taken at first use: each poll clears it to see changes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await blocker.execute("SELECT pg_stat_clear_snapshot()")
+        rows = await blocker.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
             " AND wait_event_type = 'Lock'", database)
-        if pids:
-            for row in pids:
-                await blocker.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
-            return len(pids)
+        pids = [row["pid"] for row in rows if row["pid"] not in but]
+        if pids or time.monotonic() > deadline:
+            return pids
         await asyncio.sleep(0.02)
-    return 0
+
+
+async def _terminate_lock_waiters(blocker: Any, database: str) -> list[int]:
+    pids = await _lock_waiters(blocker, database)
+    for pid in pids:
+        await blocker.fetchval("SELECT pg_terminate_backend($1)", pid)
+    return pids
 
 
 async def _start_blocked(ledger: SqlLedger, operation: str, acct: str, held: Admission):
@@ -82,8 +94,10 @@ async def _retried_once(ledger: SqlLedger, operation: str) -> None:
     conn, tx, database = await _blocker(ledger, acct)
     try:
         pending = await _start_blocked(ledger, operation, acct, held)
-        assert await _terminate_lock_waiters(conn, database) == 1
-        await asyncio.sleep(0.1)  # the retry now waits for the lock again
+        killed = await _terminate_lock_waiters(conn, database)
+        assert len(killed) == 1
+        retry = await _lock_waiters(conn, database, but=frozenset(killed))  # a fresh connection
+        assert len(retry) == 1, "the operation was not retried"
         await tx.rollback()
     finally:
         await conn.close()
