@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import inspect
 import json
@@ -87,8 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     grant = sub.add_parser("grant", help="credit AI time to an account")
     grant.add_argument("account_id", help="the account to credit")
     amount = grant.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--minutes", type=int, help="amount in minutes (required: this or --seconds)")
-    amount.add_argument("--seconds", type=int, help="amount in seconds (required: this or --minutes)")
+    amount.add_argument("--minutes", type=int,
+                        help="amount in minutes (required: this or --seconds)")
+    amount.add_argument("--seconds", type=int,
+                        help="amount in seconds (required: this or --minutes)")
     grant.add_argument("--source", choices=["gift", "package"], default="gift",
                        help="bucket kind; a package expires after the catalog's "
                             "package_expiry_days (default: %(default)s)")
@@ -217,7 +220,8 @@ def _run(args: argparse.Namespace, settings: Settings, policy: Policy,
 
         app = create_app(settings, policy)
         server = uvicorn.Server(uvicorn.Config(app, **config_args))  # type: ignore[arg-type]
-        server.run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+            server.run(sockets=[sock])
         return 0 if server.started else 3  # 3: the app failed to start (uvicorn's code)
     settings.export_for_workers()
     _supervise(uvicorn.Config("gateway.app:create_app", factory=True, workers=args.workers,
@@ -252,12 +256,13 @@ def _supervise(config: Any, sock: socket.socket) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    params = inspect.signature(Multiprocess).parameters
-    if "target" in params:  # uvicorn before the supervisor rewrite takes the worker entry point
-        server = uvicorn.Server(config)
-        Multiprocess(config, target=server.run, sockets=[sock]).run()  # type: ignore[call-arg]
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before the rewrite
+        run_worker: Any = uvicorn.Server(config).run
+        supervisor = Multiprocess(config, target=run_worker, sockets=[sock])  # type: ignore
     else:
-        Multiprocess(config, sockets=[sock]).run()
+        supervisor = Multiprocess(config, sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):
+        supervisor.run()
 
 
 def _migrate(settings: Settings) -> None:

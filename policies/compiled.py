@@ -186,7 +186,8 @@ def reference_issues(
         if isinstance(var, str) and env.get(var):
             base = env[var].rstrip("/")
             if not re.match(r"^https?://[^\s/]+", base):
-                problem(("upstreams", name, "base_url_env"), f"{var}={base!r} is not an http(s) URL")
+                problem(("upstreams", name, "base_url_env"),
+                        f"{var}={base!r} is not an http(s) URL")
     routes = data.get("routes", [])
     seen: set[tuple[str, str]] = set()
     for i, route in enumerate(routes if isinstance(routes, list) else []):

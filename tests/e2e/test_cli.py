@@ -156,6 +156,22 @@ def test_a_taken_port_is_one_error_line_and_exit_1(outside: Path, workers: str) 
     assert not (outside / "gateway.db").exists()  # nothing was migrated for a server never run
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_serve_with_exit_0_and_no_traceback(
+    outside: Path, serve: list[subprocess.Popen[str]], workers: str
+) -> None:
+    port = free_port()
+    with (outside / "serve.log").open("w") as log:
+        serve.append(subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers",
+             workers], cwd=outside, env=_env({}), stdout=subprocess.DEVNULL, stderr=log,
+            text=True))
+    wait_healthy(serve[0], f"http://127.0.0.1:{port}")
+    serve[0].send_signal(signal.SIGINT)
+    assert serve[0].wait(timeout=20) == 0
+    assert "Traceback" not in (outside / "serve.log").read_text()
+
+
 # ---- item: a missing optional driver ---------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ def test_a_reused_nonce_is_rejected(signed_gw):
 
 def test_clock_skew_beyond_five_minutes_is_rejected(signed_gw):
     # far from the ±300 s boundary on purpose: the wall clock moves between signing and checking
-    # (the exact boundary is tested on `verify` with an injected clock: tests/unit/test_hmac_window.py)
+    # (the exact boundary is tested on `verify` with an injected clock: unit/test_hmac_window.py)
     account, _ = signed_gw.ledger.funded(1_000)
     for skew in (-3600, 3600):
         r = _get(signed_gw, f"/v1/billing/balance/{account}", ts=int(time.time()) + skew)

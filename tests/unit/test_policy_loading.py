@@ -101,7 +101,8 @@ def test_a_valid_document_with_a_bad_reference_reports_only_that(tmp_path: Path)
     path.write_text(BROKEN.replace("default_plan: gold", "default_plan: free")
                     .replace("    daily_bonus_minutes: -1\n", "")
                     .replace("plan: platinum", "plan: free").replace("units: -5", "units: 5")
-                    .replace("path: /v1/chat\n    upstream: up", "path: /v1/chat2\n    upstream: up"))
+                    .replace("path: /v1/chat\n    upstream: up",
+                             "path: /v1/chat2\n    upstream: up"))
     with pytest.raises(PolicyError) as exc:
         load_policy([path], {})
     assert [(i.line, i.field, i.message) for i in exc.value.issues] == [
