@@ -8,7 +8,8 @@ executes each one as a single transaction:
 - PostgreSQL (`postgresql+asyncpg://`): on the async engine via `AsyncConnection.run_sync`;
   per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
 Driver errors become `StoreUnavailable` here, at the adapter edge (`_store_failed` says which),
-and a connection that failed is dropped rather than returned to the pool, so the next call works.
+and a connection that failed is dropped rather than returned to the pool (with the pooled ones
+opened before it when the connection was lost), so the next call works.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -98,6 +99,7 @@ class Runner:
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
             # is invalidated where the failure is seen, and the next checkout gets a new one.
             self._async = create_async_engine(url, pool_size=10, max_overflow=10)
+            event.listen(self._async.sync_engine, "handle_error", _lost_connection)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` as one transaction. Raises StoreUnavailable when the database
@@ -126,15 +128,11 @@ class Runner:
                     return await aconn.run_sync(_collecting(fn, sink), *args)
             except Exception as exc:
                 if _store_failed(exc):
-                    # A dead pooled connection (server restart, pg_terminate_backend) or one
-                    # the driver lost track of ("another operation is in progress"): drop it,
-                    # and the pooled ones opened before it (a restart killed them all, and the
-                    # driver does not always report it as a disconnect), so the next call
-                    # connects afresh instead of meeting the next dead one.
+                    # Whatever broke it, a connection that failed is not handed back to the
+                    # pool (the pooled ones opened before it are recycled too when the driver
+                    # error was a lost connection: see _lost_connection).
                     with contextlib.suppress(Exception):
                         await aconn.invalidate(exc)
-                    with contextlib.suppress(Exception):
-                        await self._async.dispose()
                 raise
 
     def _committed(self, events: list[Any]) -> None:
@@ -318,6 +316,26 @@ def _collecting(fn: Callable[..., T], sink: list[Any]) -> Callable[..., T]:
             info.pop("gw_events", None)
 
     return call
+
+
+def _lost_connection(context: ExceptionContext) -> None:
+    """SQLAlchemy `handle_error` hook: a driver error caused by a lost connection counts as a
+    disconnect even when the driver has not noticed yet (asyncpg: "cannot switch to state …;
+    another operation is in progress" on a terminated backend). SQLAlchemy then invalidates
+    that connection and recycles every pooled one opened before it — a server restart killed
+    them all — so one failed call, not one per pooled connection, reports the outage."""
+    if context.is_disconnect:
+        return
+    import asyncpg
+
+    broken = (asyncpg.exceptions.InternalClientError, asyncpg.InterfaceError,
+              asyncpg.PostgresConnectionError, OSError, ConnectionError)
+    cause: BaseException | None = context.original_exception
+    while cause is not None:
+        if isinstance(cause, broken):
+            context.is_disconnect = True
+            return
+        cause = cause.__cause__
 
 
 def _store_failed(exc: BaseException) -> bool:
