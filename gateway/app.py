@@ -23,9 +23,9 @@ from starlette.routing import Route as WebRoute
 
 from gateway.admin_api import admin_routes
 from gateway.auth import KeyCache
-from gateway.body_limit import BodyLimit
 from gateway.auto_topup import AutoTopUps, auto_topup_routes
 from gateway.billing_api import billing_routes
+from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.maintenance import maintain
