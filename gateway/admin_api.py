@@ -3,7 +3,9 @@
 Every route needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>` (compared in constant time);
 without a configured token the admin API answers 404 as if absent. Bodies are validated with
 pydantic; amounts are whole seconds or minutes on the wire, ledger units (ms) inside; every
-money-moving call takes an `idempotency_key` so a retried request applies once.
+money-moving call takes an `idempotency_key` so a retried request applies once: the same request
+again answers the original result (`replayed: true`, 200), the key reused for a request with a
+different effect is a 422 `idempotency-key-reused` that applies nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from gateway.billing_api import int_param, json_body, json_response, period_wind
 from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
+    IdempotencyKeyReused,
     NotFound,
     StoreUnavailableProblem,
     Unauthorized,
 )
 from storage.buckets import EventType, Source
-from storage.ports import StoreUnavailable, UnknownAccount
+from storage.ports import IdempotencyConflict, StoreUnavailable, UnknownAccount
 from storage.sql.ledger import now_ms, to_ms
 
 if TYPE_CHECKING:
@@ -105,6 +108,11 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
             return await fn(*args)
         except UnknownAccount as exc:
             raise NotFound(f"No account {exc}.") from None
+        except IdempotencyConflict:
+            raise IdempotencyKeyReused(
+                "This idempotency_key was already used for a different request (amount, "
+                "source, reason or kind); nothing was applied. Resend the original request "
+                "unchanged, or use a new key.") from None
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
 
@@ -166,7 +174,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
             expires = now_ms() + s.policy.document.catalog.package_expiry_days * 86_400_000
         result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
                                body.units, "admin:" + body.idempotency_key, expires, body.reason)
-        return json_response({"bucket_id": result.bucket_id, "amount_ms": body.units,
+        return json_response({"bucket_id": result.bucket_id, "amount_ms": result.amount,
                               "replayed": result.replayed},
                              status=200 if result.replayed else 201)
 
@@ -180,7 +188,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         if body.seconds > 0:
             result = await guarded(s.ledger.grant, account_id, Source.GIFT, body.seconds * 1000,
                                    key, None, body.reason, None, EventType.ADJUSTMENT)
-            applied = body.seconds * 1000
+            applied = result.amount
         else:
             result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * 1000, key,
                                    body.reason)

@@ -52,7 +52,7 @@ class Problem(BaseModel):
     standard ones are extensions of a particular problem type."""
 
     model_config = ConfigDict(extra="allow")
-    type: str = Field(description="`<origin or GATEWAY_PUBLIC_URL>/problems/<slug>`; "
+    type: str = Field(description="`<GATEWAY_PUBLIC_URL or http://HOST:PORT>/problems/<slug>`; "
                                   "dereferences to the type's documentation.",
                       json_schema_extra={"format": "uri"})
     title: str = Field(description="Short summary of the problem type (stable per type).")
@@ -370,14 +370,17 @@ class KeyRevoked(_Reply):
 
 
 class GrantApplied(_Reply):
-    bucket_id: str | None = Field(description="The credited bucket; null on a replay.")
+    bucket_id: str | None = Field(description="The credited bucket (the original one on a "
+                                               "replay).")
     amount_ms: int = Field(gt=0)
-    replayed: bool = Field(description="The idempotency key was already applied (status 200).")
+    replayed: bool = Field(description="The same request was already applied under this "
+                                       "idempotency key: this is its original result (200).")
 
 
 class AdjustmentApplied(_Reply):
     amount_ms: int = Field(description="Signed amount applied (credit > 0, take-back < 0).")
-    replayed: bool = Field(description="The idempotency key was already applied (status 200).")
+    replayed: bool = Field(description="The same request was already applied under this "
+                                       "idempotency key: this is its original result (200).")
     unrecovered_ms: int = Field(ge=0, description="What a take-back could not find.")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import html
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from gateway.admin_api import admin_routes
 from gateway.auth import KeyCache
 from gateway.auto_topup import AutoTopUps, auto_topup_routes
 from gateway.billing_api import billing_routes
+from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.maintenance import maintain
@@ -35,12 +37,13 @@ from gateway.problems import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
+    StoreUnavailableProblem,
     base_url_for,
     problem_types,
     render,
     send_problem,
 )
-from gateway.proxy import Proxy
+from gateway.proxy import Proxy, new_request_id
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
 from gateway.resume import ResumeTokens
 from gateway.services import Services
@@ -67,10 +70,17 @@ class Gateway:
         self.settings = settings
         self.services: Services | None = None
         self._initial_policy = policy
+        self.base_url = base_url_for(settings)
         self.web = Starlette(routes=_web_routes(self), lifespan=self._lifespan)
         self.web.add_exception_handler(GatewayError, self._problem)  # type: ignore[arg-type]
+        self.web.add_exception_handler(StoreUnavailable, self._store_unavailable)
         self.web.add_exception_handler(404, self._not_found)
         self.web.add_exception_handler(405, self._not_allowed)
+        # Starlette's ServerErrorMiddleware calls this for any other exception (instead of its
+        # plain-text 500) when the response has not started.
+        self.web.add_exception_handler(Exception, self._internal_error)
+        self._web = BodyLimit(self.web, max_bytes=settings.max_body_bytes,
+                              base_url=self.base_url)
         self.proxy: Proxy | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -84,10 +94,9 @@ class Gateway:
             # PostgreSQL cannot store U+0000 in text: refuse it before any handler can pass it
             # to the store (as a 400 on every store, so SQLite and PostgreSQL answer alike).
             await send_problem(send, BadRequest(
-                "The path and query must not contain the NUL character (%00)."),
-                base_url_for(scope, self.settings.public_url))
+                "The path and query must not contain the NUL character (%00)."), self.base_url)
             return
-        await self.web(scope, receive, send)
+        await self._web(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -115,7 +124,28 @@ class Gateway:
             self.services = None
 
     async def _problem(self, request: Request, exc: GatewayError) -> Response:
-        status, headers, body = render(exc, base_url_for(request.scope, self.settings.public_url))
+        status, headers, body = render(exc, self.base_url)
+        return Response(body, status_code=status, headers={k.decode(): v.decode()
+                                                            for k, v in headers})
+
+    async def _store_unavailable(self, request: Request, exc: Exception) -> Response:
+        """A StoreUnavailable no handler translated: the 503 problem all the others answer."""
+        if self.services is not None:
+            self.services.metrics.store_errors.labels("web").inc()
+        return await self._problem(request, StoreUnavailableProblem(
+            "The billing store is unreachable; retry shortly."))
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        """Any unexpected exception: logged with a new request id, answered as the
+        `500 internal-error` problem carrying that id (never its text or traceback)."""
+        request_id = new_request_id()
+        log.error("unexpected error", exc_info=exc, extra={
+            "request_id": request_id, "method": request.method, "path": request.url.path})
+        status, headers, body = render(
+            GatewayError(f"An unexpected error occurred; it was logged with request id "
+                         f"{request_id}.", request_id=request_id), self.base_url,
+            f"urn:op:{request_id}",
+            [(b"x-request-id", request_id.encode())])
         return Response(body, status_code=status, headers={k.decode(): v.decode()
                                                             for k, v in headers})
 
@@ -130,6 +160,45 @@ class Gateway:
     async def _not_allowed(self, request: Request, _exc: Exception) -> Response:
         return await self._problem(request, MethodNotAllowed(
             f"{request.method} is not allowed on {request.url.path}."))
+
+
+def prefers_html(accept: str) -> bool:
+    """True when an `Accept` header ranks text/html above application/json (RFC 9110 §12.5.1:
+    the most specific matching range gives each its q). A tie, or no header, means JSON."""
+    ranges: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(1.0, max(0.0, float(value)))
+                except ValueError:
+                    q = 0.0
+        if media:
+            ranges.setdefault(media.lower(), q)
+
+    def quality(kind: str) -> float:
+        for media in (kind, kind.split("/")[0] + "/*", "*/*"):
+            if media in ranges:
+                return ranges[media]
+        return 0.0
+
+    return quality("text/html") > quality("application/json")
+
+
+def problem_page(doc: dict[str, Any]) -> str:
+    """A small standalone HTML page of a problem type's documentation (every value escaped)."""
+    e = {k: html.escape(str(v), quote=True) for k, v in doc.items()}
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{e['status']} {e['title']}</title></head><body>\n"
+        f"<h1>{e['title']}</h1>\n<dl><dt>type</dt><dd><code>{e['type']}</code></dd>\n"
+        f"<dt>status</dt><dd>{e['status']}</dd></dl>\n<p>{e['description']}</p>\n"
+        "<p>Errors of this gateway are RFC 9457 problem documents "
+        "(<code>application/problem+json</code>) whose <code>type</code> is this page.</p>\n"
+        "</body></html>\n")
 
 
 def _has_nul(scope: dict[str, Any]) -> bool:
@@ -291,13 +360,19 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def problem_doc(request: Request) -> Response:
-        """The documentation a problem `type` URL dereferences to (RFC 9457 §3.1.1)."""
-        cls = problem_types().get(request.path_params["slug"])
+        """The documentation a problem `type` URL dereferences to (RFC 9457 §3.1.1): JSON by
+        default, an HTML page when the client prefers text/html (a browser)."""
+        slug = request.path_params["slug"]
+        cls = problem_types().get(slug)
         if cls is None:
-            raise NotFound(f"No problem type {request.path_params['slug']!r}.")
-        return JSONResponse({"type": request.path_params["slug"], "title": cls.title,
-                             "status": cls.status,
-                             "description": " ".join((cls.__doc__ or cls.title).split())})
+            raise NotFound(f"No problem type {slug!r}.")
+        doc = {"type": gw.base_url + slug, "slug": slug, "title": cls.title,
+               "status": cls.status, "description": " ".join((cls.__doc__ or cls.title).split())}
+        headers = {"cache-control": "public, max-age=3600", "vary": "accept"}
+        if prefers_html(request.headers.get("accept", "")):
+            return Response(problem_page(doc), media_type="text/html; charset=utf-8",
+                            headers={**headers, "content-security-policy": "default-src 'none'"})
+        return JSONResponse(doc, headers=headers)
 
     return [
         *billing_routes(gw),

@@ -36,7 +36,9 @@ from gateway.problems import (
     BadRequest,
     BadWebhookSignature,
     GatewayError,
+    IdempotencyKeyReused,
     NotFound,
+    PayloadTooLarge,
     PaymentProviderError,
     PaymentsNotConfigured,
     StoreUnavailableProblem,
@@ -356,18 +358,23 @@ OPERATIONS: tuple[Operation, ...] = (
         ADMIN,
         (Reply(201, "Credited.", m.GrantApplied),
          Reply(200, "Replayed: this idempotency key was already applied.", m.GrantApplied)),
-        _ADMIN_ERRORS, params=(ACCOUNT_ID,), body=Grant,
+        (*_ADMIN_ERRORS, IdempotencyKeyReused), params=(ACCOUNT_ID,), body=Grant,
         description="Exactly one of `seconds` or `minutes`. `gift` never expires; `package` "
-                    "expires with the catalog's package expiry."),
+                    "expires with the catalog's package expiry. The same request again with "
+                    "its `idempotency_key` answers the original result (200, `replayed`); the "
+                    "key reused for another amount, source or reason is a 422."),
     Operation(
         "POST", "/v1/admin/accounts/{accountId}/adjustments", "adjustBalance",
         "Signed correction", "admin", ADMIN,
         (Reply(201, "Applied.", m.AdjustmentApplied),
          Reply(200, "Replayed: this idempotency key was already applied.",
                m.AdjustmentApplied)),
-        _ADMIN_ERRORS, params=(ACCOUNT_ID,), body=Adjustment,
+        (*_ADMIN_ERRORS, IdempotencyKeyReused), params=(ACCOUNT_ID,), body=Adjustment,
         description="Positive credits a gift bucket; negative takes balance back in burn "
-                    "order, never below zero (`unrecovered_ms` is what was missing)."),
+                    "order, never below zero (`unrecovered_ms` is what was missing). The same "
+                    "request again with its `idempotency_key` answers the original result "
+                    "(200, `replayed`); the key reused for another amount or reason (or by a "
+                    "grant) is a 422."),
     Operation(
         "GET", "/v1/admin/stats/usage", "getUsageStats", "Usage by model and by operation",
         "admin", ADMIN, (Reply(200, "Totals across every account.", m.UsageStats),),
@@ -410,7 +417,8 @@ def build_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, 
                            "documents whose `type` dereferences to `/problems/<slug>`. The "
                            "metered AI routes themselves are the upstreams' APIs and are not "
                            "described here. Any path or query holding a NUL character (`%00`) "
-                           "is a 400.",
+                           "is a 400; a request body over GATEWAY_MAX_BODY_BYTES (1 MiB by "
+                           "default) is a 413, refused while it is read.",
         },
         "tags": _TAGS,
         "paths": paths,
@@ -448,7 +456,9 @@ def _operation(op: Operation, refs: Mapping[tuple[Any, str], Any]) -> dict[str, 
             out["content"] = {reply.media_type: {"schema": {"type": "string"}}}
         responses[str(reply.status)] = out
     by_status: dict[int, list[type[GatewayError]]] = {}
-    for cls in dict.fromkeys(op.errors):
+    # Every body is bounded while read (gateway/body_limit.py: GATEWAY_MAX_BODY_BYTES).
+    errors = (*op.errors, PayloadTooLarge) if op.body is not None else op.errors
+    for cls in dict.fromkeys(errors):
         by_status.setdefault(cls.status, []).append(cls)
     for status, classes in sorted(by_status.items()):
         responses[str(status)] = _problem_response(status, classes)

@@ -90,6 +90,10 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
             await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
                 session.id, account_id, package.key, package.minutes, currency, cents,
                 operation_id), now_ms())
+        except store.SessionConflict:
+            raise PaymentProviderError(
+                "Stripe returned a Checkout Session that belongs to another purchase; "
+                "retry.") from None
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,

@@ -1,16 +1,18 @@
 """Problem details (RFC 9457): the one exception tree of the gateway and how it is rendered.
 
     GatewayError                      status  type slug
+    │                                 500     internal-error         (any unexpected error)
     ├── BadRequest                    400     bad-request
     │   ├── MalformedJson             400     malformed-json
     │   ├── MalformedResumeToken      400     malformed-resume-token
-    │   └── UnpricedModel             400     unpriced-model
+    │   ├── UnpricedModel             400     unpriced-model
+    │   └── BadWebhookSignature       400     bad-webhook-signature
     ├── Unauthorized                  401     unauthorized
     ├── NotFound                      404     not-found
     ├── MethodNotAllowed              405     method-not-allowed
     ├── PayloadTooLarge               413     payload-too-large
-    │   └── BadWebhookSignature       400     bad-webhook-signature
     ├── ResumeTokenMismatch           422     resume-token-mismatch
+    ├── IdempotencyKeyReused          422     idempotency-key-reused
     ├── InsufficientBalance           402     insufficient-ai-time   (built by `insufficient_ai_time`)
     ├── RateLimited                   429     rate-limited
     ├── UpstreamUnavailable           502     upstream-unavailable
@@ -20,7 +22,11 @@
     └── PaymentsNotConfigured         503     payments-not-configured
 
 Every error the gateway itself returns is one of these, as `application/problem+json` with
-`Cache-Control: no-store`. Errors the upstream returns are relayed as the upstream sent them.
+`Cache-Control: no-store`; an unexpected exception is the base class's `500 internal-error` with
+the request id (never plain text, never a traceback). Errors the upstream returns are relayed as
+the upstream sent them. A problem's `type` is `<GATEWAY_PUBLIC_URL or http://HOST:PORT of the
+listen address>/problems/<slug>` — never built from the request (see `base_url_for`) — and
+dereferences to the type's documentation (`GET /problems/<slug>`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ PROBLEM_CONTENT_TYPE = b"application/problem+json"
 
 
 class GatewayError(Exception):
-    """Base of every gateway-made error: an HTTP status, a stable type slug, a title."""
+    """Base of every gateway-made error: an HTTP status, a stable type slug, a title. Raised
+    itself, it is the 500 answered for an unexpected error (the detail names the request id
+    the error was logged with; nothing of the error itself is shown)."""
 
     status = 500
     slug = "internal-error"
@@ -103,9 +111,17 @@ class MethodNotAllowed(GatewayError):
 
 
 class PayloadTooLarge(GatewayError):
-    """The body is larger than the route's max_body_bytes."""
+    """The body is larger than the limit: the route's max_body_bytes on a proxied route,
+    GATEWAY_MAX_BODY_BYTES (1 MiB by default) on the billing, admin and webhook API. Refused
+    while reading, so an oversized body is never held in memory; the connection is closed."""
 
     status, slug, title = 413, "payload-too-large", "Request body too large"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        # The rest of the body is not read: the server closes the connection after the answer
+        # instead of draining the body to find the next request.
+        self.headers["connection"] = "close"
 
 
 class ResumeTokenMismatch(GatewayError):
@@ -113,6 +129,15 @@ class ResumeTokenMismatch(GatewayError):
     unchanged."""
 
     status, slug, title = 422, "resume-token-mismatch", "Resume token bound to another request"
+
+
+class IdempotencyKeyReused(GatewayError):
+    """This idempotency key was already used for a request with a different effect (amount,
+    source, reason or kind); nothing was applied. Resend the original request unchanged to get
+    its result, or use a new key (draft-ietf-httpapi-idempotency-key-header)."""
+
+    status, slug = 422, "idempotency-key-reused"
+    title = "Idempotency key reused with another request"
 
 
 class InsufficientBalance(GatewayError):
@@ -210,16 +235,14 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-def base_url_for(scope: dict[str, Any], public_url: str | None) -> str:
-    """The problem `type` prefix: GATEWAY_PUBLIC_URL when set, else this request's origin."""
-    if public_url:
-        return public_url.rstrip("/") + "/problems/"
-    host = ""
-    for k, v in scope.get("headers", ()):
-        if k == b"host":
-            host = v.decode("latin-1")
-            break
-    if not host:
-        server = scope.get("server") or ("localhost", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme', 'http')}://{host}/problems/"
+def base_url_for(settings: Any) -> str:
+    """The absolute problem `type` prefix (RFC 9457 §3.1.1), e.g. `https://gw.example/problems/`:
+    `settings.public_url` (GATEWAY_PUBLIC_URL) when set, else the configured listen address
+    `http://HOST:PORT`. Never the request's Host header: a client must not choose the URL that
+    other clients (and their logs) are told to dereference."""
+    if settings.public_url:
+        return str(settings.public_url).rstrip("/") + "/problems/"
+    host = str(settings.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{settings.port}/problems/"

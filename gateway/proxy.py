@@ -87,15 +87,36 @@ class Proxy:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
         request_id = new_request_id()
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
             try:
-                await self._handle(scope, receive, send, route, request_id)
+                await self._handle(scope, receive, tracking_send, route, request_id)
             except StoreUnavailable as exc:  # token store or ledger down outside admission
                 self.s.metrics.store_errors.labels("proxy").inc()
                 raise StoreUnavailableProblem(
                     "The billing store is unreachable; retry shortly.") from exc
+            except GatewayError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the catch-all: a 500 problem, never text
+                log.error("unexpected error", exc_info=exc, extra={
+                    "request_id": request_id, "operation": route.operation})
+                if started:  # the answer is under way: abort it (the server drops the
+                    raise    # connection) rather than start a second one
+                raise GatewayError(f"An unexpected error occurred; it was logged with request "
+                                   f"id {request_id}.", request_id=request_id) from exc
         except GatewayError as err:
-            base = base_url_for(scope, self.s.settings.public_url)
+            if started:  # too late for a problem document; the connection is dropped
+                log.error("error after the response started", extra={
+                    "request_id": request_id, "status": err.status, "detail": err.detail})
+                raise
+            base = base_url_for(self.s.settings)
             instance = f"urn:op:{request_id}"
             op_id = getattr(err, "operation_id", request_id)
             headers = [(b"x-request-id", request_id.encode()),

@@ -6,7 +6,8 @@
 | GATEWAY_POLICY_PATH | ./config/policies.yaml if present, else the packaged default | policy YAML file(s), comma-separated, merged in order |
 | GATEWAY_REDIS_URL | (unset) | Redis for shared ephemeral state; unset = in-process |
 | GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
-| GATEWAY_PUBLIC_URL | (unset) | base of problem `type` URLs; unset = the request's origin |
+| GATEWAY_PUBLIC_URL | (unset) | base of problem `type` URLs; unset = http://HOST:PORT |
+| GATEWAY_MAX_BODY_BYTES | 1048576 | largest body of the billing, admin and webhook API (413) |
 | GATEWAY_LOG_LEVEL | info | debug, info, warning, error |
 | GATEWAY_KEY_CACHE_TTL_S | 30 | seconds an API-key lookup is cached (revocation delay) |
 | GATEWAY_UNBILLED_PATH | unbilled.jsonl | spool of calls served while the store was down |
@@ -106,6 +107,7 @@ class Settings:
     stream_keepalive_s: int = 15
     stream_poll_s: int = 5
     maintenance_s: int = 30
+    max_body_bytes: int = 1_048_576  # billing, admin, webhooks (proxied routes: per route)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -153,6 +155,7 @@ class Settings:
             stream_keepalive_s=_int(env, "GATEWAY_STREAM_KEEPALIVE_S", 15, 1, 300),
             stream_poll_s=_int(env, "GATEWAY_STREAM_POLL_S", 5, 1, 300),
             maintenance_s=_int(env, "GATEWAY_MAINTENANCE_S", 30, 1, 3600),
+            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
             env=env,
         )
 

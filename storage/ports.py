@@ -19,6 +19,11 @@ class UnknownAccount(Exception):
     """No account with this id."""
 
 
+class IdempotencyConflict(Exception):
+    """The idempotency key was already applied to a request with a different effect (amount,
+    source, reason or entry type); nothing was applied. The message names the key."""
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """A hold was placed: `hold_id` reserves `amount`; `available_after` is what is left."""

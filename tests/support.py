@@ -135,14 +135,17 @@ def start_gateway(
     """Migrate a fresh database and serve a gateway on a free port (returns when it is up)."""
     db_url = database_url or f"sqlite:///{tmp_path / 'gateway.db'}"
     paths = policy_paths or [TEST_POLICY]
+    port = free_port()
+    # The listen address is in the settings, as `gateway serve` puts it there (problem `type`
+    # URLs are built from it).
     full_env = {"GATEWAY_DATABASE_URL": db_url,
                 "GATEWAY_POLICY_PATH": ",".join(str(p) for p in paths),
-                "GATEWAY_KEY_CACHE_TTL_S": "0", **env}
+                "GATEWAY_KEY_CACHE_TTL_S": "0", "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(port), **env}
     settings = Settings.from_env(full_env)
     migrate.upgrade(db_url)
     policy = load_policy(settings.policy_paths, settings.env)
     app = create_app(settings, policy)
-    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                             access_log=False, lifespan="on", loop="asyncio")
     server = uvicorn.Server(config)

@@ -7,7 +7,9 @@ executes each one as a single transaction:
   Each transaction is a few short statements, far cheaper than a hop to a thread.
 - PostgreSQL (`postgresql+asyncpg://`): on the async engine via `AsyncConnection.run_sync`;
   per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
-Driver errors become `StoreUnavailable` here, at the adapter edge.
+Driver errors become `StoreUnavailable` here, at the adapter edge (`_store_failed` says which),
+and a connection that failed is dropped rather than returned to the pool (with the pooled ones
+opened before it when the connection was lost), so the next call works.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    PendingRollbackError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.drivers import require_for_database
@@ -92,27 +102,41 @@ class Runner:
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
             # is invalidated where the failure is seen, and the next checkout gets a new one.
             self._async = create_async_engine(url, pool_size=10, max_overflow=10)
+            event.listen(self._async.sync_engine, "handle_error", _lost_connection)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` as one transaction. Raises StoreUnavailable when the database
+        is unreachable or the driver fails (see `_store_failed`); a connection that failed is
+        never reused, so the next call gets a fresh one. IntegrityError (a constraint the
+        caller may expect) and SQL bugs (ProgrammingError, DataError) pass through."""
         sink: list[Any] = []
         try:
             if self._sync is not None:
                 with self._sync.begin() as conn:
                     result = _collecting(fn, sink)(conn, *args)
             else:
-                assert self._async is not None
-                async with self._async.begin() as aconn:
-                    result = await aconn.run_sync(_collecting(fn, sink), *args)
-        except IntegrityError:
-            raise
-        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            raise StoreUnavailable(_first_line(exc)) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+                result = await self._run_async(fn, sink, args)
+        except Exception as exc:
+            if _store_failed(exc):
                 raise StoreUnavailable(_first_line(exc)) from exc
             raise
         self._committed(sink)
         return result
+
+    async def _run_async(self, fn: Callable[..., T], sink: list[Any], args: tuple[Any, ...]) -> T:
+        assert self._async is not None
+        async with self._async.connect() as aconn:
+            try:
+                async with aconn.begin():
+                    return await aconn.run_sync(_collecting(fn, sink), *args)
+            except Exception as exc:
+                if _store_failed(exc):
+                    # Whatever broke it, a connection that failed is not handed back to the
+                    # pool (the pooled ones opened before it are recycled too when the driver
+                    # error was a lost connection: see _lost_connection).
+                    with contextlib.suppress(Exception):
+                        await aconn.invalidate(exc)
+                raise
 
     def _committed(self, events: list[Any]) -> None:
         """Hand a committed transaction's account events to `on_commit` (the live fan-out)."""
@@ -139,6 +163,7 @@ class Runner:
         import asyncpg
 
         unavailable = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                       asyncpg.exceptions.InternalClientError,
                        asyncpg.exceptions.OperatorInterventionError,
                        asyncpg.exceptions.InsufficientResourcesError,
                        OSError, ConnectionError, asyncio.TimeoutError)
@@ -284,13 +309,47 @@ def _collecting(fn: Callable[..., T], sink: list[Any]) -> Callable[..., T]:
     storage.sql.events.emit_tx)."""
 
     def call(conn: Connection, *args: Any) -> T:
-        conn.info["gw_events"] = sink
+        # Kept from before the call: reading `conn.info` of a connection invalidated by `fn`
+        # raises PendingRollbackError, which would hide the driver error that invalidated it.
+        info = conn.info
+        info["gw_events"] = sink
         try:
             return fn(conn, *args)
         finally:
-            conn.info.pop("gw_events", None)
+            info.pop("gw_events", None)
 
     return call
+
+
+def _lost_connection(context: ExceptionContext) -> None:
+    """SQLAlchemy `handle_error` hook: a driver error caused by a lost connection counts as a
+    disconnect even when the driver has not noticed yet (asyncpg: "cannot switch to state …;
+    another operation is in progress" on a terminated backend). SQLAlchemy then invalidates
+    that connection and recycles every pooled one opened before it — a server restart killed
+    them all — so one failed call, not one per pooled connection, reports the outage."""
+    if context.is_disconnect:
+        return
+    import asyncpg
+
+    broken = (asyncpg.exceptions.InternalClientError, asyncpg.InterfaceError,
+              asyncpg.PostgresConnectionError, OSError, ConnectionError)
+    cause: BaseException | None = context.original_exception
+    while cause is not None:
+        if isinstance(cause, broken):
+            context.is_disconnect = True
+            return
+        cause = cause.__cause__
+
+
+def _store_failed(exc: BaseException) -> bool:
+    """True when `exc` means the store is unreachable or its connection broke: any driver
+    error (DBAPIError: OperationalError, InterfaceError, InternalError…) except a constraint
+    violation or an SQL bug, a transaction SQLAlchemy can no longer use (PendingRollbackError),
+    a pool timeout, or a socket error."""
+    if isinstance(exc, (IntegrityError, ProgrammingError, DataError)):
+        return False
+    return isinstance(exc, (DBAPIError, PendingRollbackError, DisconnectionError, PoolTimeout,
+                            OSError, ConnectionError, asyncio.TimeoutError))
 
 
 def _connect_sqlite(url: str) -> sqlite3.Connection:

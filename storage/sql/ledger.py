@@ -34,6 +34,7 @@ from storage.ports import (
     BucketView,
     CallRecord,
     GrantResult,
+    IdempotencyConflict,
     Settlement,
     Shortfall,
     UnknownAccount,
@@ -282,16 +283,49 @@ def take_tx(conn: Connection, account_id: str, bucket_id: str, amount: int, kind
     return entry_id
 
 
+def _applied_under(conn: Connection, account_id: str, key: str) -> Any:
+    """The ledger entry applied under idempotency `key` (id, event_type, delta, reason,
+    metadata_json) with the source and id of a bucket it touched, or None."""
+    return conn.execute(
+        select(ledger_entries.c.id, ledger_entries.c.event_type, ledger_entries.c.delta,
+               ledger_entries.c.reason, ledger_entries.c.metadata_json,
+               buckets.c.source, buckets.c.id.label("bucket_id"))
+        .select_from(ledger_entries
+                     .outerjoin(allocations, allocations.c.entry_id == ledger_entries.c.id)
+                     .outerjoin(buckets, buckets.c.id == allocations.c.bucket_id))
+        .where(ledger_entries.c.account_id == account_id,
+               ledger_entries.c.idempotency_key == key)
+        .order_by(allocations.c.id)
+    ).first()
+
+
+def _metadata(row: Any) -> dict[str, Any]:
+    return dict(json.loads(row.metadata_json)) if row.metadata_json else {}
+
+
 def grant_tx(conn: Connection, account_id: str, source: Source, amount: int, key: str,
              expires_at_ms: int | None, reason: str, at_ms: int,
              metadata: dict[str, Any] | None = None,
              event_type: EventType | None = None) -> GrantResult:
-    """`credit_tx` followed by balance.updated when it applied (admin and CLI grants)."""
+    """`credit_tx` followed by balance.updated when it applied (admin and CLI grants).
+
+    Idempotent by `key` as an operator request is (draft-ietf-httpapi-idempotency-key-header):
+    the same grant again (amount, source, reason, entry type) returns the original entry and
+    bucket with `replayed=True`; the key already applied to anything else raises
+    IdempotencyConflict and changes nothing. (The expiry is not compared: a package grant's is
+    computed from the time of the request.) Raises ValueError, UnknownAccount."""
+    kind = event_type or CREDIT_EVENT_FOR_SOURCE[source]
+    _lock(conn, account_id)
+    prior = _applied_under(conn, account_id, key)
+    if prior is not None:
+        if (prior.event_type, prior.delta, prior.reason, prior.source) != (
+                kind.value, amount, reason, source.value):
+            raise IdempotencyConflict(key)
+        return GrantResult(entry_id=prior.id, bucket_id=prior.bucket_id, amount=prior.delta,
+                           replayed=True, metadata=_metadata(prior))
     result = credit_tx(conn, account_id, source, amount, key, expires_at_ms, reason, at_ms,
-                       metadata, event_type)
-    if not result.replayed:
-        emit_balance_tx(conn, account_id, at_ms,
-                        (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value)
+                       metadata, event_type, locked=True)
+    emit_balance_tx(conn, account_id, at_ms, kind.value)
     return result
 
 
@@ -634,22 +668,31 @@ def debit_adjustment_tx(
 ) -> GrantResult:
     """Take up to `amount` (> 0) units from the live buckets in burn order as an `adjustment`
     entry (support correction, clawback); never below zero — what the buckets lack is reported
-    in `metadata["unrecovered"]`. Idempotent by `key`. Raises ValueError, UnknownAccount."""
+    in `metadata["unrecovered"]` (an entry of delta 0 when nothing could be taken, so the key is
+    spent all the same). Idempotent by `key`: the same adjustment again (amount, reason) returns
+    the original result with `replayed=True`; the key already applied to anything else raises
+    IdempotencyConflict. Raises ValueError, UnknownAccount."""
     if amount <= 0:
         raise ValueError(f"adjustment amount must be > 0, got {amount}")
     _lock(conn, account_id)
-    if _entry_exists(conn, account_id, key):
-        return GrantResult(entry_id=None, bucket_id=None, amount=amount, replayed=True)
+    prior = _applied_under(conn, account_id, key)
+    if prior is not None:
+        meta = _metadata(prior)
+        requested = -prior.delta + int(meta.get("unrecovered", 0))
+        if (prior.event_type, prior.delta <= 0, requested, prior.reason) != (
+                EventType.ADJUSTMENT.value, True, amount, reason):
+            raise IdempotencyConflict(key)
+        return GrantResult(entry_id=prior.id, bucket_id=None, amount=-prior.delta,
+                           replayed=True, metadata=meta)
     rows = _live_bucket_rows(conn, account_id, at_ms)
     plan = plan_debit([_as_bucket(r) for r in rows], amount, to_datetime(at_ms))
     for a in plan.allocations:
         conn.execute(update(buckets).where(buckets.c.id == a.bucket_id)
                      .values(remaining=buckets.c.remaining - a.amount))
     meta = {"unrecovered": plan.shortfall} if plan.shortfall else {}
-    entry_id = None
+    entry_id = _insert_entry(conn, account_id, EventType.ADJUSTMENT, -plan.covered, key,
+                             reason, at_ms, meta or None)
     if plan.covered:
-        entry_id = _insert_entry(conn, account_id, EventType.ADJUSTMENT, -plan.covered, key,
-                                 reason, at_ms, meta or None)
         conn.execute(insert(allocations), [
             {"entry_id": entry_id, "bucket_id": a.bucket_id, "amount": a.amount}
             for a in plan.allocations])

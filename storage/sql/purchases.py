@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
@@ -34,12 +36,28 @@ class Purchase:
     operation_id: str | None
 
 
-def record_purchase_tx(conn: Connection, p: Purchase, at_ms: int) -> None:
-    """Remember a created Checkout Session (status `open`)."""
-    conn.execute(insert(purchases).values(
+class SessionConflict(Exception):
+    """Stripe answered with a Checkout Session id already recorded for a different purchase
+    (another account, package, price or operation); nothing was recorded."""
+
+
+def record_purchase_tx(conn: Connection, p: Purchase, at_ms: int) -> bool:
+    """Remember a created Checkout Session (status `open`). Returns False when this very
+    purchase is already recorded under its session id — Stripe answered a repeated create with
+    the existing session — and nothing changed. Raises SessionConflict when the id is recorded
+    for a different purchase."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    inserted = conn.execute(dialect_insert(purchases).values(
         session_id=p.session_id, account_id=p.account_id, package_key=p.package_key,
         minutes=p.minutes, currency=p.currency, unit_amount_cents=p.unit_amount_cents,
-        operation_id=p.operation_id, status="open", created_at_ms=at_ms))
+        operation_id=p.operation_id, status="open", created_at_ms=at_ms,
+    ).on_conflict_do_nothing(index_elements=["session_id"])).rowcount
+    if inserted:
+        return True
+    row = conn.execute(select(purchases).where(purchases.c.session_id == p.session_id)).one()
+    if _purchase(row) != p:
+        raise SessionConflict(p.session_id)
+    return False
 
 
 def event_seen_tx(conn: Connection, event_id: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import auth, chat_body, encode
+from tests.e2e.helpers import assert_problem, auth, chat_body, encode
 from tests.support import RunningGateway, start_gateway
 
 TOKEN = "a" * 40
@@ -109,3 +109,30 @@ def test_the_admin_api_needs_its_credential_and_validates_bodies(admin):
 def test_without_a_configured_token_the_admin_api_is_absent(gateway):
     r = httpx.get(gateway.url + "/v1/admin/accounts", headers=auth("a" * 40))
     assert r.status_code == 404
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_422_that_applies_nothing(admin):
+    gw, client = admin
+    account = client.post("/v1/admin/accounts", json={"plan": "payg"}).json()["account_id"]
+    grants = f"/v1/admin/accounts/{account}/grants"
+    first = client.post(grants, json={"minutes": 2, "idempotency_key": "ticket-0042"})
+    assert first.status_code == 201
+    same = client.post(grants, json={"minutes": 2, "idempotency_key": "ticket-0042"})
+    assert same.status_code == 200 and same.json() == {**first.json(), "replayed": True}
+    for body in ({"minutes": 3}, {"seconds": 1}, {"minutes": 2, "source": "package"},
+                 {"minutes": 2, "reason": "another ticket"}):
+        r = client.post(grants, json={**body, "idempotency_key": "ticket-0042"})
+        doc = assert_problem(r, 422, "idempotency-key-reused")
+        assert "replayed" not in doc
+    adjust = f"/v1/admin/accounts/{account}/adjustments"
+    r = client.post(adjust, json={"seconds": 120, "reason": "admin grant",
+                                  "idempotency_key": "ticket-0042"})
+    assert_problem(r, 422, "idempotency-key-reused")  # a grant's key is not an adjustment's
+    down = {"seconds": -30, "reason": "clawback", "idempotency_key": "adj-0042"}
+    assert client.post(adjust, json=down).status_code == 201
+    again = client.post(adjust, json=down)
+    assert again.status_code == 200
+    assert again.json() == {"amount_ms": -30_000, "replayed": True, "unrecovered_ms": 0}
+    assert_problem(client.post(adjust, json={**down, "seconds": -60}), 422,
+                   "idempotency-key-reused")
+    assert gw.ledger.balance(account).spendable == 120_000 - 30_000

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
@@ -319,4 +320,27 @@ async def test_expired_plain_buckets_leave_the_ledger_with_an_event(ledger: SqlL
     assert len(expired) == 1 and expired[0]["seconds"] == 300
     assert [e["event_type"] for e in await ledger.runner.run(_entries_tx, acct)] == [
         "package_credit", "expiry"]
+    await _invariant(ledger, acct)
+
+
+async def test_a_checkout_session_recorded_twice_is_one_purchase_or_a_conflict(
+    ledger: SqlLedger,
+) -> None:
+    """Stripe may answer a repeated create with the session it already made: the same purchase
+    is recorded once; the id reused for another purchase is refused, never a constraint error."""
+    acct = await ledger.create_account(PLAN)
+    other = await ledger.create_account(PLAN)
+    mine = purchases.Purchase("cs_same", acct, "mini", 60, "USD", 500, None)
+    assert await ledger.runner.run(purchases.record_purchase_tx, mine, now_ms()) is True
+    assert await ledger.runner.run(purchases.record_purchase_tx, mine, now_ms()) is False
+    for differs in (purchases.Purchase("cs_same", other, "mini", 60, "USD", 500, None),
+                    purchases.Purchase("cs_same", acct, "max", 600, "USD", 6900, None),
+                    purchases.Purchase("cs_same", acct, "mini", 60, "USD", 500, "req_x1234")):
+        with pytest.raises(purchases.SessionConflict):
+            await ledger.runner.run(purchases.record_purchase_tx, differs, now_ms())
+    outcome, _grant, _p = await ledger.runner.run(
+        purchases.fulfil_checkout_tx, "evt_same", "checkout.session.completed", "cs_same",
+        now_ms() + 90 * DAY, now_ms(), "pi_same")
+    assert outcome == "credited"  # the one recorded purchase, for its account
+    assert (await ledger.balance(acct)).spendable == 60 * MIN
     await _invariant(ledger, acct)

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from policies.compiled import Plan
-from storage.buckets import Source
-from storage.ports import Admission, CallRecord, Shortfall, UnknownAccount
+from storage.buckets import EventType, Source
+from storage.ports import Admission, CallRecord, IdempotencyConflict, Shortfall, UnknownAccount
 from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx, now_ms
 from storage.sql.tables import api_keys, usage_records
 from tests.support import ManualClock
@@ -133,15 +133,60 @@ async def test_grant_is_idempotent_by_key(ledger: SqlLedger, new_account: NewAcc
     assert not first.replayed and first.bucket_id is not None and first.amount == 10 * MIN
 
     again = await ledger.grant(acct, Source.PACKAGE, 10 * MIN, "stripe:evt_1", None, "package")
-    assert again.replayed and again.bucket_id is None
-    # a replay with a different amount still changes nothing: the key decides
-    other = await ledger.grant(acct, Source.GIFT, 99 * MIN, "stripe:evt_1", None, "gift")
-    assert other.replayed
+    assert again.replayed
+    assert (again.entry_id, again.bucket_id, again.amount) == (
+        first.entry_id, first.bucket_id, first.amount)  # the original result
+    # the key reused for another grant is refused and changes nothing (never "replayed")
+    for amount, source, reason in ((99 * MIN, Source.PACKAGE, "package"),
+                                   (10 * MIN, Source.GIFT, "package"),
+                                   (10 * MIN, Source.PACKAGE, "another reason")):
+        with pytest.raises(IdempotencyConflict):
+            await ledger.grant(acct, source, amount, "stripe:evt_1", None, reason)
 
     snap = await ledger.balance(acct)
     assert [b.remaining for b in snap.buckets] == [10 * MIN]
     assert [(e["event_type"], e["delta"]) for e in await probe.entries(acct)] == [
         ("package_credit", 10 * MIN)]
+
+
+async def test_an_adjustment_key_replays_its_own_request_and_refuses_any_other(
+    ledger: SqlLedger, new_account: NewAccount, probe: Any
+) -> None:
+    acct = await new_account(PLAIN)
+    up = await ledger.grant(acct, Source.GIFT, 5_000, "admin:adj-up", None, "goodwill", None,
+                            EventType.ADJUSTMENT)
+    down = await ledger.adjust_down(acct, 8_000, "admin:adj-down", "clawback")
+    assert (down.amount, down.metadata, down.replayed) == (5_000, {"unrecovered": 3_000}, False)
+
+    again = await ledger.adjust_down(acct, 8_000, "admin:adj-down", "clawback")
+    assert (again.amount, again.metadata, again.replayed) == (5_000, {"unrecovered": 3_000}, True)
+    again_up = await ledger.grant(acct, Source.GIFT, 5_000, "admin:adj-up", None, "goodwill",
+                                  None, EventType.ADJUSTMENT)
+    assert again_up.replayed and again_up.bucket_id == up.bucket_id
+
+    await ledger.grant(acct, Source.GIFT, 9_000, "g-later", None, "gift")
+    for call in (lambda: ledger.adjust_down(acct, 7_000, "admin:adj-down", "clawback"),
+                 lambda: ledger.adjust_down(acct, 8_000, "admin:adj-down", "other reason"),
+                 lambda: ledger.adjust_down(acct, 5_000, "admin:adj-up", "goodwill"),
+                 lambda: ledger.grant(acct, Source.GIFT, 5_000, "admin:adj-up", None,
+                                      "goodwill"),  # a gift credit, not an adjustment
+                 lambda: ledger.grant(acct, Source.GIFT, 5_000, "admin:adj-down", None,
+                                      "clawback", None, EventType.ADJUSTMENT)):
+        with pytest.raises(IdempotencyConflict):
+            await call()
+    assert (await ledger.balance(acct)).spendable == 9_000  # nothing of those applied
+
+
+async def test_a_take_back_that_found_nothing_still_spends_its_key(
+    ledger: SqlLedger, new_account: NewAccount
+) -> None:
+    acct = await new_account(PLAIN)
+    nothing = await ledger.adjust_down(acct, 4_000, "admin:empty", "clawback")
+    assert (nothing.amount, nothing.metadata) == (0, {"unrecovered": 4_000})
+    await ledger.grant(acct, Source.GIFT, 10_000, "g", None, "gift")
+    retried = await ledger.adjust_down(acct, 4_000, "admin:empty", "clawback")
+    assert retried.replayed and (retried.amount, retried.metadata) == (0, {"unrecovered": 4_000})
+    assert (await ledger.balance(acct)).spendable == 10_000
 
     with pytest.raises(ValueError):
         await ledger.grant(acct, Source.GIFT, 0, "zero", None, "nothing")

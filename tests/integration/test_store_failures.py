@@ -111,3 +111,37 @@ async def _retried_once(ledger: SqlLedger, operation: str) -> None:
         assert after["holds"] == before["holds"] - 1
         assert after["deltas"] == before["deltas"] - 500
     assert after["remaining"] - after["debt"] == after["deltas"]
+
+
+@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
+async def test_dead_pooled_connections_cost_one_store_unavailable_then_the_engine_recovers(
+    ledger_url: str,
+) -> None:
+    """Every pooled connection of the Core engine is killed (a server restart): the next
+    transaction fails as StoreUnavailable — not SQLAlchemy's PendingRollbackError or a driver
+    error — and the ones after it run on fresh connections."""
+    from storage.ports import StoreUnavailable
+
+    ledger = SqlLedger(ledger_url)
+    admin = None
+    try:
+        acct = await ledger.create_account(PLAN)
+        await asyncio.gather(*(ledger.balance(acct) for _ in range(4)))  # several pooled
+        import asyncpg
+
+        url = make_url(ledger_url)
+        admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(
+            hide_password=False))
+        killed = await admin.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
+            "FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.database)
+        assert killed >= 1
+        with pytest.raises(StoreUnavailable):
+            await ledger.balance(acct)
+        for _ in range(5):
+            assert (await ledger.balance(acct)).account_id == acct
+    finally:
+        if admin is not None:
+            await admin.close()
+        await ledger.close()
