@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import iso_utc
 from gateway.settings import Settings, SettingsError
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.buckets import Source
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import SqlLedger, now_ms
+from storage.timestamps import iso_utc
 
 MAX_GRANT_MINUTES = 10_000_000
 
