@@ -20,7 +20,6 @@ from starlette.routing import Route as WebRoute
 
 from gateway.balance_view import enhanced_balance
 from gateway.billing_api import int_param, json_body, json_response, period_window
-from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
     IdempotencyKeyReused,
@@ -31,6 +30,7 @@ from gateway.problems import (
 from storage.buckets import EventType, Source
 from storage.ports import IdempotencyConflict, StoreUnavailable, UnknownAccount
 from storage.sql.ledger import now_ms, to_ms
+from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -13,9 +13,9 @@ A member the handler leaves out when it does not apply (never sends as null) is 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from storage.buckets import EventType
 
@@ -65,13 +65,13 @@ class Problem(BaseModel):
 
 
 class _Priced(_Reply):
-    currency: Currency = Field(description="Currency of this item's price (USD when the item "
-                                           "has no price in the requested one).")
+    currency: Currency = Field(description="Currency of this item's price: always the "
+                                           "document's `currency`.")
     unit_amount_cents: int = Field(ge=0, description="Price in minor units (cents).")
     price: float = Field(ge=0, description="The same amount in major units, for display only.")
-    display_price: str = Field(description="Formatted price, e.g. `$5.00`, `€19.00`.")
-    currency_fallback_from: str | None = omitted(
-        "The requested currency, when this item fell back to USD.")
+    display_price: float = Field(ge=0, description="The same amount in major units (a number, "
+                                                   "as `price`), for display only.")
+    display_price_text: str = Field(description="Formatted price, e.g. `$5.00`, `€19.00`.")
 
 
 class CatalogPackage(_Priced):
@@ -109,44 +109,67 @@ class Catalog(_Reply):
     """The seeds' PricingCatalog in one currency."""
 
     version: str = Field(description="Catalog version; part of the ETag.")
-    currency: Currency = Field(description="Currency of the document (USD on fallback).")
+    currency: Currency = Field(description="Currency of the document and of every item (USD "
+                                           "on fallback).")
     rollover_policy: RolloverPolicy
     subscriptions: list[CatalogSubscription]
     packages: list[CatalogPackage]
     currency_fallback_from: str | None = omitted(
-        "The requested currency, when the catalog does not offer it and fell back to USD.")
+        "The requested currency, when the catalog does not offer it or any item has no price "
+        "in it: the whole document is then in USD.")
 
 
 # --- balance ---------------------------------------------------------------------------------
 
 
 class BalanceTotals(_Reply):
-    total_seconds: int = Field(ge=0, description="Spendable seconds minus debt.")
-    paid_seconds: int = Field(ge=0, description="Spendable seconds outside bonus buckets.")
-    bonus_seconds: int = Field(ge=0, description="Seconds in daily and welcome buckets.")
+    total_seconds: int = Field(ge=0, description="`paid_seconds` + `bonus_seconds`: the sum of "
+                                                 "every listed bucket's seconds.")
+    paid_seconds: int = Field(ge=0, description="The sum of `buckets.paid[].seconds` (every "
+                                                "non-daily bucket, welcome and gift included).")
+    bonus_seconds: int = Field(ge=0, description="The sum of `buckets.daily[].seconds`.")
     available_seconds: int = Field(ge=0, description="What a call can use now (after holds "
-                                                     "and debt).")
+                                                     "and debt); never above total_seconds.")
     held_seconds: int = Field(ge=0, description="Held by calls in flight.")
     debt_seconds: int = Field(ge=0, description="Overdraft to be netted against the next credit.")
     next_expiry_at: str | None = Field(description="Earliest bucket expiry, or null.",
                                        json_schema_extra=_DATE_TIME)
 
 
+BucketStatus = Literal["active", "expiring", "expired"]
+_PRIORITY = "1-based position in burn order, across daily and paid buckets."
+_STATUS = "`expiring` when the bucket expires within 24 h, else `active` (`expired` after it)."
+
+
 class DailyBucket(_Reply):
-    seconds: int = Field(ge=0)
+    """A daily bonus bucket (seed 000's BucketWithDisplay with `type: 'daily'`)."""
+
+    id: str
+    source: Literal["daily"]
+    type: Literal["daily"]
+    seconds: int = Field(ge=0, description="Whole seconds left, rounded down.")
     expires_at: str = timestamp("Midnight UTC of the bucket's day.")
+    priority: int = Field(ge=1, description=_PRIORITY)
+    status: BucketStatus = Field(description=_STATUS)
 
 
 class PaidBucket(_Reply):
-    seconds: int = Field(ge=0)
+    """Any other bucket (seed 000's BucketWithDisplay with `type: 'paid'`)."""
+
+    id: str
+    source: Literal["subscription", "rollover", "package", "welcome", "gift"]
+    type: Literal["paid"]
+    seconds: int = Field(ge=0, description="Whole seconds left, rounded down.")
     expires_at: str | None = Field(description="Null for buckets that never expire.",
                                    json_schema_extra=_DATE_TIME)
-    source: Literal["subscription", "rollover", "package", "welcome", "gift"]
+    priority: int = Field(ge=1, description=_PRIORITY)
+    status: BucketStatus = Field(description=_STATUS)
 
 
 class BalanceBuckets(_Reply):
-    daily: list[DailyBucket]
-    paid: list[PaidBucket] = Field(description="Every non-daily bucket, in burn order.")
+    daily: list[DailyBucket] = Field(description="The daily buckets, in burn order.")
+    paid: list[PaidBucket] = Field(description="Every non-daily bucket (subscription, rollover, "
+                                               "package, welcome, gift), in burn order.")
 
 
 class BonusInfo(_Reply):
@@ -165,7 +188,8 @@ class ScheduledChange(_Reply):
 
 
 class EnhancedBalance(_Reply):
-    """The seeds' EnhancedBalance (whole seconds, rounded down)."""
+    """The seeds' EnhancedBalance (whole seconds, rounded down per bucket; each total is the sum
+    of the seconds of the buckets it counts)."""
 
     version: str = Field(description="Changes whenever the balance changes.")
     plan_key: str
@@ -207,12 +231,13 @@ class TrendDay(_Reply):
 class UsageAnalytics(_Reply):
     """The seeds' UsageAnalytics of one account (seconds charged, 3 decimals)."""
 
-    period: Literal["day", "month"]
+    period: Literal["day", "week", "month"]
     from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
                        json_schema_extra=_DATE_TIME)
     to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
     total_seconds: float = Field(ge=0)
-    by_operation: dict[str, float]
+    by_operation: dict[str, float] = Field(description="Seconds charged per operation.")
+    count_by_operation: dict[str, int] = Field(description="Calls settled per operation.")
     daily_trend: list[TrendDay] = Field(description="Every UTC day of the period, oldest first.")
 
 
@@ -231,10 +256,17 @@ Suggestion = PackageSuggestion | UpgradeSuggestion
 
 
 class BatchCheckItem(_Reply):
+    """One operation's verdict (seed 001's BatchOperationResult, with what it was checked
+    against)."""
+
     operation: str
     ok: bool = Field(description="The balance covers this and every earlier operation.")
-    estimate_seconds: int = Field(ge=0)
     deficit_seconds: int = Field(ge=0, description="Cumulative shortfall up to this operation.")
+    estimate_seconds: int = Field(ge=0)
+    required_seconds: int = Field(ge=0, description="Sum of the estimates up to this one.")
+    balance_seconds: int = Field(ge=0, description="The available balance checked against "
+                                                   "(whole seconds, rounded down).")
+    unit: Literal["seconds"] = Field(description="Unit of every `*_seconds` member.")
     estimate_source: Literal["client", "fixed", "learned"]
     confidence: Literal["high", "medium", "low", "fixed"] | None = omitted(
         "How sure the route's estimate is (not for client estimates).")
@@ -242,12 +274,9 @@ class BatchCheckItem(_Reply):
     suggestions: list[Suggestion] | None = omitted("What to buy to cover the deficit.")
 
 
-class BatchCheckResult(_Reply):
-    ok: bool
-    balance_seconds: int = Field(ge=0, description="Available now (whole seconds, rounded down).")
-    required_seconds: int = Field(ge=0, description="Sum of every operation's estimate.")
-    catalog_version: str
-    results: list[BatchCheckItem] = Field(min_length=1, max_length=10)
+class BatchCheckResult(RootModel[Annotated[list[BatchCheckItem],
+                                           Field(min_length=1, max_length=10)]]):
+    """The bare array of seed 001's `BatchOperationResult[]`, one per operation, in order."""
 
 
 # --- purchases -------------------------------------------------------------------------------
@@ -261,10 +290,14 @@ class PurchaseResult(_Reply):
     session_id: str
     currency: Currency
     unit_amount_cents: int = Field(ge=0)
-    display_price: str
+    price: float = Field(ge=0, description="The amount in major units, for display only.")
+    display_price: float = Field(ge=0, description="The same number (seed 001's "
+                                                   "PurchaseResponse).")
+    display_price_text: str = Field(description="Formatted price, e.g. `€5.00`.")
     package_minutes: int = Field(ge=0)
     currency_fallback_from: str | None = Field(
-        description="The requested currency when the price fell back to USD, else null.")
+        description="The requested currency when the catalog is in USD for it (it is not "
+                    "offered, or some item has no price in it), else null.")
 
 
 class SubscriptionCheckoutResult(_Reply):
@@ -275,12 +308,15 @@ class SubscriptionCheckoutResult(_Reply):
     session_id: str
     currency: Currency
     unit_amount_cents: int = Field(ge=0, description="Monthly price in minor units (cents).")
-    display_price: str
+    price: float = Field(ge=0, description="The amount in major units, for display only.")
+    display_price: float = Field(ge=0, description="The same number.")
+    display_price_text: str = Field(description="Formatted price, e.g. `€29.00`.")
     subscription_key: str
     plan_key: str = Field(description="The plan the account moves to once Stripe confirms.")
     minutes_per_period: int = Field(ge=0)
     currency_fallback_from: str | None = Field(
-        description="The requested currency when the price fell back to USD, else null.")
+        description="The requested currency when the catalog is in USD for it (it is not "
+                    "offered, or some item has no price in it), else null.")
 
 
 class AutoTopUp(_Reply):
@@ -396,7 +432,7 @@ class UsageGroup(_Reply):
 class UsageStats(_Reply):
     """Usage across every account, grouped by model and by operation."""
 
-    period: Literal["day", "month"]
+    period: Literal["day", "week", "month"]
     from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
                        json_schema_extra=_DATE_TIME)
     to: str = timestamp("End of the window: tomorrow 00:00 UTC.")

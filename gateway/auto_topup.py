@@ -25,7 +25,6 @@ from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
 from gateway.billing_api import json_response, own_account
-from gateway.payment_required import iso_utc
 from gateway.problems import (
     BadRequest,
     NotFound,
@@ -36,6 +35,7 @@ from policies.catalog import price_in
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup as store
 from storage.sql.ledger import now_ms
+from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -3,8 +3,16 @@
 Shape (seeds/001, `EnhancedBalance`): version, plan_key, subscription_status, catalog_version,
 totals {total_seconds, paid_seconds, bonus_seconds, next_expiry_at}, buckets {daily[], paid[]},
 bonus {daily_minutes, used_this_month_minutes, monthly_cap_minutes}. Added here:
-totals.available_seconds (after holds and debt), held_seconds, debt_seconds. Seconds are whole
-seconds rounded down; `buckets.paid` lists every non-daily bucket with its `source`;
+totals.available_seconds (after holds and debt), held_seconds, debt_seconds.
+
+Every bucket is `daily` or `paid` (seeds 000 `BucketWithDisplay.type`; seed 001's migration
+helper counts welcome time as paid): `buckets.daily` lists the daily buckets, `buckets.paid`
+every other one — subscription, rollover, package, welcome and gift, each with its `source`.
+`bonus_seconds` is the sum of the daily buckets' seconds, `paid_seconds` of the paid ones',
+`total_seconds` of both (storage.sql.events.balance_totals, shared with the stream). Seconds
+are whole seconds rounded down per bucket. Each bucket carries `id`, `source`, `type`,
+`seconds`, `expires_at` (null: never expires), `priority` (1-based burn order across both
+lists) and `status` (`active`; `expiring` when it expires within 24 h; `expired`).
 `scheduled_change` is the seeds' downgrade warning (new_plan, effective_date,
 will_discard_rollover, minutes_to_discard) or null.
 """
@@ -13,18 +21,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.payment_required import iso_utc
 from policies.compiled import Plan
 from storage.buckets import Source
-from storage.ports import BalanceSnapshot
+from storage.ports import BalanceSnapshot, BucketView
+from storage.sql.events import balance_totals
 from storage.sql.events import seconds as _s
+from storage.timestamps import iso_utc
+
+EXPIRING_WITHIN_MS = 24 * 3_600_000
+
+
+def bucket_status(expires_at_ms: int | None, now_ms: int) -> str:
+    """`expired` at or after its expiry (expiry is exclusive), `expiring` when it expires within
+    24 h of `now_ms`, else `active` (also for buckets that never expire)."""
+    if expires_at_ms is None:
+        return "active"
+    if expires_at_ms <= now_ms:
+        return "expired"
+    return "expiring" if expires_at_ms - now_ms < EXPIRING_WITHIN_MS else "active"
+
+
+def _bucket(b: BucketView, priority: int, now_ms: int) -> dict[str, Any]:
+    return {"id": b.id, "source": b.source,
+            "type": "daily" if b.source == Source.DAILY else "paid",
+            "seconds": _s(b.remaining),
+            "expires_at": iso_utc(b.expires_at_ms) if b.expires_at_ms is not None else None,
+            "priority": priority, "status": bucket_status(b.expires_at_ms, now_ms)}
 
 
 def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: str) -> dict[str, Any]:
-    """EnhancedBalance of `snap` (buckets in burn order; expiry times RFC 3339 UTC or null)."""
-    daily = [b for b in snap.buckets if b.source == Source.DAILY.value]
-    others = [b for b in snap.buckets if b.source != Source.DAILY.value]
-    bonus_ms = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
+    """EnhancedBalance of `snap` (buckets in burn order; times RFC 3339 UTC or null). The
+    snapshot's own clock, `snap.now_ms`, decides each bucket's `status`."""
+    listed = [_bucket(b, i, snap.now_ms) for i, b in enumerate(snap.buckets, 1)]
+    totals = balance_totals([(b.source, b.remaining) for b in snap.buckets], snap.held,
+                            snap.debt)
     expiries = [b.expires_at_ms for b in snap.buckets if b.expires_at_ms is not None]
     return {
         "version": str(snap.version),
@@ -32,20 +62,14 @@ def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: 
         "subscription_status": snap.subscription_status,
         "catalog_version": catalog_version,
         "totals": {
-            "total_seconds": _s(snap.spendable - snap.debt),
-            "paid_seconds": _s(snap.spendable - bonus_ms),
-            "bonus_seconds": _s(bonus_ms),
-            "available_seconds": _s(snap.available),
+            **totals,
             "held_seconds": _s(snap.held),
             "debt_seconds": -(-snap.debt // 1000),
             "next_expiry_at": iso_utc(min(expiries)) if expiries else None,
         },
         "buckets": {
-            "daily": [{"seconds": _s(b.remaining), "expires_at": iso_utc(b.expires_at_ms)}
-                      for b in daily if b.expires_at_ms is not None],
-            "paid": [{"seconds": _s(b.remaining),
-                      "expires_at": iso_utc(b.expires_at_ms) if b.expires_at_ms else None,
-                      "source": b.source} for b in others],
+            "daily": [b for b in listed if b["type"] == "daily"],
+            "paid": [b for b in listed if b["type"] == "paid"],
         },
         "scheduled_change": _scheduled_change(snap),
         "bonus": {

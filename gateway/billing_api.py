@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -22,7 +22,7 @@ from starlette.routing import Route as WebRoute
 from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import ceil_seconds, iso_utc, suggestions_for
+from gateway.payment_required import ceil_seconds, suggestions_for
 from gateway.problems import (
     BadRequest,
     NotFound,
@@ -35,6 +35,7 @@ from policies.compiled import Policy
 from storage import bonus
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import to_ms
+from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -124,10 +125,14 @@ def json_body(model: type[BodyT], raw: bytes) -> BodyT:
 
 
 async def own_account(gw: Gateway, request: Request) -> str:
-    """`{userId}` of the path when the request may read it: a server-signed request (any
-    account), or the account's own API key (any other id is a 404, so ids cannot be probed)."""
-    user_id = request.path_params["userId"]
+    """The account a read is for: `{userId}` of the path, else the `userId` query parameter,
+    when the request may read it — a server-signed request (any account; it must name one,
+    else BadRequest), or the account's own API key (naming none means its own; any other id is
+    a 404, so ids cannot be probed)."""
+    user_id = request.path_params.get("userId") or request.query_params.get("userId")
     if await server_signed(gw, request):
+        if not user_id:
+            raise BadRequest("userId is required on a server-signed request.")
         s = gw.services
         assert s is not None
         try:
@@ -138,9 +143,9 @@ async def own_account(gw: Gateway, request: Request) -> str:
             raise NotFound(f"No account {user_id!r}.")
         return user_id
     caller = await caller_for(gw, request)
-    if user_id != caller.account_id:
+    if user_id not in (None, "", caller.account_id):
         raise NotFound(f"No account {user_id!r} for this API key.")
-    return user_id
+    return caller.account_id
 
 
 def billing_routes(gw: Gateway) -> list[WebRoute]:
@@ -231,21 +236,22 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
             running += need
             deficit = max(0, running - available)
             item: dict[str, Any] = {"operation": name, "ok": deficit == 0,
+                                    "deficit_seconds": ceil_seconds(deficit),
                                     "estimate_seconds": ceil_seconds(need),
-                                    "deficit_seconds": ceil_seconds(deficit), **basis}
+                                    "required_seconds": ceil_seconds(running),
+                                    "balance_seconds": available // 1000, "unit": "seconds",
+                                    **basis}
             if deficit:
                 item["suggestions"] = suggestions_for(deficit, s.policy.document.catalog,
                                                       snap.plan_key)
             results.append(item)
-        doc = {"ok": all(r["ok"] for r in results), "balance_seconds": available // 1000,
-               "required_seconds": ceil_seconds(running),
-               "catalog_version": s.policy.catalog_version, "results": results}
-        return json_response(doc)
+        return json_response(results)
 
     return [
         WebRoute("/v1/billing/check-sufficient-batch", check_batch, methods=["POST"]),
         WebRoute("/v1/billing/catalog", catalog, methods=["GET"]),
         WebRoute("/v1/billing/balance/{userId}", balance, methods=["GET"]),
+        WebRoute("/v1/billing/enhanced-balance/{userId}", balance, methods=["GET"]),
         WebRoute("/v1/billing/events/{userId}", events, methods=["GET"]),
         WebRoute("/v1/billing/usage/{userId}", usage, methods=["GET"]),
     ]
@@ -281,15 +287,32 @@ def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dic
                                          "based_on_samples": stats["samples"]}
 
 
-def period_window(request: Request) -> tuple[str, datetime, datetime]:
-    """(`period` query value, its UTC start, its end = tomorrow 00:00 UTC) for `day` (today)
-    or `month` (this calendar month, the default). Raises BadRequest for anything else."""
+PERIODS = ("day", "week", "month")
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """(UTC start, exclusive end = tomorrow 00:00 UTC) of `period` as of `now`: `day` today,
+    `week` the last 7 UTC days including today, `month` this calendar month (seed 000's
+    daily/weekly/monthly analytics)."""
+    end = bonus.day_end(now)
+    if period == "day":
+        return bonus.day_start(now), end
+    if period == "week":
+        return end - timedelta(days=7), end
+    return bonus.month_start(now), end
+
+
+def period_window(
+    request: Request, now: datetime | None = None
+) -> tuple[str, datetime, datetime]:
+    """(`period` query value, its UTC start, its end) of `period_bounds` for `day`, `week` or
+    `month` (the default), as of `now` (default: the current time). Raises BadRequest for
+    anything else."""
     period = request.query_params.get("period", "month")
-    if period not in ("day", "month"):
-        raise BadRequest("period must be 'day' or 'month'.")
-    now = datetime.now(UTC)
-    start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
-    return period, start, bonus.day_end(now)
+    if period not in PERIODS:
+        raise BadRequest("period must be 'day', 'week' or 'month'.")
+    start, end = period_bounds(period, now or datetime.now(UTC))
+    return period, start, end
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -315,14 +338,18 @@ def event_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage_view(
-    rows: list[tuple[str, int, int]], period: str, start: datetime, end: datetime
+    rows: list[tuple[str, int, int, int]], period: str, start: datetime, end: datetime
 ) -> dict[str, Any]:
-    """The seeds' UsageAnalytics from (operation, day start ms, charged ms) rows: seconds are
-    display numbers (3 decimals); every day of the period appears in daily_trend."""
+    """The seeds' UsageAnalytics from (operation, day start ms, charged ms, calls) rows:
+    seconds are display numbers (3 decimals); `by_operation` maps each operation to its seconds
+    (seed 001 divides them by 60), `count_by_operation` to its number of calls (seed 000's
+    per-operation `count`); every day of the period appears in daily_trend."""
     by_op: dict[str, int] = {}
+    calls: dict[str, int] = {}
     by_day: dict[int, int] = {}
-    for op, day, charged in rows:
+    for op, day, charged, n in rows:
         by_op[op] = by_op.get(op, 0) + charged
+        calls[op] = calls.get(op, 0) + n
         by_day[day] = by_day.get(day, 0) + charged
     trend = []
     day_ms = to_ms(start)
@@ -332,4 +359,5 @@ def usage_view(
     return {"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
             "total_seconds": sum(by_op.values()) / 1000,
             "by_operation": {op: ms / 1000 for op, ms in sorted(by_op.items())},
+            "count_by_operation": dict(sorted(calls.items())),
             "daily_trend": trend}

@@ -21,7 +21,6 @@ from typing import Any
 
 import gateway
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import iso_utc
 from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
@@ -30,6 +29,7 @@ from storage.buckets import Source
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import SqlLedger, now_ms
+from storage.timestamps import iso_utc
 
 MAX_GRANT_MINUTES = 10_000_000
 

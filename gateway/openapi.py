@@ -149,9 +149,10 @@ def path_param(name: str, description: str) -> Param:
 USER_ID = path_param("userId", "The account id (`acct_…`). With an API key only the key's own "
                                "account: any other id is a 404.")
 ACCOUNT_ID = path_param("accountId", "The account id (`acct_…`).")
-PERIOD = Param("period", "query", {"type": "string", "enum": ["day", "month"],
+PERIOD = Param("period", "query", {"type": "string", "enum": ["day", "week", "month"],
                                    "default": "month"},
-               "`day`: today (UTC); `month`: this calendar month (UTC). Anything else is a 400.")
+               "`day`: today (UTC); `week`: the last 7 UTC days including today; `month`: this "
+               "calendar month (UTC). Anything else is a 400.")
 _STREAM_DESCRIPTION = """\
 The account's changes as Server-Sent Events, until the client disconnects. Each event has
 `event: <type>`, `id: <the account's event number>` (increasing) and `data: <one JSON object>`;
@@ -167,10 +168,12 @@ N is not an id of this account's stream). The `balance.updated` of each settled 
 message) gets one fresh `balance.updated` snapshot carrying the current id instead — balance
 is state, the newest wins.
 
-Seconds are whole seconds rounded down; times are RFC 3339 UTC. Event types and their `data`:
+Seconds are whole seconds rounded down; times are RFC 3339 UTC with whole seconds. Event types
+and their `data`:
 
 - `balance.updated`: `total_seconds`, `paid_seconds`, `bonus_seconds`, `available_seconds` (as
-  in the balance's `totals`) and `reason`, what changed it: a ledger entry type
+  in the balance's `totals`: `bonus_seconds` is the daily buckets', `paid_seconds` every other
+  bucket's, welcome and gift included) and `reason`, what changed it: a ledger entry type
   (`consumption`, `package_credit`, `subscription_credit`, `daily_bonus`, `welcome_bonus`,
   `gift_credit`, `adjustment`, `expiry`, `rollover_discard`) or `snapshot`.
 - `bucket.created`: `bucket_id`, `source` (`subscription`, `package`, `daily`, `welcome`,
@@ -189,6 +192,20 @@ Seconds are whole seconds rounded down; times are RFC 3339 UTC. Event types and 
 - `history.truncated` (no `id`): `last_event_id`, `oldest_available_id`; refetch the balance.
 
 Not for caching or buffering: `Cache-Control: no-store`, `X-Accel-Buffering: no`."""
+
+_STREAM_REPLIES = (
+    Reply(200, "An endless `text/event-stream` (see the operation's description).",
+          media_type="text/event-stream",
+          headers={**NO_STORE, "X-Accel-Buffering": {
+              "description": "Asks reverse proxies not to buffer the stream.",
+              "schema": {"type": "string", "const": "no"}}}),)
+_STREAM_PARAMS = (
+    Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{0,18}$"},
+          "The `id` of the last event received: the stream resumes after it. Sent by "
+          "EventSource on reconnection; anything but an id is a 400."),
+    Param("lastEventId", "query", {"type": "string", "pattern": "^[0-9]{0,18}$"},
+          "The same, for clients that cannot set headers (the header wins)."),
+)
 
 # BadRequest everywhere: the gateway refuses a NUL (`%00`) in any path or query (gateway/app.py).
 _USER_ERRORS = (BadRequest, Unauthorized, NotFound, StoreUnavailableProblem)
@@ -210,16 +227,25 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("currency", "query",
                   {"type": "string", "enum": ["USD", "EUR", "GBP", "EGP", "SAR", "AED"],
                    "default": "USD"},
-                  "Case-insensitive. A currency the catalog does not offer falls back to USD "
-                  "with `currency_fallback_from`; an unknown code is a 400."),
+                  "Case-insensitive. A currency the catalog does not offer, or that some item "
+                  "has no price in, falls back to USD for the whole document with "
+                  "`currency_fallback_from`; an unknown code is a 400."),
             Param("If-None-Match", "header", {"type": "string"},
                   "ETags of a cached copy (comma-separated) or `*`: a match answers 304."),
         ),
-        description="Packages and subscriptions with integer prices (`unit_amount_cents`). "
-                    "Items without a price in the currency fall back to USD individually."),
+        description="Packages and subscriptions with integer prices (`unit_amount_cents`), "
+                    "all in the document's `currency`; `display_price` is the amount in major "
+                    "units (a number), `display_price_text` it formatted. The ETag is per "
+                    "resulting document (version, requested currency, content)."),
     Operation(
         "GET", "/v1/billing/balance/{userId}", "getBalance", "An account's balance", "billing",
         ACCOUNT_OR_SIGNED, (Reply(200, "The seeds' EnhancedBalance.", m.EnhancedBalance),),
+        _USER_ERRORS, params=(USER_ID,)),
+    Operation(
+        "GET", "/v1/billing/enhanced-balance/{userId}", "getEnhancedBalance",
+        "An account's balance (seed 000's decided path)", "billing", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The same document as `GET /v1/billing/balance/{userId}`.",
+               m.EnhancedBalance),),
         _USER_ERRORS, params=(USER_ID,)),
     Operation(
         "GET", "/v1/billing/events/{userId}", "listEvents", "An account's ledger entries",
@@ -235,12 +261,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/billing/usage/{userId}", "getUsage", "An account's usage analytics",
         "billing", ACCOUNT_OR_SIGNED,
-        (Reply(200, "Seconds charged by operation and by day.", m.UsageAnalytics),),
+        (Reply(200, "Seconds charged (and calls) by operation, seconds by day.",
+               m.UsageAnalytics),),
         _USER_ERRORS, params=(USER_ID, PERIOD)),
     Operation(
         "POST", "/v1/billing/check-sufficient-batch", "checkSufficientBatch",
         "Preflight 1–10 operations against the balance", "billing", ACCOUNT_OR_SIGNED,
-        (Reply(200, "Cumulative per-operation verdicts; nothing is held.", m.BatchCheckResult),),
+        (Reply(200, "The bare array of per-operation verdicts (cumulative), in request order; "
+                    "nothing is held.", m.BatchCheckResult),),
         _USER_ERRORS, body=BatchCheck,
         description="With an API key `userId` may be omitted (another account's id is a 404); "
                     "a server-signed request must name it. Without `estimate_seconds` the "
@@ -254,7 +282,9 @@ OPERATIONS: tuple[Operation, ...] = (
         (*_USER_ERRORS, PaymentProviderError, PaymentsNotConfigured),
         body=PurchaseRequest,
         description="`package_key` must be in the catalog and `currency` one of USD EUR GBP "
-                    "EGP SAR AED (case-insensitive; else 400). `operation_id` (a 402's "
+                    "EGP SAR AED (case-insensitive; else 400); the charge is in the currency "
+                    "the catalog shows for it (USD with `currency_fallback_from` when the "
+                    "catalog falls back). `operation_id` (a 402's "
                     "`instance`) lets the live stream announce the blocked call as resumable "
                     "once the webhook credits the package."),
     Operation(
@@ -305,21 +335,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/billing/stream/{userId}", "streamBillingEvents",
         "An account's live billing events (Server-Sent Events)", "billing", ACCOUNT_OR_SIGNED,
-        (Reply(200, "An endless `text/event-stream` (see the operation's description).",
-               media_type="text/event-stream",
-               headers={**NO_STORE, "X-Accel-Buffering": {
-                   "description": "Asks reverse proxies not to buffer the stream.",
-                   "schema": {"type": "string", "const": "no"}}}),),
-        _USER_ERRORS,
-        params=(
-            USER_ID,
-            Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                  "The `id` of the last event received: the stream resumes after it. Sent by "
-                  "EventSource on reconnection; anything but an id is a 400."),
-            Param("lastEventId", "query", {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                  "The same, for clients that cannot set headers (the header wins)."),
-        ),
+        _STREAM_REPLIES, _USER_ERRORS, params=(USER_ID, *_STREAM_PARAMS),
         description=_STREAM_DESCRIPTION),
+    Operation(
+        "GET", "/v1/billing/stream", "streamOwnBillingEvents",
+        "The caller's live billing events (seed 000's decided path)", "billing",
+        ACCOUNT_OR_SIGNED, _STREAM_REPLIES, _USER_ERRORS,
+        params=(Param("userId", "query", {"type": "string", "minLength": 1},
+                      "The account (`acct_…`): required on a server-signed request; with an "
+                      "API key it may be omitted (the key's own account) and any other id is "
+                      "a 404."),
+                *_STREAM_PARAMS),
+        description="`GET /v1/billing/stream/{userId}` for the API key's own account, or for "
+                    "`?userId=` on a server-signed request.\n\n" + _STREAM_DESCRIPTION),
     # admin_api.admin_routes
     Operation(
         "POST", "/v1/admin/accounts", "createAccount", "Create an account", "admin", ADMIN,

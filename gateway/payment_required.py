@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.problems import InsufficientBalance
 from policies.schema import CatalogSpec
 from storage.ports import Shortfall
+from storage.timestamps import iso_utc
 
 MS_PER_SECOND = 1000
 
@@ -22,9 +22,13 @@ def floor_seconds(units: int) -> int:
     return max(0, units) // MS_PER_SECOND
 
 
-def iso_utc(ms: int) -> str:
-    """Epoch ms → RFC 3339 UTC with a Z suffix, second precision."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def available_text(units: int) -> str:
+    """What is available, for people: whole seconds rounded down — except that an amount above
+    zero never reads as zero (`less than 1 s is available`, not `0 s`)."""
+    if 0 < units < MS_PER_SECOND:
+        return "less than 1 s is available"
+    n = floor_seconds(units)
+    return f"{n} s is available" if n == 1 else f"{n} s are available"
 
 
 def suggestions_for(
@@ -56,19 +60,21 @@ def insufficient_ai_time(
     resume_token: str,
     resume_expires_at_ms: int,
 ) -> InsufficientBalance:
-    """The 402 problem with every field of SPEC §7 (seconds are whole seconds)."""
+    """The 402 problem with every field of SPEC §7. `required_seconds` is rounded up (what the
+    call needs), `balance_seconds` down (what is available, as the balance's totals), and
+    `breakdown_seconds` splits it as the balance does: `bonus_daily` the daily bucket's
+    seconds, `paid` the rest, summing to `balance_seconds`. The `detail` never calls a non-zero
+    amount zero (`less than 1 s is available`)."""
     required = ceil_seconds(shortfall.required)
     balance = floor_seconds(shortfall.available)
+    bonus_daily = min(balance, floor_seconds(shortfall.daily))
     error = InsufficientBalance(
-        f"This request needs about {required} s; {balance} s are available.",
+        f"This request needs about {required} s; {available_text(shortfall.available)}.",
         error="INSUFFICIENT_AI_TIME",
         http_status=402,
         balance_seconds=balance,
         required_seconds=required,
-        breakdown_seconds={
-            "bonus_daily": floor_seconds(shortfall.daily),
-            "paid": floor_seconds(shortfall.paid),
-        },
+        breakdown_seconds={"bonus_daily": bonus_daily, "paid": balance - bonus_daily},
         suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key),
         catalog_version=catalog.version,
         resume_token=resume_token,

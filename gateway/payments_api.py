@@ -31,7 +31,7 @@ from gateway.problems import (
     StoreUnavailableProblem,
 )
 from gateway.stripe_webhooks import apply_event
-from policies.catalog import display_price, price_in
+from policies.catalog import effective_currency, price_fields
 from storage.ports import StoreUnavailable
 from storage.sql import purchases as store
 from storage.sql.ledger import now_ms
@@ -97,8 +97,8 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-               "unit_amount_cents": cents, "display_price": display_price(cents, currency),
-               "package_minutes": package.minutes, "currency_fallback_from": fallback}
+               **price_fields(cents, currency), "package_minutes": package.minutes,
+               "currency_fallback_from": fallback}
         return json_response(doc)
 
     async def subscribe(request: Request) -> Response:
@@ -117,8 +117,7 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
             f"{sub.name} ({sub.minutes} min / month)", metadata,
             {"subscription_data": {"metadata": metadata}})
         doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-               "unit_amount_cents": cents, "display_price": display_price(cents, currency),
-               "subscription_key": sub.key, "plan_key": sub.plan,
+               **price_fields(cents, currency), "subscription_key": sub.key, "plan_key": sub.plan,
                "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
         return json_response(doc)
 
@@ -178,12 +177,12 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
 
 
 def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:
-    """(currency charged, unit amount in cents, currency_fallback_from) for a requested code:
-    a currency the catalog does not offer, or an item without a price in it, falls back to USD.
-    Raises BadRequest for a code outside USD EUR GBP EGP SAR AED."""
+    """(currency charged, unit amount in cents, currency_fallback_from or None) for a requested
+    code, by the catalog's rule (policies.catalog.effective_currency): the buyer pays in the
+    currency the catalog showed — USD when the catalog does not offer the code or any of its
+    items lacks a price in it. Raises BadRequest for a code outside USD EUR GBP EGP SAR AED."""
     code = requested.upper()
     if code not in ("USD", "EUR", "GBP", "EGP", "SAR", "AED"):
         raise BadRequest(f"currency: unknown currency {code}")
-    offered = code if code in catalog.currencies else "USD"
-    currency, cents, fallback = price_in(prices, offered)
-    return currency, cents, code if offered != code else fallback
+    currency = effective_currency(catalog, code)
+    return currency, prices[currency], code if currency != code else None

@@ -1,4 +1,6 @@
-"""`GET /v1/billing/stream/{userId}`: the account's live events as Server-Sent Events.
+"""`GET /v1/billing/stream/{userId}` (and `GET /v1/billing/stream`, seed 000's path: the API
+key's own account, or `?userId=` on a server-signed request): the account's live events as
+Server-Sent Events.
 
 Events (seeds 000 "SSE Balance Updates"; SPEC §8): balance.updated, bucket.created,
 bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready — each with
@@ -36,7 +38,6 @@ from starlette.routing import Route as WebRoute
 
 from gateway.billing_api import own_account
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
-from storage.buckets import Source
 from storage.ports import BalanceSnapshot, StoreUnavailable, UnknownAccount
 from storage.sql import events as log
 from storage.sql.events import AccountEvent
@@ -55,8 +56,8 @@ def _sse(event: AccountEvent) -> ServerSentEvent:
 
 def _snapshot(snap: BalanceSnapshot, seq: int, retry: int | None = None) -> ServerSentEvent:
     """balance.updated (reason `snapshot`) of a balance read, carrying the current id `seq`."""
-    bonus = sum(b.remaining for b in snap.buckets if Source(b.source).is_bonus)
-    data = log.balance_data(snap.spendable, bonus, snap.held, snap.debt, "snapshot")
+    data = log.balance_data([(b.source, b.remaining) for b in snap.buckets], snap.held,
+                            snap.debt, "snapshot")
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
                            id=str(seq), retry=retry)
 
@@ -71,7 +72,7 @@ def _last_event_id(request: Request) -> int | None:
 
 
 def stream_routes(gw: Gateway) -> list[WebRoute]:
-    """The Starlette route of the live billing stream."""
+    """The Starlette routes of the live billing stream."""
 
     async def stream(request: Request) -> Response:
         s = gw.services
@@ -171,4 +172,5 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             send_timeout=30)
 
-    return [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"])]
+    return [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"]),
+            WebRoute("/v1/billing/stream", stream, methods=["GET"])]

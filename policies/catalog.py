@@ -1,11 +1,15 @@
 """The public pricing catalog document (seeds: PricingCatalog + CurrencyAwareCatalog), built by a
 pure function from the policy's catalog for one currency, with its strong ETag.
 
-Currency rules (SPEC §8): one of USD EUR GBP EGP SAR AED; a currency the catalog does not offer
-falls back to USD for the whole document with `currency_fallback_from`; an item without a price
-in an offered currency falls back to USD for that item (its own `currency` and
-`currency_fallback_from`). Amounts are integer minor units (`unit_amount_cents`); `price` is the
-same amount in major units for display only (seeds' `price: number`).
+Currency rules (SPEC §8, seed 001's `CurrencyAwareCatalog`): one of USD EUR GBP EGP SAR AED; when
+the catalog does not offer the requested currency, or any of its items has no price in it, the
+whole document is in USD with the top-level `currency_fallback_from` (the guide shows its notice
+from that field and labels every card "Charged in USD", so no item is ever in another currency
+than the document). Checkout charges by the same rule (`effective_currency`), so a buyer pays
+in the currency the catalog showed. Amounts are integer minor units (`unit_amount_cents`);
+`price` and `display_price` are the same amount in major units for display only (seeds'
+`price: number`, `PurchaseResponse.display_price: number`); `display_price_text` is it
+formatted for people (`$5.00`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,19 @@ def display_price(cents: int, currency: str) -> str:
     return f"{_SYMBOL[currency]}{major:,}.{minor:0{digits}d}"
 
 
+def major_units(cents: int, currency: str) -> float:
+    """Integer minor units as a major-unit number for display (`500` USD → `5.0`)."""
+    return cents / 10 ** _MINOR_DIGITS[currency]
+
+
+def price_fields(cents: int, currency: str) -> dict[str, Any]:
+    """The price members of a catalog item or a checkout reply: `unit_amount_cents` (the
+    amount), `price` and `display_price` (major units, a number) and `display_price_text`."""
+    major = major_units(cents, currency)
+    return {"unit_amount_cents": cents, "price": major, "display_price": major,
+            "display_price_text": display_price(cents, currency)}
+
+
 def price_in(
     prices: Mapping[str, int], currency: str
 ) -> tuple[str, int, str | None]:
@@ -44,17 +61,18 @@ def price_in(
     return FALLBACK_CURRENCY, prices[FALLBACK_CURRENCY], currency
 
 
+def effective_currency(catalog: CatalogSpec, requested: str) -> str:
+    """The currency the catalog is shown and sold in for a requested (supported, upper-case)
+    code: itself when the catalog offers it and every subscription and package has a price in
+    it, else USD."""
+    items = [*catalog.subscriptions, *catalog.packages]
+    if requested in catalog.currencies and all(requested in i.prices for i in items):
+        return requested
+    return FALLBACK_CURRENCY
+
+
 def _item_price(prices: Mapping[str, int], currency: str) -> dict[str, Any]:
-    charged, cents, fallback = price_in(prices, currency)
-    doc: dict[str, Any] = {
-        "currency": charged,
-        "unit_amount_cents": cents,
-        "price": cents / 10 ** _MINOR_DIGITS[charged],
-        "display_price": display_price(cents, charged),
-    }
-    if fallback:
-        doc["currency_fallback_from"] = fallback
-    return doc
+    return {"currency": currency, **price_fields(prices[currency], currency)}
 
 
 def _package(p: PackageSpec, currency: str) -> dict[str, Any]:
@@ -80,14 +98,17 @@ def _subscription(s: SubscriptionSpec, plan: Plan | None, currency: str) -> dict
 def catalog_document(
     catalog: CatalogSpec, plans: Mapping[str, Plan], currency: str | None
 ) -> tuple[dict[str, Any], str]:
-    """(PricingCatalog document for `currency`, strong ETag). `currency` None means USD.
+    """(PricingCatalog document for `currency`, strong ETag of that document). `currency` None
+    means USD. The document is wholly in `effective_currency`; on fallback it names the
+    requested code in `currency_fallback_from`, so every requested currency has its own
+    document and ETag.
 
     Raises UnknownCurrency for a code outside USD EUR GBP EGP SAR AED.
     """
     requested = (currency or FALLBACK_CURRENCY).upper()
     if requested not in SUPPORTED_CURRENCIES:
         raise UnknownCurrency(requested)
-    effective = requested if requested in catalog.currencies else FALLBACK_CURRENCY
+    effective = effective_currency(catalog, requested)
     doc: dict[str, Any] = {
         "version": catalog.version,
         "currency": effective,

@@ -11,7 +11,9 @@ from datetime import datetime
 
 
 class Source(enum.StrEnum):
-    """Where a bucket's balance came from; decides its lifetime (SPEC §4 table)."""
+    """Where a bucket's balance came from; decides its lifetime (SPEC §4 table). Balances count
+    `daily` buckets as bonus time and every other source as paid (seeds: BucketWithDisplay
+    `type: 'daily' | 'paid'`; storage.sql.events.balance_totals)."""
 
     DAILY = "daily"
     SUBSCRIPTION = "subscription"
@@ -19,11 +21,6 @@ class Source(enum.StrEnum):
     PACKAGE = "package"
     WELCOME = "welcome"
     GIFT = "gift"
-
-    @property
-    def is_bonus(self) -> bool:
-        """Daily and welcome buckets are bonus time; the rest is paid (seeds: bonus vs paid)."""
-        return self in (Source.DAILY, Source.WELCOME)
 
 
 class EventType(enum.StrEnum):

@@ -10,7 +10,8 @@ back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
 
 Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
 bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready.
-Seconds in event data are whole seconds rounded down, as in the balance API.
+Seconds in event data are whole seconds rounded down, as in the balance API; times are
+RFC 3339 UTC, whole seconds (storage.timestamps).
 
 Events emitted in a transaction are also appended to the transaction's sink
 (`conn.info["gw_events"]`, set by `storage.sql.engine.Runner`) so the runner can hand them to
@@ -20,6 +21,7 @@ the live fan-out after the commit — never before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,29 +92,44 @@ def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, 
     return event
 
 
-def balance_data(spendable: int, bonus: int, held: int, debt: int,
+def balance_totals(buckets: Iterable[tuple[str, int]], held: int, debt: int) -> dict[str, int]:
+    """Whole-second totals of live buckets given as (source, remaining units), the one rule of
+    the balance, the stream and the 402: `bonus_seconds` is the daily buckets', `paid_seconds`
+    every other bucket's (subscription, rollover, package, welcome, gift) — each bucket rounded
+    down on its own, then summed, so a total always equals the sum of the buckets a client is
+    shown; `total_seconds` = paid + bonus; `available_seconds` what a call can use after
+    `held` and `debt` units, rounded down and never above `total_seconds`."""
+    bonus = paid = spendable = 0
+    for source, remaining in buckets:
+        spendable += remaining
+        if source == Source.DAILY:
+            bonus += seconds(remaining)
+        else:
+            paid += seconds(remaining)
+    total = bonus + paid
+    return {"total_seconds": total, "paid_seconds": paid, "bonus_seconds": bonus,
+            "available_seconds": min(total, seconds(spendable - held - debt))}
+
+
+def balance_data(buckets: Iterable[tuple[str, int]], held: int, debt: int,
                  reason: str) -> dict[str, Any]:
-    """The data of a balance.updated event: totals in whole seconds as in EnhancedBalance
-    (total, paid, bonus, available after holds and debt) and what changed it."""
-    return {"total_seconds": seconds(spendable - debt), "paid_seconds": seconds(spendable - bonus),
-            "bonus_seconds": seconds(bonus), "available_seconds": seconds(spendable - held - debt),
-            "reason": reason}
+    """The data of a balance.updated event: `balance_totals` of the live buckets given as
+    (source, remaining units) — the same numbers as EnhancedBalance's `totals` — and `reason`,
+    what changed it."""
+    return {**balance_totals(buckets, held, debt), "reason": reason}
 
 
 def emit_balance_tx(conn: Connection, account_id: str, at_ms: int, reason: str) -> AccountEvent:
     """Emit balance.updated with the account's totals as of this transaction."""
     live = (buckets.c.account_id == account_id) & (buckets.c.remaining > 0) & (
         buckets.c.expires_at_ms.is_(None) | (buckets.c.expires_at_ms > at_ms))
-    rows = conn.execute(select(buckets.c.source, func.sum(buckets.c.remaining))
-                        .where(live).group_by(buckets.c.source)).all()
-    spendable = sum(int(r[1]) for r in rows)
-    bonus = sum(int(r[1]) for r in rows if Source(r[0]).is_bonus)
+    rows = conn.execute(select(buckets.c.source, buckets.c.remaining).where(live)).all()
     held = int(conn.execute(select(func.coalesce(func.sum(holds.c.amount), 0)).where(
         holds.c.account_id == account_id, holds.c.expires_at_ms > at_ms)).scalar_one())
     debt = int(conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id))
                .scalar_one())
     return emit_tx(conn, account_id, BALANCE_UPDATED,
-                   balance_data(spendable, bonus, held, debt, reason), at_ms)
+                   balance_data(((r[0], int(r[1])) for r in rows), held, debt, reason), at_ms)
 
 
 def events_after_tx(conn: Connection, account_id: str, after_seq: int,

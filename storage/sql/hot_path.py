@@ -188,10 +188,11 @@ async def settle(
             await db.run(_INSERT_ALLOCATION, (entry_id, a.bucket_id, a.amount))
     held = int((await db.one(_HELD, (account_id, at_ms)))[0])
     spendable = sum(b.remaining for b in buckets) - plan.covered
-    bonus_ids = {b.id for b in buckets if b.source.is_bonus}
-    bonus = sum(b.remaining for b in buckets if b.id in bonus_ids) - sum(
-        a.amount for a in plan.allocations if a.bucket_id in bonus_ids)
-    data = balance_data(spendable, bonus, held, new_debt, EventType.CONSUMPTION.value)
+    taken: dict[str, int] = {}
+    for a in plan.allocations:
+        taken[a.bucket_id] = taken.get(a.bucket_id, 0) + a.amount
+    data = balance_data([(b.source, b.remaining - taken.get(b.id, 0)) for b in buckets], held,
+                        new_debt, EventType.CONSUMPTION.value)
     data["charged_ms"] = debited
     usage = (record.request_id, account_id, record.operation, record.model,
              record.upstream_status, record.duration_ms, record.input_tokens,

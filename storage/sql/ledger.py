@@ -58,6 +58,7 @@ from storage.sql.tables import (
     usage_daily,
     usage_records,
 )
+from storage.timestamps import iso_utc
 
 KEY_PREFIX = "gw_"
 
@@ -70,11 +71,6 @@ def now_ms() -> int:
 def to_datetime(ms: int) -> datetime:
     """UTC datetime of epoch milliseconds."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 UTC (`…Z`) of epoch milliseconds."""
-    return to_datetime(ms).isoformat().replace("+00:00", "Z")
 
 
 def to_ms(dt: datetime) -> int:
@@ -254,7 +250,7 @@ def credit_tx(
         at_ms, meta or None,
     )
     conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id, amount=amount))
-    expires = None if expires_at_ms is None else iso_ms(expires_at_ms)
+    expires = None if expires_at_ms is None else iso_utc(expires_at_ms)
     event = (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value
     if source is Source.ROLLOVER:
         emit_tx(conn, account_id, ROLLOVER_CREATED, {
@@ -626,7 +622,7 @@ class SqlLedger:
 
     async def usage_summary(
         self, account_id: str, from_ms: int, to_ms_: int
-    ) -> list[tuple[str, int, int]]:
+    ) -> list[tuple[str, int, int, int]]:
         return await self.runner.run(usage_summary_tx, account_id, from_ms, to_ms_)
 
 
@@ -650,17 +646,19 @@ def events_tx(
 
 def usage_summary_tx(
     conn: Connection, account_id: str, from_ms: int, to_ms_: int
-) -> list[tuple[str, int, int]]:
-    """(operation, UTC day start ms, Σ charged) of the account's usage in the UTC days of
-    [from_ms, to_ms_), read from the daily rollup written at settlement: at most one row per
-    day and operation, whatever the number of calls (a month is ≤ 31 × operations rows)."""
+) -> list[tuple[str, int, int, int]]:
+    """(operation, UTC day start ms, Σ charged, number of calls) of the account's usage in the
+    UTC days of [from_ms, to_ms_), read from the daily rollup written at settlement: at most one
+    row per day and operation, whatever the number of calls (a month is ≤ 31 × operations
+    rows)."""
     rows = conn.execute(
-        select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged)
+        select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged,
+               usage_daily.c.calls)
         .where(usage_daily.c.account_id == account_id,
                usage_daily.c.day_ms >= from_ms // 86_400_000 * 86_400_000,
                usage_daily.c.day_ms < to_ms_)
     )
-    return [(r[0], int(r[1]), int(r[2])) for r in rows]
+    return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
 def debit_adjustment_tx(

@@ -27,9 +27,10 @@ from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
 from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx, seconds
-from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, iso_ms, take_tx
+from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
 from storage.sql.purchases import event_seen_tx
 from storage.sql.tables import accounts, buckets, stripe_events
+from storage.timestamps import iso_utc
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ def invoice_paid_tx(conn: Connection, event_id: str, event_type: str, event_ms: 
         conn, account_id, Source.SUBSCRIPTION, inv.units, f"stripe_invoice:{inv.invoice_id}",
         inv.period_end_ms, f"subscription {inv.subscription_key}", at_ms,
         {"invoice_id": inv.invoice_id, "subscription_id": inv.subscription_id,
-         "plan_key": inv.plan_key, "period_start": iso_ms(inv.period_start_ms),
-         "period_end": iso_ms(inv.period_end_ms)}, locked=True)
+         "plan_key": inv.plan_key, "period_start": iso_utc(inv.period_start_ms),
+         "period_end": iso_utc(inv.period_end_ms)}, locked=True)
     _link(conn, account_id, inv.customer_id, inv.subscription_id)
     if _newer(conn, account_id, event_ms):
         _set_plan(conn, account_id, account, inv.plan_key, "active", inv.subscription_key,
@@ -196,7 +197,7 @@ def schedule_downgrade_tx(conn: Connection, account_id: str, plan_key: str, effe
     at_risk = _live_rollover(conn, account_id, at_ms)
     _insert_entry(conn, account_id, EventType.ROLLOVER_DISCARD_PENDING, 0, key,
                   f"downgrade to {plan_key} scheduled", at_ms,
-                  {"new_plan": plan_key, "effective_date": iso_ms(effective_ms),
+                  {"new_plan": plan_key, "effective_date": iso_utc(effective_ms),
                    "will_discard_rollover": at_risk > 0,
                    "minutes_to_discard": at_risk // 60_000, "seconds_to_discard": at_risk // 1000})
 
@@ -255,7 +256,7 @@ def close_expired_tx(conn: Connection, account_id: str, rules: PlanRules, at_ms:
                   f"{source} bucket expired", at_ms)
         emit_tx(conn, account_id, BUCKET_EXPIRED, {
             "bucket_id": bucket_id, "source": source, "seconds": seconds(unused),
-            "expired_at": iso_ms(int(expires_ms)), "rolled_over_seconds": seconds(rolled)}, at_ms)
+            "expired_at": iso_utc(int(expires_ms)), "rolled_over_seconds": seconds(rolled)}, at_ms)
     if rows:
         emit_balance_tx(conn, account_id, at_ms, EventType.EXPIRY.value)
     return len(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -18,11 +19,14 @@ import httpx
 import openai
 import pytest
 
+from gateway.hmac_auth import header_for
 from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import _deliver, _event, _mock_checkout
 from tests.support import RunningGateway, start_gateway
 
-STREAM_ENV = {"GATEWAY_STREAM_POLL_S": "1", "GATEWAY_STREAM_KEEPALIVE_S": "1"}
+HMAC_SECRET = "s" * 40
+STREAM_ENV = {"GATEWAY_STREAM_POLL_S": "1", "GATEWAY_STREAM_KEEPALIVE_S": "1",
+              "GATEWAY_HMAC_KEYS": f"k1:{HMAC_SECRET}"}
 
 
 @dataclass
@@ -86,15 +90,17 @@ def streaming(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[RunningG
 
 
 class open_stream:  # used as a context manager like open()
-    """`with open_stream(gw, account, key, last_id) as reader:` — the stream on a thread."""
+    """`with open_stream(gw, account, key, last_id) as reader:` — the stream on a thread;
+    `path` (with its query) and `headers` replace the account's own path and key."""
 
     def __init__(self, gw: RunningGateway, account: str, key: str,
-                 last_event_id: str | None = None) -> None:
-        headers = auth(key)
+                 last_event_id: str | None = None, *, path: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers) if headers is not None else auth(key)
         if last_event_id is not None:
             headers["last-event-id"] = last_event_id
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
-        self._cm = self._client.stream("GET", f"{gw.url}/v1/billing/stream/{account}",
+        self._cm = self._client.stream("GET", gw.url + (path or f"/v1/billing/stream/{account}"),
                                        headers=headers)
 
     def __enter__(self) -> StreamReader:
@@ -197,6 +203,37 @@ def test_only_the_owner_or_a_signed_backend_may_open_a_stream(streaming):
     bad = httpx.get(f"{gw.url}/v1/billing/stream/{account}",
                     headers={**auth(key), "last-event-id": "abc"})
     assert bad.status_code == 400
+
+
+def test_the_decided_stream_path_streams_the_api_keys_own_account(streaming):
+    # Seed 000 decides `GET /v1/billing/stream`: with an API key, the key's own account.
+    gw = streaming
+    account, key = gw.ledger.funded(60_000)
+    other, _ = gw.ledger.funded(0)
+    with open_stream(gw, account, key, path="/v1/billing/stream") as reader:
+        assert reader.next().data["total_seconds"] == 60
+        gw.ledger.grant(account, 30_000)
+        assert reader.until("balance.updated").data["total_seconds"] == 90
+    with open_stream(gw, account, key, path=f"/v1/billing/stream?userId={account}") as reader:
+        assert reader.next().data["total_seconds"] == 90
+    r = httpx.get(f"{gw.url}/v1/billing/stream?userId={other}", headers=auth(key))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{gw.url}/v1/billing/stream").status_code == 401
+
+
+def test_a_signed_backend_names_the_account_of_the_decided_stream_path_in_the_query(streaming):
+    gw = streaming
+    account, key = gw.ledger.funded(42_000)
+
+    def signed(query: str) -> dict[str, str]:
+        return {"x-hmac-signature": header_for("k1", HMAC_SECRET, "GET", "/v1/billing/stream",
+                                               query, b"", secrets.token_urlsafe(16))}
+
+    with open_stream(gw, account, key, path=f"/v1/billing/stream?userId={account}",
+                     headers=signed(f"userId={account}")) as reader:
+        assert reader.next().data["total_seconds"] == 42
+    r = httpx.get(f"{gw.url}/v1/billing/stream", headers=signed(""))
+    assert r.status_code == 400 and "userId" in r.json()["detail"]
 
 
 def test_402_purchase_webhook_resume_ready_then_the_retry_succeeds(shop):

@@ -95,4 +95,6 @@ def test_a_signed_batch_preflight_names_the_account_in_the_body(signed_gw):
     header = header_for("k2", SECRET, "POST", path, "", body, secrets.token_urlsafe(16))
     r = httpx.post(signed_gw.url + path, content=body,
                    headers={"x-hmac-signature": header, "content-type": "application/json"})
-    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["balance_seconds"] == 10
+    assert r.status_code == 200
+    [result] = r.json()
+    assert result["ok"] is True and result["balance_seconds"] == 10

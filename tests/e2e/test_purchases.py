@@ -16,13 +16,13 @@ def test_purchase_creates_a_checkout_session_with_account_and_operation(shop):
     account, key = gw.ledger.funded(0)
     route = _mock_checkout(router, "cs_test_a")
     r = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key),
-                   json={"package_key": "mini", "currency": "EUR",
+                   json={"package_key": "mini", "currency": "USD",
                          "operation_id": "urn:op:req_abc123"})
     assert r.status_code == 200, r.text
     assert r.json() == {"checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a",
-                        "session_id": "cs_test_a", "currency": "EUR", "unit_amount_cents": 500,
-                        "display_price": "€5.00", "package_minutes": 60,
-                        "currency_fallback_from": None}
+                        "session_id": "cs_test_a", "currency": "USD", "unit_amount_cents": 500,
+                        "price": 5.0, "display_price": 5.0, "display_price_text": "$5.00",
+                        "package_minutes": 60, "currency_fallback_from": None}
     from urllib.parse import parse_qs
 
     sent = parse_qs(route.calls.last.request.content.decode())
@@ -30,7 +30,26 @@ def test_purchase_creates_a_checkout_session_with_account_and_operation(shop):
     assert sent["metadata[operation_id]"] == ["req_abc123"]
     assert sent["client_reference_id"] == [account]
     assert sent["line_items[0][price_data][unit_amount]"] == ["500"]
-    assert sent["line_items[0][price_data][currency]"] == ["eur"]
+    assert sent["line_items[0][price_data][currency]"] == ["usd"]
+
+
+def test_a_package_is_sold_in_the_currency_the_catalog_shows(shop):
+    # `mini` has a EUR price, but `max` and `pro` do not, so the catalog is in USD for EUR
+    # (every card "Charged in USD"): checkout charges what the buyer was shown.
+    gw, router = shop
+    _, key = gw.ledger.funded(0)
+    route = _mock_checkout(router, "cs_test_eur")
+    catalog = httpx.get(gw.url + "/v1/billing/catalog?currency=EUR").json()
+    shown = next(p for p in catalog["packages"] if p["key"] == "mini")
+    doc = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key),
+                     json={"package_key": "mini", "currency": "EUR"}).json()
+    assert (doc["currency"], doc["unit_amount_cents"], doc["display_price"]) == (
+        shown["currency"], shown["unit_amount_cents"], shown["display_price"]) == ("USD", 500, 5.0)
+    assert doc["currency_fallback_from"] == catalog["currency_fallback_from"] == "EUR"
+    from urllib.parse import parse_qs
+
+    sent = parse_qs(route.calls.last.request.content.decode())
+    assert sent["line_items[0][price_data][currency]"] == ["usd"]
 
 
 def test_a_package_without_a_price_in_the_currency_is_sold_in_usd(shop):

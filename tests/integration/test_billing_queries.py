@@ -34,14 +34,14 @@ async def test_events_page_newest_first_without_gaps(ledger: SqlLedger) -> None:
     assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)
 
 
-async def test_usage_summary_groups_by_operation_and_utc_day(ledger: SqlLedger) -> None:
+async def test_usage_summary_sums_charges_and_counts_calls_by_operation_and_utc_day(ledger: SqlLedger) -> None:
     acct = await ledger.create_account(PLAN)
     await ledger.grant(acct, Source.GIFT, 100_000, "g", None, "gift")
     await _calls(ledger, acct, [("chat", 300), ("chat", 200), ("embeddings", 50)])
     now = now_ms()
     day = now // 86_400_000 * 86_400_000
     rows = sorted(await ledger.usage_summary(acct, day, day + 86_400_000))
-    assert rows == [("chat", day, 500), ("embeddings", day, 50)]
+    assert rows == [("chat", day, 500, 2), ("embeddings", day, 50, 1)]  # charged, calls
     assert await ledger.usage_summary(acct, day + 86_400_000, day + 2 * 86_400_000) == []
 
 
