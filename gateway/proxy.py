@@ -2,7 +2,7 @@
 settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
 
 Order of checks, each answered by a problem document that writes nothing:
-401 (key) → 413 (body size) → 400 (JSON, unpriced model, resume-token format) → 422 (token bound
+401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) → 422 (token bound
 to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
 """
 
@@ -19,6 +19,7 @@ from gateway.auth import Caller, key_from_headers
 from gateway.forwarding import downstream_headers, read_body, upstream_headers
 from gateway.payment_required import insufficient_ai_time
 from gateway.problems import (
+    BadRequest,
     GatewayError,
     MalformedJson,
     MalformedResumeToken,
@@ -38,7 +39,7 @@ from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import usage_from_json
 from policies import meters
 from policies.compiled import Route
-from policies.estimates import BYTES_PER_TOKEN
+from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
 from policies.meters import Usage
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
 from storage.sql.ledger import new_sequential_id, now_ms
@@ -67,6 +68,7 @@ class Call:
     stream: bool
     estimate: int
     started: float
+    output_limit: int | None = None  # the request's output-token limit (tokens), if it set one
     hold: Admission | None = None
     unbilled_reason: str | None = None  # set when admitted without a hold (fail mode allow)
     client_wants_usage: bool = True
@@ -145,8 +147,12 @@ class Proxy:
         model = parsed.get("model") if isinstance(parsed, dict) else None
         model = model if isinstance(model, str) else None
         try:
+            limit = output_limit(spec.protocol, parsed)
+        except InvalidOutputLimit as exc:
+            raise BadRequest(str(exc)) from None
+        try:
             route.meter.check_model(model)
-            estimate = route.estimator.estimate(model, parsed, len(body))
+            estimate = route.estimator.estimate(model, limit, len(body))
         except meters.UnpricedModel:
             raise UnpricedModel(
                 f"Model {model!r} has no price on {spec.method} {spec.path}; it is not served."
@@ -156,7 +162,7 @@ class Proxy:
             request_id=request_id, method=scope["method"], path=scope["path"], route=route,
             caller=caller, body=body, parsed=parsed,
             model=model, stream=isinstance(parsed, dict) and parsed.get("stream") is True,
-            estimate=estimate, started=started,
+            estimate=estimate, started=started, output_limit=limit,
         )
         record = await self._check_resume_token(call, scope, token)
         if route.rate_limited:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from gateway.forwarding import downstream_headers
 from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import StreamMeter, split_events
-from policies.estimates import requested_output_tokens
 from policies.meters import Usage
 from storage.ports import Admission, StoreUnavailable
 
@@ -110,14 +109,13 @@ async def _pump(
 def running_usage(call: Call, meter: StreamMeter) -> Usage:
     """Usage so far: the upstream's figures when reported, else input from the body size (or
     Anthropic's message_start) and one output token per content event, never more output than
-    the request allowed (`max_tokens` and friends, when it set one)."""
+    the request allowed (its largest output-limit field, when it set one)."""
     if meter.final_usage_seen and meter.usage is not None:
         return meter.usage
     input_tokens = meter.input_tokens or call.input_estimate
     output = meter.content_events
-    ceiling = requested_output_tokens(call.parsed, 0)
-    if ceiling:
-        output = min(output, ceiling)
+    if call.output_limit is not None:
+        output = min(output, call.output_limit)
     return Usage(input_tokens=input_tokens, output_tokens=output)
 
 

@@ -98,8 +98,9 @@ class FixedEstimate(_Strict):
 
 
 class RequestEstimate(_Strict):
-    """Estimate from the request: input ≈ body bytes / 4 tokens, output = `max_tokens`
-    (or `max_output_tokens` / `max_completion_tokens`), else `default_max_tokens`. Tokens meters only."""
+    """Estimate from the request: input ≈ body bytes / 4 tokens, output = the largest of
+    `max_tokens`, `max_completion_tokens`, `max_output_tokens` present (policies.estimates.
+    output_limit), else `default_max_tokens`. Tokens meters only."""
 
     type: Literal["request"]
     default_max_tokens: Positive = 1024

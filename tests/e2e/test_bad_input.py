@@ -159,6 +159,45 @@ def test_unpriced_model_gets_400_never_free(gateway, upstream, path, body):
     assert_nothing_written(gateway, upstream, account, before)
 
 
+@pytest.mark.parametrize("path, field, value", [
+    (CHAT, "max_tokens", 1.5),
+    (CHAT, "max_completion_tokens", "200"),
+    (CHAT, "max_tokens", True),
+    (CHAT, "max_tokens", -5),
+    (CHAT, "max_tokens", 0),
+    (CHAT, "max_output_tokens", 1e30),
+    (CHAT, "max_completion_tokens", 2**31),
+    ("/v1/responses", "max_output_tokens", 2.0),
+    ("/v1/messages", "max_tokens", "lots"),
+], ids=["float", "string", "bool", "negative", "zero", "1e30", "2^31", "responses-float",
+        "anthropic-string"])
+def test_an_output_limit_that_is_not_a_sane_integer_gets_400_naming_the_field(
+        gateway, upstream, path, field, value):
+    account, key = gateway.ledger.funded(FUNDS)
+    before = snapshot(gateway, upstream, account)
+    model = "claude-fake" if path == "/v1/messages" else "gpt-fake"
+    body = {**chat_body(model=model, max_tokens=None), field: value}
+    doc = assert_problem(post(gateway, path, key, body), 400, "bad-request")
+    assert doc["detail"].startswith(f"{field} must be an integer from 1 to 2147483647"), doc
+    assert_nothing_written(gateway, upstream, account, before)
+
+
+def test_the_hold_reads_the_largest_output_limit_the_upstream_may_honour(gateway, upstream):
+    # The fake (like some OpenAI-compatible servers) honours max_output_tokens on chat: the hold
+    # must cover its 200 tokens, not the 1 of max_tokens.
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("clamp me not", max_tokens=1, max_output_tokens=200)
+    raw = encode(body)
+    resp = post(gateway, CHAT, key, raw)
+    assert resp.status_code == 200, resp.text
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["output_tokens"] == 200
+    assert record["estimated"] == len(raw) // 4 + 2 * 200
+    assert record["estimated"] >= record["charged"]
+    assert record["unbilled"] == 0
+    assert_consistent(gateway.ledger, account)
+
+
 # ---- upstream failures ---------------------------------------------------------------------
 
 
