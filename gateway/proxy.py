@@ -238,7 +238,8 @@ class Proxy:
         if route.spec.protocol == "openai_chat" and call.stream:
             body = _force_include_usage(call)
         upstream = route.upstream
-        headers = upstream_headers(scope["headers"], upstream.auth_header, upstream.extra_headers)
+        headers = upstream_headers(scope["headers"], route.forward, upstream.auth_header,
+                                   upstream.extra_headers)
         url = route.upstream_url(scope["path"], scope.get("query_string", b"").decode("latin-1"))
         t0 = time.perf_counter()
         try:

@@ -273,6 +273,7 @@ def test_x_api_key_auth_is_stripped_and_hop_by_hop_headers_dropped(gateway, upst
         "proxy-authorization": "Basic c2VjcmV0",
         "cookie": "session=abc",
         "x-trace-id": "trace-123",
+        "x-not-listed": "dropped",
         "openai-organization": "org-client",
     }
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
@@ -280,15 +281,37 @@ def test_x_api_key_auth_is_stripped_and_hop_by_hop_headers_dropped(gateway, upst
     assert resp.status_code == 200, resp.text
     got = upstream.requests.snapshot()[-1]["headers"]
     for name in ("x-api-key", "x-drop-me", "keep-alive", "te", "trailer",
-                 "proxy-authorization", "cookie"):
+                 "proxy-authorization", "cookie", "x-not-listed", "openai-organization"):
         assert name not in got, (name, got)
     assert got["authorization"] == "Bearer sk-upstream-openai"
-    assert got["x-trace-id"] == "trace-123"
-    assert got["openai-organization"] == "org-client"
+    assert got["x-trace-id"] == "trace-123"  # the test policy's forward_headers lists it
     assert all(key not in v for v in got.values())
     # the response is re-framed by the gateway: one content-length, no chunked encoding
     assert resp.headers.get_list("content-length") == [str(len(resp.content))]
     assert "transfer-encoding" not in resp.headers
+
+
+def test_the_sdks_organization_and_project_never_choose_what_the_operators_key_bills(
+        gateway, upstream):
+    _, key = gateway.ledger.funded(FUNDS)
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=10,
+                       organization="org-customer", project="proj-customer",
+                       default_headers={"OpenAI-Beta": "assistants=v2"}) as client:
+        client.chat.completions.create(**chat_body())
+        list(client.chat.completions.create(**chat_body(), stream=True))
+        client.responses.create(model="gpt-fake", input="hi", max_output_tokens=3)
+    forwarded = upstream.requests.snapshot()
+    assert len(forwarded) == 3
+    for req in forwarded:
+        got = req["headers"]
+        for name in ("openai-organization", "openai-project", "openai-beta"):
+            assert name not in got, (name, got)
+        # what the SDK needs still arrives: content type, accept, user agent, its telemetry
+        assert got["content-type"] == "application/json"
+        assert got["accept"] == "application/json"
+        assert got["user-agent"].startswith("OpenAI/Python")
+        assert got["x-stainless-lang"] == "python"
+        assert got["authorization"] == "Bearer sk-upstream-openai"
 
 
 # ---- usage records and timing ------------------------------------------------------------
