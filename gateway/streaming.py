@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.forwarding import downstream_headers
 from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import StreamMeter, split_events
+from gateway.usage import StreamMeter, split_events, without_usage
 from policies.meters import Usage
 from storage.ports import Admission, StoreUnavailable
 
@@ -89,7 +89,19 @@ async def _pump(
             events = split_events(buffer)
             if not events:
                 continue
-            out = [e for e in events if not meter.feed(e) or not strip_usage]
+            if strip_usage:
+                out = []
+                for event in events:
+                    if meter.feed(event):
+                        stripped = without_usage(event)
+                        if stripped is None:
+                            continue
+                        event = stripped
+                    out.append(event)
+            else:
+                for event in events:
+                    meter.feed(event)
+                out = events
             if out:
                 await send({"type": "http.response.body", "body": b"".join(out),
                             "more_body": True})
@@ -100,9 +112,12 @@ async def _pump(
                     return "cut"
     except UpstreamFailure:
         return "upstream_broken"
-    if buffer:
-        meter.feed(bytes(buffer))
-        await send({"type": "http.response.body", "body": bytes(buffer), "more_body": True})
+    if buffer:  # an unterminated last event
+        rest: bytes | None = bytes(buffer)
+        if meter.feed(rest) and strip_usage:
+            rest = without_usage(rest)
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
     return "ok"
 
 

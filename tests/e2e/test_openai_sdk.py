@@ -97,6 +97,42 @@ def test_chat_stream_without_include_usage_gets_no_usage_chunk_but_upstream_was_
     assert record["charged"] == price(body, 5)
 
 
+@pytest.mark.parametrize("shape", ["", "-usagedelta", "-usagefinish"],
+                         ids=["choices-less-chunk", "one-empty-delta", "finish-reason-chunk"])
+def test_usage_the_client_did_not_ask_for_never_reaches_it_whatever_chunk_carries_it(
+        gateway, upstream, shape):
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("where does usage ride", max_tokens=6, model="gpt-fake" + shape)
+    with sdk(gateway, key) as client:
+        chunks = list(client.chat.completions.create(**body, stream=True))
+    assert all(c.usage is None for c in chunks), [c for c in chunks if c.usage is not None]
+    assert all(c.choices for c in chunks)  # no choices-less (usage-only) chunk either
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == " tok" * 6
+    # the finish_reason chunk is kept (minus usage) when usage rode on it
+    assert [c.choices[0].finish_reason for c in chunks].count("stop") == 1
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # the gateway still metered the upstream's usage
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["usage_source"] == "upstream"
+    assert (record["input_tokens"], record["output_tokens"]) == (prompt_tokens_for(body), 6)
+    assert record["charged"] == price(body, 6)
+
+
+@pytest.mark.parametrize("shape", ["-usagedelta", "-usagefinish"])
+def test_a_client_that_asked_for_usage_gets_it_on_whatever_chunk_carries_it(
+        gateway, upstream, shape):
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("usage wherever", max_tokens=4, model="gpt-fake" + shape)
+    with sdk(gateway, key) as client:
+        chunks = list(client.chat.completions.create(
+            **body, stream=True, stream_options={"include_usage": True}))
+    [carrier] = [c for c in chunks if c.usage is not None]
+    assert (carrier.usage.prompt_tokens, carrier.usage.completion_tokens) == (
+        prompt_tokens_for(body), 4)
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["charged"] == price(body, 4)
+
+
 def test_chat_stream_with_include_usage_gets_exactly_one_usage_chunk(gateway, upstream):
     account, key = gateway.ledger.funded(FUNDS)
     body = chat_body("usage please", max_tokens=4)
