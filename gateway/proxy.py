@@ -8,6 +8,7 @@ to another request) → 503 (store down, fail mode `deny`) → 402 (short balanc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.auth import Caller, key_from_headers
+from gateway.disconnects import DisconnectWatch
 from gateway.forwarding import downstream_headers, read_body, upstream_headers
 from gateway.payment_required import insufficient_ai_time
 from gateway.problems import (
@@ -242,25 +244,52 @@ class Proxy:
                                    upstream.extra_headers)
         url = route.upstream_url(scope["path"], scope.get("query_string", b"").decode("latin-1"))
         t0 = time.perf_counter()
+        watch = DisconnectWatch(receive)  # a client leaving cancels the wait for the upstream
+        resp: UpstreamResponse | None = None
         try:
-            resp = await self.s.upstream.send(scope["method"], url, headers, body, upstream.spec)
-        except UpstreamFailure as exc:
-            raise await self._upstream_failed(call, exc, t0) from exc
+            try:
+                resp = await watch.guard(
+                    self.s.upstream.send(scope["method"], url, headers, body, upstream.spec))
+            except UpstreamFailure as exc:
+                watch.close()
+                raise await self._upstream_failed(call, exc, t0) from exc
+            m = self.s.metrics
+            m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
+            if resp.status < 400 and "text/event-stream" in resp.content_type:
+                watch.close()  # the stream relay watches for itself
+                await relay_stream(self, call, resp, t0, receive, send)
+                return
+            await self._respond_buffered(call, resp, t0, send, watch)
+        except asyncio.CancelledError:
+            if not watch.caused_cancel():
+                raise
+            await self._client_left(call, resp, t0)
+        finally:
+            watch.close()
+
+    async def _client_left(self, call: Call, resp: UpstreamResponse | None, t0: float) -> None:
+        """The client disconnected while the upstream had not answered in full: the upstream
+        request is dropped, the call settled by the route's failure rule (outcome
+        `client_disconnected`, SPEC §6) and the hold released; nothing is sent."""
+        if resp is not None:
+            resp.close()
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        charge = self.failure_charge(call, None, duration_ms)
+        await self.settle(call, None, duration_ms, None, "none", charge, streamed=False,
+                          outcome="client_disconnected")
         m = self.s.metrics
-        m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
-        if resp.status < 400 and "text/event-stream" in resp.content_type:
-            await relay_stream(self, call, resp, t0, receive, send)
-            return
-        await self._respond_buffered(call, resp, t0, send)
+        m.child(m.requests, call.route.operation, "499").inc()
 
     async def _respond_buffered(
-        self, call: Call, resp: UpstreamResponse, t0: float, send: Any
+        self, call: Call, resp: UpstreamResponse, t0: float, send: Any, watch: DisconnectWatch
     ) -> None:
         route = call.route
         try:
-            payload = await resp.read()
+            payload = await watch.guard(resp.read())
         except UpstreamFailure as exc:
+            watch.close()
             raise await self._upstream_failed(call, exc, t0) from exc
+        watch.close()
         duration_ms = int((time.perf_counter() - t0) * 1000)
         usage: Usage | None = None
         source = "none"

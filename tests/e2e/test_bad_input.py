@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -264,6 +265,65 @@ def test_upstream_hang_gets_504_problem_after_the_read_timeout(gateway, upstream
     assert record["charged"] == 0
     assert record["outcome"] == "upstream_timeout"
     assert_consistent(gateway.ledger, account)
+
+
+def _leave_while_upstream_hangs(gateway, upstream, key: str, path: str = CHAT) -> float:
+    """Send a non-streamed request for a hanging model on a raw socket, wait until the upstream
+    has it, then close the connection. Returns when it was closed (monotonic s)."""
+    raw = encode(chat_body("never answered", model="gpt-fake-hang"))
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        upstream.wait_for_requests(1, timeout_s=5)  # admitted, held, sent upstream
+    return time.monotonic()
+
+
+def test_a_client_leaving_a_non_streamed_call_cancels_the_upstream_and_releases_the_hold(
+        gateway, upstream):
+    account, key = gateway.ledger.funded(FUNDS)
+    left = _leave_while_upstream_hangs(gateway, upstream, key)
+    # the gateway dropped its upstream request: the fake saw its client go away …
+    [gone] = upstream.disconnects.wait_for(1, timeout_s=2.5)
+    assert gone["model"] == "gpt-fake-hang"
+    # … and settled by the failure rule (nothing, by default) with the client's outcome
+    [record] = wait_for_usage(gateway.ledger, account, timeout_s=2.5)
+    assert record["outcome"] == "client_disconnected"  # not upstream_timeout: no 3 s wait
+    assert record["upstream_status"] is None
+    assert record["streamed"] is False
+    assert record["charged"] == 0
+    assert wait_no_holds(gateway.ledger, account, timeout_s=2.5)["holds"] == 0
+    assert time.monotonic() - left < 2.5  # well inside the policy's 3 s read timeout
+    assert gateway.ledger.balance(account).available == FUNDS
+    assert_consistent(gateway.ledger, account)
+
+
+def test_a_client_leaving_is_charged_by_the_routes_upstream_error_rule(tmp_path, upstream_env,
+                                                                       upstream):
+    extra = tmp_path / "timed.yaml"
+    extra.write_text(
+        "routes:\n"
+        "  - operation: timed\n"
+        "    path: /v1/timed\n"
+        "    upstream: openai\n"
+        "    upstream_path: /v1/chat/completions\n"
+        "    meter: { type: duration, units_per_second: 1000 }\n"
+        "    estimate: { type: fixed, units: 5000 }\n"
+        "    upstream_errors: { charge: duration_after, after_ms: 0 }\n")
+    gw = start_gateway(tmp_path, upstream_env, [TEST_POLICY, extra])
+    try:
+        account, key = gw.ledger.funded(FUNDS)
+        _leave_while_upstream_hangs(gw, upstream, key, "/v1/timed")
+        upstream.disconnects.wait_for(1, timeout_s=2.5)
+        [record] = wait_for_usage(gw.ledger, account, timeout_s=2.5)
+        assert record["outcome"] == "client_disconnected"
+        assert 0 < record["charged"] == record["duration_ms"] < 3000
+        assert wait_no_holds(gw.ledger, account)["holds"] == 0
+        assert gw.ledger.balance(account).available == FUNDS - record["charged"]
+        assert_consistent(gw.ledger, account)
+    finally:
+        gw.stop()
 
 
 def test_unreachable_upstream_gets_502_problem(tmp_path, upstream_env):
