@@ -2,8 +2,8 @@
 settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
 
 Order of checks, each answered by a problem document that writes nothing:
-401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) → 422 (token bound
-to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
+401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) →
+422 (token bound to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
 """
 
 from __future__ import annotations
