@@ -49,7 +49,7 @@ def upstream_headers(
     down to their allowed items; any the caller's `Connection` names dropped), then the policy
     defaults for headers not sent, the upstream credential, and an identity encoding so usage
     can be read. Everything else the caller sent is dropped (policies/headers.py)."""
-    names, prefixes = rules.names, rules.prefixes
+    names, prefixes, values = rules.names, rules.prefixes, rules.values
     kept: list[tuple[str, str]] = []
     named: bytes | None = None
     for k, v in raw:
@@ -58,7 +58,7 @@ def upstream_headers(
             kept.append((k.decode("latin-1"), v.decode("latin-1")))
         elif k == b"connection":
             named = v.lower() if named is None else named + b"," + v.lower()
-        elif rules.values:
+        elif k in values:
             items = rules.allowed_items(k, v)
             if items is not None:
                 kept.append((k.decode("latin-1"), items))

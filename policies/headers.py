@@ -61,8 +61,12 @@ class ForwardRules:
         allowed = self.values.get(name)
         if allowed is None:
             return None
-        kept = [item for item in (p.strip() for p in value.decode("latin-1").split(","))
-                if item in allowed]
+        text = value.decode("latin-1")
+        if text in allowed:  # the common case: one allowed item
+            return text
+        if "," not in text:
+            return text.strip() if text.strip() in allowed else None
+        kept = [item for item in (p.strip() for p in text.split(",")) if item in allowed]
         return ",".join(kept) if kept else None
 
 
