@@ -30,6 +30,7 @@ from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
+from gateway.models_api import models_routes
 from gateway.openapi import openapi_route
 from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import (
@@ -380,6 +381,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *payments_routes(gw),
         *stream_routes(gw),
         *auto_topup_routes(gw),
+        *models_routes(gw),
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

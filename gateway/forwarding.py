@@ -1,22 +1,20 @@
 """Pure helpers of the forwarding step: reading the request body within its limit, and which
 headers cross the gateway in each direction (RFC 9110 §7.6.1 hop-by-hop; SPEC §6: the caller's
-credentials are never forwarded, the upstream's are injected)."""
+credentials are never forwarded, the upstream's are injected; upward only allow-listed headers
+pass, see policies/headers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.problems import PayloadTooLarge
+from policies.headers import ForwardRules
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-_NOT_FORWARDED_UP = HOP_BY_HOP | {
-    "host", "content-length", "authorization", "x-api-key", "x-resume-token", "cookie",
-    "accept-encoding", "expect", "forwarded", "x-forwarded-for", "x-real-ip",
-}
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
 
 
@@ -43,28 +41,35 @@ async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
 
 def upstream_headers(
     raw: Iterable[tuple[bytes, bytes]],
+    rules: ForwardRules,
     auth: tuple[str, str] | None,
-    defaults: Iterable[tuple[str, str]],
+    defaults: Sequence[tuple[str, str]],
 ) -> list[tuple[str, str]]:
-    """Headers to send upstream: the caller's minus credentials, hop-by-hop headers (and any
-    the caller's `Connection` names), plus the upstream credential and policy defaults for
-    headers the caller did not send. Asks for an identity encoding so usage can be read."""
-    named: set[str] = set()
+    """Headers to send upstream: the caller's headers that `rules` allow (feature headers cut
+    down to their allowed items; any the caller's `Connection` names dropped), then the policy
+    defaults for headers not sent, the upstream credential, and an identity encoding so usage
+    can be read. Everything else the caller sent is dropped (policies/headers.py)."""
+    names, prefixes, values = rules.names, rules.prefixes, rules.values
     kept: list[tuple[str, str]] = []
+    named: bytes | None = None
     for k, v in raw:
-        name = k.decode("latin-1").lower()
-        if name == "connection":
-            named.update(t.strip().lower() for t in v.decode("latin-1").split(","))
-            continue
-        if name in _NOT_FORWARDED_UP or name.startswith("x-gateway-"):
-            continue
-        kept.append((name, v.decode("latin-1")))
-    if named:
-        kept = [(k, v) for k, v in kept if k not in named]
-    present = {k for k, _ in kept}
-    for k, v in defaults:
-        if k not in present:
-            kept.append((k, v))
+        k = k.lower()
+        if k in names or k.startswith(prefixes):
+            kept.append((k.decode("latin-1"), v.decode("latin-1")))
+        elif k == b"connection":
+            named = v.lower() if named is None else named + b"," + v.lower()
+        elif k in values:
+            items = rules.allowed_items(k, v)
+            if items is not None:
+                kept.append((k.decode("latin-1"), items))
+    if named is not None:
+        drop = {t.strip() for t in named.decode("latin-1").split(",")}
+        kept = [(k, v) for k, v in kept if k not in drop]
+    if defaults:
+        present = {k for k, _ in kept}
+        for k, v in defaults:
+            if k not in present:
+                kept.append((k, v))
     if auth is not None:
         kept.append(auth)
     kept.append(("accept-encoding", "identity"))

@@ -31,6 +31,7 @@ from gateway import api_models as m
 from gateway.admin_api import Adjustment, Grant, NewAccount
 from gateway.auto_topup import AutoTopUpSettings
 from gateway.billing_api import BatchCheck
+from gateway.models_api import ModelList
 from gateway.payments_api import PurchaseRequest, SubscriptionCheckoutRequest
 from gateway.problems import (
     BadRequest,
@@ -81,6 +82,7 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
 }
 ACCOUNT_OR_SIGNED = ("apiKey", "apiKeyHeader", "hmacSignature")
+API_KEY = ("apiKey", "apiKeyHeader")
 ADMIN = ("adminToken",)
 PUBLIC: tuple[str, ...] = ()
 
@@ -407,6 +409,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/v1/admin/stats/usage", "getUsageStats", "Usage by model and by operation",
         "admin", ADMIN, (Reply(200, "Totals across every account.", m.UsageStats),),
         _ADMIN_ERRORS, params=(PERIOD,)),
+    # models_api.models_routes
+    Operation(
+        "GET", "/v1/models", "listModels", "The models this gateway prices", "models", API_KEY,
+        (Reply(200, "OpenAI's model list format.", ModelList),),
+        (BadRequest, Unauthorized, StoreUnavailableProblem),
+        description="The model names priced on the policy's token-metered routes, each once: "
+                    "exact price keys, and patterns whose only wildcard is a trailing `*` as "
+                    "their prefix (`gpt-4o-mini*` → `gpt-4o-mini`); `owned_by` is the upstream "
+                    "of the first route pricing it, `created` is 0. A policy route for `GET "
+                    "/v1/models` (proxying an upstream) takes precedence over this endpoint."),
 )
 
 _TAGS = [
@@ -414,6 +426,7 @@ _TAGS = [
     {"name": "payments", "description": "Package and subscription purchases through Stripe "
                                          "Checkout, auto top-up, the Stripe webhook."},
     {"name": "admin", "description": "Operator endpoints (GATEWAY_ADMIN_TOKEN)."},
+    {"name": "models", "description": "Model discovery for OpenAI-compatible clients."},
 ]
 
 # --- generation ------------------------------------------------------------------------------
@@ -444,9 +457,10 @@ def build_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, 
                            "API of the metering gateway (SPEC §8). Errors are RFC 9457 problem "
                            "documents whose `type` dereferences to `/problems/<slug>`. The "
                            "metered AI routes themselves are the upstreams' APIs and are not "
-                           "described here. Any path or query holding a NUL character (`%00`) "
-                           "is a 400; a request body over GATEWAY_MAX_BODY_BYTES (1 MiB by "
-                           "default) is a 413, refused while it is read.",
+                           "described here; `GET /v1/models` lists the models they price. Any "
+                           "path or query holding a NUL character (`%00`) is a 400; a request "
+                           "body over GATEWAY_MAX_BODY_BYTES (1 MiB by default) is a 413, "
+                           "refused while it is read.",
         },
         "tags": _TAGS,
         "paths": paths,

@@ -2,12 +2,13 @@
 settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
 
 Order of checks, each answered by a problem document that writes nothing:
-401 (key) → 413 (body size) → 400 (JSON, unpriced model, resume-token format) → 422 (token bound
-to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
+401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) →
+422 (token bound to another request) → 503 (store down, fail mode `deny`) → 402 (short balance).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from typing import Any
 import orjson
 
 from gateway.auth import Caller, key_from_headers
+from gateway.disconnects import DisconnectWatch
 from gateway.forwarding import downstream_headers, read_body, upstream_headers
 from gateway.payment_required import insufficient_ai_time
 from gateway.problems import (
+    BadRequest,
     GatewayError,
     MalformedJson,
     MalformedResumeToken,
@@ -38,7 +41,7 @@ from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import usage_from_json
 from policies import meters
 from policies.compiled import Route
-from policies.estimates import BYTES_PER_TOKEN
+from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
 from policies.meters import Usage
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
 from storage.sql.ledger import new_sequential_id, now_ms
@@ -67,6 +70,7 @@ class Call:
     stream: bool
     estimate: int
     started: float
+    output_limit: int | None = None  # the request's output-token limit (tokens), if it set one
     hold: Admission | None = None
     unbilled_reason: str | None = None  # set when admitted without a hold (fail mode allow)
     client_wants_usage: bool = True
@@ -166,8 +170,12 @@ class Proxy:
         model = parsed.get("model") if isinstance(parsed, dict) else None
         model = model if isinstance(model, str) else None
         try:
+            limit = output_limit(spec.protocol, parsed)
+        except InvalidOutputLimit as exc:
+            raise BadRequest(str(exc)) from None
+        try:
             route.meter.check_model(model)
-            estimate = route.estimator.estimate(model, parsed, len(body))
+            estimate = route.estimator.estimate(model, limit, len(body))
         except meters.UnpricedModel:
             raise UnpricedModel(
                 f"Model {model!r} has no price on {spec.method} {spec.path}; it is not served."
@@ -177,7 +185,7 @@ class Proxy:
             request_id=request_id, method=scope["method"], path=scope["path"], route=route,
             caller=caller, body=body, parsed=parsed,
             model=model, stream=isinstance(parsed, dict) and parsed.get("stream") is True,
-            estimate=estimate, started=started,
+            estimate=estimate, started=started, output_limit=limit,
         )
         record = await self._check_resume_token(call, scope, token)
         if route.rate_limited:
@@ -253,28 +261,56 @@ class Proxy:
         if route.spec.protocol == "openai_chat" and call.stream:
             body = _force_include_usage(call)
         upstream = route.upstream
-        headers = upstream_headers(scope["headers"], upstream.auth_header, upstream.extra_headers)
+        headers = upstream_headers(scope["headers"], route.forward, upstream.auth_header,
+                                   upstream.extra_headers)
         url = route.upstream_url(scope["path"], scope.get("query_string", b"").decode("latin-1"))
         t0 = time.perf_counter()
+        watch = DisconnectWatch(receive)  # a client leaving cancels the wait for the upstream
+        resp: UpstreamResponse | None = None
         try:
-            resp = await self.s.upstream.send(scope["method"], url, headers, body, upstream.spec)
-        except UpstreamFailure as exc:
-            raise await self._upstream_failed(call, exc, t0) from exc
+            try:
+                resp = await watch.guard(
+                    self.s.upstream.send(scope["method"], url, headers, body, upstream.spec))
+            except UpstreamFailure as exc:
+                watch.close()
+                raise await self._upstream_failed(call, exc, t0) from exc
+            m = self.s.metrics
+            m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
+            if resp.status < 400 and "text/event-stream" in resp.content_type:
+                watch.close()  # the stream relay watches for itself
+                await relay_stream(self, call, resp, t0, receive, send)
+                return
+            await self._respond_buffered(call, resp, t0, send, watch)
+        except asyncio.CancelledError:
+            if not watch.caused_cancel():
+                raise
+            await self._client_left(call, resp, t0)
+        finally:
+            watch.close()
+
+    async def _client_left(self, call: Call, resp: UpstreamResponse | None, t0: float) -> None:
+        """The client disconnected while the upstream had not answered in full: the upstream
+        request is dropped, the call settled by the route's failure rule (outcome
+        `client_disconnected`, SPEC §6) and the hold released; nothing is sent."""
+        if resp is not None:
+            resp.close()
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        charge = self.failure_charge(call, None, duration_ms)
+        await self.settle(call, None, duration_ms, None, "none", charge, streamed=False,
+                          outcome="client_disconnected")
         m = self.s.metrics
-        m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
-        if resp.status < 400 and "text/event-stream" in resp.content_type:
-            await relay_stream(self, call, resp, t0, receive, send)
-            return
-        await self._respond_buffered(call, resp, t0, send)
+        m.child(m.requests, call.route.operation, "499").inc()
 
     async def _respond_buffered(
-        self, call: Call, resp: UpstreamResponse, t0: float, send: Any
+        self, call: Call, resp: UpstreamResponse, t0: float, send: Any, watch: DisconnectWatch
     ) -> None:
         route = call.route
         try:
-            payload = await resp.read()
+            payload = await watch.guard(resp.read())
         except UpstreamFailure as exc:
+            watch.close()
             raise await self._upstream_failed(call, exc, t0) from exc
+        watch.close()
         duration_ms = int((time.perf_counter() - t0) * 1000)
         usage: Usage | None = None
         source = "none"

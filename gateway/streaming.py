@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.forwarding import downstream_headers
 from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import StreamMeter, split_events
-from policies.estimates import requested_output_tokens
+from gateway.usage import StreamMeter, split_events, without_usage
 from policies.meters import Usage
 from storage.ports import Admission, StoreUnavailable
 
@@ -90,7 +89,19 @@ async def _pump(
             events = split_events(buffer)
             if not events:
                 continue
-            out = [e for e in events if not meter.feed(e) or not strip_usage]
+            if strip_usage:
+                out = []
+                for event in events:
+                    if meter.feed(event):
+                        stripped = without_usage(event)
+                        if stripped is None:
+                            continue
+                        event = stripped
+                    out.append(event)
+            else:
+                for event in events:
+                    meter.feed(event)
+                out = events
             if out:
                 await send({"type": "http.response.body", "body": b"".join(out),
                             "more_body": True})
@@ -101,23 +112,25 @@ async def _pump(
                     return "cut"
     except UpstreamFailure:
         return "upstream_broken"
-    if buffer:
-        meter.feed(bytes(buffer))
-        await send({"type": "http.response.body", "body": bytes(buffer), "more_body": True})
+    if buffer:  # an unterminated last event
+        rest: bytes | None = bytes(buffer)
+        if meter.feed(rest) and strip_usage:
+            rest = without_usage(rest)
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
     return "ok"
 
 
 def running_usage(call: Call, meter: StreamMeter) -> Usage:
     """Usage so far: the upstream's figures when reported, else input from the body size (or
     Anthropic's message_start) and one output token per content event, never more output than
-    the request allowed (`max_tokens` and friends, when it set one)."""
+    the request allowed (its largest output-limit field, when it set one)."""
     if meter.final_usage_seen and meter.usage is not None:
         return meter.usage
     input_tokens = meter.input_tokens or call.input_estimate
     output = meter.content_events
-    ceiling = requested_output_tokens(call.parsed, 0)
-    if ceiling:
-        output = min(output, ceiling)
+    if call.output_limit is not None:
+        output = min(output, call.output_limit)
     return Usage(input_tokens=input_tokens, output_tokens=output)
 
 

@@ -87,8 +87,8 @@ class StreamMeter:
 
     `events_seen` counts content events (≈ one token each for OpenAI and Anthropic deltas): it
     is the basis of the partial charge when a stream is cut or the client disconnects before the
-    upstream reports usage. `is_usage_only(event)` tells the chat-completions usage chunk that
-    the gateway strips when the client did not ask for it.
+    upstream reports usage. `feed(event)` tells a chat-completions chunk carrying `usage`, which
+    the gateway rewrites with `without_usage` when the client did not ask for it.
     """
 
     def __init__(self, protocol: str) -> None:
@@ -99,9 +99,11 @@ class StreamMeter:
         self._delta_seen = False
 
     def feed(self, event: bytes) -> bool:
-        """Read one SSE event (bytes without the blank-line terminator).
+        """Read one SSE event (bytes, with or without its blank-line terminator).
 
-        Returns True when the event is the chat-completions usage-only chunk.
+        Returns True when the event is a chat-completions chunk carrying a `usage` object —
+        the choices-less usage chunk, or usage put on a chunk with choices (some
+        OpenAI-compatible upstreams do).
         """
         p = self.protocol
         if p == "openai_chat":
@@ -109,7 +111,7 @@ class StreamMeter:
                 doc = _data_json(event)
                 if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
                     self.usage = usage_from_openai_chat(doc["usage"])
-                    return not doc.get("choices")
+                    return True
             elif _CHAT_OUTPUT.search(event):
                 self.content_events += 1
             return False
@@ -174,6 +176,38 @@ def _data_json(event: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+
+
+_EMPTY_CHOICE_KEYS = frozenset({"index", "delta", "logprobs", "finish_reason"})
+
+
+def _empty_choice(choice: Any) -> bool:
+    """A choice that says nothing: an empty delta, no finish reason, no logprobs."""
+    return (isinstance(choice, dict) and choice.keys() <= _EMPTY_CHOICE_KEYS
+            and not choice.get("delta") and choice.get("finish_reason") is None
+            and choice.get("logprobs") is None)
+
+
+def without_usage(event: bytes) -> bytes | None:
+    """A chat-completions chunk event (with its terminator) minus its `usage` object, for a
+    client that did not ask for usage (stream_options.include_usage not true).
+
+    Returns None — drop the event — when nothing else is left: no choices, or only choices with
+    an empty delta and no finish reason. A chunk that still says something (content, a finish
+    reason, …) is kept, re-encoded without `usage`; other SSE fields of the event are kept.
+    An event that is not a JSON chunk with a `usage` object is returned unchanged."""
+    doc = _data_json(event)
+    if not isinstance(doc, dict) or not isinstance(doc.get("usage"), dict):
+        return event  # `"usage": null` carries nothing: left as the upstream sent it
+    del doc["usage"]
+    choices = doc.get("choices")
+    if not choices or (isinstance(choices, list) and all(_empty_choice(c) for c in choices)):
+        return None
+    crlf = event.endswith(b"\r\n\r\n")
+    lines = [line for line in event.split(b"\n")
+             if line.rstrip(b"\r") and not line.startswith(b"data:")]
+    lines.append(b"data: " + orjson.dumps(doc) + (b"\r" if crlf else b""))
+    return b"\n".join(lines) + (b"\n\r\n" if crlf else b"\n\n")
 
 
 def split_events(buffer: bytearray) -> list[bytes]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.estimates import Estimator
+from policies.headers import compile_rules
 from policies.loader import (
     Loc,
     PolicyError,
@@ -70,7 +71,8 @@ class Plan:
 @dataclass
 class Route:
     """A compiled route. `hold_ttl_s` = upstream total timeout + hold margin (seconds);
-    `rate_limited` / `counts_tokens` say whether the route has any limit / a token limit."""
+    `rate_limited` / `counts_tokens` say whether the route has any limit / a token limit;
+    `forward` is the allow-list of caller headers sent upstream (policies/headers.py)."""
 
     spec: RouteSpec
     upstream: Upstream
@@ -92,6 +94,9 @@ class Route:
                                  limits.per_account.tokens_per_minute))
         self.counts_tokens = bool(limits.per_key.tokens_per_minute
                                   or limits.per_account.tokens_per_minute)
+        up = self.upstream.spec
+        self.forward = compile_rules(self.spec.protocol, up.forward_headers,
+                                     up.forward_header_values)
 
     def upstream_url(self, path: str, query: str) -> str:
         """Where this call goes: `upstream_path` when set, else the gateway path."""

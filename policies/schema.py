@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from policies.headers import FEATURE_HEADERS, forwardable
+
 Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
 SUPPORTED_CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
 NonNeg = Annotated[int, Field(ge=0)]
@@ -29,6 +31,11 @@ class UpstreamSpec(_Strict):
     `base_url_env` names an env var that, when set, replaces `base_url` (the SDKs' own
     convention: OPENAI_BASE_URL includes /v1, ANTHROPIC_BASE_URL does not). `strip_prefix` is
     removed from the gateway path before it is appended to the base URL.
+
+    Caller headers are forwarded by allow-list only (policies/headers.py): the protocol's
+    built-in names, plus `forward_headers` (names), plus `forward_header_values` (feature
+    headers such as `anthropic-beta`, of whose comma-separated value only the listed items
+    pass). Credentials, hop-by-hop and framing headers can never be listed.
     """
 
     base_url: str
@@ -37,6 +44,8 @@ class UpstreamSpec(_Strict):
     auth: Literal["bearer", "x-api-key", "none"] = "bearer"
     strip_prefix: str = ""
     headers: dict[str, str] = Field(default_factory=dict)
+    forward_headers: list[str] = Field(default_factory=list)
+    forward_header_values: dict[str, list[str]] = Field(default_factory=dict)
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
     total_timeout_s: float = Field(600.0, gt=0)
@@ -47,6 +56,51 @@ class UpstreamSpec(_Strict):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an absolute http(s) URL")
         return v.rstrip("/")
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable_names(cls, v: list[str]) -> list[str]:
+        out = [_header_name(n) for n in v]
+        for name in out:
+            if name in FEATURE_HEADERS:
+                raise ValueError(f"'{name}' is a feature header: list the values that may "
+                                 "pass under forward_header_values")
+        return out
+
+    @field_validator("forward_header_values")
+    @classmethod
+    def _forwardable_values(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, items in v.items():
+            if not items:
+                raise ValueError(f"'{name}' lists no value")
+            for item in items:
+                if not _HEADER_ITEM.match(item):
+                    raise ValueError(f"'{name}': {item!r} is not one header value item "
+                                     "(no commas, spaces or control characters)")
+            out[_header_name(name)] = items
+        return out
+
+    @model_validator(mode="after")
+    def _names_listed_once(self) -> UpstreamSpec:
+        both = sorted(set(self.forward_headers) & set(self.forward_header_values))
+        if both:
+            raise ValueError(f"{', '.join(both)} listed in both forward_headers and "
+                             "forward_header_values")
+        return self
+
+
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_HEADER_ITEM = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")  # visible ASCII but ','
+
+
+def _header_name(name: str) -> str:
+    name = name.lower()
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a header name")
+    if not forwardable(name):
+        raise ValueError(f"'{name}' is never forwarded (credentials, hop-by-hop, framing)")
+    return name
 
 
 class TokenPrice(_Strict):
@@ -98,8 +152,9 @@ class FixedEstimate(_Strict):
 
 
 class RequestEstimate(_Strict):
-    """Estimate from the request: input ≈ body bytes / 4 tokens, output = `max_tokens`
-    (or `max_output_tokens` / `max_completion_tokens`), else `default_max_tokens`. Tokens meters only."""
+    """Estimate from the request: input ≈ body bytes / 4 tokens, output = the largest of
+    `max_tokens`, `max_completion_tokens`, `max_output_tokens` present (policies.estimates.
+    output_limit), else `default_max_tokens`. Tokens meters only."""
 
     type: Literal["request"]
     default_max_tokens: Positive = 1024

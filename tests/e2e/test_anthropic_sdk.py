@@ -104,15 +104,36 @@ def test_anthropic_version_header_forwarded_from_caller_or_policy(gateway, upstr
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
         mine = client.post("/v1/messages", content=raw,
                            headers={**base, "anthropic-version": "2023-01-01",
-                                    "anthropic-beta": "tools-2024-04-04"})
+                                    "anthropic-beta": "tools-2024-04-04, "
+                                                      "prompt-caching-2024-07-31"})
         default = client.post("/v1/messages", content=raw, headers=base)
     assert mine.status_code == default.status_code == 200
     first, second = upstream.requests.snapshot()
     # the caller's version wins; the policy's default fills in when the caller sent none
     assert first["headers"]["anthropic-version"] == "2023-01-01"
-    assert first["headers"]["anthropic-beta"] == "tools-2024-04-04"
+    # only the beta the test policy allows passes (forward_header_values)
+    assert first["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
     assert second["headers"]["anthropic-version"] == "2023-06-01"
     assert "," not in first["headers"]["anthropic-version"]  # not sent twice
     # the upstream's request-id headers come back; the gateway's x-request-id is its own
     assert mine.headers["request-id"].startswith("req_")
     assert mine.headers["x-request-id"] != mine.headers["request-id"]
+
+
+def test_an_anthropic_beta_the_policy_does_not_allow_never_reaches_the_upstream(
+        gateway, upstream):
+    _, key = gateway.ledger.funded(FUNDS)
+    with sdk(gateway, key) as client:
+        client.beta.messages.create(**message_body(2),
+                                    betas=["computer-use-2024-10-22", "prompt-caching-2024-07-31"])
+        client.beta.messages.create(**message_body(2), betas=["computer-use-2024-10-22"])
+        client.messages.create(**message_body(2),
+                               extra_headers={"anthropic-beta": "output-128k-2025-02-19"})
+    allowed, unpriced, extra = upstream.requests.snapshot()
+    assert allowed["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert "anthropic-beta" not in unpriced["headers"]
+    assert "anthropic-beta" not in extra["headers"]
+    for req in (allowed, unpriced, extra):
+        assert req["headers"]["x-api-key"] == "sk-upstream-anthropic"
+        assert req["headers"]["anthropic-version"]
+        assert req["headers"]["x-stainless-lang"] == "python"

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -159,6 +160,45 @@ def test_unpriced_model_gets_400_never_free(gateway, upstream, path, body):
     assert_nothing_written(gateway, upstream, account, before)
 
 
+@pytest.mark.parametrize("path, field, value", [
+    (CHAT, "max_tokens", 1.5),
+    (CHAT, "max_completion_tokens", "200"),
+    (CHAT, "max_tokens", True),
+    (CHAT, "max_tokens", -5),
+    (CHAT, "max_tokens", 0),
+    (CHAT, "max_output_tokens", 1e30),
+    (CHAT, "max_completion_tokens", 2**31),
+    ("/v1/responses", "max_output_tokens", 2.0),
+    ("/v1/messages", "max_tokens", "lots"),
+], ids=["float", "string", "bool", "negative", "zero", "1e30", "2^31", "responses-float",
+        "anthropic-string"])
+def test_an_output_limit_that_is_not_a_sane_integer_gets_400_naming_the_field(
+        gateway, upstream, path, field, value):
+    account, key = gateway.ledger.funded(FUNDS)
+    before = snapshot(gateway, upstream, account)
+    model = "claude-fake" if path == "/v1/messages" else "gpt-fake"
+    body = {**chat_body(model=model, max_tokens=None), field: value}
+    doc = assert_problem(post(gateway, path, key, body), 400, "bad-request")
+    assert doc["detail"].startswith(f"{field} must be an integer from 1 to 2147483647"), doc
+    assert_nothing_written(gateway, upstream, account, before)
+
+
+def test_the_hold_reads_the_largest_output_limit_the_upstream_may_honour(gateway, upstream):
+    # The fake (like some OpenAI-compatible servers) honours max_output_tokens on chat: the hold
+    # must cover its 200 tokens, not the 1 of max_tokens.
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("clamp me not", max_tokens=1, max_output_tokens=200)
+    raw = encode(body)
+    resp = post(gateway, CHAT, key, raw)
+    assert resp.status_code == 200, resp.text
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["output_tokens"] == 200
+    assert record["estimated"] == len(raw) // 4 + 2 * 200
+    assert record["estimated"] >= record["charged"]
+    assert record["unbilled"] == 0
+    assert_consistent(gateway.ledger, account)
+
+
 # ---- upstream failures ---------------------------------------------------------------------
 
 
@@ -225,6 +265,65 @@ def test_upstream_hang_gets_504_problem_after_the_read_timeout(gateway, upstream
     assert record["charged"] == 0
     assert record["outcome"] == "upstream_timeout"
     assert_consistent(gateway.ledger, account)
+
+
+def _leave_while_upstream_hangs(gateway, upstream, key: str, path: str = CHAT) -> float:
+    """Send a non-streamed request for a hanging model on a raw socket, wait until the upstream
+    has it, then close the connection. Returns when it was closed (monotonic s)."""
+    raw = encode(chat_body("never answered", model="gpt-fake-hang"))
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        upstream.wait_for_requests(1, timeout_s=5)  # admitted, held, sent upstream
+    return time.monotonic()
+
+
+def test_a_client_leaving_a_non_streamed_call_cancels_the_upstream_and_releases_the_hold(
+        gateway, upstream):
+    account, key = gateway.ledger.funded(FUNDS)
+    left = _leave_while_upstream_hangs(gateway, upstream, key)
+    # the gateway dropped its upstream request: the fake saw its client go away …
+    [gone] = upstream.disconnects.wait_for(1, timeout_s=2.5)
+    assert gone["model"] == "gpt-fake-hang"
+    # … and settled by the failure rule (nothing, by default) with the client's outcome
+    [record] = wait_for_usage(gateway.ledger, account, timeout_s=2.5)
+    assert record["outcome"] == "client_disconnected"  # not upstream_timeout: no 3 s wait
+    assert record["upstream_status"] is None
+    assert record["streamed"] is False
+    assert record["charged"] == 0
+    assert wait_no_holds(gateway.ledger, account, timeout_s=2.5)["holds"] == 0
+    assert time.monotonic() - left < 2.5  # well inside the policy's 3 s read timeout
+    assert gateway.ledger.balance(account).available == FUNDS
+    assert_consistent(gateway.ledger, account)
+
+
+def test_a_client_leaving_is_charged_by_the_routes_upstream_error_rule(tmp_path, upstream_env,
+                                                                       upstream):
+    extra = tmp_path / "timed.yaml"
+    extra.write_text(
+        "routes:\n"
+        "  - operation: timed\n"
+        "    path: /v1/timed\n"
+        "    upstream: openai\n"
+        "    upstream_path: /v1/chat/completions\n"
+        "    meter: { type: duration, units_per_second: 1000 }\n"
+        "    estimate: { type: fixed, units: 5000 }\n"
+        "    upstream_errors: { charge: duration_after, after_ms: 0 }\n")
+    gw = start_gateway(tmp_path, upstream_env, [TEST_POLICY, extra])
+    try:
+        account, key = gw.ledger.funded(FUNDS)
+        _leave_while_upstream_hangs(gw, upstream, key, "/v1/timed")
+        upstream.disconnects.wait_for(1, timeout_s=2.5)
+        [record] = wait_for_usage(gw.ledger, account, timeout_s=2.5)
+        assert record["outcome"] == "client_disconnected"
+        assert 0 < record["charged"] == record["duration_ms"] < 3000
+        assert wait_no_holds(gw.ledger, account)["holds"] == 0
+        assert gw.ledger.balance(account).available == FUNDS - record["charged"]
+        assert_consistent(gw.ledger, account)
+    finally:
+        gw.stop()
 
 
 def test_unreachable_upstream_gets_502_problem(tmp_path, upstream_env):

@@ -97,6 +97,42 @@ def test_chat_stream_without_include_usage_gets_no_usage_chunk_but_upstream_was_
     assert record["charged"] == price(body, 5)
 
 
+@pytest.mark.parametrize("shape", ["", "-usagedelta", "-usagefinish"],
+                         ids=["choices-less-chunk", "one-empty-delta", "finish-reason-chunk"])
+def test_usage_the_client_did_not_ask_for_never_reaches_it_whatever_chunk_carries_it(
+        gateway, upstream, shape):
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("where does usage ride", max_tokens=6, model="gpt-fake" + shape)
+    with sdk(gateway, key) as client:
+        chunks = list(client.chat.completions.create(**body, stream=True))
+    assert all(c.usage is None for c in chunks), [c for c in chunks if c.usage is not None]
+    assert all(c.choices for c in chunks)  # no choices-less (usage-only) chunk either
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == " tok" * 6
+    # the finish_reason chunk is kept (minus usage) when usage rode on it
+    assert [c.choices[0].finish_reason for c in chunks].count("stop") == 1
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # the gateway still metered the upstream's usage
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["usage_source"] == "upstream"
+    assert (record["input_tokens"], record["output_tokens"]) == (prompt_tokens_for(body), 6)
+    assert record["charged"] == price(body, 6)
+
+
+@pytest.mark.parametrize("shape", ["-usagedelta", "-usagefinish"])
+def test_a_client_that_asked_for_usage_gets_it_on_whatever_chunk_carries_it(
+        gateway, upstream, shape):
+    account, key = gateway.ledger.funded(FUNDS)
+    body = chat_body("usage wherever", max_tokens=4, model="gpt-fake" + shape)
+    with sdk(gateway, key) as client:
+        chunks = list(client.chat.completions.create(
+            **body, stream=True, stream_options={"include_usage": True}))
+    [carrier] = [c for c in chunks if c.usage is not None]
+    assert (carrier.usage.prompt_tokens, carrier.usage.completion_tokens) == (
+        prompt_tokens_for(body), 4)
+    [record] = wait_for_usage(gateway.ledger, account)
+    assert record["charged"] == price(body, 4)
+
+
 def test_chat_stream_with_include_usage_gets_exactly_one_usage_chunk(gateway, upstream):
     account, key = gateway.ledger.funded(FUNDS)
     body = chat_body("usage please", max_tokens=4)
@@ -273,6 +309,7 @@ def test_x_api_key_auth_is_stripped_and_hop_by_hop_headers_dropped(gateway, upst
         "proxy-authorization": "Basic c2VjcmV0",
         "cookie": "session=abc",
         "x-trace-id": "trace-123",
+        "x-not-listed": "dropped",
         "openai-organization": "org-client",
     }
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
@@ -280,15 +317,37 @@ def test_x_api_key_auth_is_stripped_and_hop_by_hop_headers_dropped(gateway, upst
     assert resp.status_code == 200, resp.text
     got = upstream.requests.snapshot()[-1]["headers"]
     for name in ("x-api-key", "x-drop-me", "keep-alive", "te", "trailer",
-                 "proxy-authorization", "cookie"):
+                 "proxy-authorization", "cookie", "x-not-listed", "openai-organization"):
         assert name not in got, (name, got)
     assert got["authorization"] == "Bearer sk-upstream-openai"
-    assert got["x-trace-id"] == "trace-123"
-    assert got["openai-organization"] == "org-client"
+    assert got["x-trace-id"] == "trace-123"  # the test policy's forward_headers lists it
     assert all(key not in v for v in got.values())
     # the response is re-framed by the gateway: one content-length, no chunked encoding
     assert resp.headers.get_list("content-length") == [str(len(resp.content))]
     assert "transfer-encoding" not in resp.headers
+
+
+def test_the_sdks_organization_and_project_never_choose_what_the_operators_key_bills(
+        gateway, upstream):
+    _, key = gateway.ledger.funded(FUNDS)
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=10,
+                       organization="org-customer", project="proj-customer",
+                       default_headers={"OpenAI-Beta": "assistants=v2"}) as client:
+        client.chat.completions.create(**chat_body())
+        list(client.chat.completions.create(**chat_body(), stream=True))
+        client.responses.create(model="gpt-fake", input="hi", max_output_tokens=3)
+    forwarded = upstream.requests.snapshot()
+    assert len(forwarded) == 3
+    for req in forwarded:
+        got = req["headers"]
+        for name in ("openai-organization", "openai-project", "openai-beta"):
+            assert name not in got, (name, got)
+        # what the SDK needs still arrives: content type, accept, user agent, its telemetry
+        assert got["content-type"] == "application/json"
+        assert got["accept"] == "application/json"
+        assert got["user-agent"].startswith("OpenAI/Python")
+        assert got["x-stainless-lang"] == "python"
+        assert got["authorization"] == "Bearer sk-upstream-openai"
 
 
 # ---- usage records and timing ------------------------------------------------------------

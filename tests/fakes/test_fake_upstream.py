@@ -248,3 +248,34 @@ def test_stop_is_quick_with_hanging_request() -> None:
     assert time.monotonic() - start < 1.0
     caller.join(timeout=2)
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("knob", ["usagedelta", "usagefinish"])
+def test_usage_shapes_on_chunks_with_choices(oai: openai.OpenAI, knob: str) -> None:
+    chunks = list(oai.chat.completions.create(
+        **_chat_body(f"gpt-4o-{knob}", max_tokens=3), stream=True,
+        stream_options={"include_usage": True}))
+    [carrier] = [c for c in chunks if c.usage is not None]
+    assert (carrier.usage.prompt_tokens, carrier.usage.completion_tokens) == (20, 3)
+    [choice] = carrier.choices
+    if knob == "usagedelta":
+        assert carrier is chunks[-1] and choice.finish_reason is None
+        assert choice.delta.content is None and choice.delta.role is None
+    else:
+        assert choice.finish_reason == "stop" and carrier is chunks[-1]
+    plain = list(oai.chat.completions.create(**_chat_body(f"gpt-4o-{knob}", max_tokens=3),
+                                             stream=True))
+    assert all(c.usage is None for c in plain)  # only when asked for, as without the knob
+
+
+def test_a_client_leaving_before_the_response_is_recorded(up: FakeUpstream) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(up.url + "/v1/chat/completions", json=_chat_body("gpt-4o-hang"), timeout=0.3)
+    [gone] = up.disconnects.wait_for(1)
+    assert (gone["path"], gone["model"]) == ("/v1/chat/completions", "gpt-4o-hang")
+    # answered calls, and connections the fake itself cuts, are no disconnects
+    httpx.post(up.url + "/v1/chat/completions", json=_chat_body(max_tokens=1), timeout=5)
+    with pytest.raises(httpx.TransportError):
+        httpx.post(up.url + "/v1/chat/completions", json=_chat_body("gpt-4o-reset"), timeout=5)
+    assert len(up.wait_for_requests(3)) == 3
+    assert len(up.disconnects.snapshot()) == 1

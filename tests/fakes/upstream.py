@@ -74,9 +74,15 @@ through a gateway untouched, may be combined, e.g. ``gpt-4o-slow-nousage``):
                has ``"usage": null``; Anthropic ``message_start.message`` and
                ``message_delta`` omit ``usage`` (so the anthropic SDK's stream
                helpers cannot accumulate it). Non-stream responses keep usage.
+``-usagedelta`` a Chat stream's usage chunk (when asked for) has one choice
+               with an empty delta instead of ``choices: []`` (as some
+               OpenAI-compatible servers send it).
+``-usagefinish`` a Chat stream's usage (when asked for) rides on the
+               ``finish_reason`` chunk; there is no separate usage chunk.
 
 Precedence when several are given: hang > reset > fail500 > fail429; pacing,
-``-midreset`` and ``-nousage`` then shape the successful answer.
+``-midreset``, ``-nousage`` (over ``-usagedelta`` / ``-usagefinish``) then
+shape the successful answer.
 
 Per server: ``up.delay_ms`` (milliseconds, default 0) is slept before any API
 response starts (not for ``/health``).
@@ -86,6 +92,10 @@ applied, as a dict: ``method``, ``path``, ``query`` (raw query string),
 ``headers`` (lower-cased names; repeated headers joined with ", "), ``json``
 (parsed body or None), ``body`` (raw bytes), ``time`` (``time.time()`` at
 receipt, seconds).
+
+A client that goes away before its response is complete (the connection
+closed or reset by the client, not by a knob) is recorded in
+``up.disconnects`` as ``{"method", "path", "model", "time"}``.
 """
 
 from __future__ import annotations
@@ -131,7 +141,8 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 KNOBS: frozenset[str] = frozenset(
-    {"paced", "slow", "hang", "fail500", "fail429", "reset", "midreset", "nousage"}
+    {"paced", "slow", "hang", "fail500", "fail429", "reset", "midreset", "nousage",
+     "usagedelta", "usagefinish"}
 )
 PROMPT_BASE_TOKENS = 10
 """Fixed prompt-token overhead added to every request (tokens)."""
@@ -510,9 +521,15 @@ def _chat_stream_events(body: Json, knobs: frozenset[str]) -> tuple[list[bytes],
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
     events += [chunk({"content": WORD}) for _ in range(n)]
-    events.append(chunk({}, "stop"))
-    if with_usage:
-        final = _chat_chunk(cid, created, model, None, None, False)
+    if with_usage and "usagefinish" in knobs:
+        finish = _chat_chunk(cid, created, model, {}, "stop", False)
+        finish["usage"] = _chat_usage(prompt, n)
+        events.append(_sse_data(finish))
+    else:
+        events.append(chunk({}, "stop"))
+    if with_usage and "usagefinish" not in knobs:
+        delta = {} if "usagedelta" in knobs else None
+        final = _chat_chunk(cid, created, model, delta, None, False)
         final["usage"] = _chat_usage(prompt, n)
         events.append(_sse_data(final))
     events.append(_sse_data(b"[DONE]"))
@@ -661,8 +678,11 @@ def _parse_json(raw: bytes) -> Any:
 class _ServerState:
     """State shared by the app's handlers; lives on the server's event loop."""
 
-    def __init__(self, requests: RequestLog, delay_ms: Callable[[], float]) -> None:
+    def __init__(
+        self, requests: RequestLog, delay_ms: Callable[[], float], disconnects: RequestLog
+    ) -> None:
         self.requests = requests
+        self.disconnects = disconnects
         self.delay_ms = delay_ms
         self.closing = False
         self.live: set[asyncio.Event] = set()
@@ -682,6 +702,13 @@ class _Exchange:
         self.stopped = stopped
         self.gone = asyncio.Event()
         self.transport: asyncio.Transport | None = scope.get(_TRANSPORT_KEY)
+        self.complete = False  # the whole response was sent
+        self.aborted = False  # the fake itself closed or reset the connection
+
+    @property
+    def client_left(self) -> bool:
+        """True when the client went away before the response was complete."""
+        return self.gone.is_set() and not self.complete and not self.aborted
 
     async def watch_disconnect(self) -> None:
         """Set ``gone`` and ``stopped`` once uvicorn reports ``http.disconnect``.
@@ -715,6 +742,7 @@ class _Exchange:
 
     async def finish(self) -> None:
         """End the body."""
+        self.complete = True
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
@@ -726,6 +754,7 @@ class _Exchange:
             **(headers or {}),
         }
         await self.start(status, all_headers)
+        self.complete = True
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
 
     async def reset(self) -> None:
@@ -733,6 +762,7 @@ class _Exchange:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.aborted = not self.gone.is_set()
         sock = transport.get_extra_info("socket")
         try:
             if sock is not None:
@@ -745,6 +775,7 @@ class _Exchange:
     async def drop(self) -> None:
         """Close the TCP connection (FIN) after flushing what was already sent."""
         if self.transport is not None and not self.transport.is_closing():
+            self.aborted = not self.gone.is_set()
             self.transport.close()
         await self._await_gone()
 
@@ -777,6 +808,11 @@ class _RawResponse:
         finally:
             watcher.cancel()
             self.state.live.discard(stopped)
+            if ex.client_left and not self.state.closing:
+                self.state.disconnects.record({
+                    "method": scope.get("method"), "path": scope.get("path"),
+                    "model": self.body.get("model") if isinstance(self.body, dict) else None,
+                    "time": time.time()})
 
     async def _run(self, ex: _Exchange) -> None:
         if not isinstance(self.body, dict):
@@ -1074,6 +1110,8 @@ class FakeUpstream:
         url: ``"http://127.0.0.1:PORT"`` (no trailing slash, no ``/v1``).
         host, port: where it listens.
         requests: ``RequestLog`` of recorded request dicts (see module docstring).
+        disconnects: ``RequestLog`` of requests whose client left before the
+            response was complete (see module docstring).
         delay_ms: delay before every API response starts (milliseconds); may be
             changed at any time from any thread.
     """
@@ -1083,6 +1121,7 @@ class FakeUpstream:
         self.port = port
         self.delay_ms = delay_ms
         self.requests = RequestLog()
+        self.disconnects = RequestLog()
         self._state: _ServerState | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -1095,8 +1134,9 @@ class FakeUpstream:
         return f"http://{self.host}:{self.port}"
 
     def clear(self) -> None:
-        """Forget recorded requests."""
+        """Forget recorded requests and disconnects."""
         self.requests.clear()
+        self.disconnects.clear()
 
     def wait_for_requests(self, count: int, timeout_s: float = 2.0) -> list[Json]:
         """Block until ``count`` requests were recorded (timeout in seconds)."""
@@ -1108,7 +1148,7 @@ class FakeUpstream:
             raise RuntimeError("FakeUpstream already started")
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        self._state = _ServerState(self.requests, lambda: float(self.delay_ms))
+        self._state = _ServerState(self.requests, lambda: float(self.delay_ms), self.disconnects)
         config = uvicorn.Config(
             _build_app(self._state),
             host=self.host,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.estimates import Estimator, requested_output_tokens
+from policies.estimates import Estimator
 from policies.meters import Meter, TokenPricer, UnpricedModel, Usage, duration_cost
 from policies.schema import (
     DurationMeter,
@@ -151,26 +151,15 @@ def test_a_fixed_meter_charges_the_same_per_call() -> None:
 # --- estimates -------------------------------------------------------------------------------
 
 
-def test_request_output_limit_field_precedence_and_default() -> None:
-    assert requested_output_tokens({"max_tokens": 50}, 1024) == 50
-    assert requested_output_tokens({"max_completion_tokens": 60}, 1024) == 60
-    assert requested_output_tokens({"max_output_tokens": 70}, 1024) == 70
-    assert requested_output_tokens({}, 1024) == 1024
-    assert requested_output_tokens({"max_tokens": True}, 1024) == 1024  # a bool is not a limit
-    assert requested_output_tokens({"max_tokens": 0}, 1024) == 1024
-    assert requested_output_tokens({"max_tokens": "50"}, 1024) == 1024
-    assert requested_output_tokens(["not", "a", "dict"], 7) == 7
-
-
 def test_a_request_estimate_prices_body_size_and_max_tokens() -> None:
     meter = Meter(tokens_meter({"m": {"input": 1_000_000, "output": 2_000_000}}))
     est = Estimator(RequestEstimate(type="request", default_max_tokens=1024), meter)
     # input ≈ 400 bytes / 4 = 100 tokens at 1 unit; output 100 tokens at 2 units
-    assert est.estimate("m", {"max_tokens": 100}, 400) == 100 + 200
-    assert est.estimate("m", {"max_output_tokens": 10}, 0) == 20
-    assert est.estimate("m", {}, 0) == 2048  # default_max_tokens
+    assert est.estimate("m", 100, 400) == 100 + 200
+    assert est.estimate("m", 10, 0) == 20
+    assert est.estimate("m", None, 0) == 2048  # no limit in the request: default_max_tokens
     with pytest.raises(UnpricedModel):
-        est.estimate("unknown", {}, 0)
+        est.estimate("unknown", None, 0)
     assert est.stats() == {"kind": "request", "samples": 0, "confidence": "fixed"}
 
 
