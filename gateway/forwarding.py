@@ -18,9 +18,15 @@ HOP_BY_HOP = frozenset({
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
 
 
+class ClientDisconnected(Exception):
+    """The client left before its request body was complete: nothing is forwarded or charged
+    (a truncated body must never reach the upstream as if it were the request)."""
+
+
 async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
     """The whole request body, at most `limit` bytes. Raises PayloadTooLarge (413) — early when
-    Content-Length already says so, otherwise as soon as the limit is passed."""
+    Content-Length already says so, otherwise as soon as the limit is passed — and
+    ClientDisconnected when the client leaves before the last chunk."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; this route accepts {limit}.")
     chunks: list[bytes] = []
@@ -29,7 +35,7 @@ async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnected("the client left while sending its request body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -18,7 +18,12 @@ import orjson
 
 from gateway.auth import Caller, key_from_headers
 from gateway.disconnects import DisconnectWatch
-from gateway.forwarding import downstream_headers, read_body, upstream_headers
+from gateway.forwarding import (
+    ClientDisconnected,
+    downstream_headers,
+    read_body,
+    upstream_headers,
+)
 from gateway.payment_required import insufficient_ai_time
 from gateway.problems import (
     BadRequest,
@@ -76,6 +81,7 @@ class Call:
     client_wants_usage: bool = True
     token_status: str | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    settled: bool = False  # `Proxy.settle` ran (whatever its outcome)
 
     @property
     def input_estimate(self) -> int:
@@ -108,6 +114,9 @@ class Proxy:
                     "The billing store is unreachable; retry shortly.") from exc
             except GatewayError:
                 raise
+            except ClientDisconnected:  # left mid-upload: nothing admitted, nobody to answer
+                self.s.metrics.requests.labels(route.operation, "499").inc()
+                return
             except Exception as exc:  # noqa: BLE001 - the catch-all: a 500 problem, never text
                 log.error("unexpected error", exc_info=exc, extra={
                     "request_id": request_id, "operation": route.operation})
@@ -192,7 +201,25 @@ class Proxy:
             call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
                                                             caller.account_id)
         await self._admit(call, record, token)
-        await self._forward(call, scope, receive, send)
+        try:
+            await self._forward(call, scope, receive, send)
+        except Exception:
+            if not call.settled:
+                await self._settle_after_error(call)
+            raise
+
+    async def _settle_after_error(self, call: Call) -> None:
+        """An unexpected error left an admitted call unsettled: release its hold now (charged
+        nothing; outcome `gateway_error` on its usage record) instead of keeping it leased until
+        the route's hold TTL. A store failure here is logged; the hold then lapses with its
+        lease."""
+        duration_ms = int((time.perf_counter() - call.started) * 1000)
+        try:
+            await self.settle(call, None, duration_ms, None, "none", 0, streamed=call.stream,
+                              outcome="gateway_error")
+        except (GatewayError, StoreUnavailable):
+            log.error("could not settle a call after an unexpected error; its hold lapses",
+                      extra={"request_id": call.request_id})
 
     async def _check_resume_token(
         self, call: Call, scope: dict[str, Any], token: str | None
@@ -364,6 +391,7 @@ class Proxy:
         """Debit `charge`, release the hold, write the usage record. Returns None when the call
         is unbilled (store down under fail mode `allow`)."""
         s = self.s
+        call.settled = True
         u = usage or Usage()
         record = CallRecord(
             request_id=call.request_id, account_id=call.caller.account_id,

@@ -166,3 +166,56 @@ def test_an_unexpected_error_after_a_stream_started_ends_the_connection_not_a_se
     ok = httpx.post(gateway.url + "/v1/chat/completions", content=encode(chat_body()),
                     headers={**auth(key), "content-type": "application/json"})
     assert ok.status_code == 200
+
+
+def test_an_unexpected_error_after_admission_releases_the_hold_and_records_the_call(
+    gateway, monkeypatch
+):
+    account, key = gateway.ledger.funded(600_000)
+
+    def boom(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(SECRET)
+
+    monkeypatch.setattr("gateway.proxy.upstream_headers", boom)  # after the hold, before upstream
+    r = httpx.post(gateway.url + "/v1/chat/completions", content=encode(chat_body()),
+                   headers={**auth(key), "content-type": "application/json"})
+    doc = assert_internal_error(r)
+    totals = gateway.ledger.totals(account)
+    assert totals["holds"] == 0  # released at once, not leased until the route's hold TTL
+    [record] = gateway.ledger.usage(account)
+    assert record["id"] == doc["request_id"]
+    assert record["outcome"] == "gateway_error"
+    assert gateway.ledger.balance(account).available == 600_000  # charged nothing
+
+
+def _metric(gw: RunningGateway, name: str, **labels: str) -> float:
+    text = httpx.get(gw.url + "/metrics").text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    assert want, "labels required"
+    return 0.0
+
+
+def test_a_client_leaving_mid_upload_sends_nothing_upstream_and_charges_nothing(
+    gateway, upstream
+):
+    import socket
+    import time
+
+    account, key = gateway.ledger.funded(600_000)
+    body = encode(chat_body())  # a complete JSON document, but fewer bytes than declared
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                     b"authorization: Bearer " + key.encode() + b"\r\n"
+                     b"content-type: application/json\r\n"
+                     b"content-length: " + str(len(body) + 1000).encode() + b"\r\n\r\n" + body)
+    deadline = time.monotonic() + 10
+    while _metric(gateway, "gateway_requests_total", operation="chat", status="499") < 1:
+        assert time.monotonic() < deadline, "the gateway never noticed the client leaving"
+        time.sleep(0.02)
+    assert upstream.requests.snapshot() == []  # a truncated body is never forwarded
+    assert gateway.ledger.usage(account) == []
+    assert gateway.ledger.totals(account)["holds"] == 0
