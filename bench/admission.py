@@ -103,7 +103,8 @@ async def _measure(url: str, rows: int, n: int, pg: bool) -> dict[str, float]:
         total_ms: list[float] = []
         for i in range(n + 200):
             t0 = time.perf_counter()
-            hold = await ledger.admit(account, 1000, "chat", 600, PLAN)
+            hold = await ledger.admit(account, 1000, "chat", 600, PLAN,  # as the gateway does
+                                      request_id=f"bench_{rows}_{i}", model="m")
             t1 = time.perf_counter()
             assert isinstance(hold, Admission)
             await ledger.settle(hold.hold_id, CallRecord(

@@ -226,6 +226,9 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     metrics = Metrics()
     resume: ResumeTokens = SqlResumeTokens(ledger.runner)
     counters: CounterStore = InProcessCounters()
+    # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a nonce is
+    # accepted once across Redis outages (README "Billing API"). Billing requests need the SQL
+    # store anyway, and nonces are not on the proxy's hot path.
     nonces: NonceStore = SqlNonces(ledger.runner)
     bus: EventBus = EventBus()
     if settings.redis_url:
@@ -236,7 +239,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         from redis.retry import Retry
 
         from gateway.event_bus import RedisEventBus
-        from storage.redis_state import Breaker, RedisNonces, RedisResumeTokens
+        from storage.redis_state import Breaker, RedisResumeTokens
 
         # Short timeouts (a frozen Redis must not stall calls) and one immediate retry on a
         # broken connection (a restarted Redis leaves stale pooled connections behind).
@@ -250,9 +253,6 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         counters = RedisCounters(
             client, on_error=lambda: metrics.store_errors.labels("redis_rate_limits").inc(),
             breaker=breaker)
-        nonces = RedisNonces(
-            client, nonces, breaker,
-            on_error=lambda step: metrics.store_errors.labels("redis_" + step).inc())
         bus = RedisEventBus(
             client, Breaker(),
             on_error=lambda step: metrics.store_errors.labels("redis_events_" + step).inc())

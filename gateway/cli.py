@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     bal.add_argument("--json", action="store_true",
                      help="print the EnhancedBalance JSON document (default: a text summary)")
 
-    usage = sub.add_parser("usage", help="show an account's usage records, newest first")
+    usage = sub.add_parser("usage", help="show an account's usage records (in flight, settled, "
+                                          "interrupted), newest first")
     usage.add_argument("account_id", help="the account")
     usage.add_argument("--json", action="store_true",
                        help="print the records as JSON (default: one text line each)")
@@ -417,10 +418,11 @@ async def _usage(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) ->
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
+        unbilled = f" unbilled {r['unbilled']} ms" if r["unbilled"] else ""
         print(f"{r['created_at']}  {r['id']}  {r['operation']:<11} {r['model'] or '-':<22} "
               f"status {r['upstream_status'] or '-':<4} {r['duration_ms']:>6} ms  in "
-              f"{r['input_tokens']:>6} out {r['output_tokens']:>6}  charged {r['charged']:>8} ms "
-              f"({r['usage_source']}, {r['outcome']})")
+              f"{r['input_tokens']:>6} out {r['output_tokens']:>6}  charged {r['charged']:>8} ms"
+              f"{unbilled} ({r['usage_source']}, {r['outcome']})")
     if not rows:
         print("no usage yet")
     return 0

@@ -7,9 +7,10 @@ sig=<hex HMAC-SHA256>` over the canonical string
 
 where SORTED_QUERY is the query's `name=value` pairs (as sent, percent-encoded) sorted and joined
 with `&`. The timestamp must be within ±300 s of the gateway's clock; a nonce is accepted once per
-key (remembered for the window, in Redis or the SQL store); signatures are compared in constant
-time; several keys may be valid at once (`GATEWAY_HMAC_KEYS=id1:secret1,id2:secret2`), so keys
-rotate by adding the new id, moving callers over, then removing the old one.
+key (remembered for the window in the SQL store only, never in Redis, so a Redis outage cannot
+let a replay through); signatures are compared in constant time; several keys may be valid at
+once (`GATEWAY_HMAC_KEYS=id1:secret1,id2:secret2`), so keys rotate by adding the new id, moving
+callers over, then removing the old one.
 """
 
 from __future__ import annotations

@@ -248,7 +248,8 @@ class Proxy:
             s.policy.document.default_plan]
         try:
             result = await s.ledger.admit(call.caller.account_id, call.estimate, route.operation,
-                                          route.hold_ttl_s, plan)
+                                          route.hold_ttl_s, plan, request_id=call.request_id,
+                                          model=call.model, streamed=call.stream)
         except StoreUnavailable as exc:
             s.metrics.store_errors.labels("admit").inc()
             if route.spec.fail_mode == "allow":

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 UsageSource = Literal["upstream", "estimate", "partial", "none"]
+# Usage-record outcomes of calls that have not settled: written at admission, and set by the
+# lease sweep when the hold lapsed with its process (charged 0, the estimate recorded unbilled).
+IN_FLIGHT = "in_flight"
+INTERRUPTED = "interrupted"
 
 
 class StoreUnavailable(Exception):
@@ -49,7 +53,9 @@ class Shortfall:
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """What one proxied call did, written as its usage record at settlement."""
+    """What one proxied call did, written as its usage record at settlement (completing the
+    `in_flight` record its admission opened, or a new one for a call admitted without the
+    store). `outcome`: ok, upstream_error, upstream_timeout, cut, client_disconnected, …"""
 
     request_id: str
     account_id: str

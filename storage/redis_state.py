@@ -107,25 +107,3 @@ class RedisResumeTokens:
     async def close(self) -> None:
         await self._redis.aclose()
 
-
-class RedisNonces:
-    """Seen HMAC nonces in Redis (`SET NX EX`: atomic across processes); while Redis is
-    unreachable the `fallback` store (the SQL one) decides instead, so replays stay refused."""
-
-    def __init__(self, redis: Redis, fallback: object, breaker: Breaker,
-                 on_error: Callable[[str], None] | None = None) -> None:
-        self._redis = redis
-        self._fallback = fallback
-        self.breaker = breaker
-        self._on_error = on_error or (lambda step: None)
-
-    async def remember(self, key: str, ttl_s: int) -> bool:
-        if not self.breaker.open:
-            try:
-                return bool(await self._redis.set("gw:nonce:" + key, b"1", nx=True, ex=ttl_s))
-            except (RedisError, OSError) as exc:
-                self.breaker.trip()
-                self._on_error("nonce")
-                log.warning("redis unavailable; HMAC nonces checked in the SQL store",
-                            extra={"error": str(exc)})
-        return await self._fallback.remember(key, ttl_s)  # type: ignore[attr-defined,no-any-return]

@@ -17,7 +17,15 @@ from typing import Any
 
 from storage.buckets import Bucket, EventType, Source
 from storage.burn_down import settle_debit
-from storage.ports import Admission, CallRecord, Settlement, Shortfall, UnknownAccount
+from storage.ports import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    Admission,
+    CallRecord,
+    Settlement,
+    Shortfall,
+    UnknownAccount,
+)
 from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
 from storage.sql.ledger import ShortfallRule, new_sequential_id, to_datetime
 
@@ -52,15 +60,27 @@ _LIVE = Sql(
     "SELECT id, source, remaining, expires_at_ms, created_at_ms FROM buckets"
     " WHERE account_id = ? AND remaining > 0 AND (expires_at_ms IS NULL OR expires_at_ms > ?)"
 )
-_SWEEP_HOLDS = Sql("DELETE FROM holds WHERE expires_at_ms <= ?")
-_INSERT_HOLD = Sql(
-    "INSERT INTO holds (id, account_id, amount, operation, created_at_ms, expires_at_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+_HOLD_COLUMNS = (
+    "INSERT INTO holds (id, account_id, amount, operation, created_at_ms, expires_at_ms,"
+    " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_HOLD = Sql(_HOLD_COLUMNS)
+# The call's usage record, opened with its hold (completed at settlement, or closed as
+# interrupted by the lease sweep).
+_OPEN_COLUMNS = (
+    "INSERT INTO usage_records (id, account_id, operation, model, duration_ms, estimated,"
+    f" usage_source, streamed, outcome, created_at_ms) VALUES (?, ?, ?, ?, 0, ?, 'none', ?,"
+    f" '{IN_FLIGHT}', ?)"
+)
+_OPEN_RECORD = Sql(_OPEN_COLUMNS)
+# PostgreSQL: hold and record in the one round trip the hold alone took (a data-modifying CTE).
+_ADMIT_WRITES_PG = Sql(f"WITH h AS ({_HOLD_COLUMNS}) {_OPEN_COLUMNS}").pg
 _HOLD_AMOUNT = Sql("SELECT amount FROM holds WHERE id = ? AND expires_at_ms > ?")
 _UPDATE_HOLD = Sql("UPDATE holds SET amount = ?, expires_at_ms = ? WHERE id = ?")
 _DELETE_HOLD = Sql("DELETE FROM holds WHERE id = ?")
-_SETTLED = Sql("SELECT 1 FROM usage_records WHERE id = ?")
+# The call's record as admission or the sweep left it; locked, so a sweep closing it as
+# interrupted and this settlement completing it cannot both count it.
+_RECORD_STATE = Sql("SELECT outcome FROM usage_records WHERE id = ?", " FOR UPDATE")
 _DEBIT = Sql("UPDATE buckets SET remaining = remaining - ? WHERE id = ?")
 _SET_DEBT = Sql("UPDATE accounts SET debt = ? WHERE id = ?")
 _INSERT_ENTRY = Sql(
@@ -75,15 +95,25 @@ _USAGE_COLUMNS = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_USAGE = Sql(_USAGE_COLUMNS)
-# The daily rollup behind usage analytics: one row per (account, UTC day, operation).
+_COMPLETE_COLUMNS = (
+    "UPDATE usage_records SET operation = ?, model = ?, upstream_status = ?, duration_ms = ?,"
+    " input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?,"
+    " estimated = ?, charged = ?, unbilled = ?, usage_source = ?, streamed = ?, outcome = ?,"
+    " created_at_ms = ? WHERE id = ?"
+)
+_COMPLETE_USAGE = Sql(_COMPLETE_COLUMNS)
+# The daily rollup behind usage analytics: one row per (account, UTC day, operation); a call
+# counts once, when it settles or is interrupted (a late settlement adds only its charge).
 _ROLLUP = (
     "INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
-    " VALUES (?, ?, ?, 1, ?) ON CONFLICT (account_id, day_ms, operation)"
-    " DO UPDATE SET calls = usage_daily.calls + 1, charged = usage_daily.charged + ?"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, day_ms, operation)"
+    " DO UPDATE SET calls = usage_daily.calls + excluded.calls,"
+    " charged = usage_daily.charged + excluded.charged"
 )
 _ROLLUP_USAGE = Sql(_ROLLUP)
 # PostgreSQL: the two settlement writes above in one round trip (a data-modifying CTE).
 _SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}").pg
+_COMPLETE_WRITES_PG = Sql(f"WITH u AS ({_COMPLETE_COLUMNS}) {_ROLLUP}").pg
 _RESOLVE_KEY = Sql(
     "SELECT k.account_id, a.plan_key FROM api_keys k JOIN accounts a ON a.id = k.account_id"
     " WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
@@ -104,18 +134,29 @@ async def resolve_key(db: Any, key_hash: str) -> tuple[str, str] | None:
 
 
 async def admit(
-    db: Any, account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int
+    db: Any, account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int,
+    request_id: str | None = None, model: str | None = None, streamed: bool = False,
 ) -> Admission | Shortfall:
     """Place a hold of `amount` if available = spendable − holds − debt covers it (SPEC §3),
-    else report the shortfall split into daily bonus and the rest. Locks the account row."""
+    else report the shortfall split into daily bonus and the rest. Locks the account row.
+    With a `request_id`, the call's usage record is opened with the hold (outcome `in_flight`,
+    `estimated` = amount; no extra round trip on PostgreSQL); a refusal writes nothing."""
     _plan, debt = await _lock(db, account_id)
     row = await db.one(_FUNDS, (account_id, at_ms, account_id, at_ms, account_id, at_ms))
     spendable, held, daily = (int(v) for v in row)
     available = spendable - held - debt
     if amount <= available:
         hold_id = new_sequential_id("hold")
-        await db.run(_INSERT_HOLD, (hold_id, account_id, amount, operation, at_ms,
-                                    at_ms + ttl_ms))
+        hold = (hold_id, account_id, amount, operation, at_ms, at_ms + ttl_ms, request_id)
+        if request_id is None:
+            await db.run(_INSERT_HOLD, hold)
+        else:
+            record = (request_id, account_id, operation, model, amount, streamed, at_ms)
+            if db.postgres:
+                await db.run_text(_ADMIT_WRITES_PG, hold + record)
+            else:
+                await db.run(_INSERT_HOLD, hold)
+                await db.run(_OPEN_RECORD, record)
         return Admission(hold_id=hold_id, amount=amount, available_after=available - amount)
     shown = max(0, available)
     daily = min(shown, max(0, daily - held))  # holds burn the daily bucket first
@@ -145,9 +186,10 @@ async def settle(
     db: Any, hold_id: str | None, record: CallRecord, charge: int,
     on_shortfall: ShortfallRule, at_ms: int,
 ) -> Settlement:
-    """Debit `charge` in burn order, release the hold, write the usage record, add it to the
-    daily rollup and emit a live balance.updated (next event id; not logged); idempotent by
-    request id. `clamp`: the uncovered
+    """Debit `charge` in burn order, release the hold, write the usage record (completing the
+    one admission opened, even when the sweep closed it as interrupted meanwhile; else a new
+    one), add it to the daily rollup and emit a live balance.updated (next event id; not
+    logged); idempotent by request id. `clamp`: the uncovered
     rest is unbilled; `overdraft`: it becomes debt. `Settlement.top_up` is True when the
     account has auto top-up on and is now below its threshold."""
     account_id = record.account_id
@@ -158,7 +200,9 @@ async def settle(
     if hold_id is not None:
         await db.run(_DELETE_HOLD, (hold_id,))
     key = "call:" + record.request_id
-    if await db.one(_SETTLED, (record.request_id,)) is not None:
+    state = await db.one(_RECORD_STATE, (record.request_id,))
+    opened = state is not None
+    if opened and state[0] not in (IN_FLIGHT, INTERRUPTED):
         return Settlement(charged=0, unbilled=0, remaining=0, replayed=True)
     rows = await db.all(_LIVE, (account_id, at_ms))
     buckets = [
@@ -199,8 +243,17 @@ async def settle(
              record.output_tokens, record.cached_tokens, record.reasoning_tokens,
              record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
              record.outcome, at_ms)
-    rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation, debited, debited)
-    if db.postgres:
+    counted = opened and state[0] == INTERRUPTED  # the sweep already counted the call
+    rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation,
+              0 if counted else 1, debited)
+    if opened:
+        complete = usage[2:] + (record.request_id,)
+        if db.postgres:
+            await db.run_text(_COMPLETE_WRITES_PG, complete + rollup)
+        else:
+            await db.run(_COMPLETE_USAGE, complete)
+            await db.run(_ROLLUP_USAGE, rollup)
+    elif db.postgres:
         await db.run_text(_SETTLE_WRITES_PG, usage + rollup)
     else:
         await db.run(_INSERT_USAGE, usage)
@@ -231,7 +284,46 @@ async def renew_holds(
     return lapsed
 
 
-async def sweep_holds(db: Any, before_ms: int) -> int:
+_SWEEP_HOLDS = Sql("DELETE FROM holds WHERE expires_at_ms <= ? RETURNING request_id")
+_INTERRUPT_COLUMNS = (
+    f"UPDATE usage_records SET outcome = '{INTERRUPTED}', charged = 0, unbilled = estimated,"
+    f" created_at_ms = ? WHERE outcome = '{IN_FLIGHT}'"
+)
+_INTERRUPT = Sql(_INTERRUPT_COLUMNS + " AND id = ? RETURNING account_id, operation")
+# PostgreSQL: the whole sweep in one statement. Holds are deleted (locked) before their records,
+# the order settlement takes them in; the rollup is written after the aggregate has read every
+# closed record.
+_SWEEP_PG = Sql(
+    f"WITH gone AS ({_SWEEP_HOLDS.lite}),"
+    f" closed AS ({_INTERRUPT_COLUMNS} AND id IN (SELECT request_id FROM gone)"
+    "  RETURNING account_id, operation),"
+    " rolled AS (INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
+    "  SELECT account_id, CAST(? AS BIGINT), operation, COUNT(*), 0 FROM closed"
+    "  GROUP BY account_id, operation"
+    "  ON CONFLICT (account_id, day_ms, operation)"
+    "  DO UPDATE SET calls = usage_daily.calls + excluded.calls RETURNING 1)"
+    " SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM closed)"
+)
+
+
+async def sweep_holds(db: Any, before_ms: int, at_ms: int) -> tuple[int, int]:
     """Delete holds whose lease lapsed before `before_ms` (crashed processes' holds; they no
-    longer count anyway). Returns how many were deleted."""
-    return int(await db.run(_SWEEP_HOLDS, (before_ms,)))
+    longer count anyway) and close the usage records they guarded that are still `in_flight`
+    as `interrupted` at `at_ms`: charged 0 (the call never settled), its estimate recorded as
+    unbilled, counted in the daily rollup of `at_ms`. Returns (holds deleted, records closed).
+    A late settlement of such a call still charges it and completes the record."""
+    day = at_ms // 86_400_000 * 86_400_000
+    if db.postgres:
+        gone, closed = await db.one(_SWEEP_PG, (before_ms, at_ms, day))
+        return int(gone), int(closed)
+    rows = await db.all(_SWEEP_HOLDS, (before_ms,))
+    counts: dict[tuple[str, str], int] = {}
+    for (request_id,) in rows:
+        if request_id is None:
+            continue
+        row = await db.one(_INTERRUPT, (at_ms, request_id))
+        if row is not None:
+            counts[(row[0], row[1])] = counts.get((row[0], row[1]), 0) + 1
+    for (account_id, operation), n in counts.items():
+        await db.run(_ROLLUP_USAGE, (account_id, day, operation, n, 0))
+    return len(rows), sum(counts.values())

@@ -29,6 +29,7 @@ from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
 from storage.ports import (
+    IN_FLIGHT,
     Admission,
     BalanceSnapshot,
     BucketView,
@@ -394,8 +395,13 @@ def revoke_api_key_tx(conn: Connection, key_id: str, at_ms: int) -> bool:
 
 
 def release_hold_tx(conn: Connection, hold_id: str) -> None:
-    """Drop a hold without charging (e.g. the call never reached the upstream)."""
+    """Drop a hold without charging (e.g. the call never reached the upstream), and the
+    `in_flight` usage record its admission opened: no call, no record (as for a 402)."""
+    request_id = conn.execute(select(holds.c.request_id).where(holds.c.id == hold_id)).scalar()
     conn.execute(holds.delete().where(holds.c.id == hold_id))
+    if request_id is not None:
+        conn.execute(usage_records.delete().where(usage_records.c.id == request_id,
+                                                  usage_records.c.outcome == IN_FLIGHT))
 
 
 def balance_tx(conn: Connection, account_id: str, at_ms: int) -> BalanceSnapshot:
@@ -508,10 +514,13 @@ class SqlLedger:
         return await self.runner.run_raw(hot_path.resolve_key, hash_key(key))
 
     async def admit(
-        self, account_id: str, amount: int, operation: str, ttl_s: float, plan: Plan
+        self, account_id: str, amount: int, operation: str, ttl_s: float, plan: Plan, *,
+        request_id: str | None = None, model: str | None = None, streamed: bool = False,
     ) -> Admission | Shortfall:
         """Place a hold of `amount` units or report the shortfall; first grants today's daily
-        bonus when this process has not settled it for the account today."""
+        bonus when this process has not settled it for the account today. With `request_id`
+        the call's usage record is opened in the same transaction (outcome `in_flight`, see
+        hot_path.admit), completed by `settle` or closed as interrupted by the lease sweep."""
         from storage.sql import hot_path
 
         at = self.clock()
@@ -522,7 +531,8 @@ class SqlLedger:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
         result = await self.runner.run_raw(
-            hot_path.admit, account_id, amount, operation, int(self.lease_s * 1000), at)
+            hot_path.admit, account_id, amount, operation, int(self.lease_s * 1000), at,
+            request_id, model, streamed)
         if isinstance(result, Admission):
             self._leases[result.hold_id] = at + int(ttl_s * 1000)
         return result
@@ -549,16 +559,18 @@ class SqlLedger:
         return await self.runner.run_raw(
             hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
 
-    async def renew_leases(self) -> int:
-        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s).
-        Holds past their route's lifetime are no longer renewed. Returns how many were renewed.
+    async def renew_leases(self, at_ms: int | None = None) -> int:
+        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), after
+        sweeping every process's holds lapsed for over a lease (their calls' records closed as
+        `interrupted`, see hot_path.sweep_holds). Holds past their route's lifetime are no
+        longer renewed. `at_ms`: now (injectable for tests). Returns how many were renewed.
         Raises StoreUnavailable."""
         from storage.sql import hot_path
 
-        at = self.clock()
+        at = self.clock() if at_ms is None else at_ms
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
-        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000))
+        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000), at)
         ids = list(self._leases)
         if not ids:
             return 0
@@ -721,7 +733,8 @@ def account_keys_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
 
 def usage_stats_tx(conn: Connection, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
     """Usage across all accounts in [from_ms, to_ms_) grouped by `model` or `operation`:
-    calls, input/output tokens, charged and unbilled units."""
+    calls, input/output tokens, charged and unbilled units (calls still in flight excluded:
+    they count once settled or interrupted, as in the daily rollup)."""
     column = usage_records.c.model if by == "model" else usage_records.c.operation
     rows = conn.execute(
         select(column.label("key"), func.count().label("calls"),
@@ -729,6 +742,7 @@ def usage_stats_tx(conn: Connection, from_ms: int, to_ms_: int, by: str) -> list
                func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
                func.coalesce(func.sum(usage_records.c.charged), 0).label("charged_ms"),
                func.coalesce(func.sum(usage_records.c.unbilled), 0).label("unbilled_ms"))
-        .where(usage_records.c.created_at_ms >= from_ms, usage_records.c.created_at_ms < to_ms_)
+        .where(usage_records.c.created_at_ms >= from_ms, usage_records.c.created_at_ms < to_ms_,
+               usage_records.c.outcome != IN_FLIGHT)
         .group_by(column).order_by(column))
     return [{k: (int(v) if k != "key" else v) for k, v in r._mapping.items()} for r in rows]

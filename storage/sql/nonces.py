@@ -1,6 +1,7 @@
-"""Seen HMAC nonces in the SQL store (the shared default without Redis): one
-`INSERT … ON CONFLICT DO NOTHING` decides atomically, across processes, whether a nonce is new.
-Expired rows are swept now and then."""
+"""Seen HMAC nonces in the SQL store — the only nonce store, with or without Redis: one
+`INSERT … ON CONFLICT DO NOTHING` decides atomically, across processes, whether a nonce is new,
+so a nonce is accepted once whatever Redis does (a Redis copy would be a second truth that an
+outage splits). Rows outlive the ±300 s signature window and are swept now and then."""
 
 from __future__ import annotations
 

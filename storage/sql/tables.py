@@ -112,6 +112,8 @@ holds = Table(
     Column("operation", String(64), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
+    # the call whose usage record (outcome `in_flight`) this hold guards; NULL: none
+    Column("request_id", String(40), nullable=True),
     CheckConstraint("amount >= 0", name="ck_holds_amount_nonneg"),
     Index("ix_holds_account_expiry", "account_id", "expires_at_ms"),
 )

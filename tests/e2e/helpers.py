@@ -79,10 +79,11 @@ def assert_problem(resp: httpx.Response, status: int, slug: str) -> dict[str, An
 
 def wait_for_usage(ledger: Any, account: str, count: int = 1,
                    timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Poll until the account has `count` usage records (streams settle after the last byte)."""
+    """Poll until the account has `count` settled usage records (streams settle after the last
+    byte; until then a call's record is `in_flight`); returns the settled ones."""
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = ledger.usage(account)
+        rows = [r for r in ledger.usage(account) if r["outcome"] != "in_flight"]
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.02)

@@ -77,30 +77,3 @@ async def test_after_a_failure_the_breaker_skips_redis_for_its_cooldown():
     assert await store.consume(token) is True
     assert errors == ["issue"]  # one failed round trip, then straight to the fallback
     await store.close()
-
-
-async def test_redis_nonces_are_single_use_and_fall_back_while_redis_is_down():
-    from storage.redis_state import RedisNonces
-
-    class Remembered:
-        def __init__(self) -> None:
-            self.seen: set[str] = set()
-
-        async def remember(self, key: str, ttl_s: int) -> bool:
-            new = key not in self.seen
-            self.seen.add(key)
-            return new
-
-    client = await _redis_or_skip()
-    key = "k1:" + uuid.uuid4().hex
-    clients = [Redis.from_url(REDIS_URL) for _ in range(4)]
-    stores = [RedisNonces(c, Remembered(), Breaker()) for c in clients]
-    results = await asyncio.gather(*(s.remember(key, 600) for s in stores))
-    assert results.count(True) == 1
-    assert 0 < await client.ttl("gw:nonce:" + key) <= 600
-    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    down = RedisNonces(dead, Remembered(), Breaker())
-    assert await down.remember("k1:x" * 5, 600) is True
-    assert await down.remember("k1:x" * 5, 600) is False  # the fallback still refuses replays
-    for c in [*clients, dead, client]:
-        await c.aclose()

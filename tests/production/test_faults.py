@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from tests.support import LedgerHandle
 
 CHARGED_RE = re.compile(r"charged_ms=(\d+)")
 LEASE_S = 3
+KILLED_STREAMS = 20
 
 
 @dataclass
@@ -92,7 +94,7 @@ def assert_money_consistent(ledger: LedgerHandle, account: str, funds: int) -> d
 # ---- a. kill -9 with streams in flight ---------------------------------------------------------
 
 @pytest.mark.postgres
-def test_kill_9_with_streams_in_flight_strands_no_balance(
+def test_kill_9_with_streams_in_flight_strands_no_balance_and_records_every_call(
     tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, pg_url: str,
 ) -> None:
     policy = write_policy(tmp_path, lease_s=LEASE_S, read_timeout_s=5, total_timeout_s=600)
@@ -100,9 +102,9 @@ def test_kill_9_with_streams_in_flight_strands_no_balance(
                                                   **upstream_env(fake_upstream.url)})
     ledger = ledger_for(pg_url, policy)
     path = "/v1/chat/completions"
-    # six slow streams on the victim: 200 events 50 ms apart (~10 s each)
+    # slow streams on the victim: 200 events 50 ms apart (~10 s each)
     long_raws = [encode(chat_body(f"long stream {i}", max_tokens=200, model="gpt-fake-slow",
-                                  stream=True)) for i in range(6)]
+                                  stream=True)) for i in range(KILLED_STREAMS)]
     held_by_victim = sum(estimate_for(r, 200) for r in long_raws)
     short_raws = [encode(chat_body(f"short call {i}", max_tokens=5)) for i in range(5)]
     paced_raws = [encode(chat_body(f"paced stream {i}", max_tokens=5, model="gpt-fake-paced",
@@ -143,6 +145,11 @@ def test_kill_9_with_streams_in_flight_strands_no_balance(
 
     victim.kill9()
     killed_at = time.monotonic()
+    killed = {out.request_id: estimate_for(raw, 200) for out, raw in zip(reads, long_raws,
+                                                                         strict=True)}
+    records = {u["id"]: u for u in ledger.usage(account, limit=1000)}
+    # every admitted call has its record from admission on, the killed ones still in flight
+    assert {rid: records[rid]["outcome"] for rid in killed} == dict.fromkeys(killed, "in_flight")
     assert ledger.balance(account).held == held_by_victim  # nobody released them...
     assert wait_until(lambda: ledger.balance(account).held == 0, timeout_s=15, interval_s=0.1)
     lapsed_after = time.monotonic() - killed_at  # ...the lease ran out
@@ -154,14 +161,34 @@ def test_kill_9_with_streams_in_flight_strands_no_balance(
 
     for t in threads:
         t.join(10)
-    killed = [out.request_id for out in reads]
     for out in reads:  # every victim stream was cut off, none finished
         assert out.error is not None and out.comment is None and out.events < 200, out
 
+    # the survivor's lease sweep closes the killed calls' records: interrupted, charged nothing,
+    # the estimate recorded as unbilled (bounded poll: lapse + one lease + one sweep period)
+    def interrupted() -> bool:
+        rows = {u["id"]: u for u in ledger.usage(account, limit=1000)}
+        return all(rows[rid]["outcome"] == "interrupted" for rid in killed)
+
+    assert wait_until(interrupted, timeout_s=2 * LEASE_S + LEASE_S / 3 + 5, interval_s=0.2)
     ids = collections.Counter(u["id"] for u in ledger.usage(account, limit=1000))
     assert all(ids[rid] == 1 for rid in completed), ids  # each completed call: one record
-    assert not any(rid in ids for rid in killed), ids  # the killed calls: none
-    assert sum(ids.values()) == len(completed)
+    assert all(ids[rid] == 1 for rid in killed), ids  # each killed call: one record too
+    assert sum(ids.values()) == len(completed) + len(killed)
+    shown = run_cli(["--config", str(policy), "usage", account, "--json", "--limit", "1000"],
+                    {"GATEWAY_DATABASE_URL": pg_url}, tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    listed = {r["id"]: r for r in json.loads(shown.stdout)}
+    for rid, estimate in killed.items():
+        r = listed[rid]
+        assert (r["outcome"], r["charged"], r["unbilled"], r["estimated"]) == (
+            "interrupted", 0, estimate, estimate), r
+        assert r["streamed"] and r["operation"] == "chat" and r["model"] == "gpt-fake-slow", r
+    text = run_cli(["--config", str(policy), "usage", account, "--limit", "1000"],
+                   {"GATEWAY_DATABASE_URL": pg_url}, tmp_path)
+    lines = [line for line in text.stdout.splitlines() if "(none, interrupted)" in line]
+    assert len(lines) == len(killed), text.stdout
+    assert all("unbilled" in line for line in lines), lines
     assert_money_consistent(ledger, account, funds)
     assert survivor.alive()
 
@@ -429,8 +456,12 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
     assert back.status_code == 200, back.text
     settled.append(back.headers["x-request-id"])
     assert gw.alive()
-    ids = {u["id"] for u in ledger.usage(account)}
-    assert ids == set(settled), ids  # the unbilled calls are not in the ledger (yet)
+    usage = {u["id"]: u for u in ledger.usage(account)}
+    # the unbilled calls are not in the ledger (yet); the in-flight stream has the record its
+    # admission opened, not charged (in flight, or interrupted once its hold lapsed)
+    assert set(usage) == set(settled) | {inflight.request_id}, usage.keys()
+    assert usage[inflight.request_id]["outcome"] in ("in_flight", "interrupted")
+    assert usage[inflight.request_id]["charged"] == 0
     # the in-flight stream's hold is no longer renewed: it lapses within a lease
     assert wait_until(lambda: ledger.balance(account).held == 0, timeout_s=LEASE_S + 3)
     assert_money_consistent(ledger, account, funds)  # (the lapsed hold's row stays, expired)
