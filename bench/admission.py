@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies.compiled import Plan  # noqa: E402
 from storage import migrate  # noqa: E402
-from storage.buckets import Source  # noqa: E402
+from storage.engine.buckets import Source  # noqa: E402
 from storage.ports import Admission, CallRecord  # noqa: E402
 from storage.sql.ledger import SqlLedger  # noqa: E402
 

@@ -27,7 +27,7 @@ from gateway.problems import (
     StoreUnavailableProblem,
     Unauthorized,
 )
-from storage.buckets import EventType, Source
+from storage.engine.buckets import EventType, Source
 from storage.ports import IdempotencyConflict, StoreUnavailable, UnknownAccount
 from storage.sql.ledger import now_ms, to_ms
 from storage.timestamps import iso_utc

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from storage.buckets import EventType
+from storage.engine.buckets import EventType
 
 Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
 _DATE_TIME = {"format": "date-time"}

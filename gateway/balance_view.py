@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import BalanceSnapshot, BucketView
 from storage.sql.events import balance_totals
 from storage.sql.events import seconds as _s

@@ -32,7 +32,7 @@ from gateway.problems import (
 )
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
-from storage import bonus
+from storage.engine import bonus
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import to_ms
 from storage.timestamps import iso_utc

@@ -25,7 +25,7 @@ from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import SqlLedger, now_ms

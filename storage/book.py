@@ -8,7 +8,7 @@ Rules, in sentences:
   and changes nothing (replays are free and safe).
 - A credit creates one bucket. Outstanding debt is paid first out of the new credit; the bucket
   holds the rest. The entry's delta is the full credited amount.
-- A debit burns live buckets greedily in burn order (storage.burn_down). Expired buckets are never
+- A debit burns live buckets greedily in burn order (storage.engine.burn_down). Expired buckets are never
   debited. A shortfall is either clamped (recorded as `unbilled`, not charged) or overdrawn
   (charged in full; the uncovered part becomes `debt`).
 - Invariant at all times: Σ bucket.remaining − debt == Σ entry.delta, and no bucket.remaining < 0.
@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from storage.bonus import daily_bonus_amount, daily_idempotency_key, day_end, month_start
-from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Allocation, Bucket, EventType, Source
-from storage.burn_down import ShortfallRule, apply_debit, net_credit, settle_debit, spendable
+from storage.engine.bonus import daily_bonus_amount, daily_idempotency_key, day_end, month_start
+from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Allocation, Bucket, EventType, Source
+from storage.engine.burn_down import ShortfallRule, apply_debit, net_credit, settle_debit, spendable
 
 Shortfall = ShortfallRule
 

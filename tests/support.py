@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from policies.compiled import Plan, load_policy
 from storage import migrate
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import BalanceSnapshot
 from storage.sql.ledger import SqlLedger
 

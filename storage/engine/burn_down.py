@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from storage.buckets import Allocation, Bucket, DebitPlan, Source
+from storage.engine.buckets import Allocation, Bucket, DebitPlan, Source
 
 _NEVER = float("inf")
 

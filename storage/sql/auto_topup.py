@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.buckets import EventType, Source
+from storage.engine.buckets import EventType, Source
 from storage.ports import UnknownAccount
 from storage.sql.events import emit_balance_tx
 from storage.sql.ledger import (

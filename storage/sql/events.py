@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.sql.tables import account_events, accounts, buckets, holds
 
 BALANCE_UPDATED = "balance.updated"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.buckets import Bucket, EventType, Source
-from storage.burn_down import settle_debit
+from storage.engine.buckets import Bucket, EventType, Source
+from storage.engine.burn_down import settle_debit
 from storage.ports import (
     IN_FLIGHT,
     INTERRUPTED,

@@ -3,7 +3,7 @@
 Every operation below is one transaction that first locks the account row (`FOR UPDATE` on
 PostgreSQL; SQLite's `BEGIN IMMEDIATE` write lock), so admission and settlement are correct with
 many gateway processes on one database (SPEC §3). The burn-down decisions come from the pure
-engine (`storage.burn_down`); this module only reads and writes rows. Amounts are ledger units
+engine (`storage.engine.burn_down`); this module only reads and writes rows. Amounts are ledger units
 (ms of AI time); times are UTC epoch milliseconds.
 
 Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledger_entries.delta.
@@ -25,9 +25,9 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
-from storage import bonus
-from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
-from storage.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
+from storage.engine import bonus
+from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
+from storage.engine.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
 from storage.ports import (
     IN_FLIGHT,
     Admission,

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from storage.buckets import EventType, Source
+from storage.engine.buckets import EventType, Source
 from storage.ports import GrantResult
 from storage.sql.events import PACKAGE_FULFILLED, RESUME_READY, emit_balance_tx, emit_tx
 from storage.sql.ledger import _lock, credit_tx, take_tx

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.buckets import EventType, Source
+from storage.engine.buckets import EventType, Source
 from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx, seconds
 from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
 from storage.sql.purchases import event_seen_tx

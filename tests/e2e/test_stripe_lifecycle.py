@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import httpx
 import respx
 
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import STRIPE_BASE, _deliver, _event, _mock_checkout
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import respx
 
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from tests.e2e.helpers import auth, chat_body, db_path
 from tests.e2e.stripe_support import STRIPE_BASE, WEBHOOK_SECRET, _deliver, _event, _mock_checkout
 from tests.e2e.test_billing_stream import STREAM_ENV, Sse, open_stream

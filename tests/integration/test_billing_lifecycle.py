@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord
 from storage.sql import auto_topup, events, purchases, subscriptions
 from storage.sql.ledger import SqlLedger, now_ms

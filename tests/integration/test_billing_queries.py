@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord
 from storage.sql.ledger import SqlLedger, now_ms
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall
 from storage.sql.ledger import SqlLedger, now_ms
 from storage.sql.tables import usage_daily

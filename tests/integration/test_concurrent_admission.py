@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall
 from storage.sql.engine import is_sqlite
 from storage.sql.ledger import SqlLedger

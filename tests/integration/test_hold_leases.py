@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord
 from storage.sql.ledger import SqlLedger
 from tests.support import ManualClock

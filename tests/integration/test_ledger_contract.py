@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from policies.compiled import Plan
-from storage.buckets import EventType, Source
+from storage.engine.buckets import EventType, Source
 from storage.ports import Admission, CallRecord, IdempotencyConflict, Shortfall, UnknownAccount
 from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx, now_ms
 from storage.sql.tables import api_keys, usage_records

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import Admission
 from storage.sql.ledger import SqlLedger
 

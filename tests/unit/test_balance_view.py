@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.balance_view import enhanced_balance
 from policies.compiled import Plan
-from storage.buckets import Source
+from storage.engine.buckets import Source
 from storage.ports import BalanceSnapshot, BucketView
 from storage.sql.events import balance_data
 

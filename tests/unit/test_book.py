@@ -19,10 +19,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from storage.bonus import day_end, day_start, month_start
+from storage.engine.bonus import day_end, day_start, month_start
 from storage.book import Book, Entry
-from storage.buckets import Allocation, EventType, Source
-from storage.burn_down import burn_order, spendable
+from storage.engine.buckets import Allocation, EventType, Source
+from storage.engine.burn_down import burn_order, spendable
 
 START = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)  # a few days before a month boundary
 DAILY = 15 * 60_000  # 15 minutes

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.bonus import day_end
-from storage.buckets import Allocation, Bucket, DebitPlan, Source
-from storage.burn_down import apply_debit, burn_order, plan_debit, priority_key, spendable
+from storage.engine.bonus import day_end
+from storage.engine.buckets import Allocation, Bucket, DebitPlan, Source
+from storage.engine.burn_down import apply_debit, burn_order, plan_debit, priority_key, spendable
 
 NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
 FAST = settings(max_examples=200, deadline=None)
@@ -252,7 +252,7 @@ def test_burn_down_imports_in_any_local_timezone() -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TZ": "Asia/Tokyo", "PYTHONPATH": str(root)}
     result = subprocess.run(
-        [sys.executable, "-c", "import storage.burn_down"],
+        [sys.executable, "-c", "import storage.engine.burn_down"],
         env=env, cwd=root, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr
