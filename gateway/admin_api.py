@@ -27,10 +27,9 @@ from gateway.problems import (
     StoreUnavailableProblem,
     Unauthorized,
 )
+from storage.clock import iso_utc, now_ms, to_ms
 from storage.engine.buckets import EventType, Source
 from storage.ports import IdempotencyConflict, StoreUnavailable, UnknownAccount
-from storage.sql.ledger import now_ms, to_ms
-from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -123,13 +122,13 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         plan = s.policy.plans.get(key)
         if plan is None:
             raise BadRequest(f"plan: unknown plan {key!r}")
-        account_id = await guarded(s.ledger.create_account, plan)
+        account_id = await guarded(s.accounts.create_account, plan)
         return json_response({"account_id": account_id, "plan_key": key}, status=201)
 
     async def list_accounts(request: Request) -> Response:
         s = check(request)
         limit = int_param(request, "limit", 50, 1, 500)
-        rows = await guarded(s.ledger.list_accounts, limit + 1,
+        rows = await guarded(s.accounts.list_accounts, limit + 1,
                              request.query_params.get("cursor"), request.query_params.get("plan"))
         page = rows[:limit]
         accounts = [{"account_id": r["id"], "plan_key": r["plan_key"],
@@ -142,7 +141,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         s = check(request)
         account_id = request.path_params["accountId"]
         snap = await guarded(s.ledger.balance, account_id)
-        keys = await guarded(s.ledger.account_keys, account_id)
+        keys = await guarded(s.accounts.account_keys, account_id)
         return json_response({
             "account_id": account_id,
             "balance": enhanced_balance(snap, s.policy.plans.get(snap.plan_key),
@@ -154,13 +153,13 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
 
     async def create_key(request: Request) -> Response:
         s = check(request)
-        key_id, key = await guarded(s.ledger.create_api_key, request.path_params["accountId"])
+        key_id, key = await guarded(s.accounts.create_api_key, request.path_params["accountId"])
         return json_response({"key_id": key_id, "key": key,
                               "note": "shown once; stored only hashed"}, status=201)
 
     async def revoke_key(request: Request) -> Response:
         s = check(request)
-        if not await guarded(s.ledger.revoke_api_key, request.path_params["keyId"]):
+        if not await guarded(s.accounts.revoke_api_key, request.path_params["keyId"]):
             raise NotFound("No active key with this id.")
         s.keys.forget()  # stop serving the key from this process's cache at once
         return json_response({"revoked": request.path_params["keyId"]})

@@ -26,8 +26,7 @@ from gateway.auth import KeyCache
 from gateway.auto_topup import AutoTopUps, auto_topup_routes
 from gateway.billing_api import billing_routes
 from gateway.body_limit import BodyLimit
-from gateway.event_bus import EventBus
-from gateway.hmac_auth import NonceStore
+from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
 from gateway.models_api import models_routes
@@ -45,7 +44,7 @@ from gateway.problems import (
     send_problem,
 )
 from gateway.proxy import Proxy, new_request_id
-from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
+from gateway.rate_limits import RateLimiter, RedisCounters
 from gateway.resume import ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
@@ -55,9 +54,11 @@ from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
-from storage.ports import StoreUnavailable
+from storage.memory.counters import InProcessCounters
+from storage.ports import Counters, EventBus, NonceStore, StoreUnavailable
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
+from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 
 log = logging.getLogger("gateway.app")
@@ -225,12 +226,12 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
     metrics = Metrics()
     resume: ResumeTokens = SqlResumeTokens(ledger.runner)
-    counters: CounterStore = InProcessCounters()
+    counters: Counters = InProcessCounters()
     # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a nonce is
     # accepted once across Redis outages (README "Billing API"). Billing requests need the SQL
     # store anyway, and nonces are not on the proxy's hot path.
     nonces: NonceStore = SqlNonces(ledger.runner)
-    bus: EventBus = EventBus()
+    bus: EventBus = InProcessEventBus()
     if settings.redis_url:
         require_for_redis(settings.redis_url)  # MissingDriver names the extra to install
         from redis.asyncio import Redis
@@ -256,11 +257,14 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         bus = RedisEventBus(
             client, Breaker(),
             on_error=lambda step: metrics.store_errors.labels("redis_events_" + step).inc())
-    ledger.runner.on_commit = bus.publish
+    ledger.on_commit = bus.publish
     services = Services(
         settings=settings,
         policy=policy,
         ledger=ledger,
+        accounts=ledger,
+        payments=SqlPayments(ledger),
+        event_log=ledger,
         keys=KeyCache(ledger, settings.key_cache_ttl_s),
         resume=resume,
         upstream=UpstreamClient(),
@@ -334,7 +338,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         ok = s is not None
         if s is not None:
             try:
-                await s.ledger.runner.ping()
+                await s.ledger.ping()
                 checks["database"] = "ok"
             except StoreUnavailable as exc:
                 checks["database"] = f"unreachable: {exc}"

@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.ports import StoreUnavailable
-from storage.sql import hot_path
-from storage.sql.ledger import SqlLedger, hash_key
+from storage.ids import hash_key
+from storage.ports import Accounts, StoreUnavailable
 
 STALE_S = 3600.0  # how long a known key is trusted from cache while the store is unreachable
 _NEGATIVE_TTL_S = 5.0
@@ -42,7 +41,7 @@ def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> st
 
 
 class KeyCache:
-    """Resolves API keys through the ledger with a TTL cache (`ttl_s` seconds; 0 = look up
+    """Resolves API keys through the store (`Accounts`) with a TTL cache (`ttl_s` seconds; 0 = look up
     every call while the store is up).
 
     Unknown keys are cached too (for at most 5 s) so a flood of bad keys does not reach the
@@ -50,8 +49,8 @@ class KeyCache:
     younger than STALE_S.
     """
 
-    def __init__(self, ledger: SqlLedger, ttl_s: float) -> None:
-        self._ledger = ledger
+    def __init__(self, accounts: Accounts, ttl_s: float) -> None:
+        self._accounts = accounts
         self._ttl = ttl_s
         # digest -> (fresh until, usable-when-store-down until, caller or None)
         self._cache: dict[str, tuple[float, float, Caller | None]] = {}
@@ -63,7 +62,7 @@ class KeyCache:
         if hit is not None and hit[0] > now:
             return hit[2]
         try:
-            row = await self._ledger.runner.run_raw(hot_path.resolve_key, digest)
+            row = await self._accounts.resolve_key_hash(digest)
         except StoreUnavailable:
             if hit is not None and hit[2] is not None and hit[1] > now:
                 return hit[2]

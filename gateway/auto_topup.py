@@ -32,10 +32,8 @@ from gateway.problems import (
     validation_problem,
 )
 from policies.catalog import price_in
-from storage.ports import StoreUnavailable, UnknownAccount
-from storage.sql import auto_topup as store
-from storage.sql.ledger import now_ms
-from storage.timestamps import iso_utc
+from storage.clock import iso_utc, now_ms
+from storage.ports import Attempt, StoreUnavailable, UnknownAccount
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -64,7 +62,7 @@ class AutoTopUps:
         `declined` or `error`. Never raises for Stripe or store trouble (logged, counted)."""
         s = self._s
         try:
-            claim = await s.ledger.runner.run(store.claim_tx, account_id, now_ms())
+            claim = await s.payments.claim_topup(account_id, now_ms())
         except StoreUnavailable:
             return "error"
         if claim is None:
@@ -96,12 +94,12 @@ class AutoTopUps:
                                                "attempt": claim.attempt_id})
         return "charged"
 
-    async def _failed(self, claim: store.Attempt, error: str) -> str:
+    async def _failed(self, claim: Attempt, error: str) -> str:
         log.warning("auto top-up failed", extra={"account_id": claim.account_id,
                                                  "attempt": claim.attempt_id, "error": error})
         try:
-            await self._s.ledger.runner.run(store.failed_tx, claim.account_id, claim.attempt_id,
-                                            error, now_ms())
+            await self._s.payments.topup_failed(claim.account_id, claim.attempt_id, error,
+                                                now_ms())
         except StoreUnavailable:
             pass  # the attempt stays pending and is retried once stale
         return "declined"
@@ -110,7 +108,7 @@ class AutoTopUps:
         """Attempt top-ups for accounts whose backoff ended (maintenance). Returns attempts."""
         if self._s.stripe is None:
             return 0
-        due = await self._s.ledger.runner.run(store.due_accounts_tx, now_ms(), limit)
+        due = await self._s.payments.due_topups(limit, now_ms())
         for account_id in due:
             await self.attempt(account_id)
         return len(due)
@@ -158,7 +156,7 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
         assert s is not None
         account_id = await own_account(gw, request)
         try:
-            row = await s.ledger.runner.run(store.settings_tx, account_id)
+            row = await s.payments.topup_settings(account_id)
         except UnknownAccount:
             raise NotFound(f"No account {account_id!r}.") from None
         except StoreUnavailable as exc:
@@ -180,14 +178,14 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
         if currency not in catalog.currencies:
             raise BadRequest(f"currency: {currency} is not offered by the catalog")
         try:
-            current = await s.ledger.runner.run(store.settings_tx, account_id)
+            current = await s.payments.topup_settings(account_id)
             has_pm = body.payment_method_id or (current and current["payment_method_id"])
             has_customer = body.customer_id or (current and current["stripe_customer_id"])
             if body.enabled and not (has_pm and has_customer):
                 raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
                                  "of a payment method saved for off-session use.")
-            row = await s.ledger.runner.run(
-                store.configure_tx, account_id, body.enabled, body.threshold_minutes * 60_000,
+            row = await s.payments.configure_topup(
+                account_id, body.enabled, body.threshold_minutes * 60_000,
                 body.package_key, currency, body.customer_id, body.payment_method_id,
                 now_ms())
         except UnknownAccount:

@@ -22,11 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from policies.compiled import Plan
+from storage.clock import iso_utc
 from storage.engine.buckets import Source
 from storage.ports import BalanceSnapshot, BucketView
 from storage.sql.events import balance_totals
 from storage.sql.events import seconds as _s
-from storage.timestamps import iso_utc
 
 EXPIRING_WITHIN_MS = 24 * 3_600_000
 

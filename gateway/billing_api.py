@@ -32,10 +32,9 @@ from gateway.problems import (
 )
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
+from storage.clock import iso_utc, to_ms
 from storage.engine import bonus
 from storage.ports import StoreUnavailable, UnknownAccount
-from storage.sql.ledger import to_ms
-from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -136,7 +135,7 @@ async def own_account(gw: Gateway, request: Request) -> str:
         s = gw.services
         assert s is not None
         try:
-            exists = await s.ledger.account_exists(user_id)
+            exists = await s.accounts.account_exists(user_id)
         except StoreUnavailable as exc:
             raise StoreUnavailableProblem("The billing store is unreachable.") from exc
         if not exists:

@@ -25,11 +25,11 @@ from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
-from storage.engine.buckets import Source
+from storage.clock import iso_utc, now_ms
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
+from storage.engine.buckets import Source
 from storage.ports import StoreUnavailable, UnknownAccount
-from storage.sql.ledger import SqlLedger, now_ms
-from storage.timestamps import iso_utc
+from storage.sql.ledger import SqlLedger
 
 MAX_GRANT_MINUTES = 10_000_000
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from storage.sql.events import AccountEvent
+from storage.ports import AccountEvent
 
 log = logging.getLogger("gateway.events")
 CHANNEL_PREFIX = "gw:ev:"

@@ -20,19 +20,13 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
-from typing import Protocol
 
 from gateway.problems import Unauthorized
+from storage.ports import NonceStore
 
 WINDOW_S = 300
 _PART = re.compile(r"\s*([A-Za-z]+)=([^,\s]+)\s*")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-
-class NonceStore(Protocol):
-    async def remember(self, key: str, ttl_s: int) -> bool:
-        """Record `key` for `ttl_s` seconds; False when it was already there (a replay)."""
-        ...
 
 
 def canonical(method: str, path: str, query: str, body: bytes, ts: str, nonce: str) -> bytes:

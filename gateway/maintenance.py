@@ -16,9 +16,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.stripe_webhooks import plan_rules
+from storage.clock import now_ms
 from storage.ports import StoreUnavailable
-from storage.sql import events, purchases, subscriptions
-from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -29,14 +28,13 @@ BATCH = 200
 
 async def maintain_once(s: Services) -> dict[str, int]:
     """One maintenance pass; returns counts per step. Raises StoreUnavailable."""
-    run = s.ledger.runner.run
     at = now_ms()
     rules = plan_rules(s)
     closed = 0
-    for account_id in await run(subscriptions.expired_accounts_tx, at, BATCH):
-        closed += await run(subscriptions.close_expired_tx, account_id, rules, at)
-    pruned = await run(events.prune_events_tx, at - s.settings.event_history_s * 1000)
-    refunds = await run(purchases.settle_orphan_refunds_tx, at)
+    for account_id in await s.payments.expired_accounts(BATCH, at):
+        closed += await s.payments.close_expired(account_id, rules, at)
+    pruned = await s.event_log.prune_events(at - s.settings.event_history_s * 1000)
+    refunds = await s.payments.settle_orphan_refunds(at)
     topups = await s.topups.retry_due()
     return {"closed_buckets": closed, "pruned_events": pruned, "refunds": refunds,
             "topups": topups}

@@ -6,8 +6,8 @@ from typing import Any
 
 from gateway.problems import InsufficientBalance
 from policies.schema import CatalogSpec
+from storage.clock import iso_utc
 from storage.ports import Shortfall
-from storage.timestamps import iso_utc
 
 MS_PER_SECOND = 1000
 

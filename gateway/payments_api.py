@@ -32,9 +32,8 @@ from gateway.problems import (
 )
 from gateway.stripe_webhooks import apply_event
 from policies.catalog import effective_currency, price_fields
-from storage.ports import StoreUnavailable
-from storage.sql import purchases as store
-from storage.sql.ledger import now_ms
+from storage.clock import now_ms
+from storage.ports import Purchase, SessionConflict, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -87,10 +86,10 @@ def payments_routes(gw: Gateway) -> list[WebRoute]:
             f"{package.name} ({package.minutes} min)", metadata,
             {"payment_intent_data": {"metadata": metadata}})
         try:
-            await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
+            await s.payments.record_purchase(Purchase(
                 session.id, account_id, package.key, package.minutes, currency, cents,
                 operation_id), now_ms())
-        except store.SessionConflict:
+        except SessionConflict:
             raise PaymentProviderError(
                 "Stripe returned a Checkout Session that belongs to another purchase; "
                 "retry.") from None
@@ -162,7 +161,7 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
     if mode == "subscription":
         price["recurring"] = {"interval": "month"}
     try:
-        if not await s.ledger.account_exists(account_id):
+        if not await s.accounts.account_exists(account_id):
             raise NotFound(f"No account {account_id!r}.")
         return await s.stripe.v1.checkout.sessions.create_async(params={
             "mode": mode, "client_reference_id": account_id,

@@ -48,8 +48,9 @@ from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
 from policies.meters import Usage
+from storage.clock import now_ms
+from storage.ids import new_sequential_id
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
-from storage.sql.ledger import new_sequential_id, now_ms
 
 log = logging.getLogger("gateway.proxy")
 

@@ -14,10 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.problems import RateLimited
 from policies.schema import LimitSpec, RateLimitSpec
+from storage.memory.counters import InProcessCounters
+from storage.ports import Counters
 
 log = logging.getLogger("gateway.rate_limits")
 WINDOW_S = 60
@@ -31,34 +33,6 @@ class Counter:
     key: str
     limit: int
     kind: str  # "requests" | "tokens"
-
-
-class CounterStore(Protocol):
-    async def add(self, keys: list[str], amounts: list[int], window_s: int) -> list[int]:
-        """Add `amounts` to the counters (0 = read only); returns their new values."""
-        ...
-
-
-class InProcessCounters:
-    """Counters in this process (embedded default)."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, tuple[float, int]] = {}
-
-    async def add(self, keys: list[str], amounts: list[int], window_s: int) -> list[int]:
-        now = time.monotonic()
-        if len(self._values) > 200_000:
-            self._values = {k: v for k, v in self._values.items() if v[0] > now}
-        out = []
-        for key, amount in zip(keys, amounts, strict=True):
-            expires, value = self._values.get(key, (0.0, 0))
-            if expires <= now:
-                value = 0
-                expires = now + window_s
-            value += amount
-            self._values[key] = (expires, value)
-            out.append(value)
-        return out
 
 
 class RedisCounters:
@@ -113,7 +87,7 @@ def _scope_counters(scope: str, ident: str, limits: LimitSpec, window: int) -> l
 class RateLimiter:
     """Checks and counts a call's limits; returns the RateLimit headers to send."""
 
-    def __init__(self, store: CounterStore) -> None:
+    def __init__(self, store: Counters) -> None:
         self.store = store
 
     async def admit(

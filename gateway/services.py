@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import KeyCache
-from gateway.event_bus import EventBus
-from gateway.hmac_auth import NonceStore
+from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.metrics import Metrics
 from gateway.rate_limits import RateLimiter
 from gateway.resume import ResumeTokens
@@ -16,16 +15,20 @@ from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
 from gateway.upstream import UpstreamClient
 from policies.compiled import Policy
-from storage.sql.ledger import SqlLedger
+from storage.ports import Accounts, EventBus, EventLog, Ledger, NonceStore, Payments
 
 
 @dataclass
 class Services:
-    """Everything the request path needs; built by `gateway.app.build_services`."""
+    """Everything the request path needs; built by `gateway.app.build_services`. The store
+    is reached only through the ports (storage.ports): one adapter may serve several."""
 
     settings: Settings
     policy: Policy
-    ledger: SqlLedger
+    ledger: Ledger
+    accounts: Accounts
+    payments: Payments
+    event_log: EventLog
     keys: KeyCache
     resume: ResumeTokens
     upstream: UpstreamClient
@@ -33,7 +36,7 @@ class Services:
     limiter: RateLimiter
     unbilled: UnbilledSpool
     nonces: NonceStore
-    bus: EventBus = field(default_factory=EventBus)
+    bus: EventBus = field(default_factory=InProcessEventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     topups: Any = None  # gateway.auto_topup.AutoTopUps, set by build_services
     policy_error: str | None = None

@@ -14,7 +14,7 @@ the account's increasing `id`. Per the WHATWG EventSource model:
 - a comment line is sent every GATEWAY_STREAM_KEEPALIVE_S seconds (sse-starlette's ping) so
   proxies keep the connection open;
 - `retry: 3000` asks browsers to reconnect after 3 s.
-Delivery: the event bus wakes the stream; the log (storage.sql.events) is the source of truth
+Delivery: the event bus wakes the stream; the log (the EventLog port) is the source of truth
 and is re-read on any gap and every GATEWAY_STREAM_POLL_S seconds, so events committed by any
 gateway process arrive whether or not Redis is reachable. The balance.updated of each settled
 call is live only: a stream that missed some (a replay, a lost bus message) gets one fresh
@@ -38,9 +38,8 @@ from starlette.routing import Route as WebRoute
 
 from gateway.billing_api import own_account
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
-from storage.ports import BalanceSnapshot, StoreUnavailable, UnknownAccount
-from storage.sql import events as log
-from storage.sql.events import AccountEvent
+from storage.engine import events as log
+from storage.ports import AccountEvent, BalanceSnapshot, StoreUnavailable, UnknownAccount
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -79,10 +78,9 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
         assert s is not None
         account_id = await own_account(gw, request)
         last = _last_event_id(request)
-        runner = s.ledger.runner
         sub = await s.bus.subscribe(account_id)  # before reading the log: nothing slips by
         try:
-            position = await runner.run(log.stream_position_tx, account_id)
+            position = await s.event_log.stream_position(account_id)
             if position is None:
                 raise NotFound(f"No account {account_id!r}.")
             first: list[ServerSentEvent] = []
@@ -122,8 +120,8 @@ def stream_routes(gw: Gateway) -> list[WebRoute]:
             out: list[ServerSentEvent] = []
             while True:
                 try:
-                    page, current = await runner.run(log.catch_up_tx, account_id, after,
-                                                      REPLAY_PAGE)
+                    page, current = await s.event_log.catch_up(account_id, after,
+                                                               REPLAY_PAGE)
                 except StoreUnavailable:
                     return out  # try again at the next poll
                 for event in page:

@@ -30,11 +30,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.problems import BadRequest, StoreUnavailableProblem
-from storage.ports import StoreUnavailable, UnknownAccount
-from storage.sql import auto_topup
-from storage.sql import purchases as store
-from storage.sql import subscriptions as subs
-from storage.sql.ledger import now_ms
+from storage.clock import now_ms
+from storage.ports import Invoice, PlanRules, StoreUnavailable, UnknownAccount
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -42,10 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.stripe")
 
 
-def plan_rules(s: Services) -> subs.PlanRules:
+def plan_rules(s: Services) -> PlanRules:
     """The policy's rollover caps, rollover lifetime and default plan, for period ends."""
     doc = s.policy.document
-    return subs.PlanRules(
+    return PlanRules(
         rollover_caps={key: plan.rollover_cap for key, plan in s.policy.plans.items()},
         rollover_ms=doc.catalog.rollover_policy.days * 86_400_000,
         default_plan=doc.default_plan)
@@ -90,7 +87,6 @@ async def apply_event(s: Services, event: Any) -> str:
 
 async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
                     obj: dict[str, Any]) -> str:
-    run = s.ledger.runner.run
     at = now_ms()
     if kind == "checkout.session.completed":
         if obj.get("mode") == "subscription":
@@ -98,9 +94,8 @@ async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
         if obj.get("payment_status") not in ("paid", "no_payment_required"):
             return await _record(s, event_id, kind, "awaiting_payment")
         expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
-        outcome, _grant, _purchase = await run(
-            store.fulfil_checkout_tx, event_id, kind, obj["id"], expires, at,
-            _id(obj.get("payment_intent")))
+        outcome, _grant, _purchase = await s.payments.fulfil_checkout(
+            event_id, kind, obj["id"], expires, _id(obj.get("payment_intent")), at)
         return str(outcome)
     if kind == "invoice.paid":
         return await _invoice_paid(s, event_id, kind, created_ms, obj)
@@ -113,9 +108,9 @@ async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
         pi = _id(obj.get("payment_intent"))
         if pi is None:
             return await _record(s, event_id, kind, "ignored")
-        return str(await run(store.refund_tx, event_id, kind, pi, obj["id"],
-                             int(obj.get("amount") or 0), int(obj.get("amount_refunded") or 0),
-                             at))
+        return str(await s.payments.refund(event_id, kind, pi, obj["id"],
+                                           int(obj.get("amount") or 0),
+                                           int(obj.get("amount_refunded") or 0), at))
     if kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         meta = obj.get("metadata") or {}
         if not meta.get("auto_topup_attempt"):
@@ -125,7 +120,7 @@ async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
 
 
 async def _record(s: Services, event_id: str, kind: str, outcome: str) -> str:
-    recorded = await s.ledger.runner.run(store.record_event_tx, event_id, kind, outcome, now_ms())
+    recorded = await s.payments.record_event(event_id, kind, outcome, now_ms())
     return outcome if recorded else "duplicate"
 
 
@@ -134,7 +129,7 @@ async def _account(s: Services, meta: dict[str, Any], customer: str | None) -> s
     if account_id:
         return str(account_id)
     if customer:
-        return await s.ledger.runner.run(subs.account_for_customer_tx, customer)
+        return await s.payments.account_for_customer(customer)
     return None
 
 
@@ -169,10 +164,10 @@ async def _subscription_checkout(s: Services, event_id: str, kind: str, created_
     if not account_id or sub is None:
         return await _unattributed(s, event_id, kind, "unknown_account")
     try:
-        return str(await s.ledger.runner.run(
-            subs.subscription_changed_tx, event_id, kind, created_ms, str(account_id), "active",
-            sub.plan, sub.key, None, plan_rules(s), now_ms(),
-            (_id(obj.get("customer")), _id(obj.get("subscription")))))
+        return str(await s.payments.subscription_changed(
+            event_id, kind, created_ms, str(account_id), "active",
+            sub.plan, sub.key, None, plan_rules(s), at_ms=now_ms(),
+            stripe_ids=(_id(obj.get("customer")), _id(obj.get("subscription")))))
     except UnknownAccount:
         return await _unattributed(s, event_id, kind, "unknown_account")
 
@@ -195,13 +190,13 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
     lines = _dig(obj, "lines", "data") or []
     period = next((line.get("period") for line in lines if line.get("period")), None) or {
         "start": obj.get("period_start"), "end": obj.get("period_end")}
-    invoice = subs.Invoice(
+    invoice = Invoice(
         invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
         subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * 60_000,
         period_start_ms=int(period["start"]) * 1000, period_end_ms=int(period["end"]) * 1000)
     try:
-        return str(await s.ledger.runner.run(subs.invoice_paid_tx, event_id, kind, created_ms,
-                                             account_id, invoice, plan_rules(s), now_ms()))
+        return str(await s.payments.invoice_paid(event_id, kind, created_ms,
+                                                 account_id, invoice, plan_rules(s), now_ms()))
     except UnknownAccount:
         return await _unattributed(s, event_id, kind, "unknown_account")
 
@@ -225,10 +220,10 @@ async def _subscription_changed(s: Services, event_id: str, kind: str, created_m
         if end:
             pending = (s.policy.document.default_plan, int(end) * 1000)
     try:
-        return str(await s.ledger.runner.run(
-            subs.subscription_changed_tx, event_id, kind, created_ms, account_id, status,
+        return str(await s.payments.subscription_changed(
+            event_id, kind, created_ms, account_id, status,
             sub.plan if sub else None, sub.key if sub else None, pending, plan_rules(s),
-            now_ms(), (customer, _id(obj.get("id")))))
+            at_ms=now_ms(), stripe_ids=(customer, _id(obj.get("id")))))
     except UnknownAccount:
         return await _unattributed(s, event_id, kind, "unknown_account")
 
@@ -255,8 +250,8 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
                 pending = (nxt.plan, int(phase["start_date"]) * 1000)
                 break
     try:
-        return str(await s.ledger.runner.run(subs.pending_change_tx, event_id, kind, created_ms,
-                                             account_id, pending, now_ms()))
+        return str(await s.payments.pending_change(event_id, kind, created_ms,
+                                                   account_id, pending, now_ms()))
     except UnknownAccount:
         return await _unattributed(s, event_id, kind, "unknown_account")
 
@@ -270,7 +265,7 @@ async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, An
     at = now_ms()
     if kind == "payment_intent.payment_failed":
         error = str(_dig(obj, "last_payment_error", "message") or "payment failed")
-        await s.ledger.runner.run(auto_topup.failed_tx, str(account_id), attempt, error, at)
+        await s.payments.topup_failed(str(account_id), attempt, error, at)
         s.metrics.auto_topups.labels("declined").inc()
         return await _record(s, event_id, kind, "backoff")
     package = next((p for p in s.policy.document.catalog.packages
@@ -278,8 +273,8 @@ async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, An
     if package is None:
         return await _unattributed(s, event_id, kind, "unknown_package")
     expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
-    outcome = await s.ledger.runner.run(
-        auto_topup.credit_topup_tx, event_id, kind, obj["id"], str(account_id), attempt,
+    outcome = await s.payments.credit_topup(
+        event_id, kind, obj["id"], str(account_id), attempt,
         package.key, package.minutes, str(obj.get("currency") or "usd").upper(),
         int(obj.get("amount_received") or obj.get("amount") or 0), expires, at)
     if outcome == "credited":

@@ -5,6 +5,8 @@ All amounts are ledger units (ms of AI time); all times are UTC.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 
@@ -41,3 +43,33 @@ def daily_bonus_amount(daily: int, monthly_cap: int | None, granted_this_month: 
 def daily_idempotency_key(now: datetime) -> str:
     """Idempotency key of the daily bonus entry of `now`'s UTC day: one grant per day."""
     return "daily_bonus:" + day_start(now).date().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class DailyGrant:
+    """Today's daily bonus to credit: `amount` units (> 0) into a `daily` bucket expiring at
+    `expires_at` (next UTC midnight), applied once under idempotency `key`."""
+
+    key: str
+    amount: int
+    expires_at: datetime
+
+
+def daily_grant(
+    now: datetime, daily: int, monthly_cap: int | None, granted_this_month: int
+) -> DailyGrant | None:
+    """The daily bonus due at `now` for a plan granting `daily` units a day, capped at
+    `monthly_cap` a month (None = uncapped), when `granted_this_month` units were credited as
+    daily bonus since `month_start(now)`. None when nothing may be granted (the caller also
+    skips it when `key` was already applied today: one grant per UTC day)."""
+    amount = daily_bonus_amount(daily, monthly_cap, granted_this_month)
+    if amount <= 0:
+        return None
+    return DailyGrant(daily_idempotency_key(now), amount, day_end(now))
+
+
+def granted_in_month(grants: Iterable[tuple[datetime, int]], now: datetime) -> int:
+    """Σ daily-bonus credits (at, units) made since `month_start(now)`: the monthly cap's
+    running total (the SQL adapter sums the same window in its query)."""
+    since = month_start(now)
+    return sum(units for at, units in grants if at >= since)

@@ -13,14 +13,16 @@ Amounts: ledger units (ms); prices: minor units (cents); times: UTC epoch ms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from storage.engine import topup
+from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
-from storage.ports import UnknownAccount
+from storage.engine.topup import STALE_PENDING_MS, backoff_ms
+from storage.ports import Attempt, UnknownAccount
 from storage.sql.events import emit_balance_tx
 from storage.sql.ledger import (
     _entry_exists,
@@ -37,28 +39,6 @@ from storage.sql.purchases import (
     event_seen_tx,
 )
 from storage.sql.tables import accounts, auto_topups, purchases, stripe_events
-
-BACKOFF_BASE_MS = 60_000
-BACKOFF_CAP_MS = 86_400_000
-STALE_PENDING_MS = 15 * 60_000  # a pending attempt with no answer for this long is retried
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """A claimed top-up: charge `cents` in `currency` for `package_key` (`units` of credit)
-    to the saved payment method, with `attempt_id` as the idempotency key."""
-
-    account_id: str
-    attempt_id: str
-    package_key: str
-    currency: str
-    customer_id: str
-    payment_method_id: str
-
-
-def backoff_ms(failures: int) -> int:
-    """Wait after the `failures`-th consecutive decline (≥ 1): 1 min doubling, ≤ 24 h."""
-    return min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** max(0, min(failures - 1, 20)))
 
 
 def configure_tx(conn: Connection, account_id: str, enabled: bool, threshold: int,
@@ -104,18 +84,17 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
     below the threshold. Writes `auto_topup_triggered` (delta 0) for a new attempt."""
     account = _lock(conn, account_id)
     row = conn.execute(select(auto_topups).where(auto_topups.c.account_id == account_id)).first()
-    if row is None or not row.enabled or not row.payment_method_id or not row.stripe_customer_id:
+    if row is None:
         return None
-    if row.next_attempt_at_ms > at_ms:
-        return None
-    stale = row.pending_attempt is not None and row.pending_since_ms <= at_ms - STALE_PENDING_MS
-    if row.pending_attempt is not None and not stale:
+    state = _state(row)
+    if not topup.claimable(state, at_ms):
         return None
     spendable = sum(int(r.remaining) for r in _live_bucket_rows(conn, account_id, at_ms))
-    available = spendable - _held(conn, account_id, at_ms) - int(account.debt)
-    if available >= row.threshold:
+    funds = available(spendable, _held(conn, account_id, at_ms), int(account.debt))
+    if not wants_top_up(funds, int(row.threshold)):
         return None
-    attempt_id = row.pending_attempt if stale else f"{account_id}:{int(row.attempts) + 1}"
+    stale = topup.is_stale(state, at_ms)
+    attempt_id = topup.claim_id(account_id, state, at_ms)
     conn.execute(update(auto_topups).where(auto_topups.c.account_id == account_id).values(
         pending_attempt=attempt_id, pending_since_ms=at_ms,
         attempts=auto_topups.c.attempts + (0 if stale else 1)))
@@ -124,10 +103,19 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
         _insert_entry(conn, account_id, EventType.AUTO_TOPUP_TRIGGERED, 0, key,
                       f"auto top-up: package {row.package_key}", at_ms,
                       {"package_key": row.package_key, "threshold_seconds": row.threshold // 1000,
-                       "available_seconds": max(0, available) // 1000,
+                       "available_seconds": max(0, funds) // 1000,
                        "attempt_id": attempt_id})
     return Attempt(account_id, attempt_id, row.package_key, row.currency,
                    row.stripe_customer_id, row.payment_method_id)
+
+
+def _state(row: Any) -> topup.TopUpState:
+    return topup.TopUpState(
+        enabled=bool(row.enabled), threshold=int(row.threshold),
+        has_payment_method=bool(row.payment_method_id and row.stripe_customer_id),
+        next_attempt_at_ms=int(row.next_attempt_at_ms), pending_attempt=row.pending_attempt,
+        pending_since_ms=None if row.pending_since_ms is None else int(row.pending_since_ms),
+        attempts=int(row.attempts))
 
 
 def failed_tx(conn: Connection, account_id: str, attempt_id: str, error: str,

@@ -8,10 +8,7 @@ settled call (the hot path): it is delivered live only, and a stream that missed
 balance snapshot carrying the current id instead — balance is state, the newest wins. The log is bounded by time (`prune_events_tx`); a client that comes
 back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
 
-Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
-bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready.
-Seconds in event data are whole seconds rounded down, as in the balance API; times are
-RFC 3339 UTC, whole seconds (storage.timestamps).
+Event types and their data: storage.engine.events (shared with the memory adapter).
 
 Events emitted in a transaction are also appended to the transaction's sink
 (`conn.info["gw_events"]`, set by `storage.sql.engine.Runner`) so the runner can hand them to
@@ -21,57 +18,27 @@ the live fan-out after the commit — never before it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.engine.buckets import Source
+from storage.engine.events import (  # noqa: F401 - re-exported: the event vocabulary
+    BALANCE_UPDATED,
+    BUCKET_CREATED,
+    BUCKET_EXPIRED,
+    CREDIT_APPLIED,
+    PACKAGE_FULFILLED,
+    RESUME_READY,
+    ROLLOVER_CREATED,
+    balance_data,
+    balance_totals,
+    seconds,
+)
+from storage.ports import AccountEvent
 from storage.sql.tables import account_events, accounts, buckets, holds
 
-BALANCE_UPDATED = "balance.updated"
-BUCKET_CREATED = "bucket.created"
-BUCKET_EXPIRED = "bucket.expired"
-CREDIT_APPLIED = "credit.applied"
-PACKAGE_FULFILLED = "package.fulfilled"
-ROLLOVER_CREATED = "rollover.created"
-RESUME_READY = "resume.ready"
-
 SINK_KEY = "gw_events"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountEvent:
-    """One event of an account's stream: `seq` is its SSE `id` (per account, increasing);
-    `data` is the JSON object sent as the SSE `data`; `at_ms` UTC epoch milliseconds."""
-
-    account_id: str
-    seq: int
-    type: str
-    data: dict[str, Any]
-    at_ms: int
-
-    def to_json(self) -> str:
-        """Compact JSON of the whole event (the fan-out's wire format)."""
-        return json.dumps({"a": self.account_id, "s": self.seq, "t": self.type,
-                           "d": self.data, "at": self.at_ms}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> AccountEvent:
-        """Inverse of `to_json`. Raises ValueError/KeyError on a malformed message."""
-        return cls.from_doc(json.loads(raw))
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> AccountEvent:
-        """The event of a parsed `to_json` object. Raises KeyError/ValueError/TypeError."""
-        return cls(str(doc["a"]), int(doc["s"]), str(doc["t"]), dict(doc["d"]), int(doc["at"]))
-
-
-def seconds(ms: int) -> int:
-    """Whole seconds of `ms` ledger units, rounded down, never negative."""
-    return max(0, ms) // 1000
 
 
 def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, Any],
@@ -90,33 +57,6 @@ def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, 
     if sink is not None:
         sink.append(event)
     return event
-
-
-def balance_totals(buckets: Iterable[tuple[str, int]], held: int, debt: int) -> dict[str, int]:
-    """Whole-second totals of live buckets given as (source, remaining units), the one rule of
-    the balance, the stream and the 402: `bonus_seconds` is the daily buckets', `paid_seconds`
-    every other bucket's (subscription, rollover, package, welcome, gift) — each bucket rounded
-    down on its own, then summed, so a total always equals the sum of the buckets a client is
-    shown; `total_seconds` = paid + bonus; `available_seconds` what a call can use after
-    `held` and `debt` units, rounded down and never above `total_seconds`."""
-    bonus = paid = spendable = 0
-    for source, remaining in buckets:
-        spendable += remaining
-        if source == Source.DAILY:
-            bonus += seconds(remaining)
-        else:
-            paid += seconds(remaining)
-    total = bonus + paid
-    return {"total_seconds": total, "paid_seconds": paid, "bonus_seconds": bonus,
-            "available_seconds": min(total, seconds(spendable - held - debt))}
-
-
-def balance_data(buckets: Iterable[tuple[str, int]], held: int, debt: int,
-                 reason: str) -> dict[str, Any]:
-    """The data of a balance.updated event: `balance_totals` of the live buckets given as
-    (source, remaining units) — the same numbers as EnhancedBalance's `totals` — and `reason`,
-    what changed it."""
-    return {**balance_totals(buckets, held, debt), "reason": reason}
 
 
 def emit_balance_tx(conn: Connection, account_id: str, at_ms: int, reason: str) -> AccountEvent:

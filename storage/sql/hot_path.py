@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from storage.clock import to_datetime
+from storage.engine.availability import Funds, available, wants_top_up
 from storage.engine.buckets import Bucket, EventType, Source
-from storage.engine.burn_down import settle_debit
+from storage.engine.burn_down import ShortfallRule, settle_debit
+from storage.ids import new_sequential_id
 from storage.ports import (
     IN_FLIGHT,
     INTERRUPTED,
@@ -27,7 +30,6 @@ from storage.ports import (
     UnknownAccount,
 )
 from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
-from storage.sql.ledger import ShortfallRule, new_sequential_id, to_datetime
 
 
 class Sql:
@@ -139,13 +141,15 @@ async def admit(
 ) -> Admission | Shortfall:
     """Place a hold of `amount` if available = spendable − holds − debt covers it (SPEC §3),
     else report the shortfall split into daily bonus and the rest. Locks the account row.
+    The sums are one SQL statement (their filters mirror storage.engine.availability.funds;
+    tests/integration/test_sql_engine_agreement.py holds them to it); the decision is the
+    engine's (`Funds`).
     With a `request_id`, the call's usage record is opened with the hold (outcome `in_flight`,
     `estimated` = amount; no extra round trip on PostgreSQL); a refusal writes nothing."""
     _plan, debt = await _lock(db, account_id)
     row = await db.one(_FUNDS, (account_id, at_ms, account_id, at_ms, account_id, at_ms))
-    spendable, held, daily = (int(v) for v in row)
-    available = spendable - held - debt
-    if amount <= available:
+    funds = Funds(int(row[0]), int(row[1]), int(row[2]), debt)
+    if funds.covers(amount):
         hold_id = new_sequential_id("hold")
         hold = (hold_id, account_id, amount, operation, at_ms, at_ms + ttl_ms, request_id)
         if request_id is None:
@@ -157,10 +161,10 @@ async def admit(
             else:
                 await db.run(_INSERT_HOLD, hold)
                 await db.run(_OPEN_RECORD, record)
-        return Admission(hold_id=hold_id, amount=amount, available_after=available - amount)
-    shown = max(0, available)
-    daily = min(shown, max(0, daily - held))  # holds burn the daily bucket first
-    return Shortfall(required=amount, available=shown, daily=daily, paid=shown - daily)
+        return Admission(hold_id=hold_id, amount=amount,
+                         available_after=funds.available - amount)
+    shown, daily, paid = funds.shortfall()
+    return Shortfall(required=amount, available=shown, daily=daily, paid=paid)
 
 
 async def extend_hold(
@@ -174,9 +178,8 @@ async def extend_hold(
         return False
     current = int(row[0])
     if new_amount > current:
-        funds = await db.one(_FUNDS, (account_id, at_ms, account_id, at_ms, account_id, at_ms))
-        spendable, held, _daily = (int(v) for v in funds)
-        if new_amount - current > spendable - held - debt:
+        row = await db.one(_FUNDS, (account_id, at_ms, account_id, at_ms, account_id, at_ms))
+        if not Funds(int(row[0]), int(row[1]), int(row[2]), debt).covers(new_amount - current):
             return False
     await db.run(_UPDATE_HOLD, (max(new_amount, current), at_ms + ttl_ms, hold_id))
     return True
@@ -262,9 +265,10 @@ async def settle(
     # that missed some is sent one fresh snapshot instead (gateway.stream_api). One insert per
     # call fewer on the hot path.
     db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
-    remaining = spendable - held - new_debt
+    remaining = available(spendable, held, new_debt)
+    threshold = None if topup_threshold is None else int(topup_threshold)
     return Settlement(charged=debited, unbilled=unbilled, remaining=remaining,
-                      top_up=topup_threshold is not None and remaining < int(topup_threshold))
+                      top_up=wants_top_up(remaining, threshold))
 
 
 _RENEW = Sql("UPDATE holds SET expires_at_ms = ? WHERE id = ? AND expires_at_ms > ?")

@@ -11,44 +11,39 @@ Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledge
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import os
 import secrets
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from policies.compiled import Plan
+from storage.clock import Clock, now_ms, to_datetime, to_ms
 from storage.engine import bonus
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.engine.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
+from storage.engine.events import credit_events
+from storage.ids import hash_key, new_id
 from storage.ports import (
     IN_FLIGHT,
+    AccountEvent,
     Admission,
     BalanceSnapshot,
     BucketView,
     CallRecord,
+    EventSink,
     GrantResult,
     IdempotencyConflict,
+    PlanTerms,
     Settlement,
     Shortfall,
     UnknownAccount,
 )
+from storage.sql import events as log
+from storage.sql import hot_path, inspection
 from storage.sql.engine import Runner
-from storage.sql.events import (
-    BUCKET_CREATED,
-    CREDIT_APPLIED,
-    ROLLOVER_CREATED,
-    emit_balance_tx,
-    emit_tx,
-    seconds,
-)
+from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.tables import (
     accounts,
     allocations,
@@ -59,55 +54,8 @@ from storage.sql.tables import (
     usage_daily,
     usage_records,
 )
-from storage.timestamps import iso_utc
 
 KEY_PREFIX = "gw_"
-
-
-def now_ms() -> int:
-    """Current UTC time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def to_datetime(ms: int) -> datetime:
-    """UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def to_ms(dt: datetime) -> int:
-    """Epoch milliseconds of an aware datetime."""
-    return int(dt.timestamp() * 1000)
-
-
-def new_id(prefix: str) -> str:
-    """A random id like `acct_3kPq…` (96 random bits, URL-safe)."""
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
-
-
-_PROCESS_TAG = secrets.token_hex(6)
-_sequence = itertools.count(1)
-
-
-def _new_process_tag() -> None:
-    global _PROCESS_TAG, _sequence
-    _PROCESS_TAG = secrets.token_hex(6)
-    _sequence = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_new_process_tag)  # forked workers must not reuse ids
-
-
-def new_sequential_id(prefix: str) -> str:
-    """A unique, non-secret id for hot-path rows (holds, requests): a random per-process tag
-    plus a counter, e.g. `hold_3f9a0c1b2d4e_1a2b`. Unique across processes without a syscall
-    per id (ids of accounts, keys and buckets stay fully random: `new_id`)."""
-    return f"{prefix}_{_PROCESS_TAG}{next(_sequence):x}"
-
-
-def hash_key(key: str) -> str:
-    """SHA-256 hex of an API key: keys are stored only hashed (they are high-entropy, so a
-    plain hash suffices; no password KDF is needed)."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # ---- statements built once (SQLAlchemy caches their compiled form) --------------------------
@@ -251,19 +199,10 @@ def credit_tx(
         at_ms, meta or None,
     )
     conn.execute(insert(allocations).values(entry_id=entry_id, bucket_id=bucket_id, amount=amount))
-    expires = None if expires_at_ms is None else iso_utc(expires_at_ms)
-    event = (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value
-    if source is Source.ROLLOVER:
-        emit_tx(conn, account_id, ROLLOVER_CREATED, {
-            "bucket_id": bucket_id, "seconds": seconds(amount), "expires_at": expires,
-            "from_bucket": meta.get("from_bucket")}, at_ms)
-    else:
-        emit_tx(conn, account_id, BUCKET_CREATED, {
-            "bucket_id": bucket_id, "source": source.value, "seconds": seconds(amount),
-            "expires_at": expires}, at_ms)
-    emit_tx(conn, account_id, CREDIT_APPLIED, {
-        "type": event, "seconds": seconds(amount), "reason": reason, "bucket_id": bucket_id,
-        **({"debt_netted_seconds": seconds(netted)} if netted else {})}, at_ms)
+    kind = (event_type or CREDIT_EVENT_FOR_SOURCE[source]).value
+    for name, data in credit_events(source, bucket_id, amount, expires_at_ms, kind, reason,
+                                    netted, meta.get("from_bucket")):
+        emit_tx(conn, account_id, name, data, at_ms)
     return GrantResult(entry_id=entry_id, bucket_id=bucket_id, amount=amount, metadata=meta)
 
 
@@ -339,7 +278,7 @@ def _daily_granted_this_month(conn: Connection, account_id: str, now: datetime) 
     )
 
 
-def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: int) -> bool:
+def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: PlanTerms, at_ms: int) -> bool:
     """Grant today's daily bonus if the plan has one and it was not granted yet (lazy, SPEC §4).
 
     Returns True when the day is settled (granted now, earlier, or nothing grantable).
@@ -348,21 +287,20 @@ def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: Plan, at_ms: 
     if plan.daily_bonus <= 0:
         return True
     now = to_datetime(at_ms)
-    key = bonus.daily_idempotency_key(now)
-    if _entry_exists(conn, account_id, key):
+    if _entry_exists(conn, account_id, bonus.daily_idempotency_key(now)):
         return True
     granted = _daily_granted_this_month(conn, account_id, now)
-    amount = bonus.daily_bonus_amount(plan.daily_bonus, plan.monthly_bonus_cap, granted)
-    if amount > 0:
+    grant = bonus.daily_grant(now, plan.daily_bonus, plan.monthly_bonus_cap, granted)
+    if grant is not None:
         credit_tx(
-            conn, account_id, Source.DAILY, amount, key, to_ms(bonus.day_end(now)),
+            conn, account_id, Source.DAILY, grant.amount, grant.key, to_ms(grant.expires_at),
             "daily bonus", at_ms, locked=True,
         )
         emit_balance_tx(conn, account_id, at_ms, EventType.DAILY_BONUS.value)
     return True
 
 
-def create_account_tx(conn: Connection, plan: Plan, at_ms: int, account_id: str | None) -> str:
+def create_account_tx(conn: Connection, plan: PlanTerms, at_ms: int, account_id: str | None) -> str:
     """Insert an account on `plan` and credit its welcome bonus (never expires)."""
     account_id = account_id or new_id("acct")
     conn.execute(insert(accounts).values(id=account_id, plan_key=plan.key, debt=0,
@@ -472,13 +410,14 @@ def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
             "holds": int(n_holds)}
 
 
-def _ensure_daily_locked(conn: Connection, account_id: str, plan: Plan, at_ms: int) -> bool:
+def _ensure_daily_locked(conn: Connection, account_id: str, plan: PlanTerms, at_ms: int) -> bool:
     _lock(conn, account_id)
     return ensure_daily_bonus_tx(conn, account_id, plan, at_ms)
 
 
 class SqlLedger:
-    """The async ledger the gateway talks to; each method is one atomic transaction.
+    """The SQL adapter of the ports Ledger, Accounts, EventLog and Inspection (storage.ports);
+    each method is one atomic transaction. Payments: storage.sql.payments.SqlPayments.
 
     Construct with a database URL (`sqlite:///…` or `postgresql+asyncpg://…`). Methods raise
     StoreUnavailable when the database is unreachable and UnknownAccount for unknown ids.
@@ -489,7 +428,7 @@ class SqlLedger:
     """
 
     def __init__(self, url: str, lease_s: float = 30.0,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Clock = now_ms) -> None:
         self.runner = Runner(url)
         self.lease_s = lease_s
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
@@ -499,7 +438,19 @@ class SqlLedger:
     async def close(self) -> None:
         await self.runner.close()
 
-    async def create_account(self, plan: Plan, account_id: str | None = None) -> str:
+    async def ping(self) -> None:
+        await self.runner.ping()
+
+    @property
+    def on_commit(self) -> EventSink | None:
+        """Receives each committed transaction's account events (the live fan-out)."""
+        return self.runner.on_commit
+
+    @on_commit.setter
+    def on_commit(self, sink: EventSink | None) -> None:
+        self.runner.on_commit = sink
+
+    async def create_account(self, plan: PlanTerms, account_id: str | None = None) -> str:
         return await self.runner.run(create_account_tx, plan, self.clock(), account_id)
 
     async def create_api_key(self, account_id: str) -> tuple[str, str]:
@@ -509,20 +460,19 @@ class SqlLedger:
         return await self.runner.run(revoke_api_key_tx, key_id, self.clock())
 
     async def resolve_key(self, key: str) -> tuple[str, str] | None:
-        from storage.sql import hot_path
-
         return await self.runner.run_raw(hot_path.resolve_key, hash_key(key))
 
+    async def resolve_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+        return await self.runner.run_raw(hot_path.resolve_key, key_hash)
+
     async def admit(
-        self, account_id: str, amount: int, operation: str, ttl_s: float, plan: Plan, *,
+        self, account_id: str, amount: int, operation: str, ttl_s: float, plan: PlanTerms, *,
         request_id: str | None = None, model: str | None = None, streamed: bool = False,
     ) -> Admission | Shortfall:
         """Place a hold of `amount` units or report the shortfall; first grants today's daily
         bonus when this process has not settled it for the account today. With `request_id`
         the call's usage record is opened in the same transaction (outcome `in_flight`, see
         hot_path.admit), completed by `settle` or closed as interrupted by the lease sweep."""
-        from storage.sql import hot_path
-
         at = self.clock()
         day = bonus.daily_idempotency_key(to_datetime(at))
         if plan.daily_bonus > 0 and self._daily_done.get(account_id) != day:
@@ -540,8 +490,6 @@ class SqlLedger:
     async def extend_hold(
         self, account_id: str, hold_id: str, new_amount: int, ttl_s: float
     ) -> bool:
-        from storage.sql import hot_path
-
         at = self.clock()
         ok = await self.runner.run_raw(
             hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * 1000), at)
@@ -552,8 +500,6 @@ class SqlLedger:
     async def settle(
         self, hold_id: str | None, record: CallRecord, charge: int, on_shortfall: ShortfallRule
     ) -> Settlement:
-        from storage.sql import hot_path
-
         if hold_id is not None:
             self._leases.pop(hold_id, None)
         return await self.runner.run_raw(
@@ -565,8 +511,6 @@ class SqlLedger:
         `interrupted`, see hot_path.sweep_holds). Holds past their route's lifetime are no
         longer renewed. `at_ms`: now (injectable for tests). Returns how many were renewed.
         Raises StoreUnavailable."""
-        from storage.sql import hot_path
-
         at = self.clock() if at_ms is None else at_ms
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
@@ -579,6 +523,11 @@ class SqlLedger:
         for hold_id in lapsed:
             self._leases.pop(hold_id, None)
         return len(ids) - len(lapsed)
+
+    async def ensure_daily_bonus(self, account_id: str, plan: PlanTerms,
+                                 at_ms: int | None = None) -> bool:
+        at = self.clock() if at_ms is None else at_ms
+        return await self.runner.run(_ensure_daily_locked, account_id, plan, at)
 
     async def release(self, hold_id: str) -> None:
         self._leases.pop(hold_id, None)
@@ -609,8 +558,6 @@ class SqlLedger:
     async def account_exists(self, account_id: str) -> bool:
         return await self.runner.run(account_exists_tx, account_id)
 
-    async def totals(self, account_id: str) -> dict[str, int]:
-        return await self.runner.run(totals_tx, account_id)
 
     async def adjust_down(self, account_id: str, amount: int, key: str,
                           reason: str) -> GrantResult:
@@ -636,6 +583,48 @@ class SqlLedger:
         self, account_id: str, from_ms: int, to_ms_: int
     ) -> list[tuple[str, int, int, int]]:
         return await self.runner.run(usage_summary_tx, account_id, from_ms, to_ms_)
+
+    # ---- EventLog ----------------------------------------------------------------------------
+
+    async def stream_position(self, account_id: str) -> tuple[int, int] | None:
+        return await self.runner.run(log.stream_position_tx, account_id)
+
+    async def catch_up(self, account_id: str, after_seq: int,
+                       limit: int) -> tuple[list[AccountEvent], int]:
+        return await self.runner.run(log.catch_up_tx, account_id, after_seq, limit)
+
+    async def events_after(self, account_id: str, after_seq: int,
+                           limit: int) -> list[AccountEvent]:
+        return await self.runner.run(log.events_after_tx, account_id, after_seq, limit)
+
+    async def prune_events(self, before_ms: int) -> int:
+        return await self.runner.run(log.prune_events_tx, before_ms)
+
+    # ---- Inspection (audits and tests) ------------------------------------------------------
+
+    async def totals(self, account_id: str) -> dict[str, int]:
+        return await self.runner.run(totals_tx, account_id)
+
+    async def entry_rows(self, account_id: str) -> list[dict[str, Any]]:
+        return await self.runner.run(inspection.entry_rows_tx, account_id)
+
+    async def bucket_rows(self, account_id: str) -> list[dict[str, Any]]:
+        return await self.runner.run(inspection.bucket_rows_tx, account_id)
+
+    async def allocation_rows(self, account_id: str, key: str) -> list[tuple[str, str, int]]:
+        return await self.runner.run(inspection.allocation_rows_tx, account_id, key)
+
+    async def usage_row(self, request_id: str) -> dict[str, Any] | None:
+        return await self.runner.run(inspection.usage_row_tx, request_id)
+
+    async def rollup_rows(self, account_id: str) -> list[tuple[str, int, int]]:
+        return await self.runner.run(inspection.rollup_rows_tx, account_id)
+
+    async def account_row(self, account_id: str) -> dict[str, Any]:
+        return await self.runner.run(inspection.account_row_tx, account_id)
+
+    async def api_key_rows(self) -> list[dict[str, Any]]:
+        return await self.runner.run(inspection.api_key_rows_tx)
 
 
 def events_tx(

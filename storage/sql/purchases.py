@@ -8,7 +8,6 @@ two processes all credit once (SPEC §8: "each event applied exactly once").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -17,28 +16,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from storage.engine.buckets import EventType, Source
-from storage.ports import GrantResult
-from storage.sql.events import PACKAGE_FULFILLED, RESUME_READY, emit_balance_tx, emit_tx
+from storage.engine.events import fulfilment_events
+from storage.engine.refunds import clawback, refund_status
+from storage.ports import GrantResult, Purchase, SessionConflict
+from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import _lock, credit_tx, take_tx
 from storage.sql.tables import buckets, pending_refunds, purchases, stripe_events
-
-
-@dataclass(frozen=True)
-class Purchase:
-    """A Checkout Session the gateway created: what it sells to whom, at what price."""
-
-    session_id: str
-    account_id: str
-    package_key: str
-    minutes: int
-    currency: str
-    unit_amount_cents: int
-    operation_id: str | None
-
-
-class SessionConflict(Exception):
-    """Stripe answered with a Checkout Session id already recorded for a different purchase
-    (another account, package, price or operation); nothing was recorded."""
 
 
 def record_purchase_tx(conn: Connection, p: Purchase, at_ms: int) -> bool:
@@ -111,13 +94,9 @@ def fulfil_checkout_tx(
 def announce_fulfilment_tx(conn: Connection, p: Purchase, at_ms: int) -> None:
     """Emit package.fulfilled and, for a purchase made to unblock an operation, resume.ready
     (naming the operation id of the 402's `instance`, never a resume token)."""
-    emit_tx(conn, p.account_id, PACKAGE_FULFILLED, {
-        "package_key": p.package_key, "minutes": p.minutes, "session_id": p.session_id,
-        "operation_id": p.operation_id}, at_ms)
-    if p.operation_id:
-        emit_tx(conn, p.account_id, RESUME_READY, {
-            "operation_id": p.operation_id, "instance": f"urn:op:{p.operation_id}",
-            "package_key": p.package_key}, at_ms)
+    for name, data in fulfilment_events(p.package_key, p.minutes, p.session_id,
+                                        p.operation_id):
+        emit_tx(conn, p.account_id, name, data, at_ms)
 
 
 def _purchase(row: Any) -> Purchase:
@@ -171,29 +150,27 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     ledger units taken. Caller holds the account lock."""
     row = conn.execute(select(purchases).where(
         purchases.c.payment_intent_id == payment_intent_id)).first()
-    if row is None or row.bucket_id is None or amount_cents <= 0:
-        return 0
-    units = int(row.minutes) * 60_000
-    share = units * min(refunded_cents, amount_cents) // amount_cents
-    owed = share - int(row.clawed_back)
-    if owed <= 0:
+    if row is None or row.bucket_id is None:
         return 0
     bucket = conn.execute(select(buckets.c.remaining, buckets.c.expires_at_ms).where(
         buckets.c.id == row.bucket_id)).first()
     live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
-    taken = min(owed, int(bucket.remaining)) if live else 0
-    if taken > 0:
-        take_tx(conn, row.account_id, row.bucket_id, taken, EventType.ADJUSTMENT,
+    decided = clawback(int(row.minutes) * 60_000, amount_cents, refunded_cents,
+                       int(row.clawed_back), int(bucket.remaining) if live else 0, live)
+    if decided is None:
+        return 0
+    if decided.taken > 0:
+        take_tx(conn, row.account_id, row.bucket_id, decided.taken, EventType.ADJUSTMENT,
                 f"stripe_refund:{payment_intent_id}:{refunded_cents}",
                 f"refund of package {row.package_key}", at_ms,
                 {"charge_id": charge_id, "payment_intent_id": payment_intent_id,
                  "refunded_cents": refunded_cents, "amount_cents": amount_cents,
-                 "unrecovered_ms": owed - taken})
+                 "unrecovered_ms": decided.unrecovered})
     # What was spent is forgiven, not owed later: the purchase's refund is settled in full.
     conn.execute(update(purchases).where(purchases.c.session_id == row.session_id).values(
-        clawed_back=share, refunded_cents=refunded_cents,
-        status="refunded" if refunded_cents >= amount_cents else "part_refunded"))
-    return taken
+        clawed_back=decided.share, refunded_cents=refunded_cents,
+        status=refund_status(refunded_cents, amount_cents)))
+    return decided.taken
 
 
 def record_event_tx(conn: Connection, event_id: str, event_type: str, outcome: str,

@@ -19,42 +19,20 @@ account row itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from storage.clock import iso_utc
+from storage.engine import expiry
 from storage.engine.buckets import EventType, Source
-from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx, seconds
+from storage.engine.events import BUCKET_EXPIRED, bucket_expired, rollover_discarded
+from storage.ports import Invoice, PlanRules
+from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
 from storage.sql.purchases import event_seen_tx
 from storage.sql.tables import accounts, buckets, stripe_events
-from storage.timestamps import iso_utc
-
-
-@dataclass(frozen=True)
-class PlanRules:
-    """What period ends need to know of the policy: rollover cap per plan key (units), the
-    rollover bucket lifetime (ms) and the plan an account falls back to when it cancels."""
-
-    rollover_caps: dict[str, int]
-    rollover_ms: int
-    default_plan: str
-
-
-@dataclass(frozen=True)
-class Invoice:
-    """A paid subscription invoice: `units` credited for [period_start_ms, period_end_ms)."""
-
-    invoice_id: str
-    subscription_id: str | None
-    customer_id: str | None
-    subscription_key: str
-    plan_key: str
-    units: int
-    period_start_ms: int
-    period_end_ms: int
 
 
 def _done(conn: Connection, event_id: str, event_type: str, outcome: str, at_ms: int) -> str:
@@ -172,9 +150,7 @@ def _set_plan(conn: Connection, account_id: str, account: Any, plan_key: str, st
     row = conn.execute(select(accounts.c.pending_plan_key).where(
         accounts.c.id == account_id)).first()
     pending_plan = row.pending_plan_key if row is not None else None
-    old_cap = rules.rollover_caps.get(account.plan_key, 0)
-    new_cap = rules.rollover_caps.get(plan_key, 0)
-    if plan_key != account.plan_key and (plan_key == pending_plan or new_cap < old_cap):
+    if expiry.completes_downgrade(account.plan_key, plan_key, pending_plan, rules.rollover_caps):
         discard_rollover_tx(conn, account_id, f"downgrade to {plan_key}", at_ms)
         conn.execute(update(accounts).where(accounts.c.id == account_id).values(
             pending_plan_key=None, pending_effective_at_ms=None))
@@ -197,9 +173,7 @@ def schedule_downgrade_tx(conn: Connection, account_id: str, plan_key: str, effe
     at_risk = _live_rollover(conn, account_id, at_ms)
     _insert_entry(conn, account_id, EventType.ROLLOVER_DISCARD_PENDING, 0, key,
                   f"downgrade to {plan_key} scheduled", at_ms,
-                  {"new_plan": plan_key, "effective_date": iso_utc(effective_ms),
-                   "will_discard_rollover": at_risk > 0,
-                   "minutes_to_discard": at_risk // 60_000, "seconds_to_discard": at_risk // 1000})
+                  expiry.downgrade_warning(plan_key, effective_ms, at_risk))
 
 
 def discard_rollover_tx(conn: Connection, account_id: str, reason: str, at_ms: int) -> int:
@@ -211,9 +185,8 @@ def discard_rollover_tx(conn: Connection, account_id: str, reason: str, at_ms: i
     for bucket_id, remaining in rows:
         take_tx(conn, account_id, bucket_id, int(remaining), EventType.ROLLOVER_DISCARD,
               f"rollover_discard:{bucket_id}", reason, at_ms)
-        emit_tx(conn, account_id, BUCKET_EXPIRED, {
-            "bucket_id": bucket_id, "source": Source.ROLLOVER.value,
-            "seconds": seconds(int(remaining)), "reason": reason}, at_ms)
+        emit_tx(conn, account_id, BUCKET_EXPIRED,
+                rollover_discarded(bucket_id, int(remaining), reason), at_ms)
     total = sum(int(r[1]) for r in rows)
     if total:
         emit_balance_tx(conn, account_id, at_ms, EventType.ROLLOVER_DISCARD.value)
@@ -253,10 +226,9 @@ def close_expired_tx(conn: Connection, account_id: str, rules: PlanRules, at_ms:
                                 at_ms)
         else:
             take_tx(conn, account_id, bucket_id, unused, EventType.EXPIRY, f"expiry:{bucket_id}",
-                  f"{source} bucket expired", at_ms)
-        emit_tx(conn, account_id, BUCKET_EXPIRED, {
-            "bucket_id": bucket_id, "source": source, "seconds": seconds(unused),
-            "expired_at": iso_utc(int(expires_ms)), "rolled_over_seconds": seconds(rolled)}, at_ms)
+                    expiry.expiry_reason(source), at_ms)
+        emit_tx(conn, account_id, BUCKET_EXPIRED,
+                bucket_expired(bucket_id, source, unused, int(expires_ms), rolled), at_ms)
     if rows:
         emit_balance_tx(conn, account_id, at_ms, EventType.EXPIRY.value)
     return len(rows)
@@ -266,28 +238,21 @@ def _roll_over(conn: Connection, account_id: str, account: Any, bucket_id: str, 
                period_end_ms: int, rules: PlanRules, at_ms: int) -> int:
     """Period end of one subscription bucket: roll over up to the cap, discard the rest.
     Returns the units rolled over."""
+    live = int(conn.execute(select(func.coalesce(func.sum(buckets.c.remaining), 0)).where(
+        buckets.c.account_id == account_id, buckets.c.source == Source.ROLLOVER.value,
+        buckets.c.remaining > 0, buckets.c.expires_at_ms > period_end_ms)).scalar_one())
     pending_ms = account.pending_effective_at_ms
-    downgrading = pending_ms is not None and int(pending_ms) <= period_end_ms
-    if downgrading or account.subscription_status == "canceled":
-        room = 0
-    else:
-        cap = rules.rollover_caps.get(account.plan_key, 0)
-        live = int(conn.execute(select(func.coalesce(func.sum(buckets.c.remaining), 0)).where(
-            buckets.c.account_id == account_id, buckets.c.source == Source.ROLLOVER.value,
-            buckets.c.remaining > 0, buckets.c.expires_at_ms > period_end_ms)).scalar_one())
-        room = max(0, cap - live)
-    rolled = min(unused, room)
-    discarded = unused - rolled
-    if discarded:
-        why = ("downgrade" if downgrading else "canceled"
-               if account.subscription_status == "canceled" else "over the rollover cap")
-        take_tx(conn, account_id, bucket_id, discarded, EventType.ROLLOVER_DISCARD,
-              f"rollover_discard:{bucket_id}", f"unused subscription time not rolled over ({why})",
-              at_ms, {"seconds": discarded // 1000})
-    if rolled:
-        take_tx(conn, account_id, bucket_id, rolled, EventType.EXPIRY, f"expiry:{bucket_id}",
-              "subscription period ended; carried into a rollover bucket", at_ms)
-        credit_tx(conn, account_id, Source.ROLLOVER, rolled, f"rollover:{bucket_id}",
-                  period_end_ms + rules.rollover_ms, "rollover of unused subscription time",
+    decided = expiry.period_end(unused, rules.rollover_caps.get(account.plan_key, 0), live,
+                                account.subscription_status,
+                                None if pending_ms is None else int(pending_ms), period_end_ms)
+    if decided.discarded:
+        take_tx(conn, account_id, bucket_id, decided.discarded, EventType.ROLLOVER_DISCARD,
+                f"rollover_discard:{bucket_id}", expiry.discard_reason(decided.why), at_ms,
+                {"seconds": decided.discarded // 1000})
+    if decided.rolled:
+        take_tx(conn, account_id, bucket_id, decided.rolled, EventType.EXPIRY,
+                f"expiry:{bucket_id}", expiry.ROLLED_REASON, at_ms)
+        credit_tx(conn, account_id, Source.ROLLOVER, decided.rolled, f"rollover:{bucket_id}",
+                  period_end_ms + rules.rollover_ms, expiry.ROLLOVER_CREDIT_REASON,
                   at_ms, {"from_bucket": bucket_id}, locked=True)
-    return rolled
+    return decided.rolled
