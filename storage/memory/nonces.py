@@ -1,25 +1,27 @@
-"""Seen HMAC nonces in this process (the `NonceStore` port), for an embedded gateway whose
-store is memory: a nonce is accepted once per process for its ttl."""
+"""Seen HMAC nonces in this process (the `NonceStore` port), for a gateway whose store is
+memory: a nonce is accepted once per store for its ttl (asyncio makes check-and-set atomic)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from storage.clock import Clock, now_ms
+from storage.memory.store import MemoryStore
 
 
 class InProcessNonces:
-    """Nonces remembered until their ttl ends (epoch ms from `clock`); swept as they expire."""
+    """Nonces remembered until their ttl ends (epoch ms from `clock`), in `store` (shared by
+    every adapter on it; default: a store of its own)."""
 
-    def __init__(self, clock: Callable[[], int] | None = None) -> None:
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self._expiry: dict[str, int] = {}
+    def __init__(self, store: MemoryStore | None = None, clock: Clock = now_ms) -> None:
+        self._clock = clock
+        self._store = store if store is not None else MemoryStore()
 
     async def remember(self, key: str, ttl_s: int) -> bool:
-        now = self._clock()
-        if len(self._expiry) > 100_000:
-            self._expiry = {k: e for k, e in self._expiry.items() if e > now}
-        expires = self._expiry.get(key)
+        now, seen = self._clock(), self._store.nonces
+        if len(seen) > 100_000:
+            for k in [k for k, expires in seen.items() if expires <= now]:
+                del seen[k]
+        expires = seen.get(key)
         if expires is not None and expires > now:
             return False
-        self._expiry[key] = now + ttl_s * 1000
+        seen[key] = now + ttl_s * 1000
         return True

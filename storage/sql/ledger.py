@@ -278,7 +278,8 @@ def _daily_granted_this_month(conn: Connection, account_id: str, now: datetime) 
     )
 
 
-def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: PlanTerms, at_ms: int) -> bool:
+def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: PlanTerms,
+                          at_ms: int) -> bool:
     """Grant today's daily bonus if the plan has one and it was not granted yet (lazy, SPEC §4).
 
     Returns True when the day is settled (granted now, earlier, or nothing grantable).
@@ -300,7 +301,8 @@ def ensure_daily_bonus_tx(conn: Connection, account_id: str, plan: PlanTerms, at
     return True
 
 
-def create_account_tx(conn: Connection, plan: PlanTerms, at_ms: int, account_id: str | None) -> str:
+def create_account_tx(conn: Connection, plan: PlanTerms, at_ms: int,
+                      account_id: str | None) -> str:
     """Insert an account on `plan` and credit its welcome bonus (never expires)."""
     account_id = account_id or new_id("acct")
     conn.execute(insert(accounts).values(id=account_id, plan_key=plan.key, debt=0,
@@ -410,7 +412,8 @@ def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
             "holds": int(n_holds)}
 
 
-def _ensure_daily_locked(conn: Connection, account_id: str, plan: PlanTerms, at_ms: int) -> bool:
+def _ensure_daily_locked(conn: Connection, account_id: str, plan: PlanTerms,
+                         at_ms: int) -> bool:
     _lock(conn, account_id)
     return ensure_daily_bonus_tx(conn, account_id, plan, at_ms)
 

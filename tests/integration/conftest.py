@@ -1,5 +1,7 @@
-"""Integration fixtures: one SQL ledger per test, on SQLite (a fresh file) and on a real PostgreSQL
-(a fresh database `gw_it_<hex>`, dropped afterwards), both migrated with Alembic.
+"""Integration fixtures: one store per test, through the ports (storage.ports) — the in-memory
+adapter, SQLite (a fresh file) and a real PostgreSQL (a fresh database `gw_it_<hex>`, dropped
+afterwards; both migrated with Alembic). The contract suite (tests using `ledger`) runs on all
+three; a module that is about SQL itself overrides `ledger_kind` with `SQL_STORES`.
 
 PostgreSQL: `GATEWAY_TEST_POSTGRES_URL` is the admin URL of an existing database to create test
 databases from (default postgresql://postgres@127.0.0.1:5432/test). When it is unreachable the
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 
 from policies.compiled import Plan
 from storage import migrate
+from storage.memory.ledger import MemoryLedger
+from storage.ports import Payments
 from storage.sql.ledger import SqlLedger
-from storage.sql.tables import allocations, buckets, ledger_entries, usage_records
+from tests.integration.stores import SQL_STORES, STORES, Ledger, payments_of
 from tests.support import ManualClock, service_unavailable
 
 T = TypeVar("T")
@@ -171,10 +174,10 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
         dbs.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a fresh, migrated ledger database (sqlite file or a new PostgreSQL database)."""
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, migrated database: a sqlite file, or a new PostgreSQL database."""
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
         _upgrade(url)
         yield url
@@ -188,6 +191,19 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         dbs.release(name)
 
 
+@pytest.fixture(params=SQL_STORES)
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, migrated ledger database (sqlite file or a new PostgreSQL database)."""
+    with fresh_database(request.param, request, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=STORES)
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    """Which store `ledger` is: memory, sqlite or postgres."""
+    return str(request.param)
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     """A ManualClock starting at a fixed instant (2025-06-15 12:00:00 UTC, mid-day)."""
@@ -195,92 +211,82 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    """The ledger under test, as shipped."""
-    lg = SqlLedger(ledger_url)
-    try:
-        yield lg
-    finally:
-        await lg.close()
+async def ledger(ledger_kind: str, request: pytest.FixtureRequest,
+                 tmp_path: Path) -> AsyncIterator[Ledger]:
+    """The ledger under test, as shipped: a MemoryLedger, or a SqlLedger on a fresh database."""
+    if ledger_kind == "memory":
+        yield MemoryLedger()
+        return
+    with fresh_database(ledger_kind, request, tmp_path) as url:
+        lg = SqlLedger(url)
+        try:
+            yield lg
+        finally:
+            await lg.close()
 
 
-# ---- reading rows the port does not expose (through the ledger's own runner) ----------------
+@pytest.fixture
+def payments(ledger: Ledger) -> Payments:
+    return payments_of(ledger)
 
 
-def _negative_buckets_tx(conn: Connection, account_id: str) -> int:
-    return int(conn.execute(
-        select(func.count()).select_from(buckets).where(
-            buckets.c.account_id == account_id, buckets.c.remaining < 0)).scalar_one())
+@pytest.fixture
+async def open_ledger(ledger: Ledger) -> AsyncIterator[Callable[..., Ledger]]:
+    """`open_ledger(lease_s=…, clock=…)`: another ledger object on the same store — what another
+    gateway process on the same database is (its own hold leases and caches)."""
+    opened: list[Ledger] = []
+
+    def make(**kw: Any) -> Ledger:
+        other: Ledger = (MemoryLedger(ledger.store, **kw) if isinstance(ledger, MemoryLedger)
+                         else SqlLedger(ledger.runner.url, **kw))
+        opened.append(other)
+        return other
+
+    yield make
+    for other in opened:
+        await other.close()
 
 
-def _allocations_tx(conn: Connection, account_id: str, key: str) -> list[tuple[str, str, int]]:
-    rows = conn.execute(
-        select(allocations.c.bucket_id, buckets.c.source, allocations.c.amount)
-        .join(ledger_entries, ledger_entries.c.id == allocations.c.entry_id)
-        .join(buckets, buckets.c.id == allocations.c.bucket_id)
-        .where(ledger_entries.c.account_id == account_id,
-               ledger_entries.c.idempotency_key == key)
-        .order_by(allocations.c.id)
-    )
-    return [(r.bucket_id, r.source, int(r.amount)) for r in rows]
-
-
-def _entries_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(ledger_entries).where(ledger_entries.c.account_id == account_id)
-        .order_by(ledger_entries.c.id))
-    return [dict(r._mapping) for r in rows]
-
-
-def _buckets_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(buckets).where(buckets.c.account_id == account_id)
-        .order_by(buckets.c.created_at_ms, buckets.c.id))
-    return [dict(r._mapping) for r in rows]
-
-
-def _usage_count_tx(conn: Connection, request_id: str) -> int:
-    return int(conn.execute(select(func.count()).select_from(usage_records)
-                            .where(usage_records.c.id == request_id)).scalar_one())
+# ---- reading what the ports do not answer (the Inspection port) ----------------------------
 
 
 class Probe:
-    """Raw reads of one ledger's tables, run as transactions on the ledger's own runner."""
+    """Raw reads of one ledger's store (the adapter's Inspection methods)."""
 
-    def __init__(self, ledger: SqlLedger) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
     async def allocations(self, account_id: str, key: str) -> list[tuple[str, str, int]]:
         """(bucket id, bucket source, amount) of the entry with idempotency `key`, in order."""
-        return await self.ledger.runner.run(_allocations_tx, account_id, key)
+        return await self.ledger.allocation_rows(account_id, key)
 
     async def entries(self, account_id: str) -> list[dict[str, Any]]:
-        return await self.ledger.runner.run(_entries_tx, account_id)
+        return await self.ledger.entry_rows(account_id)
 
     async def buckets(self, account_id: str) -> list[dict[str, Any]]:
         """All buckets (expired and empty ones too)."""
-        return await self.ledger.runner.run(_buckets_tx, account_id)
+        return await self.ledger.bucket_rows(account_id)
 
     async def usage_count(self, request_id: str) -> int:
-        return await self.ledger.runner.run(_usage_count_tx, request_id)
+        return 0 if await self.ledger.usage_row(request_id) is None else 1
 
     async def assert_invariant(self, account_id: str) -> dict[str, int]:
         """Σ remaining − debt == Σ deltas, and no bucket below zero (SPEC §3/§4)."""
         t = await self.ledger.totals(account_id)
         assert t["remaining"] - t["debt"] == t["deltas"], f"ledger invariant broken: {t}"
         assert t["debt"] >= 0, t
-        assert await self.ledger.runner.run(_negative_buckets_tx, account_id) == 0
+        assert [b for b in await self.ledger.bucket_rows(account_id) if b["remaining"] < 0] == []
         return t
 
 
 @pytest.fixture
-def probe(ledger: SqlLedger) -> Probe:
+def probe(ledger: Ledger) -> Probe:
     return Probe(ledger)
 
 
 @pytest.fixture
 async def new_account(
-    ledger: SqlLedger, probe: Probe
+    ledger: Ledger, probe: Probe
 ) -> AsyncIterator[Callable[[Plan], Awaitable[str]]]:
     """`await new_account(plan)` creates an account; after the test every account created this
     way is audited: Σ remaining − debt == Σ deltas, and no negative bucket."""

@@ -17,11 +17,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from policies.compiled import Plan
 from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall
 from storage.sql.engine import is_sqlite
 from storage.sql.ledger import SqlLedger
+from tests.integration.stores import SQL_STORES
 
 NewAccount = Callable[[Plan], Awaitable[str]]
 
@@ -31,6 +34,12 @@ PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, in
 ESTIMATE = 6_000
 COVERED = 10
 ATTEMPTS = 50
+
+
+@pytest.fixture(params=SQL_STORES)
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    """SQL stores only: this module is about row locks and connection pools."""
+    return str(request.param)
 
 
 def call(account_id: str, request_id: str) -> CallRecord:

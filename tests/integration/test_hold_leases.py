@@ -1,17 +1,17 @@
-"""Hold leases (SqlLedger as shipped), on SQLite and PostgreSQL: a hold's row expires one lease
+"""Hold leases (the ledgers as shipped), on every store: a hold expires one lease
 after it was last renewed, the owning process renews its in-flight holds until the route's ttl,
 and a process that stops renewing (crashed) strands nothing (SPEC §3)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from policies.compiled import Plan
 from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord
-from storage.sql.ledger import SqlLedger
+from tests.integration.stores import Ledger
 from tests.support import ManualClock
 
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
@@ -20,20 +20,18 @@ LEASE_S = 1.0  # the ledger runs on the test's clock: the instants below are exa
 
 
 @pytest.fixture
-async def leased(ledger_url: str, clock: ManualClock) -> AsyncIterator[SqlLedger]:
-    lg = SqlLedger(ledger_url, lease_s=LEASE_S, clock=clock)
-    try:
-        yield lg
-    finally:
-        await lg.close()
+def leased(open_ledger: Any, clock: ManualClock) -> Ledger:
+    """A ledger on the store under test, with a 1 s lease on the test's clock."""
+    ledger: Ledger = open_ledger(lease_s=LEASE_S, clock=clock)
+    return ledger
 
 
-async def _audit(lg: SqlLedger, acct: str) -> None:
+async def _audit(lg: Ledger, acct: str) -> None:
     t = await lg.totals(acct)
     assert t["remaining"] - t["debt"] == t["deltas"], t
 
 
-async def test_renewed_until_ttl_then_lapses(leased: SqlLedger, clock: ManualClock) -> None:
+async def test_renewed_until_ttl_then_lapses(leased: Ledger, clock: ManualClock) -> None:
     acct = await leased.create_account(PLAN)
     await leased.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
     long_call = await leased.admit(acct, 3_000, "it.op", 5.0, PLAN)
@@ -55,22 +53,19 @@ async def test_renewed_until_ttl_then_lapses(leased: SqlLedger, clock: ManualClo
     await _audit(leased, acct)
 
 
-async def test_lapsed_hold_is_not_resurrected_by_renewal(ledger_url: str,
+async def test_lapsed_hold_is_not_resurrected_by_renewal(open_ledger: Any,
                                                          clock: ManualClock) -> None:
-    leased = SqlLedger(ledger_url, lease_s=0.3, clock=clock)
-    try:
-        acct = await leased.create_account(PLAN)
-        await leased.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
-        first = await leased.admit(acct, 10_000, "it.op", 60, PLAN)
-        assert isinstance(first, Admission)
+    leased = open_ledger(lease_s=0.3, clock=clock)
+    acct = await leased.create_account(PLAN)
+    await leased.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
+    first = await leased.admit(acct, 10_000, "it.op", 60, PLAN)
+    assert isinstance(first, Admission)
 
-        # no renewal for longer than a lease (store blip, blocked event loop): the hold lapsed
-        clock.advance(300)
-        second = await leased.admit(acct, 10_000, "it.op", 60, PLAN)
-        assert isinstance(second, Admission)  # the lapsed hold's balance went to another call
+    # no renewal for longer than a lease (store blip, blocked event loop): the hold lapsed
+    clock.advance(300)
+    second = await leased.admit(acct, 10_000, "it.op", 60, PLAN)
+    assert isinstance(second, Admission)  # the lapsed hold's balance went to another call
 
-        await leased.renew_leases()
-        snap = await leased.balance(acct)
-        assert snap.held == 10_000 and snap.available == 0, snap
-    finally:
-        await leased.close()
+    await leased.renew_leases()
+    snap = await leased.balance(acct)
+    assert snap.held == 10_000 and snap.available == 0, snap

@@ -1,4 +1,5 @@
-"""The ledger contract, run unchanged against SQLite and PostgreSQL so the two stores cannot drift.
+"""The ledger contract, run unchanged against the in-memory store, SQLite and PostgreSQL so the
+stores cannot drift.
 
 Every test creates its accounts through the `new_account` fixture, which afterwards audits the
 invariant Σ buckets.remaining − debt == Σ ledger deltas (and no negative bucket) on each of them.
@@ -9,34 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from policies.compiled import Plan
+from storage.clock import now_ms
 from storage.engine.buckets import EventType, Source
 from storage.ports import Admission, CallRecord, IdempotencyConflict, Shortfall, UnknownAccount
-from storage.clock import now_ms
-from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx
-from storage.sql.tables import api_keys, usage_records
+from tests.integration.stores import Ledger
 from tests.support import ManualClock
 
 NewAccount = Callable[[Plan], Awaitable[str]]
-
-# the Core path raises SQLAlchemy's IntegrityError; the raw hot path the driver's own
-INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (IntegrityError, sqlite3.IntegrityError)
-try:
-    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-
-    INTEGRITY_ERRORS += (AsyncAdapt_asyncpg_dbapi.IntegrityError,)
-except ImportError:  # pragma: no cover - asyncpg not installed
-    pass
 
 MIN = 60_000
 DAY_MS = 86_400_000
@@ -56,18 +43,16 @@ def call(account_id: str, request_id: str, estimated: int = 0) -> CallRecord:
                       output_tokens=20, estimated=estimated)
 
 
-async def usage_row(ledger: SqlLedger, request_id: str) -> dict[str, Any]:
-    def tx(conn: Connection) -> dict[str, Any]:
-        row = conn.execute(select(usage_records).where(usage_records.c.id == request_id)).one()
-        return dict(row._mapping)
-
-    return await ledger.runner.run(tx)
+async def usage_row(ledger: Ledger, request_id: str) -> dict[str, Any]:
+    row = await ledger.usage_row(request_id)
+    assert row is not None, request_id
+    return row
 
 
 # ---- accounts and keys -----------------------------------------------------------------------
 
 
-async def test_create_account_with_welcome_bonus(ledger: SqlLedger, new_account: NewAccount,
+async def test_create_account_with_welcome_bonus(ledger: Ledger, new_account: NewAccount,
                                                  probe: Any) -> None:
     acct = await new_account(plan(key="free", welcome=30 * MIN))
 
@@ -92,7 +77,7 @@ async def test_create_account_with_welcome_bonus(ledger: SqlLedger, new_account:
         await ledger.balance("acct_nope")
 
 
-async def test_api_key_create_resolve_revoke_stored_hashed(ledger: SqlLedger,
+async def test_api_key_create_resolve_revoke_stored_hashed(ledger: Ledger,
                                                            new_account: NewAccount) -> None:
     acct = await new_account(plan(key="pro"))
     key_id, key = await ledger.create_api_key(acct)
@@ -103,10 +88,7 @@ async def test_api_key_create_resolve_revoke_stored_hashed(ledger: SqlLedger,
     assert await ledger.resolve_key(other_key) == (acct, "pro")
     assert await ledger.resolve_key(key + "x") is None
 
-    def rows(conn: Connection) -> list[dict[str, Any]]:
-        return [dict(r._mapping) for r in conn.execute(select(api_keys))]
-
-    stored = await ledger.runner.run(rows)
+    stored = await ledger.api_key_rows()
     assert len(stored) == 2
     for row in stored:
         for value in row.values():  # the plaintext appears in no column of any row
@@ -127,7 +109,7 @@ async def test_api_key_create_resolve_revoke_stored_hashed(ledger: SqlLedger,
 # ---- grants ----------------------------------------------------------------------------------
 
 
-async def test_grant_is_idempotent_by_key(ledger: SqlLedger, new_account: NewAccount,
+async def test_grant_is_idempotent_by_key(ledger: Ledger, new_account: NewAccount,
                                           probe: Any) -> None:
     acct = await new_account(PLAIN)
     first = await ledger.grant(acct, Source.PACKAGE, 10 * MIN, "stripe:evt_1", None, "package")
@@ -151,7 +133,7 @@ async def test_grant_is_idempotent_by_key(ledger: SqlLedger, new_account: NewAcc
 
 
 async def test_an_adjustment_key_replays_its_own_request_and_refuses_any_other(
-    ledger: SqlLedger, new_account: NewAccount, probe: Any
+    ledger: Ledger, new_account: NewAccount, probe: Any
 ) -> None:
     acct = await new_account(PLAIN)
     up = await ledger.grant(acct, Source.GIFT, 5_000, "admin:adj-up", None, "goodwill", None,
@@ -179,7 +161,7 @@ async def test_an_adjustment_key_replays_its_own_request_and_refuses_any_other(
 
 
 async def test_a_take_back_that_found_nothing_still_spends_its_key(
-    ledger: SqlLedger, new_account: NewAccount
+    ledger: Ledger, new_account: NewAccount
 ) -> None:
     acct = await new_account(PLAIN)
     nothing = await ledger.adjust_down(acct, 4_000, "admin:empty", "clawback")
@@ -198,7 +180,7 @@ async def test_a_take_back_that_found_nothing_still_spends_its_key(
 # ---- admission -------------------------------------------------------------------------------
 
 
-async def test_admit_places_hold_and_reduces_available(ledger: SqlLedger,
+async def test_admit_places_hold_and_reduces_available(ledger: Ledger,
                                                        new_account: NewAccount) -> None:
     acct = await new_account(PLAIN)
     await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
@@ -219,7 +201,7 @@ async def test_admit_places_hold_and_reduces_available(ledger: SqlLedger,
     assert snap.held == 6_000 and snap.available == 4_000
 
 
-async def test_admit_beyond_available_reports_shortfall_split(ledger: SqlLedger,
+async def test_admit_beyond_available_reports_shortfall_split(ledger: Ledger,
                                                               new_account: NewAccount) -> None:
     daily = plan(daily=10_000, cap=None)
     acct = await new_account(daily)
@@ -240,7 +222,7 @@ async def test_admit_beyond_available_reports_shortfall_split(ledger: SqlLedger,
         required=4_000, available=3_000, daily=0, paid=3_000)
 
 
-async def test_shortfall_split_attributes_holds_in_burn_order(ledger: SqlLedger,
+async def test_shortfall_split_attributes_holds_in_burn_order(ledger: Ledger,
                                                               new_account: NewAccount) -> None:
     daily = plan(daily=10_000, cap=None)
     acct = await new_account(daily)
@@ -252,7 +234,7 @@ async def test_shortfall_split_attributes_holds_in_burn_order(ledger: SqlLedger,
         required=4_000, available=3_000, daily=0, paid=3_000)
 
 
-async def test_expired_holds_stop_counting(ledger: SqlLedger, new_account: NewAccount,
+async def test_expired_holds_stop_counting(ledger: Ledger, new_account: NewAccount,
                                            clock: ManualClock) -> None:
     # A hold's row expires one lease after it was placed; nobody renewing it is what a crashed
     # gateway looks like. The test clock sits on that instant instead of sleeping past it.
@@ -280,7 +262,7 @@ async def test_expired_holds_stop_counting(ledger: SqlLedger, new_account: NewAc
 # ---- settlement ------------------------------------------------------------------------------
 
 
-async def test_settle_debits_in_burn_order(ledger: SqlLedger, new_account: NewAccount,
+async def test_settle_debits_in_burn_order(ledger: Ledger, new_account: NewAccount,
                                            probe: Any) -> None:
     daily = plan(daily=15 * MIN, cap=None)
     acct = await new_account(daily)
@@ -313,7 +295,7 @@ async def test_settle_debits_in_burn_order(ledger: SqlLedger, new_account: NewAc
     assert (row["charged"], row["unbilled"], row["estimated"]) == (charge, 0, charge)
 
 
-async def test_settle_is_idempotent_by_request_id(ledger: SqlLedger, new_account: NewAccount,
+async def test_settle_is_idempotent_by_request_id(ledger: Ledger, new_account: NewAccount,
                                                   probe: Any) -> None:
     acct = await new_account(PLAIN)
     await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")
@@ -335,7 +317,7 @@ async def test_settle_is_idempotent_by_request_id(ledger: SqlLedger, new_account
     assert [e["delta"] for e in await probe.entries(acct)] == [10_000, -4_000]
 
 
-async def test_settle_with_nothing_debited_is_idempotent(ledger: SqlLedger,
+async def test_settle_with_nothing_debited_is_idempotent(ledger: Ledger,
                                                          new_account: NewAccount,
                                                          probe: Any) -> None:
     acct = await new_account(PLAIN)
@@ -346,7 +328,7 @@ async def test_settle_with_nothing_debited_is_idempotent(ledger: SqlLedger,
     assert await probe.usage_count("req_zero") == 1
 
 
-async def test_clamp_shortfall_records_unbilled(ledger: SqlLedger, new_account: NewAccount,
+async def test_clamp_shortfall_records_unbilled(ledger: Ledger, new_account: NewAccount,
                                                 probe: Any) -> None:
     acct = await new_account(PLAIN)
     gift = await ledger.grant(acct, Source.GIFT, 1_000, "g1", None, "gift")
@@ -367,7 +349,7 @@ async def test_clamp_shortfall_records_unbilled(ledger: SqlLedger, new_account: 
     assert t["debt"] == 0 and t["remaining"] == 0
 
 
-async def test_overdraft_becomes_debt_netted_by_next_grant(ledger: SqlLedger,
+async def test_overdraft_becomes_debt_netted_by_next_grant(ledger: Ledger,
                                                            new_account: NewAccount,
                                                            probe: Any) -> None:
     acct = await new_account(PLAIN)
@@ -397,7 +379,7 @@ async def test_overdraft_becomes_debt_netted_by_next_grant(ledger: SqlLedger,
     assert snap.debt == 0 and snap.available == 3_500
 
 
-async def test_expired_bucket_is_never_debited(ledger: SqlLedger, new_account: NewAccount,
+async def test_expired_bucket_is_never_debited(ledger: Ledger, new_account: NewAccount,
                                                probe: Any, clock: ManualClock) -> None:
     ledger.clock = clock
     acct = await new_account(PLAIN)
@@ -434,9 +416,10 @@ def _other_days_same_month(now: datetime, count: int) -> list[datetime]:
     return [d for d in candidates if d.month == now.month][:count]
 
 
-async def test_daily_bonus_lazy_once_per_day_and_monthly_cap(ledger: SqlLedger,
+async def test_daily_bonus_lazy_once_per_day_and_monthly_cap(ledger: Ledger,
                                                              new_account: NewAccount,
-                                                             probe: Any) -> None:
+                                                             probe: Any,
+                                                             open_ledger: Any) -> None:
     capped = plan(daily=15 * MIN, cap=20 * MIN)
     acct = await new_account(capped)
     assert (await ledger.balance(acct)).buckets == []  # lazily: nothing before first use
@@ -452,21 +435,18 @@ async def test_daily_bonus_lazy_once_per_day_and_monthly_cap(ledger: SqlLedger,
 
     # once a day: more admits, and a fresh ledger object (no per-process cache), grant nothing
     assert isinstance(await ledger.admit(acct, 1_000, "it.op", 60, capped), Admission)
-    fresh = SqlLedger(ledger.runner.url)
-    try:
-        assert isinstance(await fresh.admit(acct, 1_000, "it.op", 60, capped), Admission)
-    finally:
-        await fresh.close()
+    fresh = open_ledger()
+    assert isinstance(await fresh.admit(acct, 1_000, "it.op", 60, capped), Admission)
     daily_entries = [e for e in await probe.entries(acct) if e["event_type"] == "daily_bonus"]
     assert [e["delta"] for e in daily_entries] == [15 * MIN]
 
     # another day of the same month: the cap (20 min) leaves only 5 min
     day2, day3 = _other_days_same_month(datetime.now(UTC), 2)
     day2_ms = int(day2.timestamp() * 1000)
-    assert await ledger.runner.run(ensure_daily_bonus_tx, acct, capped, day2_ms) is True
-    assert await ledger.runner.run(ensure_daily_bonus_tx, acct, capped, day2_ms + 1_000) is True
+    assert await ledger.ensure_daily_bonus(acct, capped, day2_ms) is True
+    assert await ledger.ensure_daily_bonus(acct, capped, day2_ms + 1_000) is True
     day3_ms = int(day3.timestamp() * 1000)
-    assert await ledger.runner.run(ensure_daily_bonus_tx, acct, capped, day3_ms) is True
+    assert await ledger.ensure_daily_bonus(acct, capped, day3_ms) is True
 
     daily_entries = [e for e in await probe.entries(acct) if e["event_type"] == "daily_bonus"]
     assert [e["delta"] for e in daily_entries] == [15 * MIN, 5 * MIN]
@@ -477,7 +457,7 @@ async def test_daily_bonus_lazy_once_per_day_and_monthly_cap(ledger: SqlLedger,
 # ---- holds -----------------------------------------------------------------------------------
 
 
-async def test_extend_hold_within_balance_only(ledger: SqlLedger,
+async def test_extend_hold_within_balance_only(ledger: Ledger,
                                                new_account: NewAccount) -> None:
     acct = await new_account(PLAIN)
     await ledger.grant(acct, Source.GIFT, 10_000, "g1", None, "gift")

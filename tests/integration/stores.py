@@ -1,0 +1,35 @@
+"""The stores the integration tests run on, and the adapters that go with a ledger under test.
+
+`STORES` parametrizes the contract suite (the `ledger` fixture): the in-memory adapter, SQLite
+and PostgreSQL; `SQL_STORES` is for tests about SQL itself (a module overrides the `ledger_kind`
+fixture with it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.memory.ledger import MemoryLedger
+from storage.memory.nonces import InProcessNonces
+from storage.memory.payments import MemoryPayments
+from storage.ports import NonceStore, Payments
+from storage.sql.ledger import SqlLedger
+from storage.sql.nonces import SqlNonces
+from storage.sql.payments import SqlPayments
+
+SQL_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+STORES = ["memory", *SQL_STORES]
+
+Ledger = MemoryLedger | SqlLedger
+"""A ledger under test: the adapter of Ledger, Accounts, EventLog and Inspection."""
+
+
+def payments_of(ledger: Ledger) -> Payments:
+    """The Payments adapter on the same store as `ledger` (and on its clock)."""
+    return MemoryPayments(ledger) if isinstance(ledger, MemoryLedger) else SqlPayments(ledger)
+
+
+def nonces_of(ledger: Ledger) -> NonceStore:
+    """A NonceStore on the same store as `ledger`, as a gateway process on it has."""
+    if isinstance(ledger, MemoryLedger):
+        return InProcessNonces(ledger.store)
+    return SqlNonces(ledger.runner)
