@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from policies.compiled import Plan
+from storage.clock import now_ms
 from storage.engine.buckets import Source
 from storage.ports import Admission, CallRecord, Shortfall
-from storage.clock import now_ms
 from tests.integration.stores import Ledger
 
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
