@@ -45,7 +45,7 @@ from gateway.problems import (
 )
 from gateway.proxy import Proxy, new_request_id
 from gateway.rate_limits import RateLimiter, RedisCounters
-from gateway.resume import ResumeTokens
+from gateway.resume import InProcessResumeTokens, ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.stream_api import stream_routes
@@ -55,7 +55,10 @@ from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
 from storage.memory.counters import InProcessCounters
-from storage.ports import Counters, EventBus, NonceStore, StoreUnavailable
+from storage.memory.ledger import MemoryLedger
+from storage.memory.nonces import InProcessNonces
+from storage.memory.payments import MemoryPayments
+from storage.ports import Counters, EventBus, NonceStore, Payments, StoreUnavailable
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -63,6 +66,7 @@ from storage.sql.resume_tokens import SqlResumeTokens
 
 log = logging.getLogger("gateway.app")
 POLICY_POLL_S = 2.0
+MEMORY_URL = "memory://"  # the store in this process (storage/memory): tests, demos
 
 
 class Gateway:
@@ -220,17 +224,28 @@ def _tune_gc() -> None:
 
 
 async def build_services(settings: Settings, policy: Policy | None = None) -> Services:
-    """Create every client and store (inside the running loop). Raises PolicyError, or
+    """Create every client and store (inside the running loop): the SQL adapters, or the
+    in-memory ones for a `memory://` database URL. Raises PolicyError, or
     storage.drivers.MissingDriver when a configured store's driver is not installed."""
     policy = policy or load_policy(settings.policy_paths, settings.env)
-    ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
+    lease_s = policy.document.holds.lease_s
+    ledger: MemoryLedger | SqlLedger
+    payments: Payments
+    if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
+        ledger = MemoryLedger(lease_s=lease_s)
+        payments = MemoryPayments(ledger)
+        resume: ResumeTokens = InProcessResumeTokens()
+        nonces: NonceStore = InProcessNonces(ledger.store)
+    else:
+        ledger = SqlLedger(settings.database_url, lease_s=lease_s)
+        payments = SqlPayments(ledger)
+        resume = SqlResumeTokens(ledger.runner)
+        # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a
+        # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
+        # need the SQL store anyway, and nonces are not on the proxy's hot path.
+        nonces = SqlNonces(ledger.runner)
     metrics = Metrics()
-    resume: ResumeTokens = SqlResumeTokens(ledger.runner)
     counters: Counters = InProcessCounters()
-    # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a nonce is
-    # accepted once across Redis outages (README "Billing API"). Billing requests need the SQL
-    # store anyway, and nonces are not on the proxy's hot path.
-    nonces: NonceStore = SqlNonces(ledger.runner)
     bus: EventBus = InProcessEventBus()
     if settings.redis_url:
         require_for_redis(settings.redis_url)  # MissingDriver names the extra to install
@@ -263,7 +278,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         policy=policy,
         ledger=ledger,
         accounts=ledger,
-        payments=SqlPayments(ledger),
+        payments=payments,
         event_log=ledger,
         keys=KeyCache(ledger, settings.key_cache_ttl_s),
         resume=resume,
