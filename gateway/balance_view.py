@@ -9,7 +9,7 @@ Every bucket is `daily` or `paid` (seeds 000 `BucketWithDisplay.type`; seed 001'
 helper counts welcome time as paid): `buckets.daily` lists the daily buckets, `buckets.paid`
 every other one — subscription, rollover, package, welcome and gift, each with its `source`.
 `bonus_seconds` is the sum of the daily buckets' seconds, `paid_seconds` of the paid ones',
-`total_seconds` of both (storage.sql.events.balance_totals, shared with the stream). Seconds
+`total_seconds` of both (storage.engine.events.balance_totals, shared with the stream). Seconds
 are whole seconds rounded down per bucket. Each bucket carries `id`, `source`, `type`,
 `seconds`, `expires_at` (null: never expires), `priority` (1-based burn order across both
 lists) and `status` (`active`; `expiring` when it expires within 24 h; `expired`).
@@ -24,9 +24,9 @@ from typing import Any
 from policies.compiled import Plan
 from storage.clock import iso_utc
 from storage.engine.buckets import Source
+from storage.engine.events import balance_totals
+from storage.engine.events import seconds as _s
 from storage.ports import BalanceSnapshot, BucketView
-from storage.sql.events import balance_totals
-from storage.sql.events import seconds as _s
 
 EXPIRING_WITHIN_MS = 24 * 3_600_000
 

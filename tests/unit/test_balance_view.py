@@ -11,7 +11,7 @@ from gateway.balance_view import enhanced_balance
 from policies.compiled import Plan
 from storage.engine.buckets import Source
 from storage.ports import BalanceSnapshot, BucketView
-from storage.sql.events import balance_data
+from storage.engine.events import balance_data
 
 NOW = 1_803_000_000_000  # the snapshot's clock (epoch ms), injected
 HOUR = 3_600_000
