@@ -28,9 +28,8 @@ from gateway.problems import (
     Unauthorized,
 )
 from storage.buckets import EventType, Source
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
 from storage.ports import IdempotencyConflict, StoreUnavailable, UnknownAccount
-from storage.sql.ledger import now_ms, to_ms
-from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -65,7 +64,7 @@ class Grant(BaseModel):
 
     @property
     def units(self) -> int:
-        return self.seconds * 1000 if self.seconds is not None else (self.minutes or 0) * 60_000
+        return self.seconds * MS_PER_SECOND if self.seconds is not None else (self.minutes or 0) * MS_PER_MINUTE
 
 
 class Adjustment(BaseModel):
@@ -171,7 +170,7 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         source = Source(body.source)
         expires = None
         if source is Source.PACKAGE:
-            expires = now_ms() + s.policy.document.catalog.package_expiry_days * 86_400_000
+            expires = now_ms() + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
         result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
                                body.units, "admin:" + body.idempotency_key, expires, body.reason)
         return json_response({"bucket_id": result.bucket_id, "amount_ms": result.amount,
@@ -186,11 +185,11 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         if body.seconds == 0:
             raise BadRequest("seconds: an adjustment must not be zero")
         if body.seconds > 0:
-            result = await guarded(s.ledger.grant, account_id, Source.GIFT, body.seconds * 1000,
+            result = await guarded(s.ledger.grant, account_id, Source.GIFT, body.seconds * MS_PER_SECOND,
                                    key, None, body.reason, None, EventType.ADJUSTMENT)
             applied = result.amount
         else:
-            result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * 1000, key,
+            result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * MS_PER_SECOND, key,
                                    body.reason)
             applied = -result.amount
         return json_response({"amount_ms": applied, "replayed": result.replayed,

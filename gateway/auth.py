@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from storage.ids import hash_key
 from storage.ports import StoreUnavailable
 from storage.sql import hot_path
-from storage.sql.ledger import SqlLedger, hash_key
+from storage.sql.ledger import SqlLedger
 
 STALE_S = 3600.0  # how long a known key is trusted from cache while the store is unreachable
 _NEGATIVE_TTL_S = 5.0

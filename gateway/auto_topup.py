@@ -32,10 +32,9 @@ from gateway.problems import (
     validation_problem,
 )
 from policies.catalog import price_in
+from storage.clock import MS_PER_MINUTE, iso_utc, now_ms
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup as store
-from storage.sql.ledger import now_ms
-from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -140,7 +139,7 @@ def _view(row: dict[str, Any] | None) -> dict[str, Any]:
     next_at = int(row["next_attempt_at_ms"])
     return {
         "configured": True, "enabled": bool(row["enabled"]),
-        "threshold_minutes": int(row["threshold"]) // 60_000,
+        "threshold_minutes": int(row["threshold"]) // MS_PER_MINUTE,
         "package_key": row["package_key"], "currency": row["currency"],
         "payment_method_id": row["payment_method_id"], "customer_id": row["stripe_customer_id"],
         "pending": row["pending_attempt"] is not None,
@@ -187,7 +186,7 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
                 raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
                                  "of a payment method saved for off-session use.")
             row = await s.ledger.runner.run(
-                store.configure_tx, account_id, body.enabled, body.threshold_minutes * 60_000,
+                store.configure_tx, account_id, body.enabled, body.threshold_minutes * MS_PER_MINUTE,
                 body.package_key, currency, body.customer_id, body.payment_method_id,
                 now_ms())
         except UnknownAccount:

@@ -22,7 +22,7 @@ from starlette.routing import Route as WebRoute
 from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import ceil_seconds, suggestions_for
+from gateway.payment_required import suggestions_for
 from gateway.problems import (
     BadRequest,
     NotFound,
@@ -33,9 +33,8 @@ from gateway.problems import (
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from storage import bonus
+from storage.clock import MS_PER_DAY, MS_PER_SECOND, ceil_seconds, iso_utc, to_ms
 from storage.ports import StoreUnavailable, UnknownAccount
-from storage.sql.ledger import to_ms
-from storage.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -239,7 +238,7 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
                                     "deficit_seconds": ceil_seconds(deficit),
                                     "estimate_seconds": ceil_seconds(need),
                                     "required_seconds": ceil_seconds(running),
-                                    "balance_seconds": available // 1000, "unit": "seconds",
+                                    "balance_seconds": available // MS_PER_SECOND, "unit": "seconds",
                                     **basis}
             if deficit:
                 item["suggestions"] = suggestions_for(deficit, s.policy.document.catalog,
@@ -277,7 +276,7 @@ def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dic
     """(units one call needs, how that was estimated). The client's estimate wins; else the
     route's fixed or learned estimate with its sample size and confidence."""
     if op.estimate_seconds is not None:
-        return op.estimate_seconds * 1000, {"estimate_source": "client"}
+        return op.estimate_seconds * MS_PER_SECOND, {"estimate_source": "client"}
     route = next((r for r in policy.routes if r.operation == op.operation), None)
     if route is None:
         return None, {}
@@ -332,7 +331,7 @@ def event_view(row: dict[str, Any]) -> dict[str, Any]:
     timestamp (RFC 3339 UTC), metadata — plus `id` and the exact integer `amount_ms`."""
     meta = json.loads(row["metadata_json"]) if row["metadata_json"] else {}
     return {"id": f"le_{row['id']}", "type": row["event_type"],
-            "seconds": round(row["delta"] / 1000, 3), "amount_ms": row["delta"],
+            "seconds": round(row["delta"] / MS_PER_SECOND, 3), "amount_ms": row["delta"],
             "reason": row["reason"], "timestamp": iso_utc(row["created_at_ms"]),
             "metadata": meta}
 
@@ -354,10 +353,10 @@ def usage_view(
     trend = []
     day_ms = to_ms(start)
     while day_ms < to_ms(end):
-        trend.append({"date": iso_utc(day_ms)[:10], "seconds": by_day.get(day_ms, 0) / 1000})
-        day_ms += 86_400_000
+        trend.append({"date": iso_utc(day_ms)[:10], "seconds": by_day.get(day_ms, 0) / MS_PER_SECOND})
+        day_ms += MS_PER_DAY
     return {"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
-            "total_seconds": sum(by_op.values()) / 1000,
-            "by_operation": {op: ms / 1000 for op, ms in sorted(by_op.items())},
+            "total_seconds": sum(by_op.values()) / MS_PER_SECOND,
+            "by_operation": {op: ms / MS_PER_SECOND for op, ms in sorted(by_op.items())},
             "count_by_operation": dict(sorted(calls.items())),
             "daily_trend": trend}

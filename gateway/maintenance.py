@@ -16,9 +16,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.stripe_webhooks import plan_rules
+from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import StoreUnavailable
 from storage.sql import events, purchases, subscriptions
-from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -35,7 +35,7 @@ async def maintain_once(s: Services) -> dict[str, int]:
     closed = 0
     for account_id in await run(subscriptions.expired_accounts_tx, at, BATCH):
         closed += await run(subscriptions.close_expired_tx, account_id, rules, at)
-    pruned = await run(events.prune_events_tx, at - s.settings.event_history_s * 1000)
+    pruned = await run(events.prune_events_tx, at - s.settings.event_history_s * MS_PER_SECOND)
     refunds = await run(purchases.settle_orphan_refunds_tx, at)
     topups = await s.topups.retry_due()
     return {"closed_buckets": closed, "pruned_events": pruned, "refunds": refunds,

@@ -32,9 +32,9 @@ from gateway.problems import (
 )
 from gateway.stripe_webhooks import apply_event
 from policies.catalog import effective_currency, price_fields
+from storage.clock import now_ms
 from storage.ports import StoreUnavailable
 from storage.sql import purchases as store
-from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -48,8 +48,9 @@ from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
 from policies.meters import Usage
+from storage.clock import MS_PER_SECOND, now_ms
+from storage.ids import new_sequential_id
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
-from storage.sql.ledger import new_sequential_id, now_ms
 
 log = logging.getLogger("gateway.proxy")
 
@@ -213,7 +214,7 @@ class Proxy:
         nothing; outcome `gateway_error` on its usage record) instead of keeping it leased until
         the route's hold TTL. A store failure here is logged; the hold then lapses with its
         lease."""
-        duration_ms = int((time.perf_counter() - call.started) * 1000)
+        duration_ms = int((time.perf_counter() - call.started) * MS_PER_SECOND)
         try:
             await self.settle(call, None, duration_ms, None, "none", 0, streamed=call.stream,
                               outcome="gateway_error")
@@ -322,7 +323,7 @@ class Proxy:
         `client_disconnected`, SPEC §6) and the hold released; nothing is sent."""
         if resp is not None:
             resp.close()
-        duration_ms = int((time.perf_counter() - t0) * 1000)
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
         charge = self.failure_charge(call, None, duration_ms)
         await self.settle(call, None, duration_ms, None, "none", charge, streamed=False,
                           outcome="client_disconnected")
@@ -339,7 +340,7 @@ class Proxy:
             watch.close()
             raise await self._upstream_failed(call, exc, t0) from exc
         watch.close()
-        duration_ms = int((time.perf_counter() - t0) * 1000)
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
         usage: Usage | None = None
         source = "none"
         if resp.status < 400:
@@ -363,7 +364,7 @@ class Proxy:
         m = self.s.metrics
         m.child(m.requests, route.operation, str(resp.status)).inc()
         m.child(m.overhead, route.operation).observe(
-            max(0.0, (time.perf_counter() - call.started) - duration_ms / 1000))
+            max(0.0, (time.perf_counter() - call.started) - duration_ms / MS_PER_SECOND))
 
     # ---- money ------------------------------------------------------------------------------
 
@@ -476,7 +477,7 @@ class Proxy:
         self, call: Call, exc: UpstreamFailure, t0: float
     ) -> GatewayError:
         """Settle a call whose upstream failed; returns the 502/504 problem to raise."""
-        duration_ms = int((time.perf_counter() - t0) * 1000)
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
         kind = "timeout" if exc.timeout else "connection"
         self.s.metrics.upstream_errors.labels(call.route.upstream.name, kind).inc()
         charge = self.failure_charge(call, None, duration_ms)

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from storage.clock import MS_PER_SECOND, now_ms
+
 TOKEN_PREFIX = "rt_"
 TOKEN_RE = re.compile(r"^rt_[A-Za-z0-9_-]{22}$")
 TTL_S = 3600
@@ -73,32 +75,32 @@ class InProcessResumeTokens:
     """In-process resume-token store (embedded default). Expired entries are swept lazily."""
 
     def __init__(self, ttl_s: int = TTL_S) -> None:
-        self.ttl_ms = ttl_s * 1000
+        self.ttl_ms = ttl_s * MS_PER_SECOND
         self._live: dict[str, TokenRecord] = {}
         self._last_sweep = 0.0
 
     async def issue(self, account_id: str, binding: str, operation_id: str) -> tuple[str, int]:
         self._sweep()
         token = new_token()
-        expires = time.time_ns() // 1_000_000 + self.ttl_ms
+        expires = now_ms() + self.ttl_ms
         self._live[token_hash(token)] = TokenRecord(account_id, binding, operation_id, expires)
         return token, expires
 
     async def lookup(self, token: str) -> TokenRecord | None:
         record = self._live.get(token_hash(token))
-        if record is None or record.expires_at_ms <= time.time_ns() // 1_000_000:
+        if record is None or record.expires_at_ms <= now_ms():
             return None
         return record
 
     async def consume(self, token: str) -> bool:
         record = self._live.pop(token_hash(token), None)
-        return record is not None and record.expires_at_ms > time.time_ns() // 1_000_000
+        return record is not None and record.expires_at_ms > now_ms()
 
     def _sweep(self) -> None:
         now = time.monotonic()
         if now - self._last_sweep < 60:
             return
         self._last_sweep = now
-        cutoff = time.time_ns() // 1_000_000
+        cutoff = now_ms()
         for h in [h for h, r in self._live.items() if r.expires_at_ms <= cutoff]:
             del self._live[h]

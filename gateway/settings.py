@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -42,11 +49,11 @@ from pydantic_settings import (
 )
 
 from policies import PACKAGED_POLICY
+from storage.clock import SECONDS_PER_DAY
 
 LOCAL_POLICY = Path("config/policies.yaml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _MIB = 1_048_576
-_DAY_S = 86_400
 
 
 class SettingsError(ValueError):
@@ -106,7 +113,7 @@ class Settings(BaseSettings):
     # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing/success | /billing/cancel
     checkout_success_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_SUCCESS_URL")
     checkout_cancel_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_CANCEL_URL")
-    event_history_s: int = Field(_DAY_S, ge=60, le=90 * _DAY_S,
+    event_history_s: int = Field(SECONDS_PER_DAY, ge=60, le=90 * SECONDS_PER_DAY,
                                  validation_alias="GATEWAY_EVENT_HISTORY_S")
     stream_keepalive_s: int = Field(15, ge=1, le=300,
                                     validation_alias="GATEWAY_STREAM_KEEPALIVE_S")

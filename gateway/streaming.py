@@ -21,6 +21,7 @@ from gateway.forwarding import downstream_headers
 from gateway.upstream import UpstreamFailure, UpstreamResponse
 from gateway.usage import StreamMeter, split_events, without_usage
 from policies.meters import Usage
+from storage.clock import MS_PER_SECOND
 from storage.ports import Admission, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) ->
     hold = call.hold
     if hold is None:
         return True
-    elapsed_ms = int((time.perf_counter() - t0) * 1000)
+    elapsed_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
     cost = call.route.meter.cost(call.model, running_usage(call, meter), elapsed_ms)
     if cost <= hold.amount:
         return True
@@ -159,7 +160,7 @@ async def _settle_stream(
     proxy: Proxy, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float,
     outcome: str,
 ) -> bytes:
-    duration_ms = int((time.perf_counter() - t0) * 1000)
+    duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
     if meter.final_usage_seen:
         usage, source = meter.usage, "upstream"
     else:

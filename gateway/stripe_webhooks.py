@@ -30,11 +30,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.problems import BadRequest, StoreUnavailableProblem
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, now_ms
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup
 from storage.sql import purchases as store
 from storage.sql import subscriptions as subs
-from storage.sql.ledger import now_ms
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -47,7 +47,7 @@ def plan_rules(s: Services) -> subs.PlanRules:
     doc = s.policy.document
     return subs.PlanRules(
         rollover_caps={key: plan.rollover_cap for key, plan in s.policy.plans.items()},
-        rollover_ms=doc.catalog.rollover_policy.days * 86_400_000,
+        rollover_ms=doc.catalog.rollover_policy.days * MS_PER_DAY,
         default_plan=doc.default_plan)
 
 
@@ -79,7 +79,7 @@ async def apply_event(s: Services, event: Any) -> str:
     if not isinstance(obj.get("id"), str) or "\x00" in event.id + str(obj["id"]):
         raise BadRequest("The event's object has no id.")
     kind = str(event.type)
-    created_ms = created * 1000
+    created_ms = created * MS_PER_SECOND
     try:
         outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
     except StoreUnavailable as exc:
@@ -97,7 +97,7 @@ async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
             return await _subscription_checkout(s, event_id, kind, created_ms, obj)
         if obj.get("payment_status") not in ("paid", "no_payment_required"):
             return await _record(s, event_id, kind, "awaiting_payment")
-        expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+        expires = at + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
         outcome, _grant, _purchase = await run(
             store.fulfil_checkout_tx, event_id, kind, obj["id"], expires, at,
             _id(obj.get("payment_intent")))
@@ -197,8 +197,9 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
         "start": obj.get("period_start"), "end": obj.get("period_end")}
     invoice = subs.Invoice(
         invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
-        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * 60_000,
-        period_start_ms=int(period["start"]) * 1000, period_end_ms=int(period["end"]) * 1000)
+        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * MS_PER_MINUTE,
+        period_start_ms=int(period["start"]) * MS_PER_SECOND,
+        period_end_ms=int(period["end"]) * MS_PER_SECOND)
     try:
         return str(await s.ledger.runner.run(subs.invoice_paid_tx, event_id, kind, created_ms,
                                              account_id, invoice, plan_rules(s), now_ms()))
@@ -223,7 +224,7 @@ async def _subscription_changed(s: Services, event_id: str, kind: str, created_m
             (int(i.get("current_period_end") or 0) for i in items), default=0) \
             or obj.get("cancel_at")
         if end:
-            pending = (s.policy.document.default_plan, int(end) * 1000)
+            pending = (s.policy.document.default_plan, int(end) * MS_PER_SECOND)
     try:
         return str(await s.ledger.runner.run(
             subs.subscription_changed_tx, event_id, kind, created_ms, account_id, status,
@@ -244,7 +245,7 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
     pending = None
     if obj.get("status") in (None, "not_started", "active"):
         phases = obj.get("phases") or []
-        now_s = created_ms // 1000
+        now_s = created_ms // MS_PER_SECOND
         current = next((p for p in phases if int(p.get("start_date") or 0) <= now_s
                         < int(p.get("end_date") or 2**62)), None)
         current_sub = _catalog_subscription(s, _dig(current, "metadata", "subscription_key"))
@@ -252,7 +253,7 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
             nxt = _catalog_subscription(s, _dig(phase, "metadata", "subscription_key"))
             if (int(phase.get("start_date") or 0) > now_s and nxt is not None
                     and current_sub is not None and nxt.minutes < current_sub.minutes):
-                pending = (nxt.plan, int(phase["start_date"]) * 1000)
+                pending = (nxt.plan, int(phase["start_date"]) * MS_PER_SECOND)
                 break
     try:
         return str(await s.ledger.runner.run(subs.pending_change_tx, event_id, kind, created_ms,
@@ -277,7 +278,7 @@ async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, An
                     if p.key == meta.get("package_key")), None)
     if package is None:
         return await _unattributed(s, event_id, kind, "unknown_package")
-    expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+    expires = at + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
     outcome = await s.ledger.runner.run(
         auto_topup.credit_topup_tx, event_id, kind, obj["id"], str(account_id), attempt,
         package.key, package.minutes, str(obj.get("currency") or "usd").upper(),

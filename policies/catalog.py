@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from policies.compiled import Plan
+from policies.meters import MS_PER_MINUTE
 from policies.schema import SUPPORTED_CURRENCIES, CatalogSpec, PackageSpec, SubscriptionSpec
 
 FALLBACK_CURRENCY = "USD"
@@ -86,11 +87,11 @@ def _subscription(s: SubscriptionSpec, plan: Plan | None, currency: str) -> dict
                            "advisor": {"eligible": s.advisor_eligible}}
     if plan is not None:
         if plan.daily_bonus:
-            doc["bonusDaily"] = plan.daily_bonus // 60_000
+            doc["bonusDaily"] = plan.daily_bonus // MS_PER_MINUTE
         if plan.monthly_bonus_cap is not None:
-            doc["monthlyBonusCap"] = plan.monthly_bonus_cap // 60_000
+            doc["monthlyBonusCap"] = plan.monthly_bonus_cap // MS_PER_MINUTE
         if plan.rollover_cap:
-            doc["rolloverCap"] = plan.rollover_cap // 60_000
+            doc["rolloverCap"] = plan.rollover_cap // MS_PER_MINUTE
     doc.update(_item_price(s.prices, currency))
     return doc
 

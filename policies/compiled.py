@@ -20,10 +20,8 @@ from policies.loader import (
     read_documents,
     validate_document,
 )
-from policies.meters import Meter
+from policies.meters import MS_PER_MINUTE, Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
-
-MS_PER_MINUTE = 60_000
 
 
 @dataclass(frozen=True)

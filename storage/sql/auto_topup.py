@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND
 from storage.ports import UnknownAccount
 from storage.sql.events import emit_balance_tx
 from storage.sql.ledger import (
@@ -38,9 +39,9 @@ from storage.sql.purchases import (
 )
 from storage.sql.tables import accounts, auto_topups, purchases, stripe_events
 
-BACKOFF_BASE_MS = 60_000
-BACKOFF_CAP_MS = 86_400_000
-STALE_PENDING_MS = 15 * 60_000  # a pending attempt with no answer for this long is retried
+BACKOFF_BASE_MS = MS_PER_MINUTE
+BACKOFF_CAP_MS = MS_PER_DAY
+STALE_PENDING_MS = 15 * MS_PER_MINUTE  # a pending attempt with no answer for this long is retried
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
     if not _entry_exists(conn, account_id, key):
         _insert_entry(conn, account_id, EventType.AUTO_TOPUP_TRIGGERED, 0, key,
                       f"auto top-up: package {row.package_key}", at_ms,
-                      {"package_key": row.package_key, "threshold_seconds": row.threshold // 1000,
-                       "available_seconds": max(0, available) // 1000,
+                      {"package_key": row.package_key, "threshold_seconds": row.threshold // MS_PER_SECOND,
+                       "available_seconds": max(0, available) // MS_PER_SECOND,
                        "attempt_id": attempt_id})
     return Attempt(account_id, attempt_id, row.package_key, row.currency,
                    row.stripe_customer_id, row.payment_method_id)
@@ -167,7 +168,7 @@ def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_in
     _lock(conn, account_id)
     if event_seen_tx(conn, event_id):
         return "duplicate"
-    grant = credit_tx(conn, account_id, Source.PACKAGE, minutes * 60_000,
+    grant = credit_tx(conn, account_id, Source.PACKAGE, minutes * MS_PER_MINUTE,
                       f"stripe_pi:{payment_intent_id}", expires_at_ms,
                       f"auto top-up: package {package_key}", at_ms,
                       {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,

@@ -11,7 +11,7 @@ back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
 Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
 bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready.
 Seconds in event data are whole seconds rounded down, as in the balance API; times are
-RFC 3339 UTC, whole seconds (storage.timestamps).
+RFC 3339 UTC, whole seconds (storage.clock).
 
 Events emitted in a transaction are also appended to the transaction's sink
 (`conn.info["gw_events"]`, set by `storage.sql.engine.Runner`) so the runner can hand them to
@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from storage.buckets import Source
+from storage.clock import floor_seconds as seconds
 from storage.sql.tables import account_events, accounts, buckets, holds
 
 BALANCE_UPDATED = "balance.updated"
@@ -67,11 +68,6 @@ class AccountEvent:
     def from_doc(cls, doc: dict[str, Any]) -> AccountEvent:
         """The event of a parsed `to_json` object. Raises KeyError/ValueError/TypeError."""
         return cls(str(doc["a"]), int(doc["s"]), str(doc["t"]), dict(doc["d"]), int(doc["at"]))
-
-
-def seconds(ms: int) -> int:
-    """Whole seconds of `ms` ledger units, rounded down, never negative."""
-    return max(0, ms) // 1000
 
 
 def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, Any],

@@ -17,6 +17,8 @@ from typing import Any
 
 from storage.buckets import Bucket, EventType, Source
 from storage.burn_down import settle_debit
+from storage.clock import day_start_ms, to_datetime
+from storage.ids import new_sequential_id
 from storage.ports import (
     IN_FLIGHT,
     INTERRUPTED,
@@ -27,7 +29,7 @@ from storage.ports import (
     UnknownAccount,
 )
 from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
-from storage.sql.ledger import ShortfallRule, new_sequential_id, to_datetime
+from storage.sql.ledger import ShortfallRule
 
 
 class Sql:
@@ -244,7 +246,7 @@ async def settle(
              record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
              record.outcome, at_ms)
     counted = opened and state[0] == INTERRUPTED  # the sweep already counted the call
-    rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation,
+    rollup = (account_id, day_start_ms(at_ms), record.operation,
               0 if counted else 1, debited)
     if opened:
         complete = usage[2:] + (record.request_id,)
@@ -312,7 +314,7 @@ async def sweep_holds(db: Any, before_ms: int, at_ms: int) -> tuple[int, int]:
     as `interrupted` at `at_ms`: charged 0 (the call never settled), its estimate recorded as
     unbilled, counted in the daily rollup of `at_ms`. Returns (holds deleted, records closed).
     A late settlement of such a call still charges it and completes the record."""
-    day = at_ms // 86_400_000 * 86_400_000
+    day = day_start_ms(at_ms)
     if db.postgres:
         gone, closed = await db.one(_SWEEP_PG, (before_ms, at_ms, day))
         return int(gone), int(closed)

@@ -11,14 +11,9 @@ Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledge
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import os
 import secrets
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
@@ -28,6 +23,8 @@ from policies.compiled import Plan
 from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
+from storage.clock import MS_PER_SECOND, Clock, day_start_ms, iso_utc, now_ms, to_datetime, to_ms
+from storage.ids import hash_key, new_id
 from storage.ports import (
     IN_FLIGHT,
     Admission,
@@ -59,55 +56,8 @@ from storage.sql.tables import (
     usage_daily,
     usage_records,
 )
-from storage.timestamps import iso_utc
 
 KEY_PREFIX = "gw_"
-
-
-def now_ms() -> int:
-    """Current UTC time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def to_datetime(ms: int) -> datetime:
-    """UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def to_ms(dt: datetime) -> int:
-    """Epoch milliseconds of an aware datetime."""
-    return int(dt.timestamp() * 1000)
-
-
-def new_id(prefix: str) -> str:
-    """A random id like `acct_3kPq…` (96 random bits, URL-safe)."""
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
-
-
-_PROCESS_TAG = secrets.token_hex(6)
-_sequence = itertools.count(1)
-
-
-def _new_process_tag() -> None:
-    global _PROCESS_TAG, _sequence
-    _PROCESS_TAG = secrets.token_hex(6)
-    _sequence = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_new_process_tag)  # forked workers must not reuse ids
-
-
-def new_sequential_id(prefix: str) -> str:
-    """A unique, non-secret id for hot-path rows (holds, requests): a random per-process tag
-    plus a counter, e.g. `hold_3f9a0c1b2d4e_1a2b`. Unique across processes without a syscall
-    per id (ids of accounts, keys and buckets stay fully random: `new_id`)."""
-    return f"{prefix}_{_PROCESS_TAG}{next(_sequence):x}"
-
-
-def hash_key(key: str) -> str:
-    """SHA-256 hex of an API key: keys are stored only hashed (they are high-entropy, so a
-    plain hash suffices; no password KDF is needed)."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # ---- statements built once (SQLAlchemy caches their compiled form) --------------------------
@@ -489,7 +439,7 @@ class SqlLedger:
     """
 
     def __init__(self, url: str, lease_s: float = 30.0,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Clock = now_ms) -> None:
         self.runner = Runner(url)
         self.lease_s = lease_s
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
@@ -531,10 +481,10 @@ class SqlLedger:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
         result = await self.runner.run_raw(
-            hot_path.admit, account_id, amount, operation, int(self.lease_s * 1000), at,
+            hot_path.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
             request_id, model, streamed)
         if isinstance(result, Admission):
-            self._leases[result.hold_id] = at + int(ttl_s * 1000)
+            self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
 
     async def extend_hold(
@@ -544,9 +494,9 @@ class SqlLedger:
 
         at = self.clock()
         ok = await self.runner.run_raw(
-            hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * 1000), at)
+            hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * MS_PER_SECOND), at)
         if ok and hold_id in self._leases:
-            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * 1000))
+            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * MS_PER_SECOND))
         return ok
 
     async def settle(
@@ -570,12 +520,12 @@ class SqlLedger:
         at = self.clock() if at_ms is None else at_ms
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
-        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000), at)
+        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * MS_PER_SECOND), at)
         ids = list(self._leases)
         if not ids:
             return 0
         lapsed = await self.runner.run_raw(
-            hot_path.renew_holds, ids, at + int(self.lease_s * 1000), at)
+            hot_path.renew_holds, ids, at + int(self.lease_s * MS_PER_SECOND), at)
         for hold_id in lapsed:
             self._leases.pop(hold_id, None)
         return len(ids) - len(lapsed)
@@ -667,7 +617,7 @@ def usage_summary_tx(
         select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged,
                usage_daily.c.calls)
         .where(usage_daily.c.account_id == account_id,
-               usage_daily.c.day_ms >= from_ms // 86_400_000 * 86_400_000,
+               usage_daily.c.day_ms >= day_start_ms(from_ms),
                usage_daily.c.day_ms < to_ms_)
     )
     return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
+from storage.clock import MS_PER_MINUTE
 from storage.ports import GrantResult
 from storage.sql.events import PACKAGE_FULFILLED, RESUME_READY, emit_balance_tx, emit_tx
 from storage.sql.ledger import _lock, credit_tx, take_tx
@@ -89,7 +90,7 @@ def fulfil_checkout_tx(
     _lock(conn, p.account_id)
     if event_seen_tx(conn, event_id):  # a racing delivery won while we waited for the lock
         return "duplicate", None, p
-    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.minutes * 60_000,
+    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.minutes * MS_PER_MINUTE,
                       f"stripe_checkout:{p.session_id}", expires_at_ms,
                       f"package {p.package_key}", at_ms,
                       {"session_id": p.session_id, "operation_id": p.operation_id,
@@ -173,7 +174,7 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
         purchases.c.payment_intent_id == payment_intent_id)).first()
     if row is None or row.bucket_id is None or amount_cents <= 0:
         return 0
-    units = int(row.minutes) * 60_000
+    units = int(row.minutes) * MS_PER_MINUTE
     share = units * min(refunded_cents, amount_cents) // amount_cents
     owed = share - int(row.clawed_back)
     if owed <= 0:

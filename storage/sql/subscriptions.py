@@ -26,11 +26,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from storage.buckets import EventType, Source
-from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx, seconds
+from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, iso_utc
+from storage.clock import floor_seconds as seconds
+from storage.sql.events import BUCKET_EXPIRED, emit_balance_tx, emit_tx
 from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
 from storage.sql.purchases import event_seen_tx
 from storage.sql.tables import accounts, buckets, stripe_events
-from storage.timestamps import iso_utc
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ def schedule_downgrade_tx(conn: Connection, account_id: str, plan_key: str, effe
                   f"downgrade to {plan_key} scheduled", at_ms,
                   {"new_plan": plan_key, "effective_date": iso_utc(effective_ms),
                    "will_discard_rollover": at_risk > 0,
-                   "minutes_to_discard": at_risk // 60_000, "seconds_to_discard": at_risk // 1000})
+                   "minutes_to_discard": at_risk // MS_PER_MINUTE,
+                   "seconds_to_discard": at_risk // MS_PER_SECOND})
 
 
 def discard_rollover_tx(conn: Connection, account_id: str, reason: str, at_ms: int) -> int:
@@ -283,7 +285,7 @@ def _roll_over(conn: Connection, account_id: str, account: Any, bucket_id: str, 
                if account.subscription_status == "canceled" else "over the rollover cap")
         take_tx(conn, account_id, bucket_id, discarded, EventType.ROLLOVER_DISCARD,
               f"rollover_discard:{bucket_id}", f"unused subscription time not rolled over ({why})",
-              at_ms, {"seconds": discarded // 1000})
+              at_ms, {"seconds": discarded // MS_PER_SECOND})
     if rolled:
         take_tx(conn, account_id, bucket_id, rolled, EventType.EXPIRY, f"expiry:{bucket_id}",
               "subscription period ended; carried into a rollover bucket", at_ms)

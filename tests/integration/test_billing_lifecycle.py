@@ -15,9 +15,10 @@ from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
 from storage.buckets import Source
+from storage.clock import now_ms
 from storage.ports import Admission, CallRecord
 from storage.sql import auto_topup, events, purchases, subscriptions
-from storage.sql.ledger import SqlLedger, now_ms
+from storage.sql.ledger import SqlLedger
 from storage.sql.tables import accounts, buckets, ledger_entries
 
 PLAN = Plan(key="starter", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,

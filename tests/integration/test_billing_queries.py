@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from policies.compiled import Plan
 from storage.buckets import Source
+from storage.clock import now_ms
 from storage.ports import Admission, CallRecord
-from storage.sql.ledger import SqlLedger, now_ms
+from storage.sql.ledger import SqlLedger
 
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
             rollover_cap=0)

@@ -17,8 +17,9 @@ from sqlalchemy.engine import Connection
 
 from policies.compiled import Plan
 from storage.buckets import Source
+from storage.clock import now_ms
 from storage.ports import Admission, CallRecord, Shortfall
-from storage.sql.ledger import SqlLedger, now_ms
+from storage.sql.ledger import SqlLedger
 from storage.sql.tables import usage_daily
 
 PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,

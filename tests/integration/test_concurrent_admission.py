@@ -209,7 +209,8 @@ FORKED = r"""
 import asyncio, json, os, sys
 from policies.compiled import Plan
 from storage.ports import CallRecord
-from storage.sql.ledger import SqlLedger, new_sequential_id
+from storage.ids import new_sequential_id
+from storage.sql.ledger import SqlLedger
 
 url, account = sys.argv[1:3]
 plan = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,

@@ -21,8 +21,9 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.compiled import Plan
 from storage.buckets import EventType, Source
+from storage.clock import now_ms
 from storage.ports import Admission, CallRecord, IdempotencyConflict, Shortfall, UnknownAccount
-from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx, now_ms
+from storage.sql.ledger import SqlLedger, ensure_daily_bonus_tx
 from storage.sql.tables import api_keys, usage_records
 from tests.support import ManualClock
 

@@ -1,11 +1,11 @@
-"""One rendering of times (storage.timestamps): RFC 3339 UTC, `Z`, whole seconds."""
+"""One rendering of times (storage.clock): RFC 3339 UTC, `Z`, whole seconds."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.timestamps import iso_utc
+from storage.clock import iso_utc
 
 
 def test_milliseconds_are_dropped_so_an_instant_renders_one_way():
