@@ -64,7 +64,9 @@ class Grant(BaseModel):
 
     @property
     def units(self) -> int:
-        return self.seconds * MS_PER_SECOND if self.seconds is not None else (self.minutes or 0) * MS_PER_MINUTE
+        if self.seconds is not None:
+            return self.seconds * MS_PER_SECOND
+        return (self.minutes or 0) * MS_PER_MINUTE
 
 
 class Adjustment(BaseModel):
@@ -185,12 +187,13 @@ def admin_routes(gw: Gateway) -> list[WebRoute]:
         if body.seconds == 0:
             raise BadRequest("seconds: an adjustment must not be zero")
         if body.seconds > 0:
-            result = await guarded(s.ledger.grant, account_id, Source.GIFT, body.seconds * MS_PER_SECOND,
+            result = await guarded(s.ledger.grant, account_id, Source.GIFT,
+                                   body.seconds * MS_PER_SECOND,
                                    key, None, body.reason, None, EventType.ADJUSTMENT)
             applied = result.amount
         else:
-            result = await guarded(s.ledger.adjust_down, account_id, -body.seconds * MS_PER_SECOND, key,
-                                   body.reason)
+            result = await guarded(s.ledger.adjust_down, account_id,
+                                   -body.seconds * MS_PER_SECOND, key, body.reason)
             applied = -result.amount
         return json_response({"amount_ms": applied, "replayed": result.replayed,
                               "unrecovered_ms": result.metadata.get("unrecovered", 0)},

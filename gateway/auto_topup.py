@@ -186,7 +186,8 @@ def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
                 raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
                                  "of a payment method saved for off-session use.")
             row = await s.ledger.runner.run(
-                store.configure_tx, account_id, body.enabled, body.threshold_minutes * MS_PER_MINUTE,
+                store.configure_tx, account_id, body.enabled,
+                body.threshold_minutes * MS_PER_MINUTE,
                 body.package_key, currency, body.customer_id, body.payment_method_id,
                 now_ms())
         except UnknownAccount:

@@ -49,7 +49,9 @@ def _bucket(b: BucketView, priority: int, now_ms: int) -> dict[str, Any]:
             "priority": priority, "status": bucket_status(b.expires_at_ms, now_ms)}
 
 
-def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: str) -> dict[str, Any]:
+def enhanced_balance(
+    snap: BalanceSnapshot, plan: Plan | None, catalog_version: str
+) -> dict[str, Any]:
     """EnhancedBalance of `snap` (buckets in burn order; times RFC 3339 UTC or null). The
     snapshot's own clock, `snap.now_ms`, decides each bucket's `status`."""
     listed = [_bucket(b, i, snap.now_ms) for i, b in enumerate(snap.buckets, 1)]

@@ -238,7 +238,8 @@ def billing_routes(gw: Gateway) -> list[WebRoute]:
                                     "deficit_seconds": ceil_seconds(deficit),
                                     "estimate_seconds": ceil_seconds(need),
                                     "required_seconds": ceil_seconds(running),
-                                    "balance_seconds": available // MS_PER_SECOND, "unit": "seconds",
+                                    "balance_seconds": available // MS_PER_SECOND,
+                                    "unit": "seconds",
                                     **basis}
             if deficit:
                 item["suggestions"] = suggestions_for(deficit, s.policy.document.catalog,
@@ -353,7 +354,8 @@ def usage_view(
     trend = []
     day_ms = to_ms(start)
     while day_ms < to_ms(end):
-        trend.append({"date": iso_utc(day_ms)[:10], "seconds": by_day.get(day_ms, 0) / MS_PER_SECOND})
+        trend.append({"date": iso_utc(day_ms)[:10],
+                      "seconds": by_day.get(day_ms, 0) / MS_PER_SECOND})
         day_ms += MS_PER_DAY
     return {"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
             "total_seconds": sum(by_op.values()) / MS_PER_SECOND,

@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace, settings: Settings, policy: Policy,
         from gateway.app import create_app
 
         app = create_app(settings, policy)
-        server = uvicorn.Server(uvicorn.Config(app, **config_args))  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(app, **config_args))
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
             server.run(sockets=[sock])
         return 0 if server.started else 3  # 3: the app failed to start (uvicorn's code)
@@ -363,7 +363,8 @@ async def _keys(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> 
 
 
 async def _grant(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
-    units = args.minutes * MS_PER_MINUTE if args.minutes is not None else args.seconds * MS_PER_SECOND
+    units = (args.minutes * MS_PER_MINUTE if args.minutes is not None
+             else args.seconds * MS_PER_SECOND)
     shown = f"{args.minutes} min" if args.minutes is not None else f"{args.seconds} s"
     if units <= 0:
         raise CliError("the amount must be a positive number")

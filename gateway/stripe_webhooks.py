@@ -22,7 +22,7 @@ A subscription maps to a catalog subscription by `metadata.subscription_key` (se
 gateway's subscription checkout on the subscription) or its price's `lookup_key`; the account
 by `metadata.account_id` or the linked Stripe customer. Other event types are acknowledged
 and recorded as `ignored`. Stripe payloads are read as plain dicts of the documented fields.
-"""
+"""  # noqa: E501 - a Markdown table
 
 from __future__ import annotations
 

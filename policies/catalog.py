@@ -42,7 +42,8 @@ def display_price(cents: int, currency: str) -> str:
 
 def major_units(cents: int, currency: str) -> float:
     """Integer minor units as a major-unit number for display (`500` USD → `5.0`)."""
-    return cents / 10 ** _MINOR_DIGITS[currency]
+    scale: int = 10 ** _MINOR_DIGITS[currency]
+    return cents / scale
 
 
 def price_fields(cents: int, currency: str) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def price_fields(cents: int, currency: str) -> dict[str, Any]:
 
 
 def price_in(
-    prices: Mapping[str, int], currency: str
+    prices: Mapping[Any, int], currency: str
 ) -> tuple[str, int, str | None]:
     """(currency charged, unit amount in cents, fallen back from) for an item's price table."""
     if currency in prices:
@@ -72,7 +73,7 @@ def effective_currency(catalog: CatalogSpec, requested: str) -> str:
     return FALLBACK_CURRENCY
 
 
-def _item_price(prices: Mapping[str, int], currency: str) -> dict[str, Any]:
+def _item_price(prices: Mapping[Any, int], currency: str) -> dict[str, Any]:
     return {"currency": currency, **price_fields(prices[currency], currency)}
 
 

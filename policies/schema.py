@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from policies.headers import FEATURE_HEADERS, forwardable
 
 Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
-SUPPORTED_CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
+SUPPORTED_CURRENCIES: tuple[Currency, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
 NonNeg = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,63}$"

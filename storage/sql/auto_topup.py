@@ -59,7 +59,8 @@ class Attempt:
 
 def backoff_ms(failures: int) -> int:
     """Wait after the `failures`-th consecutive decline (≥ 1): 1 min doubling, ≤ 24 h."""
-    return min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** max(0, min(failures - 1, 20)))
+    doublings: int = 2 ** max(0, min(failures - 1, 20))
+    return min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * doublings)
 
 
 def configure_tx(conn: Connection, account_id: str, enabled: bool, threshold: int,
@@ -124,7 +125,8 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
     if not _entry_exists(conn, account_id, key):
         _insert_entry(conn, account_id, EventType.AUTO_TOPUP_TRIGGERED, 0, key,
                       f"auto top-up: package {row.package_key}", at_ms,
-                      {"package_key": row.package_key, "threshold_seconds": row.threshold // MS_PER_SECOND,
+                      {"package_key": row.package_key,
+                       "threshold_seconds": row.threshold // MS_PER_SECOND,
                        "available_seconds": max(0, available) // MS_PER_SECOND,
                        "attempt_id": attempt_id})
     return Attempt(account_id, attempt_id, row.package_key, row.currency,

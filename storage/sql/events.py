@@ -5,8 +5,9 @@ as the money change it describes, under the account lock, with the next value of
 `accounts.event_seq`: ids are per account, strictly increasing, and an event exists if and only
 if its change committed. Events are written to the log, except the balance.updated of each
 settled call (the hot path): it is delivered live only, and a stream that missed any gets one
-balance snapshot carrying the current id instead — balance is state, the newest wins. The log is bounded by time (`prune_events_tx`); a client that comes
-back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
+balance snapshot carrying the current id instead — balance is state, the newest wins. The log
+is bounded by time (`prune_events_tx`); a client that comes back with a `Last-Event-ID`
+older than the log is told so (`oldest_seq_tx`).
 
 Event types (seeds 000: "SSE Balance Updates"): balance.updated, bucket.created,
 bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready.

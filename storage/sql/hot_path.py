@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from storage.buckets import Bucket, EventType, Source
-from storage.burn_down import settle_debit
+from storage.burn_down import ShortfallRule, settle_debit
 from storage.clock import day_start_ms, to_datetime
 from storage.ids import new_sequential_id
 from storage.ports import (
@@ -29,7 +29,6 @@ from storage.ports import (
     UnknownAccount,
 )
 from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
-from storage.sql.ledger import ShortfallRule
 
 
 class Sql:
@@ -249,7 +248,7 @@ async def settle(
     rollup = (account_id, day_start_ms(at_ms), record.operation,
               0 if counted else 1, debited)
     if opened:
-        complete = usage[2:] + (record.request_id,)
+        complete = (*usage[2:], record.request_id)
         if db.postgres:
             await db.run_text(_COMPLETE_WRITES_PG, complete + rollup)
         else:

@@ -24,6 +24,7 @@ from storage import bonus
 from storage.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
 from storage.clock import MS_PER_SECOND, Clock, day_start_ms, iso_utc, now_ms, to_datetime, to_ms
+from storage.clock import floor_seconds as seconds
 from storage.ids import hash_key, new_id
 from storage.ports import (
     IN_FLIGHT,
@@ -44,7 +45,6 @@ from storage.sql.events import (
     ROLLOVER_CREATED,
     emit_balance_tx,
     emit_tx,
-    seconds,
 )
 from storage.sql.tables import (
     accounts,
@@ -402,7 +402,8 @@ def usage_tx(conn: Connection, account_id: str, limit: int) -> list[dict[str, An
 
 def account_exists_tx(conn: Connection, account_id: str) -> bool:
     """True if the account exists."""
-    return conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first() is not None
+    found = conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first()
+    return found is not None
 
 
 def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
@@ -494,7 +495,8 @@ class SqlLedger:
 
         at = self.clock()
         ok = await self.runner.run_raw(
-            hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * MS_PER_SECOND), at)
+            hot_path.extend_hold, account_id, hold_id, new_amount,
+            int(self.lease_s * MS_PER_SECOND), at)
         if ok and hold_id in self._leases:
             self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * MS_PER_SECOND))
         return ok

@@ -182,7 +182,7 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     bucket = conn.execute(select(buckets.c.remaining, buckets.c.expires_at_ms).where(
         buckets.c.id == row.bucket_id)).first()
     live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
-    taken = min(owed, int(bucket.remaining)) if live else 0
+    taken = min(owed, int(bucket.remaining)) if live and bucket is not None else 0
     if taken > 0:
         take_tx(conn, row.account_id, row.bucket_id, taken, EventType.ADJUSTMENT,
                 f"stripe_refund:{payment_intent_id}:{refunded_cents}",

@@ -89,7 +89,7 @@ def test_a_dead_pooled_connection_is_a_503_problem_and_the_next_request_works(pg
 
 def test_a_checkout_session_id_returned_twice_is_never_a_server_error(shop):
     gw, router = shop
-    account, key = gw.ledger.funded(0)
+    _account, key = gw.ledger.funded(0)
     _mock_checkout(router, "cs_test_same")  # Stripe answers every create with this session
     buy = {"package_key": "mini", "currency": "USD"}
     first = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key), json=buy)

@@ -213,8 +213,10 @@ def test_a_path_parameter_missing_from_the_table_is_refused():
     pytest.param("/v1/billing/events/{account}?limit=0000000050", id="events-limit-10-digits"),
     pytest.param("/v1/billing/events/{account}?cursor=le_%C2%B2", id="events-cursor-superscript"),
     # beyond int64: OverflowError on SQLite, DataError on PostgreSQL
-    pytest.param("/v1/billing/events/{account}?cursor=le_" + "9" * 19, id="events-cursor-19-digits"),
-    pytest.param("/v1/billing/events/{account}?cursor=le_" + "9" * 20, id="events-cursor-20-digits"),
+    pytest.param("/v1/billing/events/{account}?cursor=le_" + "9" * 19,
+                 id="events-cursor-19-digits"),
+    pytest.param("/v1/billing/events/{account}?cursor=le_" + "9" * 20,
+                 id="events-cursor-20-digits"),
 ])
 def test_a_limit_or_cursor_of_anything_but_a_few_ascii_digits_is_a_400(path, target):
     url = target.gw.url + path.format(account=target.account)

@@ -181,7 +181,7 @@ def test_the_guides_client_calls_get_the_shapes_its_typescript_reads(guide):
         assert {s["type"] for s in op["suggestions"]} <= {"package", "upgrade"}
 
     # 7. handleInsufficientFunds(error) of a 402
-    poor, poor_key = gw.ledger.funded(951)
+    _poor, poor_key = gw.ledger.funded(951)
     r = httpx.post(gw.url + "/v1/chat/completions", headers=auth(poor_key),
                    json=chat_body("too much", max_tokens=1000))
     assert r.status_code == 402

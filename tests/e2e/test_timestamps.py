@@ -105,7 +105,7 @@ def test_every_billing_admin_and_stream_surface_writes_times_one_way(stamped):
         while not stream or stream[-1].event != "bucket.expired":  # the maintenance loop's
             stream.append(reader.next(timeout=8))
 
-    poor, poor_key = gw.ledger.funded(10)
+    _poor, poor_key = gw.ledger.funded(10)
     blocked = httpx.post(gw.url + "/v1/chat/completions", headers=auth(poor_key),
                          json=chat_body("not enough"))
     declined, declined_key = gw.ledger.funded(5 * 60_000)
@@ -144,7 +144,7 @@ def test_every_billing_admin_and_stream_surface_writes_times_one_way(stamped):
              for path, text in timestamps(doc)]
     assert [f for f in found if not ONE_FORMAT.fullmatch(f[2])] == []
     members = {re.sub(r"\[[0-9]+\]$", "", path).rsplit(".", 1)[-1] for _, path, _ in found}
-    assert TIME_MEMBERS <= members, TIME_MEMBERS - members  # the scan saw every kind of time
+    assert members >= TIME_MEMBERS, TIME_MEMBERS - members  # the scan saw every kind of time
 
     # One bucket, one string: the stream's expiry of each bucket is the balance's.
     balance = surfaces["balance"]["buckets"]

@@ -124,9 +124,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
-    "FakeUpstream",
     "KNOBS",
     "MAX_OUTPUT_TOKENS",
+    "FakeUpstream",
     "RequestLog",
     "embedding_for",
     "knobs_for",
@@ -1175,7 +1175,7 @@ class FakeUpstream:
         try:
             assert self._server is not None
             loop.run_until_complete(self._server.serve(sockets=[sock]))
-        except BaseException as exc:  # surfaced by start() as the failure cause
+        except BaseException as exc:  # noqa: BLE001 - surfaced by start() as the cause
             self._error = exc
         finally:
             self._close_loop(loop)
