@@ -118,7 +118,7 @@ class Proxy:
             except ClientDisconnected:  # left mid-upload: nothing admitted, nobody to answer
                 self.s.metrics.requests.labels(route.operation, "499").inc()
                 return
-            except Exception as exc:
+            except Exception as exc:  # the catch-all: a 500 problem, never text
                 log.error("unexpected error", exc_info=exc, extra={
                     "request_id": request_id, "operation": route.operation})
                 if started:  # the answer is under way: abort it (the server drops the
