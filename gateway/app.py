@@ -102,6 +102,10 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         services = await build_services(self.settings, self._initial_policy)
+        if not self.settings.public_url and self.settings.host in ("0.0.0.0", "::", ""):
+            log.warning("GATEWAY_PUBLIC_URL is unset and the gateway listens on a wildcard "
+                        "address: problem type URLs will name it; set GATEWAY_PUBLIC_URL to the "
+                        "address clients reach", extra={"host": self.settings.host})
         self.services = services
         _tune_gc()
         self.proxy = Proxy(services)
@@ -322,6 +326,10 @@ async def _renew_leases(services: Services) -> None:
         except StoreUnavailable:
             services.metrics.store_errors.labels("renew_leases").inc()
             log.warning("could not renew hold leases: store unavailable")
+        except Exception:  # noqa: BLE001 - this loop must outlive any one failure: if it died,
+            # this process's live holds would lapse and their balance become spendable again
+            services.metrics.store_errors.labels("renew_leases").inc()
+            log.exception("could not renew hold leases; retrying next tick")
 
 
 def _web_routes(gw: Gateway) -> list[WebRoute]:

@@ -31,7 +31,7 @@ from gateway.problems import (
     StoreUnavailableProblem,
     validation_problem,
 )
-from policies.catalog import price_in
+from policies.catalog import effective_currency
 from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql import auto_topup as store
 from storage.sql.ledger import now_ms
@@ -73,7 +73,9 @@ class AutoTopUps:
                         if p.key == claim.package_key), None)
         if package is None:
             return await self._failed(claim, "the package is no longer in the catalog")
-        currency, cents, _fallback = price_in(package.prices, claim.currency)
+        # Charged as the catalog shows it (a catalog missing the currency anywhere is in USD).
+        currency = effective_currency(s.policy.document.catalog, claim.currency)
+        cents = package.prices[currency]
         assert s.stripe is not None
         try:
             await s.stripe.v1.payment_intents.create_async(params={

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.forwarding import declared_length
 from gateway.problems import PayloadTooLarge, send_problem
 
 Scope = dict[str, Any]
@@ -75,5 +76,5 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     rejects a malformed one before the app runs, and the counting limit still applies)."""
     for key, value in headers:
         if key == b"content-length":
-            return int(value) if value.isdigit() and len(value) < 20 else None
+            return declared_length(value)
     return None

@@ -53,3 +53,6 @@ async def maintain(s: Services) -> None:
         except StoreUnavailable:
             s.metrics.store_errors.labels("maintenance").inc()
             log.warning("maintenance skipped: store unavailable")
+        except Exception:  # noqa: BLE001 - one failed pass must not end expiry and top-ups
+            s.metrics.store_errors.labels("maintenance").inc()
+            log.exception("maintenance pass failed; retrying next tick")

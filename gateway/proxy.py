@@ -20,6 +20,7 @@ from gateway.auth import Caller, key_from_headers
 from gateway.disconnects import DisconnectWatch
 from gateway.forwarding import (
     ClientDisconnected,
+    declared_length,
     downstream_headers,
     read_body,
     upstream_headers,
@@ -153,7 +154,7 @@ class Proxy:
             elif k == b"x-resume-token":
                 token = v.decode("latin-1").strip()
             elif k == b"content-length":
-                length = int(v) if v.isdigit() else None
+                length = declared_length(v)
         key = key_from_headers(auth, api_key)
         if key is None:
             raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'.")
@@ -200,11 +201,13 @@ class Proxy:
         if route.rate_limited:
             call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
                                                             caller.account_id)
-        await self._admit(call, record, token)
         try:
+            await self._admit(call, record, token)
             await self._forward(call, scope, receive, send)
         except Exception:
-            if not call.settled:
+            # Admitted (a hold, or unbilled under fail mode allow) but not settled: never leave
+            # the hold leased until the route's TTL. A 402 or a store-down 503 admitted nothing.
+            if not call.settled and (call.hold is not None or call.unbilled_reason is not None):
                 await self._settle_after_error(call)
             raise
 
@@ -313,11 +316,15 @@ class Proxy:
             if not watch.caused_cancel():
                 raise
             await self._client_left(call, resp, t0)
+        except Exception:
+            if resp is not None:
+                resp.close()  # an unexpected error: drop the upstream connection, not pool it
+            raise
         finally:
             watch.close()
 
     async def _client_left(self, call: Call, resp: UpstreamResponse | None, t0: float) -> None:
-        """The client disconnected while the upstream had not answered in full: the upstream
+        """The client disconnected before the upstream answered: the upstream
         request is dropped, the call settled by the route's failure rule (outcome
         `client_disconnected`, SPEC §6) and the hold released; nothing is sent."""
         if resp is not None:
@@ -333,12 +340,13 @@ class Proxy:
         self, call: Call, resp: UpstreamResponse, t0: float, send: Any, watch: DisconnectWatch
     ) -> None:
         route = call.route
-        try:
-            payload = await watch.guard(resp.read())
-        except UpstreamFailure as exc:
-            watch.close()
-            raise await self._upstream_failed(call, exc, t0) from exc
+        # The upstream has answered: its work is done (and billed to the operator), so the body
+        # is read and charged as usual even if the client leaves now.
         watch.close()
+        try:
+            payload = await resp.read()
+        except UpstreamFailure as exc:
+            raise await self._upstream_failed(call, exc, t0) from exc
         duration_ms = int((time.perf_counter() - t0) * 1000)
         usage: Usage | None = None
         source = "none"
@@ -486,8 +494,12 @@ class Proxy:
         if exc.timeout:
             return UpstreamTimeout(f"Upstream '{name}' did not answer in time; not charged."
                                    if charge == 0 else f"Upstream '{name}' timed out.")
-        return UpstreamUnavailable(f"Upstream '{name}' failed: {exc}." +
-                                   (" Not charged." if charge == 0 else ""))
+        # The driver's text names the upstream's host and port: for the log, not the client.
+        log.warning("upstream failed", extra={"request_id": call.request_id, "upstream": name,
+                                              "error": str(exc)})
+        return UpstreamUnavailable(
+            f"Upstream '{name}' could not be reached or broke the connection." +
+            (" Not charged." if charge == 0 else ""))
 
 
 def _force_include_usage(call: Call) -> bytes:

@@ -130,3 +130,17 @@ def test_a_name_listed_both_ways_is_an_error() -> None:
     with pytest.raises(ValidationError, match="listed in both"):
         UpstreamSpec(base_url="https://up.example", forward_headers=["x-beta"],
                      forward_header_values={"X-Beta": ["on"]})
+
+
+def test_the_upstreams_cookies_account_ids_and_gateway_headers_never_reach_the_client() -> None:
+    from gateway.forwarding import downstream_headers
+
+    sent = dict(downstream_headers([
+        ("Content-Type", "application/json"), ("Set-Cookie", "__cf_bm=x; Domain=upstream"),
+        ("OpenAI-Organization", "org-operator"), ("openai-project", "proj-operator"),
+        ("anthropic-organization-id", "org-uuid"), ("X-Gateway-Charged-Ms", "0"),
+        ("x-request-id", "up-1"), ("openai-processing-ms", "12"),
+        ("Connection", "keep-alive, X-Hint"), ("x-hint", "dropped"), ("Content-Length", "9"),
+    ]))
+    assert sent == {b"content-type": b"application/json", b"x-upstream-request-id": b"up-1",
+                    b"openai-processing-ms": b"12"}
