@@ -100,13 +100,13 @@ def downstream_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[bytes,
     hop-by-hop headers and any the upstream's `Connection` names, `set-cookie`, the operator's
     organization/project ids, and anything `x-gateway-*` (only the gateway speaks for itself)."""
     out: list[tuple[bytes, bytes]] = []
-    named: set[str] | None = None
+    named: set[str] = set()
     for k, v in upstream:
         name = k.lower()
         if name == "x-request-id":
             out.append((b"x-upstream-request-id", v.encode("latin-1")))
         elif name == "connection":
-            named = {t.strip().lower() for t in v.split(",")}
+            named.update(t.strip().lower() for t in v.split(","))
         elif name not in _NOT_FORWARDED_DOWN and not name.startswith("x-gateway-"):
             out.append((name.encode("latin-1"), v.encode("latin-1")))
     if named:
