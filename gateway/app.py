@@ -21,18 +21,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
-from gateway.admin_api import admin_routes
+from gateway.api.admin import admin_routes
+from gateway.api.auto_topup import AutoTopUps, auto_topup_routes
+from gateway.api.billing import billing_routes
+from gateway.api.models import models_routes
+from gateway.api.openapi import openapi_route
+from gateway.api.payments import payments_routes, stripe_client
+from gateway.api.stream import stream_routes
 from gateway.auth import KeyCache
-from gateway.auto_topup import AutoTopUps, auto_topup_routes
-from gateway.billing_api import billing_routes
 from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
-from gateway.models_api import models_routes
-from gateway.openapi import openapi_route
-from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import (
     BadRequest,
     GatewayError,
@@ -44,14 +45,13 @@ from gateway.problems import (
     render,
     send_problem,
 )
-from gateway.proxy import Proxy, new_request_id
+from gateway.proxy.pipeline import Proxy, new_request_id
+from gateway.proxy.resume import ResumeTokens
+from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
-from gateway.resume import ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.stream_api import stream_routes
 from gateway.unbilled import UnbilledSpool
-from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis

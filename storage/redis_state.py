@@ -16,7 +16,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.resume import TTL_S, InProcessResumeTokens, TokenRecord, new_token, token_hash
+from gateway.proxy.resume import TTL_S, InProcessResumeTokens, TokenRecord, new_token, token_hash
 
 log = logging.getLogger("storage.redis")
 _PREFIX = "gw:rt:"

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
+from gateway.api.billing import int_param, json_body, json_response, period_window
 from gateway.balance_view import enhanced_balance
-from gateway.billing_api import int_param, json_body, json_response, period_window
 from gateway.problems import (
     BadRequest,
     IdempotencyKeyReused,

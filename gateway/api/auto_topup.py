@@ -5,7 +5,7 @@ saved payment method off-session for the chosen package.
 background task, at most one per account per process); the claim under the account lock makes
 it at most one pending attempt per account across processes (storage.sql.auto_topup). The
 PaymentIntent is created with `off_session=True, confirm=True` and the attempt id as Stripe
-idempotency key; the credit waits for `payment_intent.succeeded` (gateway.stripe_webhooks).
+idempotency key; the credit waits for `payment_intent.succeeded` (gateway.api.stripe_webhooks).
 A decline (`CardError`, e.g. authentication_required) or any Stripe error backs off.
 
 Routes: `GET|PUT /v1/billing/auto-topup/{userId}` (own key or HMAC) read and set
@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import json_response, own_account
+from gateway.api.billing import json_response, own_account
 from gateway.problems import (
     BadRequest,
     NotFound,

@@ -22,7 +22,6 @@ from starlette.routing import Route as WebRoute
 from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
 from gateway.balance_view import enhanced_balance
-from gateway.payment_required import ceil_seconds, suggestions_for
 from gateway.problems import (
     BadRequest,
     NotFound,
@@ -30,6 +29,7 @@ from gateway.problems import (
     Unauthorized,
     validation_problem,
 )
+from gateway.proxy.payment_required import ceil_seconds, suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from storage import bonus

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import caller_for, json_response
+from gateway.api.billing import caller_for, json_response
 from policies.compiled import Policy
 from policies.schema import TokensMeter
 

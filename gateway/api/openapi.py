@@ -27,12 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway import api_models as m
-from gateway.admin_api import Adjustment, Grant, NewAccount
-from gateway.auto_topup import AutoTopUpSettings
-from gateway.billing_api import BatchCheck
-from gateway.models_api import ModelList
-from gateway.payments_api import PurchaseRequest, SubscriptionCheckoutRequest
+from gateway.api import api_models as m
+from gateway.api.admin import Adjustment, Grant, NewAccount
+from gateway.api.auto_topup import AutoTopUpSettings
+from gateway.api.billing import BatchCheck
+from gateway.api.models import ModelList
+from gateway.api.payments import PurchaseRequest, SubscriptionCheckoutRequest
 from gateway.problems import (
     BadRequest,
     BadWebhookSignature,

@@ -6,7 +6,7 @@ requested currency (USD fallback) carrying the account and, when given, the bloc
 creates a monthly subscription Checkout Session whose subscription carries the account and the
 catalog subscription key. `POST /v1/billing/webhooks/stripe` verifies the signature on the raw
 body with stripe-python's own `Webhook.construct_event` and applies each event exactly once
-(gateway.stripe_webhooks). Stripe is reached with
+(gateway.api.stripe_webhooks). Stripe is reached with
 stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
 """
 
@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import body_and_account, json_response
+from gateway.api.billing import body_and_account, json_response
+from gateway.api.stripe_webhooks import apply_event
 from gateway.problems import (
     BadRequest,
     BadWebhookSignature,
@@ -30,7 +31,6 @@ from gateway.problems import (
     PaymentsNotConfigured,
     StoreUnavailableProblem,
 )
-from gateway.stripe_webhooks import apply_event
 from policies.catalog import effective_currency, price_fields
 from storage.ports import StoreUnavailable
 from storage.sql import purchases as store

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import own_account
+from gateway.api.billing import own_account
 from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
 from storage.ports import BalanceSnapshot, StoreUnavailable, UnknownAccount
 from storage.sql import events as log

@@ -1,5 +1,5 @@
 """The proxied call (SPEC §6–§7): authenticate, match, admit (hold or 402), forward, meter,
-settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
+settle, respond. A plain ASGI callable; the streaming half lives in `gateway.proxy.relay`.
 
 Order of checks, each answered by a problem document that writes nothing:
 401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) →
@@ -17,14 +17,6 @@ from typing import Any
 import orjson
 
 from gateway.auth import Caller, key_from_headers
-from gateway.disconnects import DisconnectWatch
-from gateway.forwarding import (
-    ClientDisconnected,
-    downstream_headers,
-    read_body,
-    upstream_headers,
-)
-from gateway.payment_required import insufficient_ai_time
 from gateway.problems import (
     BadRequest,
     GatewayError,
@@ -39,11 +31,19 @@ from gateway.problems import (
     base_url_for,
     send_problem,
 )
-from gateway.resume import TokenRecord, request_binding, well_formed
+from gateway.proxy.disconnects import DisconnectWatch
+from gateway.proxy.forwarding import (
+    ClientDisconnected,
+    downstream_headers,
+    read_body,
+    upstream_headers,
+)
+from gateway.proxy.payment_required import insufficient_ai_time
+from gateway.proxy.relay import relay_stream
+from gateway.proxy.resume import TokenRecord, request_binding, well_formed
+from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
+from gateway.proxy.usage import usage_from_json
 from gateway.services import Services
-from gateway.streaming import relay_stream
-from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import usage_from_json
 from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit

@@ -17,14 +17,14 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.forwarding import downstream_headers
-from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import StreamMeter, split_events, without_usage
+from gateway.proxy.forwarding import downstream_headers
+from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
+from gateway.proxy.usage import StreamMeter, split_events, without_usage
 from policies.meters import Usage
 from storage.ports import Admission, StoreUnavailable
 
 if TYPE_CHECKING:
-    from gateway.proxy import Call, Proxy
+    from gateway.proxy.pipeline import Call, Proxy
 
 _CHECK_EVERY = 16  # events between running-cost checks
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.resume import TTL_S, TokenRecord, new_token, token_hash
+from gateway.proxy.resume import TTL_S, TokenRecord, new_token, token_hash
 from storage.sql.engine import Runner
 from storage.sql.hot_path import Sql
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.forwarding import upstream_headers
+from gateway.proxy.forwarding import upstream_headers
 from policies.headers import BUILT_IN, ForwardRules, compile_rules
 from policies.schema import UpstreamSpec
 
