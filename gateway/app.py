@@ -46,7 +46,6 @@ from gateway.problems import (
     send_problem,
 )
 from gateway.proxy.pipeline import Proxy, new_request_id
-from gateway.proxy.resume import ResumeTokens
 from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import CounterStore, InProcessCounters, RateLimiter, RedisCounters
 from gateway.services import Services
@@ -55,7 +54,7 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
-from storage.ports import StoreUnavailable
+from storage.ports import ResumeTokenStore, StoreUnavailable
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.resume_tokens import SqlResumeTokens
@@ -224,7 +223,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     policy = policy or load_policy(settings.policy_paths, settings.env)
     ledger = SqlLedger(settings.database_url, lease_s=policy.document.holds.lease_s)
     metrics = Metrics()
-    resume: ResumeTokens = SqlResumeTokens(ledger.runner)
+    resume: ResumeTokenStore = SqlResumeTokens(ledger.runner)
     counters: CounterStore = InProcessCounters()
     # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a nonce is
     # accepted once across Redis outages (README "Billing API"). Billing requests need the SQL

@@ -10,12 +10,12 @@ from gateway.auth import KeyCache
 from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
-from gateway.proxy.resume import ResumeTokens
 from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy
+from storage.ports import ResumeTokenStore
 from storage.sql.ledger import SqlLedger
 
 
@@ -27,7 +27,7 @@ class Services:
     policy: Policy
     ledger: SqlLedger
     keys: KeyCache
-    resume: ResumeTokens
+    resume: ResumeTokenStore
     upstream: UpstreamClient
     metrics: Metrics
     limiter: RateLimiter

@@ -40,7 +40,7 @@ from gateway.proxy.forwarding import (
 )
 from gateway.proxy.payment_required import insufficient_ai_time
 from gateway.proxy.relay import relay_stream
-from gateway.proxy.resume import TokenRecord, request_binding, well_formed
+from gateway.proxy.resume import request_binding, well_formed
 from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
 from gateway.proxy.usage import usage_from_json
 from gateway.services import Services
@@ -48,7 +48,7 @@ from policies import meters
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
 from policies.meters import Usage
-from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
+from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable, TokenRecord
 from storage.sql.ledger import new_sequential_id, now_ms
 
 log = logging.getLogger("gateway.proxy")
