@@ -176,7 +176,8 @@ def test_an_unexpected_error_after_admission_releases_the_hold_and_records_the_c
     def boom(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr("gateway.proxy.upstream_headers", boom)  # after the hold, before upstream
+    # after the hold, before upstream:
+    monkeypatch.setattr("gateway.proxy.pipeline.upstream_headers", boom)
     r = httpx.post(gateway.url + "/v1/chat/completions", content=encode(chat_body()),
                    headers={**auth(key), "content-type": "application/json"})
     doc = assert_internal_error(r)
