@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api.admin import admin_routes
-from gateway.api.auto_topup import AutoTopUps, auto_topup_routes
-from gateway.api.billing import billing_routes
-from gateway.api.models import models_routes
+from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
+from gateway.api.billing import BILLING_ROUTES
+from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
-from gateway.api.payments import payments_routes, stripe_client
-from gateway.api.stream import stream_routes
+from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
+from gateway.api.stream import STREAM_ROUTES
 from gateway.auth import KeyCache
 from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus
@@ -99,7 +99,10 @@ class Gateway:
         await self._web(scope, receive, send)
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        """Build the services, start the background tasks; yield the lifespan state the server
+        copies into every request (`request.state.services`, read by the API handlers through
+        gateway.api.edge.services_for); close everything on shutdown."""
         services = await build_services(self.settings, self._initial_policy)
         self.services = services
         _tune_gc()
@@ -109,7 +112,7 @@ class Gateway:
                  asyncio.ensure_future(_renew_leases(services)),
                  asyncio.ensure_future(maintain(services))]
         try:
-            yield
+            yield {"services": services}
         finally:
             for task in tasks:
                 task.cancel()
@@ -129,7 +132,8 @@ class Gateway:
                                                             for k, v in headers})
 
     async def _store_unavailable(self, request: Request, exc: Exception) -> Response:
-        """A StoreUnavailable no handler translated: the 503 problem all the others answer."""
+        """The one answer of the billing and admin API to a store failure (StoreUnavailable
+        raised by any handler): the `503 store-unavailable` problem, counted."""
         if self.services is not None:
             self.services.metrics.store_errors.labels("web").inc()
         return await self._problem(request, StoreUnavailableProblem(
@@ -375,12 +379,12 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         return JSONResponse(doc, headers=headers)
 
     return [
-        *billing_routes(gw),
-        *admin_routes(gw),
-        *payments_routes(gw),
-        *stream_routes(gw),
-        *auto_topup_routes(gw),
-        *models_routes(gw),
+        *BILLING_ROUTES,
+        *ADMIN_ROUTES,
+        *PAYMENTS_ROUTES,
+        *STREAM_ROUTES,
+        *AUTO_TOPUP_ROUTES,
+        *MODELS_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

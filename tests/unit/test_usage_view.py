@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.api.billing import period_bounds, usage_view
+from gateway.api.billing import usage_view
+from gateway.api.edge import period_bounds
 from storage.sql.ledger import to_ms
 
 LAST_MS_OF_A_DAY = datetime(2027, 2, 27, 23, 59, 59, 999_000, tzinfo=UTC)
