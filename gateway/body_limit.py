@@ -2,7 +2,7 @@
 
 Pure ASGI middleware (STYLE: a plain class like starlette's `TrustedHostMiddleware`) around the
 Starlette part of the app; the proxied routes keep their per-route `max_body_bytes`
-(gateway.forwarding.read_body). A declared `Content-Length` over the limit is answered
+(gateway.proxy.forwarding.read_body). A declared `Content-Length` over the limit is answered
 `413 payload-too-large` before anything is read. Otherwise `receive` is wrapped: it counts the
 bytes as they arrive (chunked bodies included) and raises PayloadTooLarge the moment the limit
 is passed, which the app's problem handler answers — so no handler ever holds more than
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.forwarding import declared_length
+from gateway.proxy.forwarding import declared_length
 from gateway.problems import PayloadTooLarge, send_problem
 
 Scope = dict[str, Any]

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.stripe_webhooks import plan_rules
+from gateway.api.stripe_webhooks import plan_rules
 from storage.ports import StoreUnavailable
 from storage.sql import events, purchases, subscriptions
 from storage.sql.ledger import now_ms

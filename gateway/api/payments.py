@@ -6,13 +6,13 @@ requested currency (USD fallback) carrying the account and, when given, the bloc
 creates a monthly subscription Checkout Session whose subscription carries the account and the
 catalog subscription key. `POST /v1/billing/webhooks/stripe` verifies the signature on the raw
 body with stripe-python's own `Webhook.construct_event` and applies each event exactly once
-(gateway.stripe_webhooks). Stripe is reached with
+(gateway.api.stripe_webhooks). Stripe is reached with
 stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import stripe
@@ -21,23 +21,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import body_and_account, json_response
+from gateway.api.edge import body_and_account, json_response, services_for
+from gateway.api.stripe_webhooks import apply_event
 from gateway.problems import (
     BadRequest,
     BadWebhookSignature,
     NotFound,
     PaymentProviderError,
     PaymentsNotConfigured,
-    StoreUnavailableProblem,
 )
-from gateway.stripe_webhooks import apply_event
 from policies.catalog import effective_currency, price_fields
-from storage.ports import StoreUnavailable
 from storage.sql import purchases as store
 from storage.sql.ledger import now_ms
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 class PurchaseRequest(BaseModel):
@@ -67,84 +62,82 @@ def stripe_client(settings: Any) -> stripe.StripeClient | None:
                                base_addresses={"api": settings.stripe_api_base})
 
 
-def payments_routes(gw: Gateway) -> list[WebRoute]:
-    """The Starlette routes of purchases and the Stripe webhook."""
+async def purchase(request: Request) -> Response:
+    """`POST /v1/billing/packages/purchase`: a Checkout Session for a catalog package."""
+    s = services_for(request)
+    body, account_id = await body_and_account(request, PurchaseRequest)
+    catalog = s.policy.document.catalog
+    package = next((p for p in catalog.packages if p.key == body.package_key), None)
+    if package is None:
+        raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
+    currency, cents, fallback = _currency(body.currency, catalog, package.prices)
+    operation_id = body.operation_id.removeprefix("urn:op:") if body.operation_id else None
+    metadata = {"account_id": account_id, "package_key": package.key,
+                **({"operation_id": operation_id} if operation_id else {})}
+    session = await _open_checkout(
+        s, account_id, "payment", package, currency, cents,
+        f"{package.name} ({package.minutes} min)", metadata,
+        {"payment_intent_data": {"metadata": metadata}})
+    try:
+        await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
+            session.id, account_id, package.key, package.minutes, currency, cents,
+            operation_id), now_ms())
+    except store.SessionConflict:
+        raise PaymentProviderError(
+            "Stripe returned a Checkout Session that belongs to another purchase; "
+            "retry.") from None
+    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+           **price_fields(cents, currency), "package_minutes": package.minutes,
+           "currency_fallback_from": fallback}
+    return json_response(doc)
 
-    async def purchase(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        body, account_id = await body_and_account(gw, request, PurchaseRequest)
-        catalog = s.policy.document.catalog
-        package = next((p for p in catalog.packages if p.key == body.package_key), None)
-        if package is None:
-            raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
-        currency, cents, fallback = _currency(body.currency, catalog, package.prices)
-        operation_id = body.operation_id.removeprefix("urn:op:") if body.operation_id else None
-        metadata = {"account_id": account_id, "package_key": package.key,
-                    **({"operation_id": operation_id} if operation_id else {})}
-        session = await _open_checkout(
-            s, account_id, "payment", package, currency, cents,
-            f"{package.name} ({package.minutes} min)", metadata,
-            {"payment_intent_data": {"metadata": metadata}})
-        try:
-            await s.ledger.runner.run(store.record_purchase_tx, store.Purchase(
-                session.id, account_id, package.key, package.minutes, currency, cents,
-                operation_id), now_ms())
-        except store.SessionConflict:
-            raise PaymentProviderError(
-                "Stripe returned a Checkout Session that belongs to another purchase; "
-                "retry.") from None
-        except StoreUnavailable as exc:
-            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-               **price_fields(cents, currency), "package_minutes": package.minutes,
-               "currency_fallback_from": fallback}
-        return json_response(doc)
 
-    async def subscribe(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        body, account_id = await body_and_account(gw, request, SubscriptionCheckoutRequest)
-        catalog = s.policy.document.catalog
-        sub = next((x for x in catalog.subscriptions if x.key == body.subscription_key), None)
-        if sub is None:
-            raise BadRequest(f"subscription_key: no subscription {body.subscription_key!r} in "
-                             "the catalog")
-        currency, cents, fallback = _currency(body.currency, catalog, sub.prices)
-        metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
-        session = await _open_checkout(
-            s, account_id, "subscription", sub, currency, cents,
-            f"{sub.name} ({sub.minutes} min / month)", metadata,
-            {"subscription_data": {"metadata": metadata}})
-        doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-               **price_fields(cents, currency), "subscription_key": sub.key, "plan_key": sub.plan,
-               "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
-        return json_response(doc)
+async def subscribe(request: Request) -> Response:
+    """`POST /v1/billing/subscriptions/checkout`: a monthly subscription Checkout Session."""
+    s = services_for(request)
+    body, account_id = await body_and_account(request, SubscriptionCheckoutRequest)
+    catalog = s.policy.document.catalog
+    sub = next((x for x in catalog.subscriptions if x.key == body.subscription_key), None)
+    if sub is None:
+        raise BadRequest(f"subscription_key: no subscription {body.subscription_key!r} in "
+                         "the catalog")
+    currency, cents, fallback = _currency(body.currency, catalog, sub.prices)
+    metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
+    session = await _open_checkout(
+        s, account_id, "subscription", sub, currency, cents,
+        f"{sub.name} ({sub.minutes} min / month)", metadata,
+        {"subscription_data": {"metadata": metadata}})
+    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+           **price_fields(cents, currency), "subscription_key": sub.key, "plan_key": sub.plan,
+           "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
+    return json_response(doc)
 
-    async def webhook(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        if not s.settings.stripe_webhook_secret:
-            raise PaymentsNotConfigured("Set STRIPE_WEBHOOK_SECRET to receive Stripe events.")
-        payload = await request.body()
-        try:
-            event = stripe.Webhook.construct_event(
-                payload, request.headers.get("stripe-signature"), s.settings.stripe_webhook_secret)
-        except (stripe.SignatureVerificationError, ValueError):
-            raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
-                from None
-        except (AttributeError, TypeError, KeyError):
-            # Signed, but stripe-python cannot read it as an event (e.g. a JSON array).
-            raise BadRequest("The body is not a Stripe event.") from None
-        outcome = await apply_event(s, event)
-        return Response(orjson.dumps({"received": True, "outcome": outcome}),
-                        media_type="application/json")
 
-    return [
-        WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
-        WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
-        WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
-    ]
+async def webhook(request: Request) -> Response:
+    """`POST /v1/billing/webhooks/stripe`: verify the signature, apply the event once."""
+    s = services_for(request)
+    if not s.settings.stripe_webhook_secret:
+        raise PaymentsNotConfigured("Set STRIPE_WEBHOOK_SECRET to receive Stripe events.")
+    payload = await request.body()
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, request.headers.get("stripe-signature"), s.settings.stripe_webhook_secret)
+    except (stripe.SignatureVerificationError, ValueError):
+        raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
+            from None
+    except (AttributeError, TypeError, KeyError):
+        # Signed, but stripe-python cannot read it as an event (e.g. a JSON array).
+        raise BadRequest("The body is not a Stripe event.") from None
+    outcome = await apply_event(s, event)
+    return Response(orjson.dumps({"received": True, "outcome": outcome}),
+                    media_type="application/json")
+
+
+PAYMENTS_ROUTES = [
+    WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
+    WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
+    WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
+]
 
 
 async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency: str,
@@ -153,7 +146,7 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
     """Create a Checkout Session (`mode` payment, or subscription billed monthly) selling one
     catalog `item` at `cents` in `currency`, carrying the account in `metadata`; `extra` adds
     mode-specific parameters. Raises PaymentsNotConfigured (no STRIPE_SECRET_KEY), NotFound
-    (unknown account), PaymentProviderError (Stripe refused), StoreUnavailableProblem."""
+    (unknown account), PaymentProviderError (Stripe refused), StoreUnavailable (answered 503)."""
     if s.stripe is None:
         raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages and subscriptions.")
     price: dict[str, Any] = {
@@ -172,8 +165,6 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
     except stripe.StripeError as exc:
         raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
             from None
-    except StoreUnavailable as exc:
-        raise StoreUnavailableProblem("The billing store is unreachable.") from exc
 
 
 def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -36,14 +36,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import own_account
-from gateway.problems import BadRequest, NotFound, StoreUnavailableProblem
+from gateway.api.edge import own_account, services_for
+from gateway.event_bus import Subscription
+from gateway.problems import BadRequest, NotFound
+from gateway.services import Services
 from storage.ports import BalanceSnapshot, StoreUnavailable, UnknownAccount
 from storage.sql import events as log
 from storage.sql.events import AccountEvent
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 REPLAY_PAGE = 500
 RETRY_MS = 3000
@@ -71,106 +70,128 @@ def _last_event_id(request: Request) -> int | None:
     return int(raw)
 
 
-def stream_routes(gw: Gateway) -> list[WebRoute]:
-    """The Starlette routes of the live billing stream."""
+async def stream(request: Request) -> Response:
+    """`GET /v1/billing/stream[/{userId}]`: the account's live events (see the module doc)."""
+    s = services_for(request)
+    account_id = await own_account(request)
+    last = _last_event_id(request)
+    sub = await s.bus.subscribe(account_id)  # before reading the log: nothing slips by
+    try:
+        first, last = await _opening(s, account_id, last)
+    except UnknownAccount:
+        s.bus.unsubscribe(sub)
+        raise NotFound(f"No account {account_id!r}.") from None
+    except BaseException:
+        s.bus.unsubscribe(sub)
+        raise
+    s.metrics.billing_streams.inc()
+    return EventSourceResponse(
+        _Feed(s, account_id, sub, last).events(first), ping=s.settings.stream_keepalive_s,
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        send_timeout=30)
 
-    async def stream(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        account_id = await own_account(gw, request)
-        last = _last_event_id(request)
-        runner = s.ledger.runner
-        sub = await s.bus.subscribe(account_id)  # before reading the log: nothing slips by
+
+STREAM_ROUTES = [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"]),
+                 WebRoute("/v1/billing/stream", stream, methods=["GET"])]
+
+
+async def _opening(
+    s: Services, account_id: str, last: int | None
+) -> tuple[list[ServerSentEvent], int]:
+    """(events a stream starts with, the id it continues after): on a fresh connection (`last`
+    None) a balance snapshot carrying the current id; on a reconnection whose events after
+    `last` were pruned, `history.truncated`. Raises NotFound (no such account), UnknownAccount,
+    StoreUnavailable."""
+    runner = s.ledger.runner
+    position = await runner.run(log.stream_position_tx, account_id)
+    if position is None:
+        raise NotFound(f"No account {account_id!r}.")
+    if last is None:
+        return [_snapshot(await s.ledger.balance(account_id), position[0],
+                          retry=RETRY_MS)], position[0]
+    if last > position[0] or (last < position[0] and last + 1 < position[1]):
+        # Events after `last` were pruned (or the id is not of this account's log).
+        return [ServerSentEvent(
+            data=orjson.dumps({"last_event_id": last,
+                               "oldest_available_id": position[1]}).decode(),
+            event="history.truncated", retry=RETRY_MS)], min(last, position[0])
+    return [], last
+
+
+class _Feed:
+    """One open stream of an account's events: its bus subscription and `last`, the id of the
+    newest event sent."""
+
+    def __init__(self, s: Services, account_id: str, sub: Subscription, last: int) -> None:
+        self.s = s
+        self.account_id = account_id
+        self.sub = sub
+        self.last = last
+
+    async def snapshot(self, seq: int) -> ServerSentEvent | None:
+        """balance.updated as of now, carrying the current id `seq`."""
         try:
-            position = await runner.run(log.stream_position_tx, account_id)
-            if position is None:
-                raise NotFound(f"No account {account_id!r}.")
-            first: list[ServerSentEvent] = []
-            if last is None:
-                first.append(_snapshot(await s.ledger.balance(account_id), position[0],
-                                       retry=RETRY_MS))
-                last = position[0]
-            elif last > position[0] or (last < position[0] and last + 1 < position[1]):
-                # Events after `last` were pruned (or the id is not of this account's log).
-                first.append(ServerSentEvent(
-                    data=orjson.dumps({"last_event_id": last,
-                                       "oldest_available_id": position[1]}).decode(),
-                    event="history.truncated", retry=RETRY_MS))
-                last = min(last, position[0])
-        except (StoreUnavailable, UnknownAccount) as exc:
-            s.bus.unsubscribe(sub)
-            if isinstance(exc, UnknownAccount):
-                raise NotFound(f"No account {account_id!r}.") from None
-            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        except BaseException:
-            s.bus.unsubscribe(sub)
-            raise
-        s.metrics.billing_streams.inc()
+            return _snapshot(await self.s.ledger.balance(self.account_id), seq)
+        except (StoreUnavailable, UnknownAccount):
+            return None
 
-        async def snapshot(seq: int) -> ServerSentEvent | None:
-            """balance.updated as of now, carrying the current id `seq`."""
+    async def catch_up(self, after: int, before: int | None = None) -> list[ServerSentEvent]:
+        """What the log holds after `after` (below `before`, when a live event `before`
+        follows); then, when events that are not logged happened since (balance.updated
+        of calls), one fresh snapshot with the current id."""
+        runner = self.s.ledger.runner
+        out: list[ServerSentEvent] = []
+        while True:
             try:
-                return _snapshot(await s.ledger.balance(account_id), seq)
-            except (StoreUnavailable, UnknownAccount):
-                return None
+                page, current = await runner.run(log.catch_up_tx, self.account_id, after,
+                                                  REPLAY_PAGE)
+            except StoreUnavailable:
+                return out  # try again at the next poll
+            for event in page:
+                if before is not None and event.seq >= before:
+                    return out
+                out.append(_sse(event))
+                self.last = after = event.seq
+            if len(page) < REPLAY_PAGE:
+                break
+        if before is None and current > self.last:
+            snap = await self.snapshot(current)
+            if snap is not None:
+                out.append(snap)
+                self.last = current
+        return out
 
-        async def catch_up(after: int, before: int | None = None) -> list[ServerSentEvent]:
-            """What the log holds after `after` (below `before`, when a live event `before`
-            follows); then, when events that are not logged happened since (balance.updated
-            of calls), one fresh snapshot with the current id."""
-            nonlocal last
-            out: list[ServerSentEvent] = []
-            while True:
-                try:
-                    page, current = await runner.run(log.catch_up_tx, account_id, after,
-                                                      REPLAY_PAGE)
-                except StoreUnavailable:
-                    return out  # try again at the next poll
-                for event in page:
-                    if before is not None and event.seq >= before:
-                        return out
-                    out.append(_sse(event))
-                    last = after = event.seq
-                if len(page) < REPLAY_PAGE:
-                    break
-            if before is None and current > last:
-                snap = await snapshot(current)
-                if snap is not None:
-                    out.append(snap)
-                    last = current
+    async def next_events(self) -> list[ServerSentEvent]:
+        """Wait for the next bus event (at most GATEWAY_STREAM_POLL_S); returns what to send:
+        the log's events when the wait was quiet, events were dropped or a gap opened, then the
+        bus event itself unless already sent."""
+        sub = self.sub
+        event = None
+        with contextlib.suppress(TimeoutError):
+            event = await asyncio.wait_for(sub.queue.get(), self.s.settings.stream_poll_s)
+        lagged, sub.lagged = sub.lagged, False
+        out: list[ServerSentEvent] = []
+        if event is None or lagged:  # a quiet poll or dropped events: the log
+            out += await self.catch_up(self.last)
+        if event is None or event.seq <= self.last:
             return out
+        if event.seq > self.last + 1:  # a gap: what the log has in between first
+            out += await self.catch_up(self.last, before=event.seq)
+        self.last = event.seq
+        out.append(_sse(event))
+        return out
 
-        async def events() -> AsyncIterator[Any]:
-            nonlocal last
-            assert last is not None
-            try:
-                for item in first:
+    async def events(self, first: list[ServerSentEvent]) -> AsyncIterator[Any]:
+        """`first`, what the log holds after `last`, then live events until the client leaves
+        (which ends the subscription)."""
+        try:
+            for item in first:
+                yield item
+            for item in await self.catch_up(self.last):
+                yield item
+            while True:
+                for item in await self.next_events():
                     yield item
-                for item in await catch_up(last):
-                    yield item
-                while True:
-                    event = None
-                    with contextlib.suppress(TimeoutError):
-                        event = await asyncio.wait_for(sub.queue.get(), s.settings.stream_poll_s)
-                    lagged, sub.lagged = sub.lagged, False
-                    if event is None or lagged:  # a quiet poll or dropped events: the log
-                        for item in await catch_up(last):
-                            yield item
-                    if event is None or event.seq <= last:
-                        continue
-                    if event.seq > last + 1:  # a gap: what the log has in between first
-                        for item in await catch_up(last, before=event.seq):
-                            yield item
-                    last = event.seq
-                    yield _sse(event)
-            finally:
-                s.bus.unsubscribe(sub)
-                s.metrics.billing_streams.dec()
-
-        return EventSourceResponse(
-            events(), ping=s.settings.stream_keepalive_s,
-            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-            send_timeout=30)
-
-    return [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"]),
-            WebRoute("/v1/billing/stream", stream, methods=["GET"])]
+        finally:
+            self.s.bus.unsubscribe(self.sub)
+            self.s.metrics.billing_streams.dec()

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.forwarding import HOP_BY_HOP, downstream_headers
+from gateway.proxy.forwarding import HOP_BY_HOP, downstream_headers
 
 GATEWAY_OWN = {"content-length", "date", "server", "x-request-id"}
 NOT_THE_CLIENTS = {"set-cookie", "openai-organization", "openai-project",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.forwarding import upstream_headers
+from gateway.proxy.forwarding import upstream_headers
 from policies.headers import BUILT_IN, ForwardRules, compile_rules
 from policies.schema import UpstreamSpec
 
@@ -135,7 +135,7 @@ def test_a_name_listed_both_ways_is_an_error() -> None:
 
 
 def test_the_upstreams_cookies_account_ids_and_gateway_headers_never_reach_the_client() -> None:
-    from gateway.forwarding import downstream_headers
+    from gateway.proxy.forwarding import downstream_headers
 
     sent = dict(downstream_headers([
         ("Content-Type", "application/json"), ("Set-Cookie", "__cf_bm=x; Domain=upstream"),

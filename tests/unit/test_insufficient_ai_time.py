@@ -1,12 +1,13 @@
-"""The 402 built from a shortfall (gateway.payment_required): whole seconds as the balance shows
-them, a breakdown that adds up, and a detail that never calls a non-zero amount zero."""
+"""The 402 built from a shortfall (gateway.proxy.payment_required): whole seconds as the
+balance shows them, a breakdown that adds up, and a detail that never calls a non-zero amount
+zero."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.payment_required import insufficient_ai_time
+from gateway.proxy.payment_required import insufficient_ai_time
 from policies.schema import CatalogSpec
 from storage.ports import Shortfall
 

@@ -1,13 +1,13 @@
 """The relay forwards an SSE response event by event (SPEC §6): each event goes out as soon as its
 blank line arrived, byte for byte as the upstream sent it, whatever way TCP cut the stream into
-chunks. The splitter is `split_events`; the relay (gateway/streaming.py) feeds it every chunk."""
+chunks. The splitter is `split_events`; the relay (gateway/proxy/relay.py) feeds it every chunk."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.usage import split_events
+from gateway.proxy.usage import split_events
 
 FAST = settings(max_examples=300, deadline=None)
 

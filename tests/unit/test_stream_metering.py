@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.auth import Caller
-from gateway.proxy import Call
-from gateway.streaming import running_usage
-from gateway.usage import StreamMeter, split_events
+from gateway.proxy.settlement import Call
+from gateway.proxy.relay import running_usage
+from gateway.proxy.usage import StreamMeter, split_events
 from policies.compiled import Policy, load_policy
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.usage import usage_from_json
+from gateway.proxy.usage import usage_from_json
 from policies.meters import Usage
 
 FAST = settings(max_examples=200, deadline=None)
