@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.stripe_webhooks import plan_rules
+from gateway.api.stripe_webhooks import plan_rules
 from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import StoreUnavailable
 from storage.sql import events, purchases, subscriptions
@@ -53,3 +53,6 @@ async def maintain(s: Services) -> None:
         except StoreUnavailable:
             s.metrics.store_errors.labels("maintenance").inc()
             log.warning("maintenance skipped: store unavailable")
+        except Exception:  # one failed pass must not end expiry and top-ups
+            s.metrics.store_errors.labels("maintenance").inc()
+            log.exception("maintenance pass failed; retrying next tick")

@@ -10,12 +10,12 @@ from gateway.auth import KeyCache
 from gateway.event_bus import EventBus
 from gateway.hmac_auth import NonceStore
 from gateway.metrics import Metrics
+from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter
-from gateway.resume import ResumeTokens
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
-from gateway.upstream import UpstreamClient
 from policies.compiled import Policy
+from storage.ports import ResumeTokenStore
 from storage.sql.ledger import SqlLedger
 
 
@@ -27,7 +27,7 @@ class Services:
     policy: Policy
     ledger: SqlLedger
     keys: KeyCache
-    resume: ResumeTokens
+    resume: ResumeTokenStore
     upstream: UpstreamClient
     metrics: Metrics
     limiter: RateLimiter
@@ -35,6 +35,6 @@ class Services:
     nonces: NonceStore
     bus: EventBus = field(default_factory=EventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
-    topups: Any = None  # gateway.auto_topup.AutoTopUps, set by build_services
+    topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

@@ -54,15 +54,6 @@ def price_fields(cents: int, currency: str) -> dict[str, Any]:
             "display_price_text": display_price(cents, currency)}
 
 
-def price_in(
-    prices: Mapping[Any, int], currency: str
-) -> tuple[str, int, str | None]:
-    """(currency charged, unit amount in cents, fallen back from) for an item's price table."""
-    if currency in prices:
-        return currency, prices[currency], None
-    return FALLBACK_CURRENCY, prices[FALLBACK_CURRENCY], currency
-
-
 def effective_currency(catalog: CatalogSpec, requested: str) -> str:
     """The currency the catalog is shown and sold in for a requested (supported, upper-case)
     code: itself when the catalog offers it and every subscription and package has a price in

@@ -6,7 +6,7 @@ Amounts are ledger units (ms of AI time); times are UTC epoch milliseconds unles
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 UsageSource = Literal["upstream", "estimate", "partial", "none"]
 # Usage-record outcomes of calls that have not settled: written at admission, and set by the
@@ -136,3 +136,33 @@ class GrantResult:
     amount: int
     replayed: bool = False
     metadata: dict[str, object] = field(default_factory=dict)
+
+
+# ---- resume tokens (SPEC §7) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """What a resume token is bound to. `expires_at_ms` is UTC epoch ms."""
+
+    account_id: str
+    binding: str
+    operation_id: str
+    expires_at_ms: int
+
+
+class ResumeTokenStore(Protocol):
+    """Store of resume tokens; implementations must make `consume` atomic (at most once).
+    Tokens are stored only hashed (storage.resume_tokens.token_hash)."""
+
+    async def issue(self, account_id: str, binding: str, operation_id: str) -> tuple[str, int]:
+        """Create a token; returns (token, expires_at_ms)."""
+        ...
+
+    async def lookup(self, token: str) -> TokenRecord | None:
+        """The live, unused record of `token`, or None (unknown, expired or used)."""
+        ...
+
+    async def consume(self, token: str) -> bool:
+        """Mark the token used; True only for the single caller that consumed it."""
+        ...

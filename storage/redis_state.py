@@ -16,8 +16,10 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.resume import TTL_S, InProcessResumeTokens, TokenRecord, new_token, token_hash
 from storage.clock import MS_PER_SECOND, now_ms
+from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.ports import TokenRecord
+from storage.resume_tokens import TTL_S, new_token, token_hash
 
 log = logging.getLogger("storage.redis")
 _PREFIX = "gw:rt:"

@@ -260,7 +260,7 @@ async def settle(
         await db.run(_INSERT_USAGE, usage)
         await db.run(_ROLLUP_USAGE, rollup)
     # Live only (not written to the event log): balance.updated is a state event, and a stream
-    # that missed some is sent one fresh snapshot instead (gateway.stream_api). One insert per
+    # that missed some is sent one fresh snapshot instead (gateway.api.stream). One insert per
     # call fewer on the hot path.
     db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
     remaining = spendable - held - new_debt

@@ -512,8 +512,8 @@ class SqlLedger:
             hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
-        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), after
-        sweeping every process's holds lapsed for over a lease (their calls' records closed as
+        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), then
+        sweep every process's holds lapsed for over a lease (their calls' records closed as
         `interrupted`, see hot_path.sweep_holds). Holds past their route's lifetime are no
         longer renewed. `at_ms`: now (injectable for tests). Returns how many were renewed.
         Raises StoreUnavailable."""
@@ -522,15 +522,16 @@ class SqlLedger:
         at = self.clock() if at_ms is None else at_ms
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
-        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * MS_PER_SECOND), at)
+        renewed = 0
         ids = list(self._leases)
-        if not ids:
-            return 0
-        lapsed = await self.runner.run_raw(
-            hot_path.renew_holds, ids, at + int(self.lease_s * MS_PER_SECOND), at)
-        for hold_id in lapsed:
-            self._leases.pop(hold_id, None)
-        return len(ids) - len(lapsed)
+        if ids:  # renew this process's own holds first, so a late tick never sweeps them
+            lapsed = await self.runner.run_raw(
+                hot_path.renew_holds, ids, at + int(self.lease_s * MS_PER_SECOND), at)
+            for hold_id in lapsed:
+                self._leases.pop(hold_id, None)
+            renewed = len(ids) - len(lapsed)
+        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * MS_PER_SECOND), at)
+        return renewed
 
     async def release(self, hold_id: str) -> None:
         self._leases.pop(hold_id, None)

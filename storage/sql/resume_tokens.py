@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.resume import TTL_S, TokenRecord, new_token, token_hash
 from storage.clock import MS_PER_SECOND, now_ms
+from storage.ports import TokenRecord
+from storage.resume_tokens import TTL_S, new_token, token_hash
 from storage.sql.engine import Runner
 from storage.sql.hot_path import Sql
 

@@ -22,7 +22,7 @@ import respx
 
 from storage.buckets import Source
 from tests.e2e.helpers import auth, chat_body, db_path
-from tests.e2e.stripe_support import STRIPE_BASE, WEBHOOK_SECRET, _deliver, _event, _mock_checkout
+from tests.e2e.stripe_support import _deliver, _event, _mock_checkout, stripe_gateway
 from tests.e2e.test_billing_stream import STREAM_ENV, Sse, open_stream
 from tests.e2e.test_stripe_lifecycle import (
     DAY,
@@ -33,7 +33,7 @@ from tests.e2e.test_stripe_lifecycle import (
     _topup_settings,
     _wait_for,
 )
-from tests.support import RunningGateway, start_gateway
+from tests.support import RunningGateway
 
 ADMIN_TOKEN = "t" * 40
 ONE_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -47,17 +47,9 @@ TIME_MEMBERS = {"expires_at", "next_expiry_at", "effective_date", "timestamp", "
 @pytest.fixture
 def stamped(tmp_path: Path, upstream_env: dict[str, str]
             ) -> Iterator[tuple[RunningGateway, respx.MockRouter]]:
-    gw = start_gateway(tmp_path, {**upstream_env, **STREAM_ENV,
-                                  "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-                                  "GATEWAY_MAINTENANCE_S": "1",
-                                  "STRIPE_SECRET_KEY": "sk_test_123",
-                                  "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                                  "STRIPE_API_BASE": STRIPE_BASE})
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        router.route(url__startswith=gw.url).pass_through()
-        router.route(url__startswith=upstream_env["OPENAI_BASE_URL"]).pass_through()
-        yield gw, router
-    gw.stop()
+    with stripe_gateway(tmp_path, upstream_env, {**STREAM_ENV, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                                                 "GATEWAY_MAINTENANCE_S": "1"}) as pair:
+        yield pair
 
 
 def timestamps(doc: Any, path: str = "$") -> Iterator[tuple[str, str]]:

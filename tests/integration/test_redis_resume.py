@@ -9,7 +9,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from gateway.resume import well_formed
+from gateway.proxy.resume import well_formed
 from storage.redis_state import Breaker, RedisResumeTokens
 from tests.support import service_unavailable
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.problems import BadRequest, StoreUnavailableProblem
+from gateway.problems import BadRequest
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, now_ms
-from storage.ports import StoreUnavailable, UnknownAccount
+from storage.ports import UnknownAccount
 from storage.sql import auto_topup
 from storage.sql import purchases as store
 from storage.sql import subscriptions as subs
@@ -67,8 +67,8 @@ def _id(value: Any) -> str | None:
 
 
 async def apply_event(s: Services, event: Any) -> str:
-    """Apply one signature-verified event; returns its outcome. Raises StoreUnavailableProblem
-    (a 503, so Stripe redelivers later) when the store is down, BadRequest (and records
+    """Apply one signature-verified event; returns its outcome. Raises StoreUnavailable (the
+    app answers 503, so Stripe redelivers later) when the store is down, BadRequest (and records
     nothing) when it is not a Stripe event: `id` and `type` strings, a `data.object` object."""
     data = getattr(getattr(event, "data", None), "object", None)
     created = getattr(event, "created", 0) or 0
@@ -80,10 +80,7 @@ async def apply_event(s: Services, event: Any) -> str:
         raise BadRequest("The event's object has no id.")
     kind = str(event.type)
     created_ms = created * MS_PER_SECOND
-    try:
-        outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
-    except StoreUnavailable as exc:
-        raise StoreUnavailableProblem("The billing store is unreachable; redeliver.") from exc
+    outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
     s.metrics.stripe_events.labels(kind, outcome).inc()
     return outcome
 

@@ -1,0 +1,1 @@
+"""In-process adapters: state kept in this process only (fallbacks and embedded use)."""
