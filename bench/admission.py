@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policies.compiled import Plan  # noqa: E402
-from storage import migrate  # noqa: E402
-from storage.engine.buckets import Source  # noqa: E402
-from storage.ports import Admission, CallRecord  # noqa: E402
-from storage.sql.ledger import SqlLedger  # noqa: E402
+from policies.compiled import Plan
+from storage import migrate
+from storage.engine.buckets import Source
+from storage.ports import Admission, CallRecord
+from storage.sql.ledger import SqlLedger
 
 PLAN = Plan(key="bench", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
             rollover_cap=0)

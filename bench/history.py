@@ -31,10 +31,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from admission import PLAN, _drop, _fill_postgres, _fill_sqlite, _postgres_db  # noqa: E402
+from admission import PLAN, _drop, _fill_postgres, _fill_sqlite, _postgres_db
 
-from storage import migrate  # noqa: E402
-from storage.sql.ledger import SqlLedger  # noqa: E402
+from storage import migrate
+from storage.sql.ledger import SqlLedger
 
 REPO = Path(__file__).resolve().parent.parent
 ROLLUP = ("INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
@@ -102,7 +102,8 @@ def _time(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> di
 def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, float]]:
     port = _free_port()
     env = {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_PORT": str(port),
-           "GATEWAY_LOG_LEVEL": "warning", "GATEWAY_POLICY_PATH": str(REPO / "config/policies.yaml")}
+           "GATEWAY_LOG_LEVEL": "warning",
+           "GATEWAY_POLICY_PATH": str(REPO / "config/policies.yaml")}
     env.pop("GATEWAY_REDIS_URL", None)
     cmd = [sys.executable, "-m", "gateway.cli", "serve"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,

@@ -21,17 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
-from gateway.admin_api import admin_routes
+from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
+from gateway.api.billing import BILLING_ROUTES
+from gateway.api.models import MODELS_ROUTES
+from gateway.api.openapi import openapi_route
+from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
+from gateway.api.stream import STREAM_ROUTES
 from gateway.auth import KeyCache
-from gateway.auto_topup import AutoTopUps, auto_topup_routes
-from gateway.billing_api import billing_routes
 from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
-from gateway.models_api import models_routes
-from gateway.openapi import openapi_route
-from gateway.payments_api import payments_routes, stripe_client
 from gateway.problems import (
     BadRequest,
     GatewayError,
@@ -43,14 +44,12 @@ from gateway.problems import (
     render,
     send_problem,
 )
-from gateway.proxy import Proxy, new_request_id
+from gateway.proxy.pipeline import Proxy, new_request_id
+from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter, RedisCounters
-from gateway.resume import InProcessResumeTokens, ResumeTokens
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.stream_api import stream_routes
 from gateway.unbilled import UnbilledSpool
-from gateway.upstream import UpstreamClient
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
@@ -58,7 +57,15 @@ from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
-from storage.ports import Counters, EventBus, NonceStore, Payments, StoreUnavailable
+from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.ports import (
+    Counters,
+    EventBus,
+    NonceStore,
+    Payments,
+    ResumeTokenStore,
+    StoreUnavailable,
+)
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -105,8 +112,15 @@ class Gateway:
         await self._web(scope, receive, send)
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        """Build the services, start the background tasks; yield the lifespan state the server
+        copies into every request (`request.state.services`, read by the API handlers through
+        gateway.api.edge.services_for); close everything on shutdown."""
         services = await build_services(self.settings, self._initial_policy)
+        if not self.settings.public_url and self.settings.host in ("0.0.0.0", "::", ""):
+            log.warning("GATEWAY_PUBLIC_URL is unset and the gateway listens on a wildcard "
+                        "address: problem type URLs will name it; set GATEWAY_PUBLIC_URL to the "
+                        "address clients reach", extra={"host": self.settings.host})
         self.services = services
         _tune_gc()
         self.proxy = Proxy(services)
@@ -115,7 +129,7 @@ class Gateway:
                  asyncio.ensure_future(_renew_leases(services)),
                  asyncio.ensure_future(maintain(services))]
         try:
-            yield
+            yield {"services": services}
         finally:
             for task in tasks:
                 task.cancel()
@@ -135,7 +149,8 @@ class Gateway:
                                                             for k, v in headers})
 
     async def _store_unavailable(self, request: Request, exc: Exception) -> Response:
-        """A StoreUnavailable no handler translated: the 503 problem all the others answer."""
+        """The one answer of the billing and admin API to a store failure (StoreUnavailable
+        raised by any handler): the `503 store-unavailable` problem, counted."""
         if self.services is not None:
             self.services.metrics.store_errors.labels("web").inc()
         return await self._problem(request, StoreUnavailableProblem(
@@ -231,11 +246,13 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     lease_s = policy.document.holds.lease_s
     ledger: MemoryLedger | SqlLedger
     payments: Payments
+    resume: ResumeTokenStore
+    nonces: NonceStore
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
-        resume: ResumeTokens = InProcessResumeTokens()
-        nonces: NonceStore = InProcessNonces(ledger.store)
+        resume = InProcessResumeTokens()
+        nonces = InProcessNonces(ledger.store)
     else:
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
@@ -341,6 +358,10 @@ async def _renew_leases(services: Services) -> None:
         except StoreUnavailable:
             services.metrics.store_errors.labels("renew_leases").inc()
             log.warning("could not renew hold leases: store unavailable")
+        except Exception:  # this loop must outlive any one failure: if it died,
+            # this process's live holds would lapse and their balance become spendable again
+            services.metrics.store_errors.labels("renew_leases").inc()
+            log.exception("could not renew hold leases; retrying next tick")
 
 
 def _web_routes(gw: Gateway) -> list[WebRoute]:
@@ -395,12 +416,12 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         return JSONResponse(doc, headers=headers)
 
     return [
-        *billing_routes(gw),
-        *admin_routes(gw),
-        *payments_routes(gw),
-        *stream_routes(gw),
-        *auto_topup_routes(gw),
-        *models_routes(gw),
+        *BILLING_ROUTES,
+        *ADMIN_ROUTES,
+        *PAYMENTS_ROUTES,
+        *STREAM_ROUTES,
+        *AUTO_TOPUP_ROUTES,
+        *MODELS_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

@@ -41,8 +41,8 @@ def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> st
 
 
 class KeyCache:
-    """Resolves API keys through the store (`Accounts`) with a TTL cache (`ttl_s` seconds; 0 = look up
-    every call while the store is up).
+    """Resolves API keys through the store (`Accounts`) with a TTL cache (`ttl_s` seconds;
+    0 = look up every call while the store is up).
 
     Unknown keys are cached too (for at most 5 s) so a flood of bad keys does not reach the
     database. Raises StoreUnavailable when the store is down and the key has no positive entry

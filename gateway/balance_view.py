@@ -22,13 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 from policies.compiled import Plan
-from storage.clock import iso_utc
+from storage.clock import MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND, iso_utc
+from storage.clock import floor_seconds as _s
 from storage.engine.buckets import Source
 from storage.engine.events import balance_totals
-from storage.engine.events import seconds as _s
 from storage.ports import BalanceSnapshot, BucketView
 
-EXPIRING_WITHIN_MS = 24 * 3_600_000
+EXPIRING_WITHIN_MS = 24 * MS_PER_HOUR
 
 
 def bucket_status(expires_at_ms: int | None, now_ms: int) -> str:
@@ -49,7 +49,9 @@ def _bucket(b: BucketView, priority: int, now_ms: int) -> dict[str, Any]:
             "priority": priority, "status": bucket_status(b.expires_at_ms, now_ms)}
 
 
-def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: str) -> dict[str, Any]:
+def enhanced_balance(
+    snap: BalanceSnapshot, plan: Plan | None, catalog_version: str
+) -> dict[str, Any]:
     """EnhancedBalance of `snap` (buckets in burn order; times RFC 3339 UTC or null). The
     snapshot's own clock, `snap.now_ms`, decides each bucket's `status`."""
     listed = [_bucket(b, i, snap.now_ms) for i, b in enumerate(snap.buckets, 1)]
@@ -64,7 +66,7 @@ def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: 
         "totals": {
             **totals,
             "held_seconds": _s(snap.held),
-            "debt_seconds": -(-snap.debt // 1000),
+            "debt_seconds": -(-snap.debt // MS_PER_SECOND),
             "next_expiry_at": iso_utc(min(expiries)) if expiries else None,
         },
         "buckets": {
@@ -73,9 +75,9 @@ def enhanced_balance(snap: BalanceSnapshot, plan: Plan | None, catalog_version: 
         },
         "scheduled_change": _scheduled_change(snap),
         "bonus": {
-            "daily_minutes": (plan.daily_bonus // 60_000) if plan else 0,
-            "used_this_month_minutes": snap.daily_granted_this_month // 60_000,
-            "monthly_cap_minutes": (plan.monthly_bonus_cap // 60_000)
+            "daily_minutes": (plan.daily_bonus // MS_PER_MINUTE) if plan else 0,
+            "used_this_month_minutes": snap.daily_granted_this_month // MS_PER_MINUTE,
+            "monthly_cap_minutes": (plan.monthly_bonus_cap // MS_PER_MINUTE)
             if plan and plan.monthly_bonus_cap is not None else 0,
         },
     }
@@ -89,4 +91,4 @@ def _scheduled_change(snap: BalanceSnapshot) -> dict[str, Any] | None:
     rollover = sum(b.remaining for b in snap.buckets if b.source == Source.ROLLOVER.value)
     return {"new_plan": snap.pending_plan_key,
             "effective_date": iso_utc(snap.pending_effective_at_ms),
-            "will_discard_rollover": rollover > 0, "minutes_to_discard": rollover // 60_000}
+            "will_discard_rollover": rollover > 0, "minutes_to_discard": rollover // MS_PER_MINUTE}

@@ -2,7 +2,7 @@
 
 Pure ASGI middleware (STYLE: a plain class like starlette's `TrustedHostMiddleware`) around the
 Starlette part of the app; the proxied routes keep their per-route `max_body_bytes`
-(gateway.forwarding.read_body). A declared `Content-Length` over the limit is answered
+(gateway.proxy.forwarding.read_body). A declared `Content-Length` over the limit is answered
 `413 payload-too-large` before anything is read. Otherwise `receive` is wrapped: it counts the
 bytes as they arrive (chunked bodies included) and raises PayloadTooLarge the moment the limit
 is passed, which the app's problem handler answers — so no handler ever holds more than
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.problems import PayloadTooLarge, send_problem
+from gateway.proxy.forwarding import declared_length
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -75,5 +76,5 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     rejects a malformed one before the app runs, and the counting limit still applies)."""
     for key, value in headers:
         if key == b"content-length":
-            return int(value) if value.isdigit() and len(value) < 20 else None
+            return declared_length(value)
     return None

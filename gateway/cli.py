@@ -25,7 +25,7 @@ from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
-from storage.clock import iso_utc, now_ms
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.engine.buckets import Source
 from storage.ports import StoreUnavailable, UnknownAccount
@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace, settings: Settings, policy: Policy,
         from gateway.app import create_app
 
         app = create_app(settings, policy)
-        server = uvicorn.Server(uvicorn.Config(app, **config_args))  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(app, **config_args))
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
             server.run(sockets=[sock])
         return 0 if server.started else 3  # 3: the app failed to start (uvicorn's code)
@@ -363,16 +363,17 @@ async def _keys(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> 
 
 
 async def _grant(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
-    units = args.minutes * 60_000 if args.minutes is not None else args.seconds * 1000
+    units = (args.minutes * MS_PER_MINUTE if args.minutes is not None
+             else args.seconds * MS_PER_SECOND)
     shown = f"{args.minutes} min" if args.minutes is not None else f"{args.seconds} s"
     if units <= 0:
         raise CliError("the amount must be a positive number")
-    if units > MAX_GRANT_MINUTES * 60_000:
+    if units > MAX_GRANT_MINUTES * MS_PER_MINUTE:
         raise CliError(f"the amount is over {MAX_GRANT_MINUTES} minutes")
     source = Source(args.source)
     expires = None
     if source is Source.PACKAGE:
-        expires = now_ms() + policy.document.catalog.package_expiry_days * 86_400_000
+        expires = now_ms() + policy.document.catalog.package_expiry_days * MS_PER_DAY
     import secrets
 
     try:
@@ -402,7 +403,7 @@ async def _balance(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) 
           f"debt {t['debt_seconds']} s)")
     for b in snap.buckets:
         exp = iso_utc(b.expires_at_ms) if b.expires_at_ms else "never"
-        print(f"  {b.source:<12} {b.remaining / 1000:>12.3f} s  expires {exp}")
+        print(f"  {b.source:<12} {b.remaining / MS_PER_SECOND:>12.3f} s  expires {exp}")
     return 0
 
 

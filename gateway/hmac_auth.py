@@ -57,7 +57,7 @@ async def verify(
 ) -> str:
     """Check a signature header; returns the key id. Raises Unauthorized (401) with a reason:
     malformed header, unknown key, timestamp outside ±300 s, bad signature, reused nonce."""
-    parts = dict(m.groups() for m in (_PART.fullmatch(p) for p in header.split(",")) if m)
+    parts = {m[1]: m[2] for m in (_PART.fullmatch(p) for p in header.split(",")) if m}
     key_id, ts, nonce, sig = (parts.get(k) for k in ("keyId", "ts", "nonce", "sig"))
     if not (key_id and ts and nonce and sig) or not ts.isdigit() or not _NONCE.match(nonce):
         raise Unauthorized("X-HMAC-Signature must be 'keyId=…, ts=…, nonce=…, sig=…'.")

@@ -15,8 +15,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.stripe_webhooks import plan_rules
-from storage.clock import now_ms
+from gateway.api.stripe_webhooks import plan_rules
+from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ async def maintain_once(s: Services) -> dict[str, int]:
     closed = 0
     for account_id in await s.payments.expired_accounts(BATCH, at):
         closed += await s.payments.close_expired(account_id, rules, at)
-    pruned = await s.event_log.prune_events(at - s.settings.event_history_s * 1000)
+    pruned = await s.event_log.prune_events(at - s.settings.event_history_s * MS_PER_SECOND)
     refunds = await s.payments.settle_orphan_refunds(at)
     topups = await s.topups.retry_due()
     return {"closed_buckets": closed, "pruned_events": pruned, "refunds": refunds,
@@ -51,3 +51,6 @@ async def maintain(s: Services) -> None:
         except StoreUnavailable:
             s.metrics.store_errors.labels("maintenance").inc()
             log.warning("maintenance skipped: store unavailable")
+        except Exception:  # one failed pass must not end expiry and top-ups
+            s.metrics.store_errors.labels("maintenance").inc()
+            log.exception("maintenance pass failed; retrying next tick")

@@ -13,7 +13,7 @@
     ├── PayloadTooLarge               413     payload-too-large
     ├── ResumeTokenMismatch           422     resume-token-mismatch
     ├── IdempotencyKeyReused          422     idempotency-key-reused
-    ├── InsufficientBalance           402     insufficient-ai-time   (built by `insufficient_ai_time`)
+    ├── InsufficientBalance           402     insufficient-ai-time   (built by insufficient_ai_time)
     ├── RateLimited                   429     rate-limited
     ├── UpstreamUnavailable           502     upstream-unavailable
     ├── PaymentProviderError          502     payment-provider-error

@@ -9,13 +9,20 @@ from typing import Any
 from gateway.auth import KeyCache
 from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.metrics import Metrics
+from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter
-from gateway.resume import ResumeTokens
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
-from gateway.upstream import UpstreamClient
 from policies.compiled import Policy
-from storage.ports import Accounts, EventBus, EventLog, Ledger, NonceStore, Payments
+from storage.ports import (
+    Accounts,
+    EventBus,
+    EventLog,
+    Ledger,
+    NonceStore,
+    Payments,
+    ResumeTokenStore,
+)
 
 
 @dataclass
@@ -30,7 +37,7 @@ class Services:
     payments: Payments
     event_log: EventLog
     keys: KeyCache
-    resume: ResumeTokens
+    resume: ResumeTokenStore
     upstream: UpstreamClient
     metrics: Metrics
     limiter: RateLimiter
@@ -38,6 +45,6 @@ class Services:
     nonces: NonceStore
     bus: EventBus = field(default_factory=InProcessEventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
-    topups: Any = None  # gateway.auto_topup.AutoTopUps, set by build_services
+    topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

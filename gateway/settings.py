@@ -21,18 +21,39 @@
 | GATEWAY_STREAM_POLL_S | 5 | a stream re-reads the event log at least this often (bus fallback) |
 | GATEWAY_MAINTENANCE_S | 30 | period of expiry/rollover, event pruning and auto top-up retries |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
-"""
+"""  # noqa: E501 - a Markdown table
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any
+
+import annotated_types
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from policies import PACKAGED_POLICY
+from storage.clock import SECONDS_PER_DAY
 
 LOCAL_POLICY = Path("config/policies.yaml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_MIB = 1_048_576
 
 
 class SettingsError(ValueError):
@@ -46,118 +67,88 @@ def default_policy_paths() -> tuple[Path, ...]:
     return (LOCAL_POLICY,) if LOCAL_POLICY.is_file() else (PACKAGED_POLICY,)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is outside {low}..{high}")
-    return value
+class _EnvMapping(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of `os.environ`, so
+    `Settings.from_env(mapping)` reads exactly that mapping. Only the fields' variables
+    (`validation_alias`) are read, never bare field names; empty values count as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._variables = {str(f.validation_alias) for f in settings_cls.model_fields.values()}
+        self._env = env
+        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._env.items()
+                if name in self._variables and value != ""}
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name) or default
-    if not value.startswith(("http://", "https://")):
-        raise SettingsError(f"{name}={value!r} is not an http(s) URL")
-    return value.rstrip("/")
+class Settings(BaseSettings):
+    """Validated deployment settings (frozen). `Settings.from_env()` reads the environment: each
+    field's `validation_alias` is its variable (table above). `Settings(field=value, …)` builds
+    from explicit values and the defaults only, never from `os.environ` (tests, CLI overrides).
+    Invalid values raise SettingsError naming the variable."""
 
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", case_sensitive=True, env_ignore_empty=True,
+        validate_by_name=True, validate_by_alias=True,
+    )
 
-def _admin_token(raw: str | None) -> str | None:
-    if raw is not None and len(raw) < 32:
-        raise SettingsError("GATEWAY_ADMIN_TOKEN must be at least 32 characters")
-    return raw
+    database_url: str = Field("sqlite:///./gateway.db", validation_alias="GATEWAY_DATABASE_URL")
+    policy_paths: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default_factory=default_policy_paths, validation_alias="GATEWAY_POLICY_PATH")
+    redis_url: str | None = Field(None, validation_alias="GATEWAY_REDIS_URL")
+    host: str = Field("127.0.0.1", validation_alias="GATEWAY_HOST")
+    port: int = Field(8080, ge=1, le=65535, validation_alias="GATEWAY_PORT")
+    public_url: str | None = Field(None, validation_alias="GATEWAY_PUBLIC_URL")
+    log_level: str = Field("info", validation_alias="GATEWAY_LOG_LEVEL")
+    key_cache_ttl_s: int = Field(30, ge=0, le=3600, validation_alias="GATEWAY_KEY_CACHE_TTL_S")
+    unbilled_path: Path = Field(Path("unbilled.jsonl"), validation_alias="GATEWAY_UNBILLED_PATH")
+    hmac_keys: Annotated[Mapping[str, str], NoDecode] = Field(
+        default_factory=dict, repr=False, validation_alias="GATEWAY_HMAC_KEYS")
+    admin_token: str | None = Field(None, repr=False, validation_alias="GATEWAY_ADMIN_TOKEN")
+    stripe_secret_key: str | None = Field(None, repr=False, validation_alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: str | None = Field(None, repr=False,
+                                              validation_alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str = Field("https://api.stripe.com", validation_alias="STRIPE_API_BASE")
+    # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing/success | /billing/cancel
+    checkout_success_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_SUCCESS_URL")
+    checkout_cancel_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_CANCEL_URL")
+    event_history_s: int = Field(SECONDS_PER_DAY, ge=60, le=90 * SECONDS_PER_DAY,
+                                 validation_alias="GATEWAY_EVENT_HISTORY_S")
+    stream_keepalive_s: int = Field(15, ge=1, le=300,
+                                    validation_alias="GATEWAY_STREAM_KEEPALIVE_S")
+    stream_poll_s: int = Field(5, ge=1, le=300, validation_alias="GATEWAY_STREAM_POLL_S")
+    maintenance_s: int = Field(30, ge=1, le=3600, validation_alias="GATEWAY_MAINTENANCE_S")
+    # billing, admin, webhooks (proxied routes: per route)
+    max_body_bytes: int = Field(_MIB, ge=1024, le=64 * _MIB,
+                                validation_alias="GATEWAY_MAX_BODY_BYTES")
 
+    # The whole environment the settings were read from: the policy's upstreams look their
+    # `base_url_env` / `api_key_env` variables up in it (policies.compiled.load_policy).
+    _env: Mapping[str, str] = PrivateAttr(default_factory=dict)
 
-def _hmac_keys(raw: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for item in (p.strip() for p in raw.split(",") if p.strip()):
-        key_id, sep, secret = item.partition(":")
-        if not sep or not key_id or len(secret) < 32:
-            raise SettingsError("GATEWAY_HMAC_KEYS: each entry is 'id:secret' with a secret of "
-                                "at least 32 characters")
-        keys[key_id] = secret
-    return keys
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated deployment settings. Build with `Settings.from_env()`."""
-
-    database_url: str = "sqlite:///./gateway.db"
-    policy_paths: tuple[Path, ...] = field(default_factory=default_policy_paths)
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str | None = None
-    log_level: str = "info"
-    key_cache_ttl_s: int = 30
-    unbilled_path: Path = Path("unbilled.jsonl")
-    hmac_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
-    admin_token: str | None = field(default=None, repr=False)
-    stripe_secret_key: str | None = field(default=None, repr=False)
-    stripe_webhook_secret: str | None = field(default=None, repr=False)
-    stripe_api_base: str = "https://api.stripe.com"
-    checkout_success_url: str = "http://localhost:8080/billing/success"
-    checkout_cancel_url: str = "http://localhost:8080/billing/cancel"
-    event_history_s: int = 86_400
-    stream_keepalive_s: int = 15
-    stream_poll_s: int = 5
-    maintenance_s: int = 30
-    max_body_bytes: int = 1_048_576  # billing, admin, webhooks (proxied routes: per route)
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit values only: the environment comes in through `from_env` alone."""
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate settings. Raises SettingsError naming the bad variable."""
+        """Read and validate settings from `env` (default: `os.environ`); an empty value counts
+        as unset. Raises SettingsError naming each bad variable."""
         env = dict(os.environ if env is None else env)
-        url = env.get("GATEWAY_DATABASE_URL") or cls.database_url
-        if not (url.startswith("sqlite") or url.startswith("postgresql")):
-            raise SettingsError(
-                f"GATEWAY_DATABASE_URL={url!r}: expected sqlite:///PATH or postgresql+asyncpg://…"
-            )
-        if url.startswith("postgresql") and "+asyncpg" not in url:
-            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
-        paths = tuple(
-            Path(p.strip()) for p in (env.get("GATEWAY_POLICY_PATH") or "").split(",") if p.strip()
-        ) or default_policy_paths()
-        level = (env.get("GATEWAY_LOG_LEVEL") or "info").lower()
-        if level not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: use debug, info, warning or error")
-        redis_url = env.get("GATEWAY_REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"GATEWAY_REDIS_URL={redis_url!r}: expected redis://HOST:PORT/DB")
-        return cls(
-            database_url=url,
-            policy_paths=paths,
-            redis_url=redis_url,
-            host=env.get("GATEWAY_HOST") or "127.0.0.1",
-            port=_int(env, "GATEWAY_PORT", 8080, 1, 65535),
-            public_url=env.get("GATEWAY_PUBLIC_URL") or None,
-            log_level=level,
-            key_cache_ttl_s=_int(env, "GATEWAY_KEY_CACHE_TTL_S", 30, 0, 3600),
-            unbilled_path=Path(env.get("GATEWAY_UNBILLED_PATH") or "unbilled.jsonl"),
-            hmac_keys=_hmac_keys(env.get("GATEWAY_HMAC_KEYS", "")),
-            admin_token=_admin_token(env.get("GATEWAY_ADMIN_TOKEN") or None),
-            stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
-            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
-            stripe_api_base=_url(env, "STRIPE_API_BASE", "https://api.stripe.com"),
-            checkout_success_url=_url(env, "GATEWAY_CHECKOUT_SUCCESS_URL",
-                                      (env.get("GATEWAY_PUBLIC_URL") or "http://localhost:8080")
-                                      .rstrip("/") + "/billing/success"),
-            checkout_cancel_url=_url(env, "GATEWAY_CHECKOUT_CANCEL_URL",
-                                     (env.get("GATEWAY_PUBLIC_URL") or "http://localhost:8080")
-                                     .rstrip("/") + "/billing/cancel"),
-            event_history_s=_int(env, "GATEWAY_EVENT_HISTORY_S", 86_400, 60, 90 * 86_400),
-            stream_keepalive_s=_int(env, "GATEWAY_STREAM_KEEPALIVE_S", 15, 1, 300),
-            stream_poll_s=_int(env, "GATEWAY_STREAM_POLL_S", 5, 1, 300),
-            maintenance_s=_int(env, "GATEWAY_MAINTENANCE_S", 30, 1, 3600),
-            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
-            env=env,
-        )
+        settings = cls._validated(_EnvMapping(cls, env)())
+        settings._env = env
+        return settings
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment these settings were read from ({} when built from explicit values)."""
+        return self._env
 
     def export_for_workers(self) -> None:
         """Write CLI overrides back to this process's environment so uvicorn's worker
@@ -168,6 +159,130 @@ class Settings:
         os.environ["GATEWAY_PORT"] = str(self.port)
         os.environ["GATEWAY_UNBILLED_PATH"] = str(self.unbilled_path)
 
-    def with_overrides(self, **changes: object) -> Settings:
-        """A copy with some fields replaced (CLI flags win over the environment)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A validated copy with some fields replaced (CLI flags win over the environment).
+        Raises SettingsError on an invalid value."""
+        settings = self._validated({**self.model_dump(), **changes})
+        settings._env = self._env
+        return settings
+
+    @classmethod
+    def _validated(cls, values: Mapping[str, Any]) -> Settings:
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_message(cls, e) for e in exc.errors())) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        """Key the values by field name and derive the unset Checkout URLs from the public URL."""
+        if not isinstance(data, dict):
+            return data
+        data = {_FIELD_OF.get(key, key): value for key, value in data.items()}
+        base = (data.get("public_url") or "http://localhost:8080").rstrip("/")
+        for name, page in (("checkout_success_url", "success"), ("checkout_cancel_url", "cancel")):
+            data[name] = data.get(name) or f"{base}/billing/{page}"
+        return data
+
+    @field_validator("port", "key_cache_ttl_s", "event_history_s", "stream_keepalive_s",
+                     "stream_poll_s", "maintenance_s", "max_body_bytes", mode="before")
+    @classmethod
+    def _integer(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise SettingsError(f"{_var_of(info)}={value!r} is not an integer") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        if not (url.startswith("sqlite") or url.startswith("postgresql")):
+            raise SettingsError(
+                f"GATEWAY_DATABASE_URL={url!r}: expected sqlite:///PATH or postgresql+asyncpg://…"
+            )
+        if url.startswith("postgresql") and "+asyncpg" not in url:
+            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        return url
+
+    @field_validator("policy_paths", mode="before")
+    @classmethod
+    def _policy_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):  # comma-separated, merged in order
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip()) \
+                or default_policy_paths()
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        level = str(value).lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: use debug, info, warning or error")
+        return level
+
+    @field_validator("redis_url", "public_url", "admin_token", "stripe_secret_key",
+                     "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"GATEWAY_REDIS_URL={url!r}: expected redis://HOST:PORT/DB")
+        return url
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, token: str | None) -> str | None:
+        if token is not None and len(token) < 32:
+            raise SettingsError("GATEWAY_ADMIN_TOKEN must be at least 32 characters")
+        return token
+
+    @field_validator("hmac_keys", mode="before")
+    @classmethod
+    def _hmac_keys(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for item in (p.strip() for p in value.split(",") if p.strip()):
+            key_id, sep, secret = item.partition(":")
+            if not sep or not key_id or len(secret) < 32:
+                raise SettingsError("GATEWAY_HMAC_KEYS: each entry is 'id:secret' with a secret "
+                                    "of at least 32 characters")
+            keys[key_id] = secret
+        return keys
+
+    @field_validator("stripe_api_base", "checkout_success_url", "checkout_cancel_url")
+    @classmethod
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise SettingsError(f"{_var_of(info)}={value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+_FIELD_OF = {str(f.validation_alias): name for name, f in Settings.model_fields.items()}
+_VAR_OF = {name: alias for alias, name in _FIELD_OF.items()}
+
+
+def _var_of(info: ValidationInfo) -> str:
+    return _VAR_OF[str(info.field_name)]
+
+
+def _message(cls: type[Settings], error: ErrorDetails) -> str:
+    """One ValidationError entry as the SettingsError text: the validators' own message, or
+    `VAR=value is outside LOW..HIGH` for a bound of `Field(ge=…, le=…)`."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingsError):
+        return str(cause)
+    name = str(error["loc"][0]) if error["loc"] else ""
+    var = _VAR_OF.get(name, name)
+    if error["type"] in {"greater_than_equal", "less_than_equal"}:
+        bounds = {type(m): m for m in cls.model_fields[name].metadata}
+        low, high = bounds[annotated_types.Ge].ge, bounds[annotated_types.Le].le
+        return f"{var}={error['input']} is outside {low}..{high}"
+    return f"{var}={error['input']!r}: {error['msg']}"

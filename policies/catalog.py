@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from policies.compiled import Plan
+from policies.meters import MS_PER_MINUTE
 from policies.schema import SUPPORTED_CURRENCIES, CatalogSpec, PackageSpec, SubscriptionSpec
 
 FALLBACK_CURRENCY = "USD"
@@ -41,7 +42,8 @@ def display_price(cents: int, currency: str) -> str:
 
 def major_units(cents: int, currency: str) -> float:
     """Integer minor units as a major-unit number for display (`500` USD → `5.0`)."""
-    return cents / 10 ** _MINOR_DIGITS[currency]
+    scale: int = 10 ** _MINOR_DIGITS[currency]
+    return cents / scale
 
 
 def price_fields(cents: int, currency: str) -> dict[str, Any]:
@@ -50,15 +52,6 @@ def price_fields(cents: int, currency: str) -> dict[str, Any]:
     major = major_units(cents, currency)
     return {"unit_amount_cents": cents, "price": major, "display_price": major,
             "display_price_text": display_price(cents, currency)}
-
-
-def price_in(
-    prices: Mapping[str, int], currency: str
-) -> tuple[str, int, str | None]:
-    """(currency charged, unit amount in cents, fallen back from) for an item's price table."""
-    if currency in prices:
-        return currency, prices[currency], None
-    return FALLBACK_CURRENCY, prices[FALLBACK_CURRENCY], currency
 
 
 def effective_currency(catalog: CatalogSpec, requested: str) -> str:
@@ -71,7 +64,7 @@ def effective_currency(catalog: CatalogSpec, requested: str) -> str:
     return FALLBACK_CURRENCY
 
 
-def _item_price(prices: Mapping[str, int], currency: str) -> dict[str, Any]:
+def _item_price(prices: Mapping[Any, int], currency: str) -> dict[str, Any]:
     return {"currency": currency, **price_fields(prices[currency], currency)}
 
 
@@ -86,11 +79,11 @@ def _subscription(s: SubscriptionSpec, plan: Plan | None, currency: str) -> dict
                            "advisor": {"eligible": s.advisor_eligible}}
     if plan is not None:
         if plan.daily_bonus:
-            doc["bonusDaily"] = plan.daily_bonus // 60_000
+            doc["bonusDaily"] = plan.daily_bonus // MS_PER_MINUTE
         if plan.monthly_bonus_cap is not None:
-            doc["monthlyBonusCap"] = plan.monthly_bonus_cap // 60_000
+            doc["monthlyBonusCap"] = plan.monthly_bonus_cap // MS_PER_MINUTE
         if plan.rollover_cap:
-            doc["rolloverCap"] = plan.rollover_cap // 60_000
+            doc["rolloverCap"] = plan.rollover_cap // MS_PER_MINUTE
     doc.update(_item_price(s.prices, currency))
     return doc
 

@@ -20,10 +20,8 @@ from policies.loader import (
     read_documents,
     validate_document,
 )
-from policies.meters import Meter
+from policies.meters import MS_PER_MINUTE, Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
-
-MS_PER_MINUTE = 60_000
 
 
 @dataclass(frozen=True)
@@ -244,17 +242,17 @@ def compile_policy(
         )
 
     routes: list[Route] = []
-    for spec in doc.routes:
-        upstream = upstreams[spec.upstream]
-        meter = Meter(spec.meter)
+    for route in doc.routes:
+        upstream = upstreams[route.upstream]
+        meter = Meter(route.meter)
         routes.append(
             Route(
-                spec=spec,
+                spec=route,
                 upstream=upstream,
                 meter=meter,
-                estimator=Estimator(spec.estimate, meter),
+                estimator=Estimator(route.estimate, meter),
                 hold_ttl_s=upstream.spec.total_timeout_s + doc.holds.ttl_margin_s,
-                pattern=_path_regex(spec.path),
+                pattern=_path_regex(route.path),
             )
         )
     plans = {k: Plan.from_spec(k, v) for k, v in doc.plans.items()}

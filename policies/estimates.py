@@ -44,7 +44,9 @@ def output_limit(protocol: str, body: Any) -> int | None:
     Generous on purpose: on every protocol with output, every known field is read, not only the
     provider's own (OUTPUT_LIMIT_FIELDS) — OpenAI-compatible servers differ in which one they
     honour, and the largest is the most an upstream may produce. Raises InvalidOutputLimit
-    (naming the field) for a present field that is not an integer in [1, 2³¹−1]."""
+    (naming the field) for a present field that is not an integer in [1, 2³¹−1] — except on
+    `plain` routes, whose API is not known to mean an output limit by it: there such a value is
+    ignored."""
     if not OUTPUT_LIMIT_FIELDS.get(protocol) or not isinstance(body, dict):
         return None
     found: int | None = None
@@ -53,6 +55,8 @@ def output_limit(protocol: str, body: Any) -> int | None:
         if value is None:  # absent, or JSON null: the provider's default applies
             continue
         if type(value) is not int or not 0 < value <= MAX_OUTPUT_LIMIT:
+            if protocol == "plain":  # an API of unknown shape may mean something else by it
+                continue
             raise InvalidOutputLimit(name, value)
         if found is None or value > found:
             found = value

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from policies.schema import DurationMeter, FixedMeter, TokenPrice, TokensMeter
 
 _PER_TOKENS = 1_000_000
+# Ledger units are ms of AI time. policies imports nothing from storage, so the units are
+# named here (storage.clock has the same values for the rest of the code).
+MS_PER_SECOND = 1_000
+MS_PER_MINUTE = 60 * MS_PER_SECOND
 
 
 class UnpricedModel(Exception):
@@ -76,7 +80,7 @@ class TokenPricer:
 
 def duration_cost(spec: DurationMeter, duration_ms: int) -> int:
     """Ledger units for `duration_ms` of upstream wall time under a duration meter."""
-    raw = _ceil_div(max(0, duration_ms) * spec.units_per_second, 1000)
+    raw = _ceil_div(max(0, duration_ms) * spec.units_per_second, MS_PER_SECOND)
     rounded = _ceil_div(raw, spec.round_up_to) * spec.round_up_to
     return max(spec.minimum, rounded)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from policies.headers import FEATURE_HEADERS, forwardable
 
 Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
-SUPPORTED_CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
+SUPPORTED_CURRENCIES: tuple[Currency, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
 NonNeg = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -75,7 +75,7 @@ class UpstreamSpec(_Strict):
             if not items:
                 raise ValueError(f"'{name}' lists no value")
             for item in items:
-                if not _HEADER_ITEM.match(item):
+                if not _HEADER_ITEM.fullmatch(item):
                     raise ValueError(f"'{name}': {item!r} is not one header value item "
                                      "(no commas, spaces or control characters)")
             out[_header_name(name)] = items
@@ -96,7 +96,7 @@ _HEADER_ITEM = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")  # visible ASCII but ','
 
 def _header_name(name: str) -> str:
     name = name.lower()
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a header name")
     if not forwardable(name):
         raise ValueError(f"'{name}' is never forwarded (credentials, hop-by-hop, framing)")

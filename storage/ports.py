@@ -6,7 +6,7 @@ The gateway depends on these and nothing else of storage's adapters:
 - `Payments`: purchases, Stripe events, subscriptions and period ends (expiry, rollover),
   auto top-up;
 - `EventLog`: the per-account event log behind the live stream;
-- `NonceStore`, `Counters`: short-lived shared state (resume tokens: `ResumeTokenStore`);
+- `ResumeTokenStore`, `NonceStore`, `Counters`: short-lived shared state;
 - `EventBus`: the live fan-out of committed events;
 - `Inspection`: raw reads for audits and tests (never on a request path).
 Adapters: storage/sql (SQLite, PostgreSQL), storage/memory (one process), storage.redis_state.
@@ -247,6 +247,36 @@ class AccountEvent:
 
 
 EventSink = Callable[[list[AccountEvent]], None]
+
+
+# ---- resume tokens (SPEC §7) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """What a resume token is bound to. `expires_at_ms` is UTC epoch ms."""
+
+    account_id: str
+    binding: str
+    operation_id: str
+    expires_at_ms: int
+
+
+class ResumeTokenStore(Protocol):
+    """Store of resume tokens; implementations must make `consume` atomic (at most once).
+    Tokens are stored only hashed (storage.resume_tokens.token_hash)."""
+
+    async def issue(self, account_id: str, binding: str, operation_id: str) -> tuple[str, int]:
+        """Create a token; returns (token, expires_at_ms)."""
+        ...
+
+    async def lookup(self, token: str) -> TokenRecord | None:
+        """The live, unused record of `token`, or None (unknown, expired or used)."""
+        ...
+
+    async def consume(self, token: str) -> bool:
+        """Mark the token used; True only for the single caller that consumed it."""
+        ...
 
 
 # ---- the ports --------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.resume import TTL_S, InProcessResumeTokens, TokenRecord, new_token, token_hash
+from storage.clock import MS_PER_SECOND, now_ms
+from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.ports import TokenRecord
+from storage.resume_tokens import TTL_S, new_token, token_hash
 
 log = logging.getLogger("storage.redis")
 _PREFIX = "gw:rt:"
@@ -62,7 +65,7 @@ class RedisResumeTokens:
 
     async def issue(self, account_id: str, binding: str, operation_id: str) -> tuple[str, int]:
         token = new_token()
-        expires = time.time_ns() // 1_000_000 + self._ttl_s * 1000
+        expires = now_ms() + self._ttl_s * MS_PER_SECOND
         doc = json.dumps({"a": account_id, "b": binding, "o": operation_id, "e": expires})
         if self.breaker.open:
             return await self._fallback.issue(account_id, binding, operation_id)
@@ -84,7 +87,7 @@ class RedisResumeTokens:
         if raw is None:
             return await self._fallback.lookup(token)
         d = json.loads(raw)
-        if d["e"] <= time.time_ns() // 1_000_000:
+        if d["e"] <= now_ms():
             return None
         return TokenRecord(d["a"], d["b"], d["o"], d["e"])
 
@@ -98,7 +101,7 @@ class RedisResumeTokens:
             return await self._fallback.consume(token)
         if raw is None:
             return await self._fallback.consume(token)
-        return bool(json.loads(raw)["e"] > time.time_ns() // 1_000_000)
+        return bool(json.loads(raw)["e"] > now_ms())
 
     async def ping(self) -> None:
         """Raises RedisError/OSError when Redis is unreachable."""

@@ -13,7 +13,7 @@ from datetime import datetime
 class Source(enum.StrEnum):
     """Where a bucket's balance came from; decides its lifetime (SPEC §4 table). Balances count
     `daily` buckets as bonus time and every other source as paid (seeds: BucketWithDisplay
-    `type: 'daily' | 'paid'`; storage.sql.events.balance_totals)."""
+    `type: 'daily' | 'paid'`; storage.engine.events.balance_totals)."""
 
     DAILY = "daily"
     SUBSCRIPTION = "subscription"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from storage.clock import iso_utc
+from storage.clock import floor_seconds, iso_utc
 from storage.engine.buckets import Source
 
 BALANCE_UPDATED = "balance.updated"
@@ -22,11 +22,6 @@ CREDIT_APPLIED = "credit.applied"
 PACKAGE_FULFILLED = "package.fulfilled"
 ROLLOVER_CREATED = "rollover.created"
 RESUME_READY = "resume.ready"
-
-
-def seconds(ms: int) -> int:
-    """Whole seconds of `ms` ledger units, rounded down, never negative."""
-    return max(0, ms) // 1000
 
 
 def balance_totals(buckets: Iterable[tuple[str, int]], held: int, debt: int) -> dict[str, int]:
@@ -40,12 +35,12 @@ def balance_totals(buckets: Iterable[tuple[str, int]], held: int, debt: int) -> 
     for source, remaining in buckets:
         spendable += remaining
         if source == Source.DAILY:
-            bonus += seconds(remaining)
+            bonus += floor_seconds(remaining)
         else:
-            paid += seconds(remaining)
+            paid += floor_seconds(remaining)
     total = bonus + paid
     return {"total_seconds": total, "paid_seconds": paid, "bonus_seconds": bonus,
-            "available_seconds": min(total, seconds(spendable - held - debt))}
+            "available_seconds": min(total, floor_seconds(spendable - held - debt))}
 
 
 def balance_data(buckets: Iterable[tuple[str, int]], held: int, debt: int,
@@ -64,14 +59,14 @@ def credit_events(source: Source, bucket_id: str, amount: int, expires_at_ms: in
     credit.applied (with the debt it paid off, when `netted` > 0)."""
     expires = None if expires_at_ms is None else iso_utc(expires_at_ms)
     if source is Source.ROLLOVER:
-        created = (ROLLOVER_CREATED, {"bucket_id": bucket_id, "seconds": seconds(amount),
+        created = (ROLLOVER_CREATED, {"bucket_id": bucket_id, "seconds": floor_seconds(amount),
                                       "expires_at": expires, "from_bucket": from_bucket})
     else:
         created = (BUCKET_CREATED, {"bucket_id": bucket_id, "source": source.value,
-                                    "seconds": seconds(amount), "expires_at": expires})
-    applied = {"type": entry_type, "seconds": seconds(amount), "reason": reason,
+                                    "seconds": floor_seconds(amount), "expires_at": expires})
+    applied = {"type": entry_type, "seconds": floor_seconds(amount), "reason": reason,
                "bucket_id": bucket_id,
-               **({"debt_netted_seconds": seconds(netted)} if netted else {})}
+               **({"debt_netted_seconds": floor_seconds(netted)} if netted else {})}
     return [created, (CREDIT_APPLIED, applied)]
 
 
@@ -79,14 +74,14 @@ def bucket_expired(bucket_id: str, source: str, unused: int, expires_at_ms: int,
                    rolled: int) -> dict[str, Any]:
     """Data of bucket.expired for a bucket closed at its expiry (`rolled` of its `unused`
     units carried into rollover)."""
-    return {"bucket_id": bucket_id, "source": source, "seconds": seconds(unused),
-            "expired_at": iso_utc(expires_at_ms), "rolled_over_seconds": seconds(rolled)}
+    return {"bucket_id": bucket_id, "source": source, "seconds": floor_seconds(unused),
+            "expired_at": iso_utc(expires_at_ms), "rolled_over_seconds": floor_seconds(rolled)}
 
 
 def rollover_discarded(bucket_id: str, unused: int, reason: str) -> dict[str, Any]:
     """Data of bucket.expired for a rollover bucket discarded by a downgrade."""
-    return {"bucket_id": bucket_id, "source": Source.ROLLOVER.value, "seconds": seconds(unused),
-            "reason": reason}
+    return {"bucket_id": bucket_id, "source": Source.ROLLOVER.value,
+            "seconds": floor_seconds(unused), "reason": reason}
 
 
 def fulfilment_events(package_key: str, minutes: int, session_id: str,

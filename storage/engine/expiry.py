@@ -20,11 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from storage.clock import iso_utc, to_datetime
+from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, iso_utc, to_datetime
 from storage.engine.buckets import Bucket, Source
-
-MS_PER_MINUTE = 60_000
-MS_PER_SECOND = 1_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKOFF_BASE_MS = 60_000
-BACKOFF_CAP_MS = 86_400_000
-STALE_PENDING_MS = 15 * 60_000  # a pending attempt with no answer for this long is retried
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE
+
+BACKOFF_BASE_MS = MS_PER_MINUTE
+BACKOFF_CAP_MS = MS_PER_DAY
+STALE_PENDING_MS = 15 * MS_PER_MINUTE  # a pending attempt with no answer for this long is retried
 
 
 def backoff_ms(failures: int) -> int:
     """Wait after the `failures`-th consecutive decline (≥ 1): 1 min doubling, ≤ 24 h."""
-    return min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** max(0, min(failures - 1, 20)))
+    doublings: int = 2 ** max(0, min(failures - 1, 20))
+    return min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * doublings)
 
 
 @dataclass(frozen=True, slots=True)

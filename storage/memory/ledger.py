@@ -13,7 +13,7 @@ import json
 import secrets
 from typing import Any
 
-from storage.clock import MS_PER_DAY, Clock, now_ms, to_datetime, to_ms
+from storage.clock import MS_PER_SECOND, Clock, day_start_ms, now_ms, to_datetime, to_ms
 from storage.engine import bonus
 from storage.engine.availability import Funds, available, funds, wants_top_up
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, EventType, Source
@@ -38,10 +38,6 @@ from storage.ports import (
 )
 
 KEY_PREFIX = "gw_"
-
-
-def _day(at_ms: int) -> int:
-    return at_ms // MS_PER_DAY * MS_PER_DAY
 
 
 class MemoryLedger:
@@ -181,13 +177,13 @@ class MemoryLedger:
         hold_id = new_sequential_id("hold")
         s.holds[hold_id] = {"id": hold_id, "account_id": account_id, "amount": amount,
                             "operation": operation, "created_at_ms": at,
-                            "expires_at_ms": at + int(self.lease_s * 1000),
+                            "expires_at_ms": at + int(self.lease_s * MS_PER_SECOND),
                             "request_id": request_id}
         if request_id is not None:
             s.usage_records[request_id] = _usage_row(
                 request_id, account_id, operation, model, None, 0, (0, 0, 0, 0), amount, 0, 0,
                 "none", streamed, IN_FLIGHT, at)
-        self._leases[hold_id] = at + int(ttl_s * 1000)
+        self._leases[hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return Admission(hold_id=hold_id, amount=amount, available_after=f.available - amount)
 
     async def extend_hold(self, account_id: str, hold_id: str, new_amount: int,
@@ -201,9 +197,9 @@ class MemoryLedger:
         if new_amount > current and not self._funds(account_id, at).covers(new_amount - current):
             return False
         hold["amount"] = max(new_amount, current)
-        hold["expires_at_ms"] = at + int(self.lease_s * 1000)
+        hold["expires_at_ms"] = at + int(self.lease_s * MS_PER_SECOND)
         if hold_id in self._leases:
-            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * 1000))
+            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * MS_PER_SECOND))
         return True
 
     async def settle(self, hold_id: str | None, record: CallRecord, charge: int,
@@ -260,7 +256,7 @@ class MemoryLedger:
 
     def _roll_up(self, account_id: str, at_ms: int, operation: str, calls: int,
                  charged: int) -> None:
-        key = (account_id, _day(at_ms), operation)
+        key = (account_id, day_start_ms(at_ms), operation)
         row = self.store.usage_daily.setdefault(key, {
             "account_id": account_id, "day_ms": key[1], "operation": operation, "calls": 0,
             "charged": 0})
@@ -276,11 +272,22 @@ class MemoryLedger:
                 del self.store.usage_records[hold["request_id"]]
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
+        """Renew this ledger's in-flight holds (those still within their route's ttl and not
+        lapsed), then sweep every ledger's holds lapsed for over a lease (their calls' records
+        closed `interrupted`, counted in the rollup of `at_ms`), as SqlLedger does."""
         s = self.store
         at = self.clock() if at_ms is None else at_ms
-        lease_ms = int(self.lease_s * 1000)
+        lease_ms = int(self.lease_s * MS_PER_SECOND)
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
+        renewed = 0
+        for hold_id in list(self._leases):  # own holds first, so a late tick never sweeps them
+            mine = s.holds.get(hold_id)
+            if mine is not None and mine["expires_at_ms"] > at:
+                mine["expires_at_ms"] = at + lease_ms
+                renewed += 1
+            else:
+                del self._leases[hold_id]
         for hold in [h for h in s.holds.values() if h["expires_at_ms"] <= at - lease_ms]:
             del s.holds[hold["id"]]
             record = s.usage_records.get(hold["request_id"] or "")
@@ -288,14 +295,6 @@ class MemoryLedger:
                 record.update(outcome=INTERRUPTED, charged=0, unbilled=record["estimated"],
                               created_at_ms=at)
                 self._roll_up(record["account_id"], at, record["operation"], 1, 0)
-        renewed = 0
-        for hold_id in list(self._leases):
-            mine = s.holds.get(hold_id)
-            if mine is not None and mine["expires_at_ms"] > at:
-                mine["expires_at_ms"] = at + lease_ms
-                renewed += 1
-            else:
-                del self._leases[hold_id]
         return renewed
 
     # ---- grants ------------------------------------------------------------------------------
@@ -388,7 +387,7 @@ class MemoryLedger:
                             to_ms_: int) -> list[tuple[str, int, int, int]]:
         return [(r["operation"], r["day_ms"], r["charged"], r["calls"])
                 for r in self.store.usage_daily.values()
-                if r["account_id"] == account_id and _day(from_ms) <= r["day_ms"] < to_ms_]
+                if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_]
 
     async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
         column = "model" if by == "model" else "operation"

@@ -3,7 +3,7 @@ memory: a nonce is accepted once per store for its ttl (asyncio makes check-and-
 
 from __future__ import annotations
 
-from storage.clock import Clock, now_ms
+from storage.clock import MS_PER_SECOND, Clock, now_ms
 from storage.memory.store import MemoryStore
 
 
@@ -23,5 +23,5 @@ class InProcessNonces:
         expires = seen.get(key)
         if expires is not None and expires > now:
             return False
-        seen[key] = now + ttl_s * 1000
+        seen[key] = now + ttl_s * MS_PER_SECOND
         return True

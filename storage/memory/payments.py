@@ -6,9 +6,9 @@ Amounts are ledger units (ms); prices minor units (cents); times UTC epoch ms.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from storage.clock import MS_PER_MINUTE, iso_utc
+from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, iso_utc
 from storage.engine import expiry, topup
 from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
@@ -30,6 +30,7 @@ from storage.ports import (
     SessionConflict,
 )
 
+T = TypeVar("T")
 _PURCHASE_FIELDS = ("session_id", "account_id", "package_key", "minutes", "currency",
                     "unit_amount_cents", "operation_id")
 
@@ -44,7 +45,7 @@ class MemoryPayments:
     def _at(self, at_ms: int | None) -> int:
         return self._ledger.clock() if at_ms is None else at_ms
 
-    def _done(self, result: Any) -> Any:
+    def _done(self, result: T) -> T:
         self._s.commit()
         return result
 
@@ -339,7 +340,7 @@ class MemoryPayments:
         if decided.discarded:
             s.take(account_id, bucket_id, decided.discarded, EventType.ROLLOVER_DISCARD,
                    f"rollover_discard:{bucket_id}", expiry.discard_reason(decided.why), at_ms,
-                   {"seconds": decided.discarded // 1000})
+                   {"seconds": decided.discarded // MS_PER_SECOND})
         if decided.rolled:
             s.take(account_id, bucket_id, decided.rolled, EventType.EXPIRY,
                    f"expiry:{bucket_id}", expiry.ROLLED_REASON, at_ms)
@@ -402,8 +403,9 @@ class MemoryPayments:
             s.add_entry(account_id, EventType.AUTO_TOPUP_TRIGGERED, 0, key,
                         f"auto top-up: package {row['package_key']}", at,
                         {"package_key": row["package_key"],
-                         "threshold_seconds": row["threshold"] // 1000,
-                         "available_seconds": max(0, funds) // 1000, "attempt_id": attempt_id})
+                         "threshold_seconds": row["threshold"] // MS_PER_SECOND,
+                         "available_seconds": max(0, funds) // MS_PER_SECOND,
+                         "attempt_id": attempt_id})
         return Attempt(account_id, attempt_id, row["package_key"], row["currency"],
                        row["stripe_customer_id"], row["payment_method_id"])
 

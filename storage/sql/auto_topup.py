@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from storage.clock import MS_PER_MINUTE, MS_PER_SECOND
 from storage.engine import topup
 from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
 from storage.engine.topup import STALE_PENDING_MS, backoff_ms
-from storage.ports import Attempt, UnknownAccount
+from storage.ports import Attempt, Purchase, UnknownAccount
 from storage.sql.events import emit_balance_tx
 from storage.sql.ledger import (
     _entry_exists,
@@ -33,7 +34,6 @@ from storage.sql.ledger import (
     credit_tx,
 )
 from storage.sql.purchases import (
-    Purchase,
     announce_fulfilment_tx,
     apply_pending_refund_tx,
     event_seen_tx,
@@ -102,8 +102,9 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
     if not _entry_exists(conn, account_id, key):
         _insert_entry(conn, account_id, EventType.AUTO_TOPUP_TRIGGERED, 0, key,
                       f"auto top-up: package {row.package_key}", at_ms,
-                      {"package_key": row.package_key, "threshold_seconds": row.threshold // 1000,
-                       "available_seconds": max(0, funds) // 1000,
+                      {"package_key": row.package_key,
+                       "threshold_seconds": row.threshold // MS_PER_SECOND,
+                       "available_seconds": max(0, funds) // MS_PER_SECOND,
                        "attempt_id": attempt_id})
     return Attempt(account_id, attempt_id, row.package_key, row.currency,
                    row.stripe_customer_id, row.payment_method_id)
@@ -155,7 +156,7 @@ def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_in
     _lock(conn, account_id)
     if event_seen_tx(conn, event_id):
         return "duplicate"
-    grant = credit_tx(conn, account_id, Source.PACKAGE, minutes * 60_000,
+    grant = credit_tx(conn, account_id, Source.PACKAGE, minutes * MS_PER_MINUTE,
                       f"stripe_pi:{payment_intent_id}", expires_at_ms,
                       f"auto top-up: package {package_key}", at_ms,
                       {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,

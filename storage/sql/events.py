@@ -5,8 +5,9 @@ as the money change it describes, under the account lock, with the next value of
 `accounts.event_seq`: ids are per account, strictly increasing, and an event exists if and only
 if its change committed. Events are written to the log, except the balance.updated of each
 settled call (the hot path): it is delivered live only, and a stream that missed any gets one
-balance snapshot carrying the current id instead — balance is state, the newest wins. The log is bounded by time (`prune_events_tx`); a client that comes
-back with a `Last-Event-ID` older than the log is told so (`oldest_seq_tx`).
+balance snapshot carrying the current id instead — balance is state, the newest wins. The log
+is bounded by time (`prune_events_tx`); a client that comes back with a `Last-Event-ID`
+older than the log is told so (`oldest_seq_tx`).
 
 Event types and their data: storage.engine.events (shared with the memory adapter).
 
@@ -23,18 +24,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.engine.events import (  # noqa: F401 - re-exported: the event vocabulary
-    BALANCE_UPDATED,
-    BUCKET_CREATED,
-    BUCKET_EXPIRED,
-    CREDIT_APPLIED,
-    PACKAGE_FULFILLED,
-    RESUME_READY,
-    ROLLOVER_CREATED,
-    balance_data,
-    balance_totals,
-    seconds,
-)
+from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ports import AccountEvent
 from storage.sql.tables import account_events, accounts, buckets, holds
 

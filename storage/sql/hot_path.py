@@ -15,21 +15,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.clock import to_datetime
+from storage.clock import day_start_ms, to_datetime
 from storage.engine.availability import Funds, available, wants_top_up
 from storage.engine.buckets import Bucket, EventType, Source
 from storage.engine.burn_down import ShortfallRule, settle_debit
+from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ids import new_sequential_id
 from storage.ports import (
     IN_FLIGHT,
     INTERRUPTED,
+    AccountEvent,
     Admission,
     CallRecord,
     Settlement,
     Shortfall,
     UnknownAccount,
 )
-from storage.sql.events import BALANCE_UPDATED, AccountEvent, balance_data
 
 
 class Sql:
@@ -247,10 +248,10 @@ async def settle(
              record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
              record.outcome, at_ms)
     counted = opened and state[0] == INTERRUPTED  # the sweep already counted the call
-    rollup = (account_id, at_ms // 86_400_000 * 86_400_000, record.operation,
+    rollup = (account_id, day_start_ms(at_ms), record.operation,
               0 if counted else 1, debited)
     if opened:
-        complete = usage[2:] + (record.request_id,)
+        complete = (*usage[2:], record.request_id)
         if db.postgres:
             await db.run_text(_COMPLETE_WRITES_PG, complete + rollup)
         else:
@@ -262,7 +263,7 @@ async def settle(
         await db.run(_INSERT_USAGE, usage)
         await db.run(_ROLLUP_USAGE, rollup)
     # Live only (not written to the event log): balance.updated is a state event, and a stream
-    # that missed some is sent one fresh snapshot instead (gateway.stream_api). One insert per
+    # that missed some is sent one fresh snapshot instead (gateway.api.stream). One insert per
     # call fewer on the hot path.
     db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
     remaining = available(spendable, held, new_debt)
@@ -316,7 +317,7 @@ async def sweep_holds(db: Any, before_ms: int, at_ms: int) -> tuple[int, int]:
     as `interrupted` at `at_ms`: charged 0 (the call never settled), its estimate recorded as
     unbilled, counted in the daily rollup of `at_ms`. Returns (holds deleted, records closed).
     A late settlement of such a call still charges it and completes the record."""
-    day = at_ms // 86_400_000 * 86_400_000
+    day = day_start_ms(at_ms)
     if db.postgres:
         gone, closed = await db.one(_SWEEP_PG, (before_ms, at_ms, day))
         return int(gone), int(closed)

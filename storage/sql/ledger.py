@@ -2,8 +2,8 @@
 
 Every operation below is one transaction that first locks the account row (`FOR UPDATE` on
 PostgreSQL; SQLite's `BEGIN IMMEDIATE` write lock), so admission and settlement are correct with
-many gateway processes on one database (SPEC §3). The burn-down decisions come from the pure
-engine (`storage.engine.burn_down`); this module only reads and writes rows. Amounts are ledger units
+many gateway processes on one database (SPEC §3). Every money decision comes from the pure
+engine (`storage.engine`); this module only reads and writes rows. Amounts are ledger units
 (ms of AI time); times are UTC epoch milliseconds.
 
 Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledger_entries.delta.
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from storage.clock import Clock, now_ms, to_datetime, to_ms
+from storage.clock import MS_PER_SECOND, Clock, day_start_ms, now_ms, to_datetime, to_ms
 from storage.engine import bonus
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.engine.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
@@ -392,7 +392,8 @@ def usage_tx(conn: Connection, account_id: str, limit: int) -> list[dict[str, An
 
 def account_exists_tx(conn: Connection, account_id: str) -> bool:
     """True if the account exists."""
-    return conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first() is not None
+    found = conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first()
+    return found is not None
 
 
 def totals_tx(conn: Connection, account_id: str) -> dict[str, int]:
@@ -484,10 +485,10 @@ class SqlLedger:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
         result = await self.runner.run_raw(
-            hot_path.admit, account_id, amount, operation, int(self.lease_s * 1000), at,
+            hot_path.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
             request_id, model, streamed)
         if isinstance(result, Admission):
-            self._leases[result.hold_id] = at + int(ttl_s * 1000)
+            self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
 
     async def extend_hold(
@@ -495,9 +496,10 @@ class SqlLedger:
     ) -> bool:
         at = self.clock()
         ok = await self.runner.run_raw(
-            hot_path.extend_hold, account_id, hold_id, new_amount, int(self.lease_s * 1000), at)
+            hot_path.extend_hold, account_id, hold_id, new_amount,
+            int(self.lease_s * MS_PER_SECOND), at)
         if ok and hold_id in self._leases:
-            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * 1000))
+            self._leases[hold_id] = max(self._leases[hold_id], at + int(ttl_s * MS_PER_SECOND))
         return ok
 
     async def settle(
@@ -509,23 +511,24 @@ class SqlLedger:
             hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
-        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), after
-        sweeping every process's holds lapsed for over a lease (their calls' records closed as
+        """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), then
+        sweep every process's holds lapsed for over a lease (their calls' records closed as
         `interrupted`, see hot_path.sweep_holds). Holds past their route's lifetime are no
         longer renewed. `at_ms`: now (injectable for tests). Returns how many were renewed.
         Raises StoreUnavailable."""
         at = self.clock() if at_ms is None else at_ms
         for hold_id in [h for h, last in self._leases.items() if last <= at]:
             del self._leases[hold_id]
-        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * 1000), at)
+        renewed = 0
         ids = list(self._leases)
-        if not ids:
-            return 0
-        lapsed = await self.runner.run_raw(
-            hot_path.renew_holds, ids, at + int(self.lease_s * 1000), at)
-        for hold_id in lapsed:
-            self._leases.pop(hold_id, None)
-        return len(ids) - len(lapsed)
+        if ids:  # renew this process's own holds first, so a late tick never sweeps them
+            lapsed = await self.runner.run_raw(
+                hot_path.renew_holds, ids, at + int(self.lease_s * MS_PER_SECOND), at)
+            for hold_id in lapsed:
+                self._leases.pop(hold_id, None)
+            renewed = len(ids) - len(lapsed)
+        await self.runner.run_raw(hot_path.sweep_holds, at - int(self.lease_s * MS_PER_SECOND), at)
+        return renewed
 
     async def ensure_daily_bonus(self, account_id: str, plan: PlanTerms,
                                  at_ms: int | None = None) -> bool:
@@ -659,7 +662,7 @@ def usage_summary_tx(
         select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged,
                usage_daily.c.calls)
         .where(usage_daily.c.account_id == account_id,
-               usage_daily.c.day_ms >= from_ms // 86_400_000 * 86_400_000,
+               usage_daily.c.day_ms >= day_start_ms(from_ms),
                usage_daily.c.day_ms < to_ms_)
     )
     return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from storage.clock import MS_PER_SECOND, now_ms
 from storage.sql.engine import Runner
 from storage.sql.hot_path import Sql
 
@@ -31,9 +32,9 @@ class SqlNonces:
         self._last_sweep = 0.0
 
     async def remember(self, key: str, ttl_s: int) -> bool:
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         sweep = None
         if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
             sweep = now
-        return await self._runner.run_raw(_remember, key, now + ttl_s * 1000, sweep)
+        return await self._runner.run_raw(_remember, key, now + ttl_s * MS_PER_SECOND, sweep)

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from storage.clock import MS_PER_MINUTE
 from storage.engine.buckets import EventType, Source
 from storage.engine.events import fulfilment_events
 from storage.engine.refunds import clawback, refund_status
@@ -72,7 +73,7 @@ def fulfil_checkout_tx(
     _lock(conn, p.account_id)
     if event_seen_tx(conn, event_id):  # a racing delivery won while we waited for the lock
         return "duplicate", None, p
-    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.minutes * 60_000,
+    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.minutes * MS_PER_MINUTE,
                       f"stripe_checkout:{p.session_id}", expires_at_ms,
                       f"package {p.package_key}", at_ms,
                       {"session_id": p.session_id, "operation_id": p.operation_id,
@@ -155,8 +156,9 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     bucket = conn.execute(select(buckets.c.remaining, buckets.c.expires_at_ms).where(
         buckets.c.id == row.bucket_id)).first()
     live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
-    decided = clawback(int(row.minutes) * 60_000, amount_cents, refunded_cents,
-                       int(row.clawed_back), int(bucket.remaining) if live else 0, live)
+    decided = clawback(int(row.minutes) * MS_PER_MINUTE, amount_cents, refunded_cents,
+                       int(row.clawed_back),
+                       int(bucket.remaining) if live and bucket is not None else 0, live)
     if decided is None:
         return 0
     if decided.taken > 0:

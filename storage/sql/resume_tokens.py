@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.resume import TTL_S, TokenRecord, new_token, token_hash
+from storage.clock import MS_PER_SECOND, now_ms
+from storage.ports import TokenRecord
+from storage.resume_tokens import TTL_S, new_token, token_hash
 from storage.sql.engine import Runner
 from storage.sql.hot_path import Sql
 
@@ -22,10 +24,6 @@ _SELECT = Sql("SELECT account_id, binding, operation_id, expires_at_ms FROM resu
                " WHERE token_hash = ? AND expires_at_ms > ?")
 _DELETE = Sql("DELETE FROM resume_tokens WHERE token_hash = ? AND expires_at_ms > ?")
 _SWEEP_EVERY_S = 60.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def _issue(db: Any, h: str, account_id: str, binding: str, op: str, exp: int,
@@ -50,12 +48,12 @@ class SqlResumeTokens:
 
     def __init__(self, runner: Runner, ttl_s: int = TTL_S) -> None:
         self._runner = runner
-        self._ttl_ms = ttl_s * 1000
+        self._ttl_ms = ttl_s * MS_PER_SECOND
         self._last_sweep = 0.0
 
     async def issue(self, account_id: str, binding: str, operation_id: str) -> tuple[str, int]:
         token = new_token()
-        now = _now_ms()
+        now = now_ms()
         sweep = None
         if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
@@ -65,7 +63,7 @@ class SqlResumeTokens:
         return token, now + self._ttl_ms
 
     async def lookup(self, token: str) -> TokenRecord | None:
-        return await self._runner.run_raw(_lookup, token_hash(token), _now_ms())
+        return await self._runner.run_raw(_lookup, token_hash(token), now_ms())
 
     async def consume(self, token: str) -> bool:
-        return await self._runner.run_raw(_consume, token_hash(token), _now_ms())
+        return await self._runner.run_raw(_consume, token_hash(token), now_ms())

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.clock import iso_utc
+from storage.clock import MS_PER_SECOND, iso_utc
 from storage.engine import expiry
 from storage.engine.buckets import EventType, Source
 from storage.engine.events import BUCKET_EXPIRED, bucket_expired, rollover_discarded
@@ -248,7 +248,7 @@ def _roll_over(conn: Connection, account_id: str, account: Any, bucket_id: str, 
     if decided.discarded:
         take_tx(conn, account_id, bucket_id, decided.discarded, EventType.ROLLOVER_DISCARD,
                 f"rollover_discard:{bucket_id}", expiry.discard_reason(decided.why), at_ms,
-                {"seconds": decided.discarded // 1000})
+                {"seconds": decided.discarded // MS_PER_SECOND})
     if decided.rolled:
         take_tx(conn, account_id, bucket_id, decided.rolled, EventType.EXPIRY,
                 f"expiry:{bucket_id}", expiry.ROLLED_REASON, at_ms)

@@ -3,17 +3,39 @@ signed with stripe-python's own `WebhookSignature.generate_signature_header`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import respx
 import stripe
 
-from tests.support import RunningGateway
+from tests.support import RunningGateway, start_gateway
 
 STRIPE_BASE = "http://stripe.test"
 WEBHOOK_SECRET = "whsec_test_secret"
+
+
+@contextlib.contextmanager
+def stripe_gateway(tmp_path: Path, upstream_env: Mapping[str, str],
+                   extra_env: Mapping[str, str] | None = None
+                   ) -> Iterator[tuple[RunningGateway, respx.MockRouter]]:
+    """A gateway configured for Stripe (its API at the respx double `STRIPE_BASE`) and the
+    respx router that mocks it; calls to the gateway and the fake upstream pass through."""
+    gw = start_gateway(tmp_path, {**upstream_env, **(extra_env or {}),
+                                  "STRIPE_SECRET_KEY": "sk_test_123",
+                                  "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                                  "STRIPE_API_BASE": STRIPE_BASE})
+    try:
+        with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+            router.route(url__startswith=gw.url).pass_through()
+            router.route(url__startswith=upstream_env["ANTHROPIC_BASE_URL"]).pass_through()
+            yield gw, router
+    finally:
+        gw.stop()
 
 
 def _mock_checkout(router: respx.MockRouter, session_id: str) -> respx.Route:

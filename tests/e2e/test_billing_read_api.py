@@ -169,7 +169,7 @@ def test_batch_preflight_is_cumulative_with_per_operation_deficits(gateway):
 
 
 def test_batch_preflight_rejects_bad_bodies_with_problems(gateway):
-    account, key = gateway.ledger.funded(1_000)
+    _account, key = gateway.ledger.funded(1_000)
     url = f"{gateway.url}/v1/billing/check-sufficient-batch"
     cases = [
         {"operations": []},

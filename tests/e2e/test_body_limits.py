@@ -158,4 +158,4 @@ def test_a_body_of_exactly_the_limit_is_served(served: tuple[GatewayProcess, str
                      b"authorization: Bearer %s\r\n\r\n" % (len(body), key.encode()) + body)
         status, _headers, doc = _read_response(sock)
     assert status == 200, doc
-    assert doc["results"][0]["operation"] == "chat"
+    assert doc[0]["operation"] == "chat"  # the bare BatchOperationResult[] of seed 001

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from gateway.auth import KeyCache
-from gateway.upstream import UpstreamResponse
+from gateway.proxy.upstream import UpstreamResponse
 from storage.ports import StoreUnavailable
 from tests.e2e.helpers import REQUEST_ID_RE, assert_problem, auth, chat_body, encode
 from tests.e2e.stripe_support import _mock_checkout
@@ -89,7 +89,7 @@ def test_a_dead_pooled_connection_is_a_503_problem_and_the_next_request_works(pg
 
 def test_a_checkout_session_id_returned_twice_is_never_a_server_error(shop):
     gw, router = shop
-    account, key = gw.ledger.funded(0)
+    _account, key = gw.ledger.funded(0)
     _mock_checkout(router, "cs_test_same")  # Stripe answers every create with this session
     buy = {"package_key": "mini", "currency": "USD"}
     first = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key), json=buy)
@@ -116,12 +116,12 @@ def _raise(exc: BaseException) -> Any:
 def test_an_unexpected_error_in_the_billing_api_is_a_500_problem_with_the_request_id(
     gateway, monkeypatch
 ):
-    monkeypatch.setattr("gateway.billing_api.catalog_document", _raise(RuntimeError(SECRET)))
+    monkeypatch.setattr("gateway.api.billing.catalog_document", _raise(RuntimeError(SECRET)))
     assert_internal_error(httpx.get(gateway.url + "/v1/billing/catalog"))
 
 
 def test_a_store_failure_no_handler_translated_is_a_503_problem(gateway, monkeypatch):
-    monkeypatch.setattr("gateway.billing_api.catalog_document",
+    monkeypatch.setattr("gateway.api.billing.catalog_document",
                         _raise(StoreUnavailable(SECRET)))
     r = httpx.get(gateway.url + "/v1/billing/catalog")
     assert_problem(r, 503, "store-unavailable")
@@ -176,7 +176,8 @@ def test_an_unexpected_error_after_admission_releases_the_hold_and_records_the_c
     def boom(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr("gateway.proxy.upstream_headers", boom)  # after the hold, before upstream
+    # after the hold, before upstream:
+    monkeypatch.setattr("gateway.proxy.pipeline.upstream_headers", boom)
     r = httpx.post(gateway.url + "/v1/chat/completions", content=encode(chat_body()),
                    headers={**auth(key), "content-type": "application/json"})
     doc = assert_internal_error(r)

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.models_api import listed_name
+from gateway.api.models import listed_name
 from tests.e2e.helpers import assert_problem, auth
 from tests.support import TEST_POLICY, start_gateway
 

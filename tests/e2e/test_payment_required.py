@@ -171,10 +171,10 @@ def test_free_plan_breakdown_shows_daily_bonus(gateway, upstream):
 def test_still_short_retry_gets_402_again_with_the_same_token(gateway, upstream):
     account, key = gateway.ledger.funded(1_000)
     raw = big_request(15_000)
-    first, doc = blocked(gateway, key, raw)
+    _first, doc = blocked(gateway, key, raw)
     token = doc["resume_token"]
     before = snapshot(gateway, upstream, account)
-    again, doc2 = blocked(gateway, key, raw, token)
+    _again, doc2 = blocked(gateway, key, raw, token)
     assert doc2["resume_token"] == token
     assert doc2["resume_expires_at"] == doc["resume_expires_at"]
     assert doc2["instance"] == doc["instance"]  # the same blocked operation
@@ -249,7 +249,7 @@ def test_unknown_or_another_accounts_token_proceeds_with_status_invalid(gateway,
     _, doc = blocked(gateway, owner_key, raw)
     token = doc["resume_token"]
 
-    stranger, stranger_key = gateway.ledger.funded(100_000)
+    _stranger, stranger_key = gateway.ledger.funded(100_000)
     resp = post(gateway, CHAT, stranger_key, raw, {"x-resume-token": token})
     assert resp.status_code == 200
     assert resp.headers["x-resume-token-status"] == "invalid"

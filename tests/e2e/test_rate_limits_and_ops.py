@@ -67,7 +67,7 @@ def test_another_key_of_the_same_account_has_its_own_request_budget(limited):
 
 
 def test_healthz_readyz_and_metrics(gateway):
-    account, key = gateway.ledger.funded(100_000)
+    _account, key = gateway.ledger.funded(100_000)
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
@@ -92,7 +92,7 @@ def test_an_invalid_policy_edit_keeps_the_last_good_policy(tmp_path, upstream_en
     path.write_text(TEST_POLICY.read_text())
     gw = start_gateway(tmp_path, upstream_env, [path])
     try:
-        account, key = gw.ledger.funded(100_000)
+        _account, key = gw.ledger.funded(100_000)
         path.write_text(TEST_POLICY.read_text().replace("upstream: openai", "upstream: nowhere"))
         deadline = time.monotonic() + 10
         with httpx.Client(base_url=gw.url, timeout=10) as client:
@@ -110,7 +110,7 @@ def test_an_invalid_policy_edit_keeps_the_last_good_policy(tmp_path, upstream_en
 
 
 def test_problem_type_urls_dereference_to_their_documentation(gateway):
-    account, key = gateway.ledger.funded(0)
+    _account, key = gateway.ledger.funded(0)
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
         problem = client.post("/v1/chat/completions", content=encode(chat_body()),
                               headers={**auth(key), "content-type": "application/json"}).json()

@@ -21,8 +21,8 @@ import respx
 
 from gateway.hmac_auth import header_for
 from tests.e2e.helpers import auth, chat_body
-from tests.e2e.stripe_support import STRIPE_BASE, WEBHOOK_SECRET, _deliver, _event, _mock_checkout
-from tests.support import RunningGateway, start_gateway
+from tests.e2e.stripe_support import _deliver, _event, _mock_checkout, stripe_gateway
+from tests.support import RunningGateway
 
 SECRET = "g" * 40
 # seed 001: BillingEventType, plus the credits and expiry the gateway also records.
@@ -35,15 +35,8 @@ BILLING_EVENT_TYPES = {"subscription_credit", "package_credit", "daily_bonus", "
 @pytest.fixture
 def guide(tmp_path: Path, upstream_env: dict[str, str]
           ) -> Iterator[tuple[RunningGateway, respx.MockRouter]]:
-    gw = start_gateway(tmp_path, {**upstream_env, "GATEWAY_HMAC_KEYS": f"k1:{SECRET}",
-                                  "STRIPE_SECRET_KEY": "sk_test_123",
-                                  "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                                  "STRIPE_API_BASE": STRIPE_BASE})
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        router.route(url__startswith=gw.url).pass_through()
-        router.route(url__startswith=upstream_env["OPENAI_BASE_URL"]).pass_through()
-        yield gw, router
-    gw.stop()
+    with stripe_gateway(tmp_path, upstream_env, {"GATEWAY_HMAC_KEYS": f"k1:{SECRET}"}) as pair:
+        yield pair
 
 
 def number(x: Any) -> bool:
@@ -181,7 +174,7 @@ def test_the_guides_client_calls_get_the_shapes_its_typescript_reads(guide):
         assert {s["type"] for s in op["suggestions"]} <= {"package", "upgrade"}
 
     # 7. handleInsufficientFunds(error) of a 402
-    poor, poor_key = gw.ledger.funded(951)
+    _poor, poor_key = gw.ledger.funded(951)
     r = httpx.post(gw.url + "/v1/chat/completions", headers=auth(poor_key),
                    json=chat_body("too much", max_tokens=1000))
     assert r.status_code == 402

@@ -22,7 +22,7 @@ import respx
 
 from storage.engine.buckets import Source
 from tests.e2e.helpers import auth, chat_body, db_path
-from tests.e2e.stripe_support import STRIPE_BASE, WEBHOOK_SECRET, _deliver, _event, _mock_checkout
+from tests.e2e.stripe_support import _deliver, _event, _mock_checkout, stripe_gateway
 from tests.e2e.test_billing_stream import STREAM_ENV, Sse, open_stream
 from tests.e2e.test_stripe_lifecycle import (
     DAY,
@@ -33,7 +33,7 @@ from tests.e2e.test_stripe_lifecycle import (
     _topup_settings,
     _wait_for,
 )
-from tests.support import RunningGateway, start_gateway
+from tests.support import RunningGateway
 
 ADMIN_TOKEN = "t" * 40
 ONE_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -47,17 +47,9 @@ TIME_MEMBERS = {"expires_at", "next_expiry_at", "effective_date", "timestamp", "
 @pytest.fixture
 def stamped(tmp_path: Path, upstream_env: dict[str, str]
             ) -> Iterator[tuple[RunningGateway, respx.MockRouter]]:
-    gw = start_gateway(tmp_path, {**upstream_env, **STREAM_ENV,
-                                  "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-                                  "GATEWAY_MAINTENANCE_S": "1",
-                                  "STRIPE_SECRET_KEY": "sk_test_123",
-                                  "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                                  "STRIPE_API_BASE": STRIPE_BASE})
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        router.route(url__startswith=gw.url).pass_through()
-        router.route(url__startswith=upstream_env["OPENAI_BASE_URL"]).pass_through()
-        yield gw, router
-    gw.stop()
+    with stripe_gateway(tmp_path, upstream_env, {**STREAM_ENV, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                                                 "GATEWAY_MAINTENANCE_S": "1"}) as pair:
+        yield pair
 
 
 def timestamps(doc: Any, path: str = "$") -> Iterator[tuple[str, str]]:
@@ -105,7 +97,7 @@ def test_every_billing_admin_and_stream_surface_writes_times_one_way(stamped):
         while not stream or stream[-1].event != "bucket.expired":  # the maintenance loop's
             stream.append(reader.next(timeout=8))
 
-    poor, poor_key = gw.ledger.funded(10)
+    _poor, poor_key = gw.ledger.funded(10)
     blocked = httpx.post(gw.url + "/v1/chat/completions", headers=auth(poor_key),
                          json=chat_body("not enough"))
     declined, declined_key = gw.ledger.funded(5 * 60_000)
@@ -144,7 +136,7 @@ def test_every_billing_admin_and_stream_surface_writes_times_one_way(stamped):
              for path, text in timestamps(doc)]
     assert [f for f in found if not ONE_FORMAT.fullmatch(f[2])] == []
     members = {re.sub(r"\[[0-9]+\]$", "", path).rsplit(".", 1)[-1] for _, path, _ in found}
-    assert TIME_MEMBERS <= members, TIME_MEMBERS - members  # the scan saw every kind of time
+    assert members >= TIME_MEMBERS, TIME_MEMBERS - members  # the scan saw every kind of time
 
     # One bucket, one string: the stream's expiry of each bucket is the balance's.
     balance = surfaces["balance"]["buckets"]

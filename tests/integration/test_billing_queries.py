@@ -37,7 +37,9 @@ async def test_events_page_newest_first_without_gaps(ledger: Ledger) -> None:
     assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)
 
 
-async def test_usage_summary_sums_charges_and_counts_calls_by_operation_and_utc_day(ledger: Ledger) -> None:
+async def test_usage_summary_sums_charges_and_counts_calls_by_operation_and_utc_day(
+    ledger: Ledger,
+) -> None:
     acct = await ledger.create_account(PLAN)
     await ledger.grant(acct, Source.GIFT, 100_000, "g", None, "gift")
     await _calls(ledger, acct, [("chat", 300), ("chat", 200), ("embeddings", 50)])

@@ -4,8 +4,8 @@ record, and a call whose hold lapsed with its process is closed `interrupted` �
 its estimate recorded as unbilled. The daily rollup counts every call exactly once.
 
 The crashed process is a ledger that never renews nor settles; another ledger on the same
-store (`open_ledger`) runs the lease sweep with an injected clock (`renew_leases(at_ms=…)`), so nothing here
-waits for a lease to run out.
+store (`open_ledger`) runs the lease sweep with an injected clock (`renew_leases(at_ms=…)`),
+so nothing here waits for a lease to run out.
 """
 
 from __future__ import annotations

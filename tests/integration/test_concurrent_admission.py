@@ -229,7 +229,7 @@ async def one_call():
     ledger = SqlLedger(url)
     try:
         adm = await ledger.admit(account, 1000, "it.fork", 60, plan)
-        request_id = new_sequential_id("req")   # as gateway/proxy.py names requests
+        request_id = new_sequential_id("req")   # as gateway/proxy/pipeline.py names requests
         rec = CallRecord(request_id=request_id, account_id=account, operation="it.fork",
                          model=None, upstream_status=200, duration_ms=5, estimated=1000)
         done = await ledger.settle(adm.hold_id, rec, 1000, "clamp")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from gateway.resume import well_formed
+from gateway.proxy.resume import well_formed
 from storage.redis_state import Breaker, RedisResumeTokens
 from tests.support import service_unavailable
 
@@ -21,7 +21,7 @@ async def _redis_or_skip() -> Redis:
     client = Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         await client.ping()
-    except Exception as exc:  # any connection error
+    except Exception as exc:  # noqa: BLE001 - any connection error
         await client.aclose()
         service_unavailable(f"Redis not reachable at {REDIS_URL} ({exc})")
     return client
@@ -30,7 +30,7 @@ async def _redis_or_skip() -> Redis:
 async def test_token_round_trip_is_stored_hashed():
     client = await _redis_or_skip()
     store = RedisResumeTokens(client)
-    token, expires = await store.issue("acct_a", "binding-1", "req_1")
+    token, _expires = await store.issue("acct_a", "binding-1", "req_1")
     assert well_formed(token)
     keys = [k.decode() async for k in client.scan_iter("gw:rt:*")]
     assert all(token not in k for k in keys)
@@ -39,7 +39,8 @@ async def test_token_round_trip_is_stored_hashed():
     record = await store.lookup(token)
     assert record is not None and record.account_id == "acct_a"
     assert record.binding == "binding-1" and record.operation_id == "req_1"
-    assert 0 < await client.ttl(f"gw:rt:{__import__('hashlib').sha256(token.encode()).hexdigest()}") <= 3600
+    stored = f"gw:rt:{__import__('hashlib').sha256(token.encode()).hexdigest()}"
+    assert 0 < await client.ttl(stored) <= 3600
     assert await store.consume(token) is True
     assert await store.lookup(token) is None
     assert await store.consume(token) is False

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from gateway.balance_view import enhanced_balance
 from policies.compiled import Plan
 from storage.engine.buckets import Source
-from storage.ports import BalanceSnapshot, BucketView
 from storage.engine.events import balance_data
+from storage.ports import BalanceSnapshot, BucketView
 
 NOW = 1_803_000_000_000  # the snapshot's clock (epoch ms), injected
 HOUR = 3_600_000

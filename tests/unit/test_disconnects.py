@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.disconnects import DisconnectWatch
+from gateway.proxy.disconnects import DisconnectWatch
 
 
 class Client:

@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.forwarding import upstream_headers
+from gateway.proxy.forwarding import upstream_headers
 from policies.headers import BUILT_IN, ForwardRules, compile_rules
 from policies.schema import UpstreamSpec
 
@@ -130,3 +132,59 @@ def test_a_name_listed_both_ways_is_an_error() -> None:
     with pytest.raises(ValidationError, match="listed in both"):
         UpstreamSpec(base_url="https://up.example", forward_headers=["x-beta"],
                      forward_header_values={"X-Beta": ["on"]})
+
+
+def test_the_upstreams_cookies_account_ids_and_gateway_headers_never_reach_the_client() -> None:
+    from gateway.proxy.forwarding import downstream_headers
+
+    sent = dict(downstream_headers([
+        ("Content-Type", "application/json"), ("Set-Cookie", "__cf_bm=x; Domain=upstream"),
+        ("OpenAI-Organization", "org-operator"), ("openai-project", "proj-operator"),
+        ("anthropic-organization-id", "org-uuid"), ("X-Gateway-Charged-Ms", "0"),
+        ("x-request-id", "up-1"), ("openai-processing-ms", "12"),
+        ("Connection", "keep-alive, X-Hint"), ("x-hint", "dropped"), ("Content-Length", "9"),
+    ]))
+    assert sent == {b"content-type": b"application/json", b"x-upstream-request-id": b"up-1",
+                    b"openai-processing-ms": b"12"}
+
+
+def test_a_header_the_caller_sent_and_may_send_wins_over_the_policy_default() -> None:
+    got = forwarded([(b"user-agent", b"caller/1.0")], rules_for("openai_chat"),
+                    (("user-agent", "gateway/1.0"), ("x-extra", "on")))
+    assert got["user-agent"] == "caller/1.0" and got["x-extra"] == "on"
+
+
+def test_without_an_upstream_credential_no_authorization_goes_up() -> None:
+    got = upstream_headers([(b"authorization", b"Bearer gw_caller"), (b"x-api-key", b"gw_k")],
+                           rules_for("openai_chat"), None, ())
+    assert got == [("accept-encoding", "identity")]
+
+
+# What a caller must never get past the gateway, whatever the policy allows (SPEC §6; RFC 9110
+# §7.6.1): its credentials, its resume token, hop-by-hop and framing headers, its address.
+NEVER_FROM_THE_CALLER = {
+    "authorization", "x-api-key", "cookie", "x-resume-token", "proxy-authorization",
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "host", "content-length", "accept-encoding", "x-forwarded-for",
+    "x-gateway-account",
+}
+caller_header_names = st.one_of(
+    st.sampled_from(sorted(NEVER_FROM_THE_CALLER | BUILT_IN["anthropic_messages"]
+                           | {"openai-organization", "anthropic-beta", "x-stainless-os"})),
+    st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True),
+).map(lambda name: name.upper() if len(name) % 2 else name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.lists(st.tuples(caller_header_names, st.sampled_from(["v", "a, b", "keep-alive"])),
+                    max_size=15))
+def test_no_caller_credential_or_hop_by_hop_header_ever_reaches_the_upstream(
+        raw: list[tuple[str, str]]) -> None:
+    rules = rules_for("anthropic_messages", forward_headers=["x-trace-id"],
+                      forward_header_values={"anthropic-beta": ["a"]})
+    out = upstream_headers([(k.encode(), v.encode()) for k, v in raw], rules, AUTH, ())
+    assert out[-2:] == [AUTH, ("accept-encoding", "identity")]
+    for name, _ in out[:-2]:
+        assert name not in NEVER_FROM_THE_CALLER
+        assert name in {"x-trace-id", "anthropic-beta"} | BUILT_IN["anthropic_messages"] or (
+            name.startswith("x-stainless-"))

@@ -76,7 +76,8 @@ def test_a_limit_that_is_not_an_integer_in_range_is_refused_naming_the_field(
 
 
 @PROPERTY
-@given(protocol=st.sampled_from(WITH_OUTPUT), field=st.sampled_from(KNOWN_OUTPUT_LIMIT_FIELDS),
+@given(protocol=st.sampled_from([p for p in WITH_OUTPUT if p != "plain"]),
+       field=st.sampled_from(KNOWN_OUTPUT_LIMIT_FIELDS),
        value=st.floats(allow_nan=True) | st.booleans() | st.text()
        | st.integers(max_value=0) | st.integers(min_value=MAX_OUTPUT_LIMIT + 1))
 def test_any_invalid_limit_is_refused_never_the_default(
@@ -87,3 +88,9 @@ def test_any_invalid_limit_is_refused_never_the_default(
 
 def test_the_largest_limit_in_range_is_accepted() -> None:
     assert output_limit("anthropic_messages", {"max_tokens": MAX_OUTPUT_LIMIT}) == 2**31 - 1
+
+
+@pytest.mark.parametrize("value", BAD, ids=repr)
+def test_a_plain_route_ignores_a_value_its_unknown_api_may_mean_otherwise(value: Any) -> None:
+    assert output_limit("plain", {"max_tokens": value}) is None
+    assert output_limit("plain", {"max_tokens": value, "max_output_tokens": 64}) == 64

@@ -17,9 +17,12 @@ from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
+from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.redis_state import RedisResumeTokens
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
+from storage.sql.resume_tokens import SqlResumeTokens
 
 ADAPTERS: dict[type, list[type]] = {
     ports.Ledger: [SqlLedger, MemoryLedger],
@@ -27,6 +30,7 @@ ADAPTERS: dict[type, list[type]] = {
     ports.EventLog: [SqlLedger, MemoryLedger],
     ports.Inspection: [SqlLedger, MemoryLedger],
     ports.Payments: [SqlPayments, MemoryPayments],
+    ports.ResumeTokenStore: [SqlResumeTokens, InProcessResumeTokens, RedisResumeTokens],
     ports.NonceStore: [SqlNonces, InProcessNonces],
     ports.Counters: [InProcessCounters, RedisCounters],
     ports.EventBus: [InProcessEventBus, RedisEventBus],

@@ -17,7 +17,9 @@ async def test_a_memory_url_wires_every_port_to_the_in_process_store(tmp_path: P
     unused = tmp_path / "unused.db"
     settings = Settings.from_env({"GATEWAY_DATABASE_URL": f"sqlite:///{unused}",
                                   "GATEWAY_UNBILLED_PATH": str(tmp_path / "unbilled.jsonl")})
-    s = await build_services(settings.with_overrides(database_url=MEMORY_URL))
+    # GATEWAY_DATABASE_URL does not accept memory:// (the CLI would migrate and serve workers);
+    # the wiring takes it from settings made in process.
+    s = await build_services(settings.model_copy(update={"database_url": MEMORY_URL}))
     try:
         assert isinstance(s.ledger, MemoryLedger)
         assert s.accounts is s.ledger and s.event_log is s.ledger

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.usage import StreamMeter, split_events, without_usage
+from gateway.proxy.usage import StreamMeter, split_events, without_usage
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
 

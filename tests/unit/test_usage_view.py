@@ -1,11 +1,12 @@
-"""Usage analytics (gateway.billing_api): periods by an injected clock, seconds and call counts
+"""Usage analytics (gateway.api.billing): periods by an injected clock, seconds and call counts
 per operation."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.billing_api import period_bounds, usage_view
+from gateway.api.billing import usage_view
+from gateway.api.edge import period_bounds
 from storage.clock import to_ms
 
 LAST_MS_OF_A_DAY = datetime(2027, 2, 27, 23, 59, 59, 999_000, tzinfo=UTC)

@@ -21,5 +21,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Before this revision a usage record existed only once its call settled, and settlement
+    # skipped a call that already had one: open (`in_flight`) records would make the calls still
+    # running settle for nothing. They are not in the daily rollup yet, so dropping them is exact.
+    op.execute("DELETE FROM usage_records WHERE outcome = 'in_flight'")
     with op.batch_alter_table("holds") as batch:
         batch.drop_column("request_id")

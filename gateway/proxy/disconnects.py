@@ -32,7 +32,7 @@ class DisconnectWatch:
     (shutdown), in which case it must propagate.
     """
 
-    __slots__ = ("_task", "_receive", "_timer", "_watcher", "_armed", "_fired", "left")
+    __slots__ = ("_armed", "_fired", "_receive", "_task", "_timer", "_watcher", "left")
 
     def __init__(self, receive: Any, after_s: float = WATCH_AFTER_S) -> None:
         self._task = asyncio.current_task()

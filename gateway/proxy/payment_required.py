@@ -6,20 +6,8 @@ from typing import Any
 
 from gateway.problems import InsufficientBalance
 from policies.schema import CatalogSpec
-from storage.clock import iso_utc
+from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, ceil_seconds, floor_seconds, iso_utc
 from storage.ports import Shortfall
-
-MS_PER_SECOND = 1000
-
-
-def ceil_seconds(units: int) -> int:
-    """Ledger units (ms) → whole seconds, rounded up (what a call *needs*)."""
-    return -(-units // MS_PER_SECOND)
-
-
-def floor_seconds(units: int) -> int:
-    """Ledger units (ms) → whole seconds, rounded down (what is *available*)."""
-    return max(0, units) // MS_PER_SECOND
 
 
 def available_text(units: int) -> str:
@@ -40,7 +28,7 @@ def suggestions_for(
     out: list[dict[str, Any]] = []
     packages = sorted(catalog.packages, key=lambda p: p.minutes)
     if packages:
-        need_min = -(-deficit_ms // 60_000)
+        need_min = -(-deficit_ms // MS_PER_MINUTE)
         pick = next((p for p in packages if p.minutes >= need_min), packages[-1])
         out.append({"type": "package", "key": pick.key, "minutes": pick.minutes})
     subs = sorted(catalog.subscriptions, key=lambda s: s.minutes)

@@ -14,19 +14,16 @@ gateway dispatches policy routes first.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import caller_for, json_response
+from gateway.api.edge import caller_for, json_response, services_for
 from policies.compiled import Policy
 from policies.schema import TokensMeter
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 MODELS_PATH = "/v1/models"
 _WILDCARDS = "*?["
@@ -77,13 +74,11 @@ def model_list(policy: Policy) -> dict[str, object]:
         for name, owner in owners.items()]}
 
 
-def models_routes(gw: Gateway) -> list[WebRoute]:
+async def list_models(request: Request) -> Response:
     """`GET /v1/models` for any valid API key (401 without one, 503 when the key store is
     unreachable); `Cache-Control: no-store`."""
+    await caller_for(request)
+    return json_response(model_list(services_for(request).policy))
 
-    async def list_models(request: Request) -> Response:
-        await caller_for(gw, request)
-        assert gw.services is not None
-        return json_response(model_list(gw.services.policy))
 
-    return [WebRoute(MODELS_PATH, list_models, methods=["GET"])]
+MODELS_ROUTES = [WebRoute(MODELS_PATH, list_models, methods=["GET"])]

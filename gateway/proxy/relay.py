@@ -15,26 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.forwarding import downstream_headers
-from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import StreamMeter, split_events, without_usage
+from gateway.proxy.forwarding import downstream_headers
+from gateway.proxy.settlement import Call, charge_headers, failure_charge, settle
+from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
+from gateway.proxy.usage import StreamMeter, split_events, without_usage
+from gateway.services import Services
 from policies.meters import Usage
+from storage.clock import MS_PER_SECOND
 from storage.ports import Admission, StoreUnavailable
-
-if TYPE_CHECKING:
-    from gateway.proxy import Call, Proxy
 
 _CHECK_EVERY = 16  # events between running-cost checks
 
 
 async def relay_stream(
-    proxy: Proxy, call: Call, resp: UpstreamResponse, t0: float, receive: Any, send: Any
+    s: Services, call: Call, resp: UpstreamResponse, t0: float, receive: Any, send: Any
 ) -> None:
     """Stream `resp` to the client, then settle and send the charge comment."""
     headers = downstream_headers(resp.headers)
-    headers.extend(proxy.charge_headers(call, None)[:2])
+    headers.extend(charge_headers(call, None)[:2])
     if call.hold is not None:
         headers.append((b"x-gateway-hold-ms", str(call.hold.amount).encode()))
     if call.token_status:
@@ -43,7 +43,7 @@ async def relay_stream(
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
 
     meter = StreamMeter(call.route.spec.protocol)
-    pump = asyncio.ensure_future(_pump(proxy, call, resp, meter, t0, send))
+    pump = asyncio.ensure_future(_pump(s, call, resp, meter, t0, send))
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
     outcome = "ok"
     try:
@@ -57,15 +57,15 @@ async def relay_stream(
     finally:
         watcher.cancel()
         resp.close()
-        settle = asyncio.ensure_future(_settle_stream(proxy, call, resp, meter, t0, outcome))
+        settling = asyncio.ensure_future(_settle_stream(s, call, resp, meter, t0, outcome))
         try:
-            comment = await asyncio.shield(settle)
+            comment = await asyncio.shield(settling)
         except asyncio.CancelledError:
-            await settle
+            await settling
             raise
     if outcome != "client_disconnected":
         await send({"type": "http.response.body", "body": comment, "more_body": False})
-    m = proxy.s.metrics
+    m = s.metrics
     m.child(m.requests, call.route.operation, str(resp.status)).inc()
 
 
@@ -77,7 +77,7 @@ async def _wait_disconnect(receive: Any) -> None:
 
 
 async def _pump(
-    proxy: Proxy, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float, send: Any
+    s: Services, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float, send: Any
 ) -> str:
     """Forward complete events. Returns "ok", "cut" or "upstream_broken"."""
     strip_usage = call.route.spec.protocol == "openai_chat" and not call.client_wants_usage
@@ -108,7 +108,7 @@ async def _pump(
             since_check += len(events)
             if since_check >= _CHECK_EVERY:
                 since_check = 0
-                if not await _keep_hold(proxy, call, meter, t0):
+                if not await _keep_hold(s, call, meter, t0):
                     return "cut"
     except UpstreamFailure:
         return "upstream_broken"
@@ -134,19 +134,19 @@ def running_usage(call: Call, meter: StreamMeter) -> Usage:
     return Usage(input_tokens=input_tokens, output_tokens=output)
 
 
-async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) -> bool:
+async def _keep_hold(s: Services, call: Call, meter: StreamMeter, t0: float) -> bool:
     """Raise the hold when the running cost reached it. False means: cut the stream."""
     hold = call.hold
     if hold is None:
         return True
-    elapsed_ms = int((time.perf_counter() - t0) * 1000)
+    elapsed_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
     cost = call.route.meter.cost(call.model, running_usage(call, meter), elapsed_ms)
     if cost <= hold.amount:
         return True
     target = max(hold.amount * 2, cost + call.estimate)
     try:
-        ok = await proxy.s.ledger.extend_hold(call.caller.account_id, hold.hold_id, target,
-                                              call.route.hold_ttl_s)
+        ok = await s.ledger.extend_hold(call.caller.account_id, hold.hold_id, target,
+                                        call.route.hold_ttl_s)
     except StoreUnavailable:
         ok = False
     if ok:
@@ -156,10 +156,10 @@ async def _keep_hold(proxy: Proxy, call: Call, meter: StreamMeter, t0: float) ->
 
 
 async def _settle_stream(
-    proxy: Proxy, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float,
+    s: Services, call: Call, resp: UpstreamResponse, meter: StreamMeter, t0: float,
     outcome: str,
 ) -> bytes:
-    duration_ms = int((time.perf_counter() - t0) * 1000)
+    duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
     if meter.final_usage_seen:
         usage, source = meter.usage, "upstream"
     else:
@@ -167,13 +167,13 @@ async def _settle_stream(
         source = "estimate" if outcome == "ok" else "partial"
     delivered = meter.content_events > 0 or meter.final_usage_seen
     if outcome == "upstream_broken" and not delivered:
-        charge = proxy.failure_charge(call, None, duration_ms)
+        charge = failure_charge(call, None, duration_ms)
     else:
         charge = call.route.meter.cost(call.model, usage, duration_ms)
     if outcome == "cut" and call.hold is not None:
         charge = min(charge, call.hold.amount)  # cut because nothing beyond the hold was left
-    settlement = await proxy.settle(call, resp.status, duration_ms, usage, source, charge,
-                                    streamed=True, outcome=outcome)
+    settlement = await settle(s, call, resp.status, duration_ms, usage, source, charge,
+                              streamed=True, outcome=outcome)
     parts = [f"request_id={call.request_id}"]
     if settlement is not None:
         parts += [f"charged_ms={settlement.charged}",

@@ -15,7 +15,19 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-_NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
+_NOT_FORWARDED_DOWN = HOP_BY_HOP | {
+    "content-length", "date", "server", "x-request-id",
+    # the upstream's cookies would land on the gateway's origin; the operator's account ids are
+    # not the caller's business
+    "set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
+}
+
+
+def declared_length(value: bytes) -> int | None:
+    """A Content-Length header value as an int; None when it is not a plain number of at most
+    19 digits (the server refuses a malformed one before the app runs; the counting limit of
+    `read_body` / `BodyLimit` still applies either way)."""
+    return int(value) if value.isdigit() and len(value) < 20 else None
 
 
 class ClientDisconnected(Exception):
@@ -84,12 +96,19 @@ def upstream_headers(
 
 def downstream_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers that go to the client; its request id is kept as
-    `x-upstream-request-id` (the gateway's own `x-request-id` is added by the caller)."""
+    `x-upstream-request-id` (the gateway's own `x-request-id` is added by the caller). Dropped:
+    hop-by-hop headers and any the upstream's `Connection` names, `set-cookie`, the operator's
+    organization/project ids, and anything `x-gateway-*` (only the gateway speaks for itself)."""
     out: list[tuple[bytes, bytes]] = []
+    named: set[str] = set()
     for k, v in upstream:
         name = k.lower()
         if name == "x-request-id":
             out.append((b"x-upstream-request-id", v.encode("latin-1")))
-        elif name not in _NOT_FORWARDED_DOWN:
+        elif name == "connection":
+            named.update(t.strip().lower() for t in v.split(","))
+        elif name not in _NOT_FORWARDED_DOWN and not name.startswith("x-gateway-"):
             out.append((name.encode("latin-1"), v.encode("latin-1")))
+    if named:
+        out = [(k, v) for k, v in out if k.decode("latin-1") not in named]
     return out

@@ -22,16 +22,16 @@ A subscription maps to a catalog subscription by `metadata.subscription_key` (se
 gateway's subscription checkout on the subscription) or its price's `lookup_key`; the account
 by `metadata.account_id` or the linked Stripe customer. Other event types are acknowledged
 and recorded as `ignored`. Stripe payloads are read as plain dicts of the documented fields.
-"""
+"""  # noqa: E501 - a Markdown table
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.problems import BadRequest, StoreUnavailableProblem
-from storage.clock import now_ms
-from storage.ports import Invoice, PlanRules, StoreUnavailable, UnknownAccount
+from gateway.problems import BadRequest
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, now_ms
+from storage.ports import Invoice, PlanRules, UnknownAccount
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -44,7 +44,7 @@ def plan_rules(s: Services) -> PlanRules:
     doc = s.policy.document
     return PlanRules(
         rollover_caps={key: plan.rollover_cap for key, plan in s.policy.plans.items()},
-        rollover_ms=doc.catalog.rollover_policy.days * 86_400_000,
+        rollover_ms=doc.catalog.rollover_policy.days * MS_PER_DAY,
         default_plan=doc.default_plan)
 
 
@@ -64,8 +64,8 @@ def _id(value: Any) -> str | None:
 
 
 async def apply_event(s: Services, event: Any) -> str:
-    """Apply one signature-verified event; returns its outcome. Raises StoreUnavailableProblem
-    (a 503, so Stripe redelivers later) when the store is down, BadRequest (and records
+    """Apply one signature-verified event; returns its outcome. Raises StoreUnavailable (the
+    app answers 503, so Stripe redelivers later) when the store is down, BadRequest (and records
     nothing) when it is not a Stripe event: `id` and `type` strings, a `data.object` object."""
     data = getattr(getattr(event, "data", None), "object", None)
     created = getattr(event, "created", 0) or 0
@@ -76,11 +76,8 @@ async def apply_event(s: Services, event: Any) -> str:
     if not isinstance(obj.get("id"), str) or "\x00" in event.id + str(obj["id"]):
         raise BadRequest("The event's object has no id.")
     kind = str(event.type)
-    created_ms = created * 1000
-    try:
-        outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
-    except StoreUnavailable as exc:
-        raise StoreUnavailableProblem("The billing store is unreachable; redeliver.") from exc
+    created_ms = created * MS_PER_SECOND
+    outcome = await _dispatch(s, str(event.id), kind, created_ms, obj)
     s.metrics.stripe_events.labels(kind, outcome).inc()
     return outcome
 
@@ -93,7 +90,7 @@ async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
             return await _subscription_checkout(s, event_id, kind, created_ms, obj)
         if obj.get("payment_status") not in ("paid", "no_payment_required"):
             return await _record(s, event_id, kind, "awaiting_payment")
-        expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+        expires = at + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
         outcome, _grant, _purchase = await s.payments.fulfil_checkout(
             event_id, kind, obj["id"], expires, _id(obj.get("payment_intent")), at)
         return str(outcome)
@@ -192,8 +189,9 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
         "start": obj.get("period_start"), "end": obj.get("period_end")}
     invoice = Invoice(
         invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
-        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * 60_000,
-        period_start_ms=int(period["start"]) * 1000, period_end_ms=int(period["end"]) * 1000)
+        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * MS_PER_MINUTE,
+        period_start_ms=int(period["start"]) * MS_PER_SECOND,
+        period_end_ms=int(period["end"]) * MS_PER_SECOND)
     try:
         return str(await s.payments.invoice_paid(event_id, kind, created_ms,
                                                  account_id, invoice, plan_rules(s), now_ms()))
@@ -218,7 +216,7 @@ async def _subscription_changed(s: Services, event_id: str, kind: str, created_m
             (int(i.get("current_period_end") or 0) for i in items), default=0) \
             or obj.get("cancel_at")
         if end:
-            pending = (s.policy.document.default_plan, int(end) * 1000)
+            pending = (s.policy.document.default_plan, int(end) * MS_PER_SECOND)
     try:
         return str(await s.payments.subscription_changed(
             event_id, kind, created_ms, account_id, status,
@@ -239,7 +237,7 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
     pending = None
     if obj.get("status") in (None, "not_started", "active"):
         phases = obj.get("phases") or []
-        now_s = created_ms // 1000
+        now_s = created_ms // MS_PER_SECOND
         current = next((p for p in phases if int(p.get("start_date") or 0) <= now_s
                         < int(p.get("end_date") or 2**62)), None)
         current_sub = _catalog_subscription(s, _dig(current, "metadata", "subscription_key"))
@@ -247,7 +245,7 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
             nxt = _catalog_subscription(s, _dig(phase, "metadata", "subscription_key"))
             if (int(phase.get("start_date") or 0) > now_s and nxt is not None
                     and current_sub is not None and nxt.minutes < current_sub.minutes):
-                pending = (nxt.plan, int(phase["start_date"]) * 1000)
+                pending = (nxt.plan, int(phase["start_date"]) * MS_PER_SECOND)
                 break
     try:
         return str(await s.payments.pending_change(event_id, kind, created_ms,
@@ -272,7 +270,7 @@ async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, An
                     if p.key == meta.get("package_key")), None)
     if package is None:
         return await _unattributed(s, event_id, kind, "unknown_package")
-    expires = at + s.policy.document.catalog.package_expiry_days * 86_400_000
+    expires = at + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
     outcome = await s.payments.credit_topup(
         event_id, kind, obj["id"], str(account_id), attempt,
         package.key, package.minutes, str(obj.get("currency") or "usd").upper(),

@@ -5,7 +5,7 @@ saved payment method off-session for the chosen package.
 background task, at most one per account per process); the claim under the account lock makes
 it at most one pending attempt per account across processes (storage.sql.auto_topup). The
 PaymentIntent is created with `off_session=True, confirm=True` and the attempt id as Stripe
-idempotency key; the credit waits for `payment_intent.succeeded` (gateway.stripe_webhooks).
+idempotency key; the credit waits for `payment_intent.succeeded` (gateway.api.stripe_webhooks).
 A decline (`CardError`, e.g. authentication_required) or any Stripe error backs off.
 
 Routes: `GET|PUT /v1/billing/auto-topup/{userId}` (own key or HMAC) read and set
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,20 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.billing_api import json_response, own_account
-from gateway.problems import (
-    BadRequest,
-    NotFound,
-    StoreUnavailableProblem,
-    validation_problem,
-)
-from policies.catalog import price_in
-from storage.clock import iso_utc, now_ms
+from gateway.api.edge import json_response, own_account, services_for
+from gateway.problems import BadRequest, NotFound, validation_problem
+from gateway.services import Services
+from policies.catalog import effective_currency
+from storage.clock import MS_PER_MINUTE, iso_utc, now_ms
 from storage.ports import Attempt, StoreUnavailable, UnknownAccount
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.services import Services
 
 log = logging.getLogger("gateway.auto_topup")
 
@@ -71,7 +63,9 @@ class AutoTopUps:
                         if p.key == claim.package_key), None)
         if package is None:
             return await self._failed(claim, "the package is no longer in the catalog")
-        currency, cents, _fallback = price_in(package.prices, claim.currency)
+        # Charged as the catalog shows it (a catalog missing the currency anywhere is in USD).
+        currency = effective_currency(s.policy.document.catalog, claim.currency)
+        cents = package.prices[currency]
         assert s.stripe is not None
         try:
             await s.stripe.v1.payment_intents.create_async(params={
@@ -138,7 +132,7 @@ def _view(row: dict[str, Any] | None) -> dict[str, Any]:
     next_at = int(row["next_attempt_at_ms"])
     return {
         "configured": True, "enabled": bool(row["enabled"]),
-        "threshold_minutes": int(row["threshold"]) // 60_000,
+        "threshold_minutes": int(row["threshold"]) // MS_PER_MINUTE,
         "package_key": row["package_key"], "currency": row["currency"],
         "payment_method_id": row["payment_method_id"], "customer_id": row["stripe_customer_id"],
         "pending": row["pending_attempt"] is not None,
@@ -148,53 +142,50 @@ def _view(row: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def auto_topup_routes(gw: Gateway) -> list[WebRoute]:
-    """The Starlette routes of the auto top-up settings."""
+async def read(request: Request) -> Response:
+    """`GET /v1/billing/auto-topup/{userId}`: the account's auto top-up settings."""
+    s = services_for(request)
+    account_id = await own_account(request)
+    try:
+        row = await s.payments.topup_settings(account_id)
+    except UnknownAccount:
+        raise NotFound(f"No account {account_id!r}.") from None
+    return json_response(_view(row))
 
-    async def read(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        account_id = await own_account(gw, request)
-        try:
-            row = await s.payments.topup_settings(account_id)
-        except UnknownAccount:
-            raise NotFound(f"No account {account_id!r}.") from None
-        except StoreUnavailable as exc:
-            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        return json_response(_view(row))
 
-    async def write(request: Request) -> Response:
-        s = gw.services
-        assert s is not None
-        account_id = await own_account(gw, request)
-        try:
-            body = AutoTopUpSettings.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise validation_problem(exc) from None
-        catalog = s.policy.document.catalog
-        if not any(p.key == body.package_key for p in catalog.packages):
-            raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
-        currency = body.currency.upper()
-        if currency not in catalog.currencies:
-            raise BadRequest(f"currency: {currency} is not offered by the catalog")
-        try:
-            current = await s.payments.topup_settings(account_id)
-            has_pm = body.payment_method_id or (current and current["payment_method_id"])
-            has_customer = body.customer_id or (current and current["stripe_customer_id"])
-            if body.enabled and not (has_pm and has_customer):
-                raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
-                                 "of a payment method saved for off-session use.")
-            row = await s.payments.configure_topup(
-                account_id, body.enabled, body.threshold_minutes * 60_000,
-                body.package_key, currency, body.customer_id, body.payment_method_id,
-                now_ms())
-        except UnknownAccount:
-            raise NotFound(f"No account {account_id!r}.") from None
-        except StoreUnavailable as exc:
-            raise StoreUnavailableProblem("The billing store is unreachable.") from exc
-        if body.enabled:
-            s.topups.trigger(account_id)  # already below the new threshold? top up now
-        return json_response(_view(row))
+async def write(request: Request) -> Response:
+    """`PUT /v1/billing/auto-topup/{userId}`: set them (enabling needs a saved payment
+    method); an account already below the new threshold is topped up at once."""
+    s = services_for(request)
+    account_id = await own_account(request)
+    try:
+        body = AutoTopUpSettings.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    catalog = s.policy.document.catalog
+    if not any(p.key == body.package_key for p in catalog.packages):
+        raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
+    currency = body.currency.upper()
+    if currency not in catalog.currencies:
+        raise BadRequest(f"currency: {currency} is not offered by the catalog")
+    try:
+        current = await s.payments.topup_settings(account_id)
+        has_pm = body.payment_method_id or (current and current["payment_method_id"])
+        has_customer = body.customer_id or (current and current["stripe_customer_id"])
+        if body.enabled and not (has_pm and has_customer):
+            raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
+                             "of a payment method saved for off-session use.")
+        row = await s.payments.configure_topup(
+            account_id, body.enabled,
+            body.threshold_minutes * MS_PER_MINUTE,
+            body.package_key, currency, body.customer_id, body.payment_method_id,
+            now_ms())
+    except UnknownAccount:
+        raise NotFound(f"No account {account_id!r}.") from None
+    if body.enabled:
+        s.topups.trigger(account_id)  # already below the new threshold? top up now
+    return json_response(_view(row))
 
-    return [WebRoute("/v1/billing/auto-topup/{userId}", read, methods=["GET"]),
-            WebRoute("/v1/billing/auto-topup/{userId}", write, methods=["PUT"])]
+
+AUTO_TOPUP_ROUTES = [WebRoute("/v1/billing/auto-topup/{userId}", read, methods=["GET"]),
+                     WebRoute("/v1/billing/auto-topup/{userId}", write, methods=["PUT"])]

@@ -2,8 +2,8 @@
 
 The document is generated from one declarative table, `OPERATIONS`: each `Operation` names its
 method and path, who may call it, its parameters, the pydantic model of its request body (the
-handler's own model), its success replies (models in gateway/api_models.py) and the problem types
-it can answer with (classes of gateway/problems.py; grouped by status into
+handler's own model), its success replies (models in gateway/api/api_models.py) and the problem
+types it can answer with (classes of gateway/problems.py; grouped by status into
 `application/problem+json` responses whose `type` must end in one of their slugs). Adding an
 endpoint is one more `Operation(...)` in the table.
 
@@ -27,12 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway import api_models as m
-from gateway.admin_api import Adjustment, Grant, NewAccount
-from gateway.auto_topup import AutoTopUpSettings
-from gateway.billing_api import BatchCheck
-from gateway.models_api import ModelList
-from gateway.payments_api import PurchaseRequest, SubscriptionCheckoutRequest
+from gateway.api import api_models as m
+from gateway.api.admin import Adjustment, Grant, NewAccount
+from gateway.api.auto_topup import AutoTopUpSettings
+from gateway.api.billing import BatchCheck
+from gateway.api.models import ModelList
+from gateway.api.payments import PurchaseRequest, SubscriptionCheckoutRequest
 from gateway.problems import (
     BadRequest,
     BadWebhookSignature,
@@ -216,7 +216,7 @@ _ADMIN_ERRORS = (BadRequest, Unauthorized, NotFound, StoreUnavailableProblem)
 # --- the table -------------------------------------------------------------------------------
 
 OPERATIONS: tuple[Operation, ...] = (
-    # billing_api.billing_routes
+    # gateway.api.billing
     Operation(
         "GET", "/v1/billing/catalog", "getCatalog", "The public pricing catalog", "billing",
         PUBLIC,
@@ -276,7 +276,7 @@ OPERATIONS: tuple[Operation, ...] = (
                     "a server-signed request must name it. Without `estimate_seconds` the "
                     "route's fixed or learned estimate is used; an operation whose estimate "
                     "depends on the request body needs `estimate_seconds` (400 otherwise)."),
-    # payments_api.payments_routes
+    # gateway.api.payments
     Operation(
         "POST", "/v1/billing/packages/purchase", "purchasePackage",
         "Start a Stripe Checkout for a package", "payments", ACCOUNT_OR_SIGNED,
@@ -314,7 +314,7 @@ OPERATIONS: tuple[Operation, ...] = (
                     "GBP EGP SAR AED (case-insensitive; else 400). The plan changes, and the "
                     "period's minutes are credited, when Stripe's `checkout.session.completed` "
                     "and `invoice.paid` arrive at the webhook."),
-    # auto_topup.auto_topup_routes
+    # gateway.api.auto_topup
     Operation(
         "GET", "/v1/billing/auto-topup/{userId}", "getAutoTopUp",
         "An account's auto top-up settings", "payments", ACCOUNT_OR_SIGNED,
@@ -333,7 +333,7 @@ OPERATIONS: tuple[Operation, ...] = (
                     "`payment_method_id` and `customer_id`, in this body or saved earlier "
                     "(else 400); omitted ones keep their saved values. An enabled account "
                     "already below its threshold is topped up at once."),
-    # stream_api.stream_routes
+    # gateway.api.stream
     Operation(
         "GET", "/v1/billing/stream/{userId}", "streamBillingEvents",
         "An account's live billing events (Server-Sent Events)", "billing", ACCOUNT_OR_SIGNED,
@@ -350,7 +350,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 *_STREAM_PARAMS),
         description="`GET /v1/billing/stream/{userId}` for the API key's own account, or for "
                     "`?userId=` on a server-signed request.\n\n" + _STREAM_DESCRIPTION),
-    # admin_api.admin_routes
+    # gateway.api.admin
     Operation(
         "POST", "/v1/admin/accounts", "createAccount", "Create an account", "admin", ADMIN,
         (Reply(201, "Created (welcome bonus applied).", m.AccountCreated),),
@@ -409,7 +409,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/v1/admin/stats/usage", "getUsageStats", "Usage by model and by operation",
         "admin", ADMIN, (Reply(200, "Totals across every account.", m.UsageStats),),
         _ADMIN_ERRORS, params=(PERIOD,)),
-    # models_api.models_routes
+    # gateway.api.models
     Operation(
         "GET", "/v1/models", "listModels", "The models this gateway prices", "models", API_KEY,
         (Reply(200, "OpenAI's model list format.", ModelList),),

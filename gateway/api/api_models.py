@@ -2,7 +2,7 @@
 pydantic models, for the OpenAPI document only.
 
 Handlers build plain dicts (orjson, no validation on the way out); these models say what those
-dicts contain so gateway/openapi.py can publish them as JSON Schema. tests/e2e/test_openapi.py
+dicts contain so gateway/api/openapi.py can publish them as JSON Schema. tests/e2e/test_openapi.py
 checks every response of a running gateway against them, so a handler and its model cannot drift
 apart unnoticed. Conventions: `*_seconds` are whole seconds unless typed `number`; `*_ms` are
 exact ledger units (milliseconds of AI time); times are RFC 3339 UTC strings with a `Z`.

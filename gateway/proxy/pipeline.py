@@ -1,5 +1,6 @@
 """The proxied call (SPEC §6–§7): authenticate, match, admit (hold or 402), forward, meter,
-settle, respond. A plain ASGI callable; the streaming half lives in `gateway.streaming`.
+settle, respond. A plain ASGI callable; the streaming half lives in `gateway.proxy.relay`, the
+charge rules and settlement in `gateway.proxy.settlement`.
 
 Order of checks, each answered by a problem document that writes nothing:
 401 (key) → 413 (body size) → 400 (JSON, output limit, unpriced model, resume-token format) →
@@ -11,20 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from gateway.auth import Caller, key_from_headers
-from gateway.disconnects import DisconnectWatch
-from gateway.forwarding import (
-    ClientDisconnected,
-    downstream_headers,
-    read_body,
-    upstream_headers,
-)
-from gateway.payment_required import insufficient_ai_time
+from gateway.auth import key_from_headers
 from gateway.problems import (
     BadRequest,
     GatewayError,
@@ -39,18 +31,35 @@ from gateway.problems import (
     base_url_for,
     send_problem,
 )
-from gateway.resume import TokenRecord, request_binding, well_formed
+from gateway.proxy.disconnects import DisconnectWatch
+from gateway.proxy.forwarding import (
+    ClientDisconnected,
+    declared_length,
+    downstream_headers,
+    read_body,
+    upstream_headers,
+)
+from gateway.proxy.payment_required import insufficient_ai_time
+from gateway.proxy.relay import relay_stream
+from gateway.proxy.resume import request_binding, well_formed
+from gateway.proxy.settlement import (
+    Call,
+    charge_for,
+    charge_headers,
+    failure_charge,
+    settle,
+    settle_after_error,
+)
+from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
+from gateway.proxy.usage import usage_from_json
 from gateway.services import Services
-from gateway.streaming import relay_stream
-from gateway.upstream import UpstreamFailure, UpstreamResponse
-from gateway.usage import usage_from_json
 from policies import meters
 from policies.compiled import Route
-from policies.estimates import BYTES_PER_TOKEN, InvalidOutputLimit, output_limit
+from policies.estimates import InvalidOutputLimit, output_limit
 from policies.meters import Usage
-from storage.clock import now_ms
+from storage.clock import MS_PER_SECOND
 from storage.ids import new_sequential_id
-from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
+from storage.ports import Admission, StoreUnavailable, TokenRecord
 
 log = logging.getLogger("gateway.proxy")
 
@@ -59,35 +68,6 @@ def new_request_id() -> str:
     """`req_` + a per-process random tag + a counter: unique across processes and restarts;
     the request id, also the operation id of a 402."""
     return new_sequential_id("req")
-
-
-@dataclass
-class Call:
-    """State of one proxied call. Amounts are ledger units (ms); times are perf_counter s."""
-
-    request_id: str
-    method: str
-    path: str
-    route: Route
-    caller: Caller
-    body: bytes
-    parsed: Any
-    model: str | None
-    stream: bool
-    estimate: int
-    started: float
-    output_limit: int | None = None  # the request's output-token limit (tokens), if it set one
-    hold: Admission | None = None
-    unbilled_reason: str | None = None  # set when admitted without a hold (fail mode allow)
-    client_wants_usage: bool = True
-    token_status: str | None = None
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    settled: bool = False  # `Proxy.settle` ran (whatever its outcome)
-
-    @property
-    def input_estimate(self) -> int:
-        """Prompt tokens guessed from the body size (for partial charges only)."""
-        return len(self.body) // BYTES_PER_TOKEN
 
 
 class Proxy:
@@ -118,7 +98,7 @@ class Proxy:
             except ClientDisconnected:  # left mid-upload: nothing admitted, nobody to answer
                 self.s.metrics.requests.labels(route.operation, "499").inc()
                 return
-            except Exception as exc:  # noqa: BLE001 - the catch-all: a 500 problem, never text
+            except Exception as exc:  # the catch-all: a 500 problem, never text
                 log.error("unexpected error", exc_info=exc, extra={
                     "request_id": request_id, "operation": route.operation})
                 if started:  # the answer is under way: abort it (the server drops the
@@ -154,7 +134,7 @@ class Proxy:
             elif k == b"x-resume-token":
                 token = v.decode("latin-1").strip()
             elif k == b"content-length":
-                length = int(v) if v.isdigit() else None
+                length = declared_length(v)
         key = key_from_headers(auth, api_key)
         if key is None:
             raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'.")
@@ -201,26 +181,15 @@ class Proxy:
         if route.rate_limited:
             call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
                                                             caller.account_id)
-        await self._admit(call, record, token)
         try:
+            await self._admit(call, record, token)
             await self._forward(call, scope, receive, send)
         except Exception:
-            if not call.settled:
-                await self._settle_after_error(call)
+            # Admitted (a hold, or unbilled under fail mode allow) but not settled: never leave
+            # the hold leased until the route's TTL. A 402 or a store-down 503 admitted nothing.
+            if not call.settled and (call.hold is not None or call.unbilled_reason is not None):
+                await settle_after_error(self.s, call)
             raise
-
-    async def _settle_after_error(self, call: Call) -> None:
-        """An unexpected error left an admitted call unsettled: release its hold now (charged
-        nothing; outcome `gateway_error` on its usage record) instead of keeping it leased until
-        the route's hold TTL. A store failure here is logged; the hold then lapses with its
-        lease."""
-        duration_ms = int((time.perf_counter() - call.started) * 1000)
-        try:
-            await self.settle(call, None, duration_ms, None, "none", 0, streamed=call.stream,
-                              outcome="gateway_error")
-        except (GatewayError, StoreUnavailable):
-            log.error("could not settle a call after an unexpected error; its hold lapses",
-                      extra={"request_id": call.request_id})
 
     async def _check_resume_token(
         self, call: Call, scope: dict[str, Any], token: str | None
@@ -307,26 +276,30 @@ class Proxy:
             m.child(m.upstream_latency, upstream.name).observe(time.perf_counter() - t0)
             if resp.status < 400 and "text/event-stream" in resp.content_type:
                 watch.close()  # the stream relay watches for itself
-                await relay_stream(self, call, resp, t0, receive, send)
+                await relay_stream(self.s, call, resp, t0, receive, send)
                 return
             await self._respond_buffered(call, resp, t0, send, watch)
         except asyncio.CancelledError:
             if not watch.caused_cancel():
                 raise
             await self._client_left(call, resp, t0)
+        except Exception:
+            if resp is not None:
+                resp.close()  # an unexpected error: drop the upstream connection, not pool it
+            raise
         finally:
             watch.close()
 
     async def _client_left(self, call: Call, resp: UpstreamResponse | None, t0: float) -> None:
-        """The client disconnected while the upstream had not answered in full: the upstream
+        """The client disconnected before the upstream answered: the upstream
         request is dropped, the call settled by the route's failure rule (outcome
         `client_disconnected`, SPEC §6) and the hold released; nothing is sent."""
         if resp is not None:
             resp.close()
-        duration_ms = int((time.perf_counter() - t0) * 1000)
-        charge = self.failure_charge(call, None, duration_ms)
-        await self.settle(call, None, duration_ms, None, "none", charge, streamed=False,
-                          outcome="client_disconnected")
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
+        charge = failure_charge(call, None, duration_ms)
+        await settle(self.s, call, None, duration_ms, None, "none", charge, streamed=False,
+                     outcome="client_disconnected")
         m = self.s.metrics
         m.child(m.requests, call.route.operation, "499").inc()
 
@@ -334,13 +307,14 @@ class Proxy:
         self, call: Call, resp: UpstreamResponse, t0: float, send: Any, watch: DisconnectWatch
     ) -> None:
         route = call.route
-        try:
-            payload = await watch.guard(resp.read())
-        except UpstreamFailure as exc:
-            watch.close()
-            raise await self._upstream_failed(call, exc, t0) from exc
+        # The upstream has answered: its work is done (and billed to the operator), so the body
+        # is read and charged as usual even if the client leaves now.
         watch.close()
-        duration_ms = int((time.perf_counter() - t0) * 1000)
+        try:
+            payload = await resp.read()
+        except UpstreamFailure as exc:
+            raise await self._upstream_failed(call, exc, t0) from exc
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
         usage: Usage | None = None
         source = "none"
         if resp.status < 400:
@@ -349,146 +323,43 @@ class Proxy:
                 source = "upstream"
             elif route.meter.kind == "tokens":
                 source = "estimate"
-            charge = self.charge_for(call, usage, duration_ms, ok=True)
+            charge = charge_for(call, usage, duration_ms)
             outcome = "ok"
         else:
-            charge = self.failure_charge(call, resp.status, duration_ms)
+            charge = failure_charge(call, resp.status, duration_ms)
             outcome = "upstream_error"
-        settlement = await self.settle(call, resp.status, duration_ms, usage, source, charge,
-                                       streamed=False, outcome=outcome)
+        settlement = await settle(self.s, call, resp.status, duration_ms, usage, source, charge,
+                                  streamed=False, outcome=outcome)
         headers = downstream_headers(resp.headers)
         headers.append((b"content-length", str(len(payload)).encode()))
-        headers.extend(self.charge_headers(call, settlement))
+        headers.extend(charge_headers(call, settlement))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         m = self.s.metrics
         m.child(m.requests, route.operation, str(resp.status)).inc()
         m.child(m.overhead, route.operation).observe(
-            max(0.0, (time.perf_counter() - call.started) - duration_ms / 1000))
-
-    # ---- money ------------------------------------------------------------------------------
-
-    def charge_for(self, call: Call, usage: Usage | None, duration_ms: int, ok: bool) -> int:
-        """Units owed for a successful call: the meter on reported usage; when a tokens route
-        got no usage, the hold estimate (SPEC §6: fall back to an estimate, say so)."""
-        meter = call.route.meter
-        if meter.kind == "tokens" and usage is None:
-            return call.estimate
-        return meter.cost(call.model, usage, duration_ms)
-
-    def failure_charge(self, call: Call, status: int | None, duration_ms: int) -> int:
-        """Units owed for a failed upstream call (SPEC §6): none, unless the route says
-        `upstream_errors: {charge: duration_after, after_ms: N}` and a 5xx or broken connection
-        took longer than N ms — then the duration meter's price of that time."""
-        rule = call.route.spec.upstream_errors
-        if rule.charge == "duration_after" and (status is None or status >= 500) \
-                and duration_ms > rule.after_ms:
-            return call.route.meter.cost(call.model, None, duration_ms)
-        return 0
-
-    async def settle(
-        self, call: Call, status: int | None, duration_ms: int, usage: Usage | None,
-        source: str, charge: int, *, streamed: bool, outcome: str,
-    ) -> Settlement | None:
-        """Debit `charge`, release the hold, write the usage record. Returns None when the call
-        is unbilled (store down under fail mode `allow`)."""
-        s = self.s
-        call.settled = True
-        u = usage or Usage()
-        record = CallRecord(
-            request_id=call.request_id, account_id=call.caller.account_id,
-            operation=call.route.operation, model=call.model, upstream_status=status,
-            duration_ms=duration_ms, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-            cached_tokens=u.cached_tokens, reasoning_tokens=u.reasoning_tokens,
-            estimated=call.estimate, usage_source=source,  # type: ignore[arg-type]
-            streamed=streamed, outcome=outcome,
-        )
-        if call.hold is not None:
-            s.metrics.active_holds.dec()
-        if call.unbilled_reason is not None:
-            self._spool(record, charge, call)
-            return None
-        try:
-            result = await s.ledger.settle(
-                call.hold.hold_id if call.hold else None, record, charge,
-                call.route.spec.on_shortfall)
-        except StoreUnavailable:
-            s.metrics.store_errors.labels("settle").inc()
-            if call.route.spec.fail_mode == "allow" or streamed:
-                self._spool(record, charge, call)
-                return None
-            log.error("settlement failed: store unavailable; call answered 503, not billed",
-                      extra={"request_id": call.request_id, "account_id": record.account_id})
-            raise StoreUnavailableProblem(
-                "The call completed but its charge could not be recorded; it was not billed."
-            ) from None
-        s.metrics.child(s.metrics.charged, call.route.operation).inc(result.charged)
-        if result.top_up:
-            s.topups.trigger(record.account_id)
-        if result.unbilled:
-            s.metrics.unbilled.labels(call.route.operation, "shortfall").inc(result.unbilled)
-        if outcome == "ok" and status is not None and status < 400:
-            call.route.estimator.observe(charge)
-        if call.route.counts_tokens:
-            await s.limiter.count_tokens(call.route.spec.rate_limits, call.caller.key_id,
-                                         call.caller.account_id, u.input_tokens + u.output_tokens)
-        if log.isEnabledFor(logging.INFO):
-            log.info("call settled", extra={
-                "request_id": call.request_id, "account_id": record.account_id,
-                "operation": record.operation, "model": record.model, "status": status,
-                "duration_ms": duration_ms, "charged": result.charged, "usage_source": source,
-                "outcome": outcome})
-        return result
-
-    def _spool(self, record: CallRecord, charge: int, call: Call) -> None:
-        """Keep an unbilled call for `gateway reconcile` (store unreachable)."""
-        s = self.s
-        s.metrics.unbilled.labels(call.route.operation, "store_unavailable").inc(charge)
-        try:
-            s.unbilled.append(record, charge, call.route.spec.on_shortfall, now_ms(),
-                              call.hold.hold_id if call.hold else None)
-        except OSError as exc:
-            log.error("could not spool an unbilled call", extra={
-                "request_id": call.request_id, "account_id": record.account_id,
-                "units": charge, "error": str(exc)})
-            return
-        log.warning("unbilled call spooled for reconciliation", extra={
-            "request_id": call.request_id, "account_id": record.account_id, "units": charge,
-            "spool": str(s.unbilled.path)})
-
-    def charge_headers(
-        self, call: Call, settlement: Settlement | None
-    ) -> list[tuple[bytes, bytes]]:
-        """x-request-id, x-gateway-operation, x-gateway-charged-ms, x-gateway-remaining-ms
-        (and x-resume-token-status when a token was sent)."""
-        out = [(b"x-request-id", call.request_id.encode()),
-               (b"x-gateway-operation", call.route.operation.encode())]
-        if settlement is not None:
-            out.append((b"x-gateway-charged-ms", str(settlement.charged).encode()))
-            out.append((b"x-gateway-remaining-ms", str(max(0, settlement.remaining)).encode()))
-        else:
-            out.append((b"x-gateway-unbilled", b"store-unavailable"))
-        if call.token_status:
-            out.append((b"x-resume-token-status", call.token_status.encode()))
-        out.extend(call.extra_headers)
-        return out
+            max(0.0, (time.perf_counter() - call.started) - duration_ms / MS_PER_SECOND))
 
     async def _upstream_failed(
         self, call: Call, exc: UpstreamFailure, t0: float
     ) -> GatewayError:
         """Settle a call whose upstream failed; returns the 502/504 problem to raise."""
-        duration_ms = int((time.perf_counter() - t0) * 1000)
+        duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
         kind = "timeout" if exc.timeout else "connection"
         self.s.metrics.upstream_errors.labels(call.route.upstream.name, kind).inc()
-        charge = self.failure_charge(call, None, duration_ms)
-        await self.settle(call, None, duration_ms, None, "none", charge, streamed=call.stream,
-                          outcome=f"upstream_{kind}")
+        charge = failure_charge(call, None, duration_ms)
+        await settle(self.s, call, None, duration_ms, None, "none", charge,
+                     streamed=call.stream, outcome=f"upstream_{kind}")
         name = call.route.upstream.name
         if exc.timeout:
             return UpstreamTimeout(f"Upstream '{name}' did not answer in time; not charged."
                                    if charge == 0 else f"Upstream '{name}' timed out.")
-        return UpstreamUnavailable(f"Upstream '{name}' failed: {exc}." +
-                                   (" Not charged." if charge == 0 else ""))
+        # The driver's text names the upstream's host and port: for the log, not the client.
+        log.warning("upstream failed", extra={"request_id": call.request_id, "upstream": name,
+                                              "error": str(exc)})
+        return UpstreamUnavailable(
+            f"Upstream '{name}' could not be reached or broke the connection." +
+            (" Not charged." if charge == 0 else ""))
 
 
 def _force_include_usage(call: Call) -> bytes:

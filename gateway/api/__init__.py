@@ -1,0 +1,1 @@
+"""The billing, payments and admin HTTP API (Starlette routes) and its edge helpers."""

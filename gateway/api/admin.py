@@ -1,0 +1,223 @@
+"""Admin endpoints (SPEC §8): accounts, API keys, grants and adjustments, usage statistics.
+
+Every route needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>` (compared in constant time);
+without a configured token the admin API answers 404 as if absent. Bodies are validated with
+pydantic; amounts are whole seconds or minutes on the wire, ledger units (ms) inside; every
+money-moving call takes an `idempotency_key` so a retried request applies once: the same request
+again answers the original result (`replayed: true`, 200), the key reused for a request with a
+different effect is a 422 `idempotency-key-reused` that applies nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.api.edge import int_param, json_body, json_response, period_window, services_for
+from gateway.balance_view import enhanced_balance
+from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
+from gateway.services import Services
+from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
+from storage.engine.buckets import EventType, Source
+from storage.ports import IdempotencyConflict, UnknownAccount
+
+_KEY = r"^[A-Za-z0-9:_.-]{8,200}$"
+
+
+class NewAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str | None = None
+
+
+class Grant(BaseModel):
+    """A credit: `seconds` or `minutes` (exactly one), gift (never expires) or package
+    (catalog package expiry)."""
+
+    # The model validator's rule, stated in the JSON Schema too (for the OpenAPI document).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["seconds"], "properties": {"seconds": {"type": "integer"}}},
+        {"required": ["minutes"], "properties": {"minutes": {"type": "integer"}}}]})
+    seconds: int | None = Field(None, gt=0, le=600_000_000)
+    minutes: int | None = Field(None, gt=0, le=10_000_000)
+    source: Literal["gift", "package"] = "gift"
+    reason: str = Field("admin grant", max_length=500)
+    idempotency_key: str = Field(pattern=_KEY)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Grant:
+        if (self.seconds is None) == (self.minutes is None):
+            raise ValueError("give exactly one of seconds or minutes")
+        return self
+
+    @property
+    def units(self) -> int:
+        if self.seconds is not None:
+            return self.seconds * MS_PER_SECOND
+        return (self.minutes or 0) * MS_PER_MINUTE
+
+
+class Adjustment(BaseModel):
+    """A signed correction in seconds: positive credits a gift bucket, negative takes balance
+    back in burn order (never below zero)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Zero is refused by the handler (400); the schema says so too.
+    seconds: int = Field(ge=-600_000_000, le=600_000_000, json_schema_extra={"not": {"const": 0}})
+    reason: str = Field(min_length=1, max_length=500)
+    idempotency_key: str = Field(pattern=_KEY)
+
+
+def _body(model: type[BaseModel], raw: bytes) -> Any:
+    return json_body(model, raw or b"{}")
+
+
+def check(request: Request) -> Services:
+    """The services, once the request carries the admin credential. Raises NotFound (no admin
+    token configured: the admin API is absent) or Unauthorized."""
+    s = services_for(request)
+    token = s.settings.admin_token
+    if not token:
+        raise NotFound("No route for this path.")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(),
+                                                             token.encode()):
+        raise Unauthorized("This endpoint needs the admin credential.")
+    return s
+
+
+async def guarded(fn: Any, *args: Any) -> Any:
+    """`await fn(*args)` with the store's refusals as problems: UnknownAccount → 404,
+    IdempotencyConflict → 422 `idempotency-key-reused`."""
+    try:
+        return await fn(*args)
+    except UnknownAccount as exc:
+        raise NotFound(f"No account {exc}.") from None
+    except IdempotencyConflict:
+        raise IdempotencyKeyReused(
+            "This idempotency_key was already used for a different request (amount, "
+            "source, reason or kind); nothing was applied. Resend the original request "
+            "unchanged, or use a new key.") from None
+
+
+async def create_account(request: Request) -> Response:
+    """`POST /v1/admin/accounts`: a new account on `plan` (default plan)."""
+    s = check(request)
+    body = _body(NewAccount, await request.body())
+    key = body.plan or s.policy.document.default_plan
+    plan = s.policy.plans.get(key)
+    if plan is None:
+        raise BadRequest(f"plan: unknown plan {key!r}")
+    account_id = await guarded(s.accounts.create_account, plan)
+    return json_response({"account_id": account_id, "plan_key": key}, status=201)
+
+
+async def list_accounts(request: Request) -> Response:
+    """`GET /v1/admin/accounts`: accounts by id, cursor pages, optionally of one plan."""
+    s = check(request)
+    limit = int_param(request, "limit", 50, 1, 500)
+    rows = await guarded(s.accounts.list_accounts, limit + 1,
+                         request.query_params.get("cursor"), request.query_params.get("plan"))
+    page = rows[:limit]
+    accounts = [{"account_id": r["id"], "plan_key": r["plan_key"],
+                 "subscription_status": r["subscription_status"],
+                 "created_at": iso_utc(r["created_at_ms"])} for r in page]
+    return json_response({"accounts": accounts,
+                          "next_cursor": page[-1]["id"] if len(rows) > limit else None})
+
+
+async def get_account(request: Request) -> Response:
+    """`GET /v1/admin/accounts/{accountId}`: an account's balance and API keys."""
+    s = check(request)
+    account_id = request.path_params["accountId"]
+    snap = await guarded(s.ledger.balance, account_id)
+    keys = await guarded(s.accounts.account_keys, account_id)
+    return json_response({
+        "account_id": account_id,
+        "balance": enhanced_balance(snap, s.policy.plans.get(snap.plan_key),
+                                    s.policy.catalog_version),
+        "api_keys": [{"key_id": k["id"], "prefix": k["prefix"],
+                      "created_at": iso_utc(k["created_at_ms"]),
+                      "revoked_at": iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]
+                      else None} for k in keys]})
+
+
+async def create_key(request: Request) -> Response:
+    """`POST /v1/admin/accounts/{accountId}/keys`: a new API key (shown once)."""
+    s = check(request)
+    key_id, key = await guarded(s.accounts.create_api_key, request.path_params["accountId"])
+    return json_response({"key_id": key_id, "key": key,
+                          "note": "shown once; stored only hashed"}, status=201)
+
+
+async def revoke_key(request: Request) -> Response:
+    """`DELETE /v1/admin/keys/{keyId}`: revoke a key (this process forgets it at once)."""
+    s = check(request)
+    if not await guarded(s.accounts.revoke_api_key, request.path_params["keyId"]):
+        raise NotFound("No active key with this id.")
+    s.keys.forget()  # stop serving the key from this process's cache at once
+    return json_response({"revoked": request.path_params["keyId"]})
+
+
+async def grant(request: Request) -> Response:
+    """`POST /v1/admin/accounts/{accountId}/grants`: credit a gift or package bucket."""
+    s = check(request)
+    body: Grant = _body(Grant, await request.body())
+    source = Source(body.source)
+    expires = None
+    if source is Source.PACKAGE:
+        expires = now_ms() + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
+    result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
+                           body.units, "admin:" + body.idempotency_key, expires, body.reason)
+    return json_response({"bucket_id": result.bucket_id, "amount_ms": result.amount,
+                          "replayed": result.replayed},
+                         status=200 if result.replayed else 201)
+
+
+async def adjust(request: Request) -> Response:
+    """`POST /v1/admin/accounts/{accountId}/adjustments`: a signed correction."""
+    s = check(request)
+    body: Adjustment = _body(Adjustment, await request.body())
+    account_id = request.path_params["accountId"]
+    key = "admin:" + body.idempotency_key
+    if body.seconds == 0:
+        raise BadRequest("seconds: an adjustment must not be zero")
+    if body.seconds > 0:
+        result = await guarded(s.ledger.grant, account_id, Source.GIFT,
+                               body.seconds * MS_PER_SECOND,
+                               key, None, body.reason, None, EventType.ADJUSTMENT)
+        applied = result.amount
+    else:
+        result = await guarded(s.ledger.adjust_down, account_id,
+                               -body.seconds * MS_PER_SECOND, key, body.reason)
+        applied = -result.amount
+    return json_response({"amount_ms": applied, "replayed": result.replayed,
+                          "unrecovered_ms": result.metadata.get("unrecovered", 0)},
+                         status=200 if result.replayed else 201)
+
+
+async def usage_stats(request: Request) -> Response:
+    """`GET /v1/admin/stats/usage?period=`: usage of all accounts by model and operation."""
+    s = check(request)
+    period, start, end = period_window(request)
+    by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
+    by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
+    return json_response({"period": period, "from": iso_utc(to_ms(start)),
+                          "to": iso_utc(to_ms(end)), "by_model": by_model,
+                          "by_operation": by_op})
+
+
+ADMIN_ROUTES = [
+    WebRoute("/v1/admin/accounts", create_account, methods=["POST"]),
+    WebRoute("/v1/admin/accounts", list_accounts, methods=["GET"]),
+    WebRoute("/v1/admin/accounts/{accountId}", get_account, methods=["GET"]),
+    WebRoute("/v1/admin/accounts/{accountId}/keys", create_key, methods=["POST"]),
+    WebRoute("/v1/admin/keys/{keyId}", revoke_key, methods=["DELETE"]),
+    WebRoute("/v1/admin/accounts/{accountId}/grants", grant, methods=["POST"]),
+    WebRoute("/v1/admin/accounts/{accountId}/adjustments", adjust, methods=["POST"]),
+    WebRoute("/v1/admin/stats/usage", usage_stats, methods=["GET"]),
+]

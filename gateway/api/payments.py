@@ -1,0 +1,179 @@
+"""Package purchases through Stripe Checkout and the Stripe webhook (SPEC §8).
+
+`POST /v1/billing/packages/purchase` creates a Checkout Session for a catalog package in the
+requested currency (USD fallback) carrying the account and, when given, the blocked operation
+(`operation_id`, the id in a 402's `instance`). `POST /v1/billing/subscriptions/checkout`
+creates a monthly subscription Checkout Session whose subscription carries the account and the
+catalog subscription key. `POST /v1/billing/webhooks/stripe` verifies the signature on the raw
+body with stripe-python's own `Webhook.construct_event` and applies each event exactly once
+(gateway.api.stripe_webhooks). Stripe is reached with
+stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import stripe
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.api.edge import body_and_account, json_response, services_for
+from gateway.api.stripe_webhooks import apply_event
+from gateway.problems import (
+    BadRequest,
+    BadWebhookSignature,
+    NotFound,
+    PaymentProviderError,
+    PaymentsNotConfigured,
+)
+from policies.catalog import effective_currency, price_fields
+from storage.clock import now_ms
+from storage.ports import Purchase, SessionConflict
+
+
+class PurchaseRequest(BaseModel):
+    """Body of the purchase endpoint (seeds: PackagePurchaseRequest + currency, operation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    package_key: str = Field(min_length=1, max_length=64)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    operation_id: str | None = Field(None, pattern=r"^(urn:op:)?req_[A-Za-z0-9_-]{4,60}$")
+    userId: str | None = None
+
+
+class SubscriptionCheckoutRequest(BaseModel):
+    """Body of the subscription checkout: a catalog subscription key and a currency."""
+
+    model_config = ConfigDict(extra="forbid")
+    subscription_key: str = Field(min_length=1, max_length=64)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    userId: str | None = None
+
+
+def stripe_client(settings: Any) -> stripe.StripeClient | None:
+    """A StripeClient on stripe-python's HTTPX client, or None without STRIPE_SECRET_KEY."""
+    if not settings.stripe_secret_key:
+        return None
+    return stripe.StripeClient(settings.stripe_secret_key, http_client=stripe.HTTPXClient(),
+                               base_addresses={"api": settings.stripe_api_base})
+
+
+async def purchase(request: Request) -> Response:
+    """`POST /v1/billing/packages/purchase`: a Checkout Session for a catalog package."""
+    s = services_for(request)
+    body, account_id = await body_and_account(request, PurchaseRequest)
+    catalog = s.policy.document.catalog
+    package = next((p for p in catalog.packages if p.key == body.package_key), None)
+    if package is None:
+        raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
+    currency, cents, fallback = _currency(body.currency, catalog, package.prices)
+    operation_id = body.operation_id.removeprefix("urn:op:") if body.operation_id else None
+    metadata = {"account_id": account_id, "package_key": package.key,
+                **({"operation_id": operation_id} if operation_id else {})}
+    session = await _open_checkout(
+        s, account_id, "payment", package, currency, cents,
+        f"{package.name} ({package.minutes} min)", metadata,
+        {"payment_intent_data": {"metadata": metadata}})
+    try:
+        await s.payments.record_purchase(Purchase(
+            session.id, account_id, package.key, package.minutes, currency, cents,
+            operation_id), now_ms())
+    except SessionConflict:
+        raise PaymentProviderError(
+            "Stripe returned a Checkout Session that belongs to another purchase; "
+            "retry.") from None
+    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+           **price_fields(cents, currency), "package_minutes": package.minutes,
+           "currency_fallback_from": fallback}
+    return json_response(doc)
+
+
+async def subscribe(request: Request) -> Response:
+    """`POST /v1/billing/subscriptions/checkout`: a monthly subscription Checkout Session."""
+    s = services_for(request)
+    body, account_id = await body_and_account(request, SubscriptionCheckoutRequest)
+    catalog = s.policy.document.catalog
+    sub = next((x for x in catalog.subscriptions if x.key == body.subscription_key), None)
+    if sub is None:
+        raise BadRequest(f"subscription_key: no subscription {body.subscription_key!r} in "
+                         "the catalog")
+    currency, cents, fallback = _currency(body.currency, catalog, sub.prices)
+    metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
+    session = await _open_checkout(
+        s, account_id, "subscription", sub, currency, cents,
+        f"{sub.name} ({sub.minutes} min / month)", metadata,
+        {"subscription_data": {"metadata": metadata}})
+    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
+           **price_fields(cents, currency), "subscription_key": sub.key, "plan_key": sub.plan,
+           "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
+    return json_response(doc)
+
+
+async def webhook(request: Request) -> Response:
+    """`POST /v1/billing/webhooks/stripe`: verify the signature, apply the event once."""
+    s = services_for(request)
+    if not s.settings.stripe_webhook_secret:
+        raise PaymentsNotConfigured("Set STRIPE_WEBHOOK_SECRET to receive Stripe events.")
+    payload = await request.body()
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, request.headers.get("stripe-signature"), s.settings.stripe_webhook_secret)
+    except (stripe.SignatureVerificationError, ValueError):
+        raise BadWebhookSignature("The Stripe-Signature header does not match the body.") \
+            from None
+    except (AttributeError, TypeError, KeyError):
+        # Signed, but stripe-python cannot read it as an event (e.g. a JSON array).
+        raise BadRequest("The body is not a Stripe event.") from None
+    outcome = await apply_event(s, event)
+    return Response(orjson.dumps({"received": True, "outcome": outcome}),
+                    media_type="application/json")
+
+
+PAYMENTS_ROUTES = [
+    WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
+    WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
+    WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
+]
+
+
+async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency: str,
+                         cents: int, name: str, metadata: dict[str, str],
+                         extra: dict[str, Any]) -> Any:
+    """Create a Checkout Session (`mode` payment, or subscription billed monthly) selling one
+    catalog `item` at `cents` in `currency`, carrying the account in `metadata`; `extra` adds
+    mode-specific parameters. Raises PaymentsNotConfigured (no STRIPE_SECRET_KEY), NotFound
+    (unknown account), PaymentProviderError (Stripe refused), StoreUnavailable (answered 503)."""
+    if s.stripe is None:
+        raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages and subscriptions.")
+    price: dict[str, Any] = {
+        "currency": currency.lower(), "unit_amount": cents, "product_data": {"name": name},
+        "tax_behavior": "inclusive" if item.tax_inclusive else "exclusive"}
+    if mode == "subscription":
+        price["recurring"] = {"interval": "month"}
+    try:
+        if not await s.accounts.account_exists(account_id):
+            raise NotFound(f"No account {account_id!r}.")
+        return await s.stripe.v1.checkout.sessions.create_async(params={
+            "mode": mode, "client_reference_id": account_id,
+            "line_items": [{"quantity": 1, "price_data": price}], "metadata": metadata,
+            "success_url": s.settings.checkout_success_url,
+            "cancel_url": s.settings.checkout_cancel_url, **extra})
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(f"Stripe refused the checkout: {exc.user_message or exc}") \
+            from None
+
+
+def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:
+    """(currency charged, unit amount in cents, currency_fallback_from or None) for a requested
+    code, by the catalog's rule (policies.catalog.effective_currency): the buyer pays in the
+    currency the catalog showed — USD when the catalog does not offer the code or any of its
+    items lacks a price in it. Raises BadRequest for a code outside USD EUR GBP EGP SAR AED."""
+    code = requested.upper()
+    if code not in ("USD", "EUR", "GBP", "EGP", "SAR", "AED"):
+        raise BadRequest(f"currency: unknown currency {code}")
+    currency = effective_currency(catalog, code)
+    return currency, prices[currency], code if currency != code else None

@@ -1,0 +1,199 @@
+"""`GET /v1/billing/stream/{userId}` (and `GET /v1/billing/stream`, seed 000's path: the API
+key's own account, or `?userId=` on a server-signed request): the account's live events as
+Server-Sent Events.
+
+Events (seeds 000 "SSE Balance Updates"; SPEC §8): balance.updated, bucket.created,
+bucket.expired, credit.applied, package.fulfilled, rollover.created, resume.ready — each with
+the account's increasing `id`. Per the WHATWG EventSource model:
+- a fresh connection (no `Last-Event-ID`) starts with a balance.updated snapshot whose `id` is
+  the account's current sequence, then every newer event;
+- a reconnection with `Last-Event-ID: N` (header, or `?lastEventId=N` for clients that cannot
+  set headers) replays every event after N from the bounded log, first sending
+  `history.truncated` (data: last_event_id, oldest_available_id) when events after N were
+  already pruned, so the client knows to refetch its balance;
+- a comment line is sent every GATEWAY_STREAM_KEEPALIVE_S seconds (sse-starlette's ping) so
+  proxies keep the connection open;
+- `retry: 3000` asks browsers to reconnect after 3 s.
+Delivery: the event bus wakes the stream; the log (the EventLog port) is the source of truth
+and is re-read on any gap and every GATEWAY_STREAM_POLL_S seconds, so events committed by any
+gateway process arrive whether or not Redis is reachable. The balance.updated of each settled
+call is live only: a stream that missed some (a replay, a lost bus message) gets one fresh
+balance snapshot with the current id instead.
+Auth as the other billing reads: the account's own key or a server-to-server HMAC signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as WebRoute
+
+from gateway.api.edge import own_account, services_for
+from gateway.problems import BadRequest, NotFound
+from gateway.services import Services
+from storage.engine import events as log
+from storage.ports import (
+    AccountEvent,
+    BalanceSnapshot,
+    StoreUnavailable,
+    Subscription,
+    UnknownAccount,
+)
+
+REPLAY_PAGE = 500
+RETRY_MS = 3000
+
+
+def _sse(event: AccountEvent) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.type,
+                           id=str(event.seq))
+
+
+def _snapshot(snap: BalanceSnapshot, seq: int, retry: int | None = None) -> ServerSentEvent:
+    """balance.updated (reason `snapshot`) of a balance read, carrying the current id `seq`."""
+    data = log.balance_data([(b.source, b.remaining) for b in snap.buckets], snap.held,
+                            snap.debt, "snapshot")
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
+                           id=str(seq), retry=retry)
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    if raw is None or raw == "":
+        return None
+    if re.fullmatch(r"[0-9]{1,18}", raw) is None:
+        raise BadRequest("Last-Event-ID must be an event id received from this stream.")
+    return int(raw)
+
+
+async def stream(request: Request) -> Response:
+    """`GET /v1/billing/stream[/{userId}]`: the account's live events (see the module doc)."""
+    s = services_for(request)
+    account_id = await own_account(request)
+    last = _last_event_id(request)
+    sub = await s.bus.subscribe(account_id)  # before reading the log: nothing slips by
+    try:
+        first, last = await _opening(s, account_id, last)
+    except UnknownAccount:
+        s.bus.unsubscribe(sub)
+        raise NotFound(f"No account {account_id!r}.") from None
+    except BaseException:
+        s.bus.unsubscribe(sub)
+        raise
+    s.metrics.billing_streams.inc()
+    return EventSourceResponse(
+        _Feed(s, account_id, sub, last).events(first), ping=s.settings.stream_keepalive_s,
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        send_timeout=30)
+
+
+STREAM_ROUTES = [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"]),
+                 WebRoute("/v1/billing/stream", stream, methods=["GET"])]
+
+
+async def _opening(
+    s: Services, account_id: str, last: int | None
+) -> tuple[list[ServerSentEvent], int]:
+    """(events a stream starts with, the id it continues after): on a fresh connection (`last`
+    None) a balance snapshot carrying the current id; on a reconnection whose events after
+    `last` were pruned, `history.truncated`. Raises NotFound (no such account), UnknownAccount,
+    StoreUnavailable."""
+    position = await s.event_log.stream_position(account_id)
+    if position is None:
+        raise NotFound(f"No account {account_id!r}.")
+    if last is None:
+        return [_snapshot(await s.ledger.balance(account_id), position[0],
+                          retry=RETRY_MS)], position[0]
+    if last > position[0] or (last < position[0] and last + 1 < position[1]):
+        # Events after `last` were pruned (or the id is not of this account's log).
+        return [ServerSentEvent(
+            data=orjson.dumps({"last_event_id": last,
+                               "oldest_available_id": position[1]}).decode(),
+            event="history.truncated", retry=RETRY_MS)], min(last, position[0])
+    return [], last
+
+
+class _Feed:
+    """One open stream of an account's events: its bus subscription and `last`, the id of the
+    newest event sent."""
+
+    def __init__(self, s: Services, account_id: str, sub: Subscription, last: int) -> None:
+        self.s = s
+        self.account_id = account_id
+        self.sub = sub
+        self.last = last
+
+    async def snapshot(self, seq: int) -> ServerSentEvent | None:
+        """balance.updated as of now, carrying the current id `seq`."""
+        try:
+            return _snapshot(await self.s.ledger.balance(self.account_id), seq)
+        except (StoreUnavailable, UnknownAccount):
+            return None
+
+    async def catch_up(self, after: int, before: int | None = None) -> list[ServerSentEvent]:
+        """What the log holds after `after` (below `before`, when a live event `before`
+        follows); then, when events that are not logged happened since (balance.updated
+        of calls), one fresh snapshot with the current id."""
+        out: list[ServerSentEvent] = []
+        while True:
+            try:
+                page, current = await self.s.event_log.catch_up(self.account_id, after,
+                                                                REPLAY_PAGE)
+            except StoreUnavailable:
+                return out  # try again at the next poll
+            for event in page:
+                if before is not None and event.seq >= before:
+                    return out
+                out.append(_sse(event))
+                self.last = after = event.seq
+            if len(page) < REPLAY_PAGE:
+                break
+        if before is None and current > self.last:
+            snap = await self.snapshot(current)
+            if snap is not None:
+                out.append(snap)
+                self.last = current
+        return out
+
+    async def next_events(self) -> list[ServerSentEvent]:
+        """Wait for the next bus event (at most GATEWAY_STREAM_POLL_S); returns what to send:
+        the log's events when the wait was quiet, events were dropped or a gap opened, then the
+        bus event itself unless already sent."""
+        sub = self.sub
+        event = None
+        with contextlib.suppress(TimeoutError):
+            event = await asyncio.wait_for(sub.queue.get(), self.s.settings.stream_poll_s)
+        lagged, sub.lagged = sub.lagged, False
+        out: list[ServerSentEvent] = []
+        if event is None or lagged:  # a quiet poll or dropped events: the log
+            out += await self.catch_up(self.last)
+        if event is None or event.seq <= self.last:
+            return out
+        if event.seq > self.last + 1:  # a gap: what the log has in between first
+            out += await self.catch_up(self.last, before=event.seq)
+        self.last = event.seq
+        out.append(_sse(event))
+        return out
+
+    async def events(self, first: list[ServerSentEvent]) -> AsyncIterator[Any]:
+        """`first`, what the log holds after `last`, then live events until the client leaves
+        (which ends the subscription)."""
+        try:
+            for item in first:
+                yield item
+            for item in await self.catch_up(self.last):
+                yield item
+            while True:
+                for item in await self.next_events():
+                    yield item
+        finally:
+            self.s.bus.unsubscribe(self.sub)
+            self.s.metrics.billing_streams.dec()

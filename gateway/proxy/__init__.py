@@ -1,0 +1,1 @@
+"""The metered call: pipeline (auth, route, admit, forward), settlement, SSE relay, usage."""
