@@ -1,7 +1,7 @@
 """The live fan-out of account events to open streams (SPEC §3: "the live event fan-out").
 
-The SQL event log (storage.sql.events) is the source of truth; the bus only makes delivery
-prompt. The ledger's runner hands every committed transaction's events to `publish`, which
+The store's event log (the EventLog port) is the source of truth; the bus only makes delivery
+prompt. The store hands every committed change's events to `publish` (EventLog.on_commit), which
 delivers them to this process's subscribers at once and, with Redis configured, publishes them
 on `gw:ev:<account id>` so every other gateway process delivers them to its subscribers too.
 A stream that sees a gap in the ids, overflows its queue or loses the bus reads the log — so a

@@ -2,7 +2,7 @@
 lock per account, so processes running them at once only repeat no-ops):
 
 - close expired buckets that still hold balance: `expiry` entries, subscription period ends
-  rolled over or discarded, bucket.expired events (storage.sql.subscriptions);
+  rolled over or discarded, bucket.expired events (Payments.close_expired);
 - prune the account event log to GATEWAY_EVENT_HISTORY_S;
 - apply refunds left pending by a race with their purchase's credit;
 - retry auto top-ups whose backoff has ended.

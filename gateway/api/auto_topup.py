@@ -3,7 +3,7 @@ saved payment method off-session for the chosen package.
 
 `AutoTopUps.trigger(account_id)` is called from the request path (non-blocking: it schedules a
 background task, at most one per account per process); the claim under the account lock makes
-it at most one pending attempt per account across processes (storage.sql.auto_topup). The
+it at most one pending attempt per account across processes (Payments.claim_topup). The
 PaymentIntent is created with `off_session=True, confirm=True` and the attempt id as Stripe
 idempotency key; the credit waits for `payment_intent.succeeded` (gateway.api.stripe_webhooks).
 A decline (`CardError`, e.g. authentication_required) or any Stripe error backs off.
