@@ -16,9 +16,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import int_param, json_body, json_response, period_window, services_for
+from gateway.api.operations import (
+    ADMIN,
+    ADMIN_ERRORS,
+    PERIOD,
+    Operation,
+    Param,
+    Reply,
+    path_param,
+    web_routes,
+)
+from gateway.api.shapes import DATE_TIME, EnhancedBalance, Shape, timestamp
 from gateway.balance_view import enhanced_balance
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
@@ -72,6 +82,86 @@ class Adjustment(BaseModel):
     idempotency_key: str = Field(pattern=_KEY)
 
 
+# --- reply shapes ----------------------------------------------------------------------------
+
+
+class AccountCreated(Shape):
+    account_id: str
+    plan_key: str
+
+
+class AccountSummary(Shape):
+    account_id: str
+    plan_key: str
+    subscription_status: str
+    created_at: str = timestamp("When the account was created.")
+
+
+class AccountsPage(Shape):
+    accounts: list[AccountSummary] = Field(description="Ordered by account id.")
+    next_cursor: str | None = Field(description="`cursor` of the next page (an account id); "
+                                                "null on the last.")
+
+
+class ApiKeyInfo(Shape):
+    key_id: str
+    prefix: str = Field(description="The first 10 characters of the key.")
+    created_at: str = timestamp("When the key was created.")
+    revoked_at: str | None = Field(description="When it was revoked; null while active.",
+                                   json_schema_extra=DATE_TIME)
+
+
+class AccountDetail(Shape):
+    account_id: str
+    balance: EnhancedBalance
+    api_keys: list[ApiKeyInfo]
+
+
+class KeyCreated(Shape):
+    key_id: str
+    key: str = Field(pattern=r"^gw_", description="The API key; shown once, stored only hashed.")
+    note: str
+
+
+class KeyRevoked(Shape):
+    revoked: str = Field(description="The key id.")
+
+
+class GrantApplied(Shape):
+    bucket_id: str | None = Field(description="The credited bucket (the original one on a "
+                                               "replay).")
+    amount_ms: int = Field(gt=0)
+    replayed: bool = Field(description="The same request was already applied under this "
+                                       "idempotency key: this is its original result (200).")
+
+
+class AdjustmentApplied(Shape):
+    amount_ms: int = Field(description="Signed amount applied (credit > 0, take-back < 0).")
+    replayed: bool = Field(description="The same request was already applied under this "
+                                       "idempotency key: this is its original result (200).")
+    unrecovered_ms: int = Field(ge=0, description="What a take-back could not find.")
+
+
+class UsageGroup(Shape):
+    key: str | None = Field(description="The model or operation (null: model unknown).")
+    calls: int = Field(ge=0)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    charged_ms: int = Field(ge=0)
+    unbilled_ms: int = Field(ge=0)
+
+
+class UsageStats(Shape):
+    """Usage across every account, grouped by model and by operation."""
+
+    period: Literal["day", "week", "month"]
+    from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
+                       json_schema_extra=DATE_TIME)
+    to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
+    by_model: list[UsageGroup]
+    by_operation: list[UsageGroup]
+
+
 def _body(model: type[BaseModel], raw: bytes) -> Any:
     return json_body(model, raw or b"{}")
 
@@ -113,7 +203,7 @@ async def create_account(request: Request) -> Response:
     if plan is None:
         raise BadRequest(f"plan: unknown plan {key!r}")
     account_id = await guarded(s.accounts.create_account, plan)
-    return json_response({"account_id": account_id, "plan_key": key}, status=201)
+    return json_response(AccountCreated(account_id=account_id, plan_key=key).wire(), status=201)
 
 
 async def list_accounts(request: Request) -> Response:
@@ -123,11 +213,11 @@ async def list_accounts(request: Request) -> Response:
     rows = await guarded(s.accounts.list_accounts, limit + 1,
                          request.query_params.get("cursor"), request.query_params.get("plan"))
     page = rows[:limit]
-    accounts = [{"account_id": r["id"], "plan_key": r["plan_key"],
-                 "subscription_status": r["subscription_status"],
-                 "created_at": iso_utc(r["created_at_ms"])} for r in page]
-    return json_response({"accounts": accounts,
-                          "next_cursor": page[-1]["id"] if len(rows) > limit else None})
+    accounts = [AccountSummary(account_id=r["id"], plan_key=r["plan_key"],
+                               subscription_status=r["subscription_status"],
+                               created_at=iso_utc(r["created_at_ms"])) for r in page]
+    return json_response(AccountsPage(
+        accounts=accounts, next_cursor=page[-1]["id"] if len(rows) > limit else None).wire())
 
 
 async def get_account(request: Request) -> Response:
@@ -136,22 +226,22 @@ async def get_account(request: Request) -> Response:
     account_id = request.path_params["accountId"]
     snap = await guarded(s.ledger.balance, account_id)
     keys = await guarded(s.accounts.account_keys, account_id)
-    return json_response({
-        "account_id": account_id,
-        "balance": enhanced_balance(snap, s.policy.plans.get(snap.plan_key),
-                                    s.policy.catalog_version),
-        "api_keys": [{"key_id": k["id"], "prefix": k["prefix"],
-                      "created_at": iso_utc(k["created_at_ms"]),
-                      "revoked_at": iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]
-                      else None} for k in keys]})
+    balance = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
+    return json_response(AccountDetail(
+        account_id=account_id,
+        balance=EnhancedBalance.model_validate(balance),
+        api_keys=[ApiKeyInfo(key_id=k["id"], prefix=k["prefix"],
+                             created_at=iso_utc(k["created_at_ms"]),
+                             revoked_at=iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]
+                             else None) for k in keys]).wire())
 
 
 async def create_key(request: Request) -> Response:
     """`POST /v1/admin/accounts/{accountId}/keys`: a new API key (shown once)."""
     s = check(request)
     key_id, key = await guarded(s.accounts.create_api_key, request.path_params["accountId"])
-    return json_response({"key_id": key_id, "key": key,
-                          "note": "shown once; stored only hashed"}, status=201)
+    return json_response(KeyCreated(key_id=key_id, key=key,
+                                    note="shown once; stored only hashed").wire(), status=201)
 
 
 async def revoke_key(request: Request) -> Response:
@@ -160,7 +250,7 @@ async def revoke_key(request: Request) -> Response:
     if not await guarded(s.accounts.revoke_api_key, request.path_params["keyId"]):
         raise NotFound("No active key with this id.")
     s.keys.forget()  # stop serving the key from this process's cache at once
-    return json_response({"revoked": request.path_params["keyId"]})
+    return json_response(KeyRevoked(revoked=request.path_params["keyId"]).wire())
 
 
 async def grant(request: Request) -> Response:
@@ -173,8 +263,8 @@ async def grant(request: Request) -> Response:
         expires = now_ms() + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
     result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
                            body.units, "admin:" + body.idempotency_key, expires, body.reason)
-    return json_response({"bucket_id": result.bucket_id, "amount_ms": result.amount,
-                          "replayed": result.replayed},
+    return json_response(GrantApplied(bucket_id=result.bucket_id, amount_ms=result.amount,
+                                      replayed=result.replayed).wire(),
                          status=200 if result.replayed else 201)
 
 
@@ -195,9 +285,10 @@ async def adjust(request: Request) -> Response:
         result = await guarded(s.ledger.adjust_down, account_id,
                                -body.seconds * MS_PER_SECOND, key, body.reason)
         applied = -result.amount
-    return json_response({"amount_ms": applied, "replayed": result.replayed,
-                          "unrecovered_ms": result.metadata.get("unrecovered", 0)},
-                         status=200 if result.replayed else 201)
+    return json_response(AdjustmentApplied(
+        amount_ms=applied, replayed=result.replayed,
+        unrecovered_ms=result.metadata.get("unrecovered", 0)).wire(),
+        status=200 if result.replayed else 201)
 
 
 async def usage_stats(request: Request) -> Response:
@@ -206,18 +297,74 @@ async def usage_stats(request: Request) -> Response:
     period, start, end = period_window(request)
     by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
     by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
-    return json_response({"period": period, "from": iso_utc(to_ms(start)),
-                          "to": iso_utc(to_ms(end)), "by_model": by_model,
-                          "by_operation": by_op})
+    return json_response(UsageStats(
+        period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
+        by_model=by_model, by_operation=by_op).wire())
 
 
-ADMIN_ROUTES = [
-    WebRoute("/v1/admin/accounts", create_account, methods=["POST"]),
-    WebRoute("/v1/admin/accounts", list_accounts, methods=["GET"]),
-    WebRoute("/v1/admin/accounts/{accountId}", get_account, methods=["GET"]),
-    WebRoute("/v1/admin/accounts/{accountId}/keys", create_key, methods=["POST"]),
-    WebRoute("/v1/admin/keys/{keyId}", revoke_key, methods=["DELETE"]),
-    WebRoute("/v1/admin/accounts/{accountId}/grants", grant, methods=["POST"]),
-    WebRoute("/v1/admin/accounts/{accountId}/adjustments", adjust, methods=["POST"]),
-    WebRoute("/v1/admin/stats/usage", usage_stats, methods=["GET"]),
-]
+ACCOUNT_ID = path_param("accountId", "The account id (`acct_…`).")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/v1/admin/accounts", "createAccount", "Create an account", "admin", ADMIN,
+        (Reply(201, "Created (welcome bonus applied).", AccountCreated),),
+        ADMIN_ERRORS, body=NewAccount, body_required=False,
+        description="`plan` defaults to the policy's default plan; an unknown plan is a 400.",
+        endpoint=create_account),
+    Operation(
+        "GET", "/v1/admin/accounts", "listAccounts", "List accounts", "admin", ADMIN,
+        (Reply(200, "One page, ordered by account id.", AccountsPage),),
+        ADMIN_ERRORS,
+        params=(
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500,
+                                     "default": 50}, "Page size (decimal digits only)."),
+            Param("cursor", "query", {"type": "string"},
+                  "`next_cursor` of the previous page: accounts with greater ids follow."),
+            Param("plan", "query", {"type": "string"}, "Only accounts on this plan."),
+        ), endpoint=list_accounts),
+    Operation(
+        "GET", "/v1/admin/accounts/{accountId}", "getAccount", "An account with its keys",
+        "admin", ADMIN, (Reply(200, "Balance and API keys (never the keys themselves).",
+                               AccountDetail),),
+        ADMIN_ERRORS, params=(ACCOUNT_ID,), endpoint=get_account),
+    Operation(
+        "POST", "/v1/admin/accounts/{accountId}/keys", "createApiKey", "Create an API key",
+        "admin", ADMIN, (Reply(201, "The new key, shown once.", KeyCreated),),
+        ADMIN_ERRORS, params=(ACCOUNT_ID,), endpoint=create_key),
+    Operation(
+        "DELETE", "/v1/admin/keys/{keyId}", "revokeApiKey", "Revoke an API key", "admin", ADMIN,
+        (Reply(200, "Revoked; it stops working at once on this replica, elsewhere within "
+                    "GATEWAY_KEY_CACHE_TTL_S.", KeyRevoked),),
+        ADMIN_ERRORS,
+        params=(path_param("keyId", "The key id (`key_…`); an unknown or already revoked "
+                                    "key is a 404."),), endpoint=revoke_key),
+    Operation(
+        "POST", "/v1/admin/accounts/{accountId}/grants", "grantCredit", "Credit time", "admin",
+        ADMIN,
+        (Reply(201, "Credited.", GrantApplied),
+         Reply(200, "Replayed: this idempotency key was already applied.", GrantApplied)),
+        (*ADMIN_ERRORS, IdempotencyKeyReused), params=(ACCOUNT_ID,), body=Grant,
+        description="Exactly one of `seconds` or `minutes`. `gift` never expires; `package` "
+                    "expires with the catalog's package expiry. The same request again with "
+                    "its `idempotency_key` answers the original result (200, `replayed`); the "
+                    "key reused for another amount, source or reason is a 422.",
+        endpoint=grant),
+    Operation(
+        "POST", "/v1/admin/accounts/{accountId}/adjustments", "adjustBalance",
+        "Signed correction", "admin", ADMIN,
+        (Reply(201, "Applied.", AdjustmentApplied),
+         Reply(200, "Replayed: this idempotency key was already applied.",
+               AdjustmentApplied)),
+        (*ADMIN_ERRORS, IdempotencyKeyReused), params=(ACCOUNT_ID,), body=Adjustment,
+        description="Positive credits a gift bucket; negative takes balance back in burn "
+                    "order, never below zero (`unrecovered_ms` is what was missing). The same "
+                    "request again with its `idempotency_key` answers the original result "
+                    "(200, `replayed`); the key reused for another amount or reason (or by a "
+                    "grant) is a 422.",
+        endpoint=adjust),
+    Operation(
+        "GET", "/v1/admin/stats/usage", "getUsageStats", "Usage by model and by operation",
+        "admin", ADMIN, (Reply(200, "Totals across every account.", UsageStats),),
+        ADMIN_ERRORS, params=(PERIOD,), endpoint=usage_stats),
+)
+ADMIN_ROUTES = web_routes(OPERATIONS)

@@ -22,9 +22,17 @@ import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import json_response, own_account, services_for
+from gateway.api.operations import (
+    ACCOUNT_OR_SIGNED,
+    USER_ERRORS,
+    USER_ID,
+    Operation,
+    Reply,
+    web_routes,
+)
+from gateway.api.shapes import DATE_TIME, Currency, Shape, omitted
 from gateway.problems import BadRequest, NotFound, validation_problem
 from gateway.services import Services
 from policies.catalog import effective_currency
@@ -126,20 +134,45 @@ class AutoTopUpSettings(BaseModel):
     customer_id: str | None = Field(None, pattern=r"^cus_[A-Za-z0-9_]{1,200}$")
 
 
+class AutoTopUp(Shape):
+    """An account's auto top-up settings and state. Before the first PUT only `enabled` (false)
+    and `configured` (false) are sent; afterwards every member is."""
+
+    configured: bool = Field(description="Settings were saved at least once.")
+    enabled: bool
+    threshold_minutes: int | None = omitted("Top up when a settlement leaves fewer minutes.",
+                                            ge=1)
+    package_key: str | None = omitted("The catalog package bought each time.")
+    currency: Currency | None = omitted("A catalog currency; the charge falls back to USD when "
+                                        "the package has no price in it.")
+    payment_method_id: str | None = Field(
+        None, description="Saved off-session payment method (`pm_…`); null until given.")
+    customer_id: str | None = Field(
+        None, description="The Stripe customer (`cus_…`) owning it; null until given.")
+    pending: bool | None = omitted("A charge was started; its credit waits for Stripe's "
+                                   "`payment_intent.succeeded`.")
+    consecutive_failures: int | None = omitted("Declines or errors since the last success.",
+                                               ge=0)
+    next_attempt_at: str | None = Field(
+        None, description="Backoff after failures: no attempt before this time; null when "
+                          "none is pending.", json_schema_extra=DATE_TIME)
+    last_error: str | None = Field(None, description="Why the last attempt failed, or null.")
+
+
 def _view(row: dict[str, Any] | None) -> dict[str, Any]:
     if row is None:
-        return {"enabled": False, "configured": False}
+        return AutoTopUp(enabled=False, configured=False).wire()
     next_at = int(row["next_attempt_at_ms"])
-    return {
-        "configured": True, "enabled": bool(row["enabled"]),
-        "threshold_minutes": int(row["threshold"]) // MS_PER_MINUTE,
-        "package_key": row["package_key"], "currency": row["currency"],
-        "payment_method_id": row["payment_method_id"], "customer_id": row["stripe_customer_id"],
-        "pending": row["pending_attempt"] is not None,
-        "consecutive_failures": int(row["failures"]),
-        "next_attempt_at": iso_utc(next_at) if next_at > now_ms() else None,
-        "last_error": row["last_error"],
-    }
+    return AutoTopUp(
+        configured=True, enabled=bool(row["enabled"]),
+        threshold_minutes=int(row["threshold"]) // MS_PER_MINUTE,
+        package_key=row["package_key"], currency=row["currency"],
+        payment_method_id=row["payment_method_id"], customer_id=row["stripe_customer_id"],
+        pending=row["pending_attempt"] is not None,
+        consecutive_failures=int(row["failures"]),
+        next_attempt_at=iso_utc(next_at) if next_at > now_ms() else None,
+        last_error=row["last_error"],
+    ).wire()
 
 
 async def read(request: Request) -> Response:
@@ -187,5 +220,25 @@ async def write(request: Request) -> Response:
     return json_response(_view(row))
 
 
-AUTO_TOPUP_ROUTES = [WebRoute("/v1/billing/auto-topup/{userId}", read, methods=["GET"]),
-                     WebRoute("/v1/billing/auto-topup/{userId}", write, methods=["PUT"])]
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", "/v1/billing/auto-topup/{userId}", "getAutoTopUp",
+        "An account's auto top-up settings", "payments", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The settings and the state of the last attempt.", AutoTopUp),),
+        USER_ERRORS, params=(USER_ID,), endpoint=read),
+    Operation(
+        "PUT", "/v1/billing/auto-topup/{userId}", "setAutoTopUp",
+        "Set an account's auto top-up", "payments", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The saved settings.", AutoTopUp),),
+        USER_ERRORS, params=(USER_ID,), body=AutoTopUpSettings,
+        description="When a settlement leaves the account below `threshold_minutes`, the "
+                    "gateway charges the saved payment method off-session for `package_key` "
+                    "(one pending attempt per account; the credit follows Stripe's "
+                    "`payment_intent.succeeded`; declines back off). `package_key` must be in "
+                    "the catalog and `currency` offered by it (else 400). Enabling needs "
+                    "`payment_method_id` and `customer_id`, in this body or saved earlier "
+                    "(else 400); omitted ones keep their saved values. An enabled account "
+                    "already below its threshold is topped up at once.",
+        endpoint=write),
+)
+AUTO_TOPUP_ROUTES = web_routes(OPERATIONS)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import (
     body_and_account,
@@ -26,13 +25,157 @@ from gateway.api.edge import (
     period_window,
     services_for,
 )
+from gateway.api.operations import (
+    ACCOUNT_OR_SIGNED,
+    PERIOD,
+    PUBLIC,
+    USER_ERRORS,
+    USER_ID,
+    Operation,
+    Param,
+    Reply,
+    web_routes,
+)
+from gateway.api.shapes import DATE_TIME, Currency, EnhancedBalance, Shape, omitted, timestamp
 from gateway.balance_view import enhanced_balance
 from gateway.problems import BadRequest, NotFound
 from gateway.proxy.payment_required import suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, ceil_seconds, iso_utc, to_ms
+from storage.engine.buckets import EventType
 from storage.ports import UnknownAccount
+
+# --- reply shapes ----------------------------------------------------------------------------
+
+
+class _Priced(Shape):
+    currency: Currency = Field(description="Currency of this item's price: always the "
+                                           "document's `currency`.")
+    unit_amount_cents: int = Field(ge=0, description="Price in minor units (cents).")
+    price: float = Field(ge=0, description="The same amount in major units, for display only.")
+    display_price: float = Field(ge=0, description="The same amount in major units (a number, "
+                                                   "as `price`), for display only.")
+    display_price_text: str = Field(description="Formatted price, e.g. `$5.00`, `€19.00`.")
+
+
+class CatalogPackage(_Priced):
+    """A one-off package of AI minutes."""
+
+    key: str
+    name: str
+    minutes: int = Field(ge=0)
+    taxInclusive: bool
+
+
+class Advisor(Shape):
+    eligible: bool
+
+
+class CatalogSubscription(_Priced):
+    """A subscription: minutes per period on `plan`, with the plan's bonus and rollover caps."""
+
+    key: str
+    name: str
+    plan: str
+    minutes: int = Field(ge=0)
+    taxInclusive: bool
+    advisor: Advisor
+    bonusDaily: int | None = omitted("Daily bonus minutes of the plan.", ge=0)
+    monthlyBonusCap: int | None = omitted("Monthly cap of bonus minutes.", ge=0)
+    rolloverCap: int | None = omitted("Minutes that may roll over.", ge=0)
+
+
+class RolloverPolicy(Shape):
+    days: int = Field(ge=0)
+
+
+class Catalog(Shape):
+    """The seeds' PricingCatalog in one currency."""
+
+    version: str = Field(description="Catalog version; part of the ETag.")
+    currency: Currency = Field(description="Currency of the document and of every item (USD "
+                                           "on fallback).")
+    rollover_policy: RolloverPolicy
+    subscriptions: list[CatalogSubscription]
+    packages: list[CatalogPackage]
+    currency_fallback_from: str | None = omitted(
+        "The requested currency, when the catalog does not offer it or any item has no price "
+        "in it: the whole document is then in USD.")
+
+
+class BillingEvent(Shape):
+    """A ledger entry (the seeds' BillingEvent plus `id` and the exact `amount_ms`)."""
+
+    id: str = Field(pattern=r"^le_[0-9]+$")
+    type: EventType
+    seconds: float = Field(description="Signed amount in seconds (3 decimals), for display.")
+    amount_ms: int = Field(description="Signed exact amount in ledger units.")
+    reason: str
+    timestamp: str = timestamp("When the entry was written.")
+    metadata: dict[str, Any]
+
+
+class EventsPage(Shape):
+    events: list[BillingEvent] = Field(description="Newest first.")
+    next_cursor: str | None = Field(pattern=r"^le_[0-9]+$",
+                                    description="`cursor` of the next page; null on the last.")
+
+
+class TrendDay(Shape):
+    date: str = Field(json_schema_extra={"format": "date"})
+    seconds: float = Field(ge=0)
+
+
+class UsageAnalytics(Shape):
+    """The seeds' UsageAnalytics of one account (seconds charged, 3 decimals)."""
+
+    period: Literal["day", "week", "month"]
+    from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
+                       json_schema_extra=DATE_TIME)
+    to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
+    total_seconds: float = Field(ge=0)
+    by_operation: dict[str, float] = Field(description="Seconds charged per operation.")
+    count_by_operation: dict[str, int] = Field(description="Calls settled per operation.")
+    daily_trend: list[TrendDay] = Field(description="Every UTC day of the period, oldest first.")
+
+
+class PackageSuggestion(Shape):
+    type: Literal["package"]
+    key: str
+    minutes: int = Field(ge=0)
+
+
+class UpgradeSuggestion(Shape):
+    type: Literal["upgrade"]
+    plan: str
+
+
+Suggestion = PackageSuggestion | UpgradeSuggestion
+
+
+class BatchCheckItem(Shape):
+    """One operation's verdict (seed 001's BatchOperationResult, with what it was checked
+    against)."""
+
+    operation: str
+    ok: bool = Field(description="The balance covers this and every earlier operation.")
+    deficit_seconds: int = Field(ge=0, description="Cumulative shortfall up to this operation.")
+    estimate_seconds: int = Field(ge=0)
+    required_seconds: int = Field(ge=0, description="Sum of the estimates up to this one.")
+    balance_seconds: int = Field(ge=0, description="The available balance checked against "
+                                                   "(whole seconds, rounded down).")
+    unit: Literal["seconds"] = Field(description="Unit of every `*_seconds` member.")
+    estimate_source: Literal["client", "fixed", "learned"]
+    confidence: Literal["high", "medium", "low", "fixed"] | None = omitted(
+        "How sure the route's estimate is (not for client estimates).")
+    based_on_samples: int | None = omitted("Samples behind a learned estimate.", ge=0)
+    suggestions: list[Suggestion] | None = omitted("What to buy to cover the deficit.")
+
+
+class BatchCheckResult(RootModel[Annotated[list[BatchCheckItem],
+                                           Field(min_length=1, max_length=10)]]):
+    """The bare array of seed 001's `BatchOperationResult[]`, one per operation, in order."""
 
 
 async def catalog(request: Request) -> Response:
@@ -49,7 +192,7 @@ async def catalog(request: Request) -> Response:
     inm = request.headers.get("if-none-match", "")
     if etag in (t.strip() for t in inm.split(",")) or inm.strip() == "*":
         return Response(status_code=304, headers=headers)
-    return json_response(doc, headers)
+    return json_response(Catalog.model_validate(doc).wire(), headers)
 
 
 async def balance(request: Request) -> Response:
@@ -61,7 +204,7 @@ async def balance(request: Request) -> Response:
     except UnknownAccount:
         raise NotFound(f"No account {account_id!r}.") from None
     doc = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
-    return json_response(doc)
+    return json_response(EnhancedBalance.model_validate(doc).wire())
 
 
 async def events(request: Request) -> Response:
@@ -79,9 +222,9 @@ async def events(request: Request) -> Response:
         before = int(match[1])
     rows = await s.ledger.events(account_id, limit + 1, before)
     page = rows[:limit]
-    doc = {"events": [event_view(r) for r in page],
-           "next_cursor": f"le_{page[-1]['id']}" if len(rows) > limit else None}
-    return json_response(doc)
+    doc = EventsPage(events=[event_view(r) for r in page],
+                     next_cursor=f"le_{page[-1]['id']}" if len(rows) > limit else None)
+    return json_response(doc.wire())
 
 
 async def usage(request: Request) -> Response:
@@ -113,28 +256,14 @@ async def check_batch(request: Request) -> Response:
     for name, need, basis in needs:
         running += need
         deficit = max(0, running - available)
-        item: dict[str, Any] = {"operation": name, "ok": deficit == 0,
-                                "deficit_seconds": ceil_seconds(deficit),
-                                "estimate_seconds": ceil_seconds(need),
-                                "required_seconds": ceil_seconds(running),
-                                "balance_seconds": available // MS_PER_SECOND,
-                                "unit": "seconds",
-                                **basis}
         if deficit:
-            item["suggestions"] = suggestions_for(deficit, s.policy.document.catalog,
-                                                  snap.plan_key)
-        results.append(item)
-    return json_response(results)
-
-
-BILLING_ROUTES = [
-    WebRoute("/v1/billing/check-sufficient-batch", check_batch, methods=["POST"]),
-    WebRoute("/v1/billing/catalog", catalog, methods=["GET"]),
-    WebRoute("/v1/billing/balance/{userId}", balance, methods=["GET"]),
-    WebRoute("/v1/billing/enhanced-balance/{userId}", balance, methods=["GET"]),
-    WebRoute("/v1/billing/events/{userId}", events, methods=["GET"]),
-    WebRoute("/v1/billing/usage/{userId}", usage, methods=["GET"]),
-]
+            basis = {**basis, "suggestions": suggestions_for(
+                deficit, s.policy.document.catalog, snap.plan_key)}
+        results.append(BatchCheckItem(
+            operation=name, ok=deficit == 0, deficit_seconds=ceil_seconds(deficit),
+            estimate_seconds=ceil_seconds(need), required_seconds=ceil_seconds(running),
+            balance_seconds=available // MS_PER_SECOND, unit="seconds", **basis))
+    return json_response(BatchCheckResult(results).model_dump(mode="json", exclude_unset=True))
 
 
 class BatchOperation(BaseModel):
@@ -167,14 +296,14 @@ def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dic
                                          "based_on_samples": stats["samples"]}
 
 
-def event_view(row: dict[str, Any]) -> dict[str, Any]:
+def event_view(row: dict[str, Any]) -> BillingEvent:
     """A ledger entry as the seeds' BillingEvent: type, seconds (signed, display), reason,
     timestamp (RFC 3339 UTC), metadata — plus `id` and the exact integer `amount_ms`."""
     meta = json.loads(row["metadata_json"]) if row["metadata_json"] else {}
-    return {"id": f"le_{row['id']}", "type": row["event_type"],
-            "seconds": round(row["delta"] / MS_PER_SECOND, 3), "amount_ms": row["delta"],
-            "reason": row["reason"], "timestamp": iso_utc(row["created_at_ms"]),
-            "metadata": meta}
+    return BillingEvent(id=f"le_{row['id']}", type=row["event_type"],
+                        seconds=round(row["delta"] / MS_PER_SECOND, 3), amount_ms=row["delta"],
+                        reason=row["reason"], timestamp=iso_utc(row["created_at_ms"]),
+                        metadata=meta)
 
 
 def usage_view(
@@ -194,11 +323,87 @@ def usage_view(
     trend = []
     day_ms = to_ms(start)
     while day_ms < to_ms(end):
-        trend.append({"date": iso_utc(day_ms)[:10],
-                      "seconds": by_day.get(day_ms, 0) / MS_PER_SECOND})
+        trend.append(TrendDay(date=iso_utc(day_ms)[:10],
+                              seconds=by_day.get(day_ms, 0) / MS_PER_SECOND))
         day_ms += MS_PER_DAY
-    return {"period": period, "from": iso_utc(to_ms(start)), "to": iso_utc(to_ms(end)),
-            "total_seconds": sum(by_op.values()) / MS_PER_SECOND,
-            "by_operation": {op: ms / MS_PER_SECOND for op, ms in sorted(by_op.items())},
-            "count_by_operation": dict(sorted(calls.items())),
-            "daily_trend": trend}
+    return UsageAnalytics(
+        period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
+        total_seconds=sum(by_op.values()) / MS_PER_SECOND,
+        by_operation={op: ms / MS_PER_SECOND for op, ms in sorted(by_op.items())},
+        count_by_operation=dict(sorted(calls.items())), daily_trend=trend).wire()
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+_CATALOG_HEADERS = {
+    "ETag": {"required": True, "description": "Strong ETag per catalog version and currency.",
+             "schema": {"type": "string", "pattern": '^".+"$'}},
+    "Cache-Control": {"required": True,
+                      "schema": {"type": "string", "const": "public, max-age=300"}},
+    "Vary": {"required": True, "schema": {"type": "string", "const": "accept-encoding"}},
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", "/v1/billing/catalog", "getCatalog", "The public pricing catalog", "billing",
+        PUBLIC,
+        (Reply(200, "The catalog in the requested currency.", Catalog,
+               headers=_CATALOG_HEADERS),
+         Reply(304, "Not modified: `If-None-Match` names the current ETag (or is `*`).",
+               headers=_CATALOG_HEADERS)),
+        (BadRequest,),
+        params=(
+            Param("currency", "query",
+                  {"type": "string", "enum": ["USD", "EUR", "GBP", "EGP", "SAR", "AED"],
+                   "default": "USD"},
+                  "Case-insensitive. A currency the catalog does not offer, or that some item "
+                  "has no price in, falls back to USD for the whole document with "
+                  "`currency_fallback_from`; an unknown code is a 400."),
+            Param("If-None-Match", "header", {"type": "string"},
+                  "ETags of a cached copy (comma-separated) or `*`: a match answers 304."),
+        ),
+        description="Packages and subscriptions with integer prices (`unit_amount_cents`), "
+                    "all in the document's `currency`; `display_price` is the amount in major "
+                    "units (a number), `display_price_text` it formatted. The ETag is per "
+                    "resulting document (version, requested currency, content).",
+        endpoint=catalog),
+    Operation(
+        "GET", "/v1/billing/balance/{userId}", "getBalance", "An account's balance", "billing",
+        ACCOUNT_OR_SIGNED, (Reply(200, "The seeds' EnhancedBalance.", EnhancedBalance),),
+        USER_ERRORS, params=(USER_ID,), endpoint=balance),
+    Operation(
+        "GET", "/v1/billing/enhanced-balance/{userId}", "getEnhancedBalance",
+        "An account's balance (seed 000's decided path)", "billing", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The same document as `GET /v1/billing/balance/{userId}`.",
+               EnhancedBalance),),
+        USER_ERRORS, params=(USER_ID,), endpoint=balance),
+    Operation(
+        "GET", "/v1/billing/events/{userId}", "listEvents", "An account's ledger entries",
+        "billing", ACCOUNT_OR_SIGNED, (Reply(200, "One page, newest first.", EventsPage),),
+        USER_ERRORS,
+        params=(
+            USER_ID,
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200,
+                                     "default": 50}, "Page size (decimal digits only)."),
+            Param("cursor", "query", {"type": "string", "pattern": "^le_[0-9]{1,18}$"},
+                  "`next_cursor` of the previous page; anything else is a 400."),
+        ), endpoint=events),
+    Operation(
+        "GET", "/v1/billing/usage/{userId}", "getUsage", "An account's usage analytics",
+        "billing", ACCOUNT_OR_SIGNED,
+        (Reply(200, "Seconds charged (and calls) by operation, seconds by day.",
+               UsageAnalytics),),
+        USER_ERRORS, params=(USER_ID, PERIOD), endpoint=usage),
+    Operation(
+        "POST", "/v1/billing/check-sufficient-batch", "checkSufficientBatch",
+        "Preflight 1–10 operations against the balance", "billing", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The bare array of per-operation verdicts (cumulative), in request order; "
+                    "nothing is held.", BatchCheckResult),),
+        USER_ERRORS, body=BatchCheck,
+        description="With an API key `userId` may be omitted (another account's id is a 404); "
+                    "a server-signed request must name it. Without `estimate_seconds` the "
+                    "route's fixed or learned estimate is used; an operation whose estimate "
+                    "depends on the request body needs `estimate_seconds` (400 otherwise).",
+        endpoint=check_batch),
+)
+BILLING_ROUTES = web_routes(OPERATIONS)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import caller_for, json_response, services_for
+from gateway.api.operations import API_KEY, Operation, Reply, web_routes
+from gateway.api.shapes import Shape
+from gateway.problems import BadRequest, StoreUnavailableProblem, Unauthorized
 from policies.compiled import Policy
 from policies.schema import TokensMeter
 
@@ -29,20 +31,18 @@ MODELS_PATH = "/v1/models"
 _WILDCARDS = "*?["
 
 
-class ModelObject(BaseModel):
+class ModelObject(Shape):
     """One model, as OpenAI's `GET /v1/models` lists it."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str = Field(description="The model name to send as `model`.")
     object: Literal["model"]
     created: int = Field(description="Always 0: unknown to the gateway.")
     owned_by: str = Field(description="The policy's name of the upstream that serves it.")
 
 
-class ModelList(BaseModel):
+class ModelList(Shape):
     """OpenAI's list envelope of models."""
 
-    model_config = ConfigDict(extra="forbid")
     object: Literal["list"]
     data: list[ModelObject]
 
@@ -58,7 +58,7 @@ def listed_name(price_key: str) -> str | None:
     return None
 
 
-def model_list(policy: Policy) -> dict[str, object]:
+def model_list(policy: Policy) -> ModelList:
     """The `{"object": "list", "data": [...]}` document of `policy` (see the module doc)."""
     owners: dict[str, str] = {}
     for route in policy.routes:
@@ -69,16 +69,28 @@ def model_list(policy: Policy) -> dict[str, object]:
             name = listed_name(key)
             if name is not None and name not in owners:
                 owners[name] = route.upstream.name
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": owner}
-        for name, owner in owners.items()]}
+    return ModelList(object="list", data=[
+        ModelObject(id=name, object="model", created=0, owned_by=owner)
+        for name, owner in owners.items()])
 
 
 async def list_models(request: Request) -> Response:
     """`GET /v1/models` for any valid API key (401 without one, 503 when the key store is
     unreachable); `Cache-Control: no-store`."""
     await caller_for(request)
-    return json_response(model_list(services_for(request).policy))
+    return json_response(model_list(services_for(request).policy).wire())
 
 
-MODELS_ROUTES = [WebRoute(MODELS_PATH, list_models, methods=["GET"])]
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", MODELS_PATH, "listModels", "The models this gateway prices", "models", API_KEY,
+        (Reply(200, "OpenAI's model list format.", ModelList),),
+        (BadRequest, Unauthorized, StoreUnavailableProblem),
+        description="The model names priced on the policy's token-metered routes, each once: "
+                    "exact price keys, and patterns whose only wildcard is a trailing `*` as "
+                    "their prefix (`gpt-4o-mini*` → `gpt-4o-mini`); `owned_by` is the upstream "
+                    "of the first route pricing it, `created` is 0. A policy route for `GET "
+                    "/v1/models` (proxying an upstream) takes precedence over this endpoint.",
+        endpoint=list_models),
+)
+MODELS_ROUTES = web_routes(OPERATIONS)

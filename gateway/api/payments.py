@@ -12,16 +12,25 @@ stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import stripe
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import body_and_account, json_response, services_for
+from gateway.api.operations import (
+    ACCOUNT_OR_SIGNED,
+    PUBLIC,
+    USER_ERRORS,
+    Operation,
+    Param,
+    Reply,
+    web_routes,
+)
+from gateway.api.shapes import Currency, Shape
 from gateway.api.stripe_webhooks import apply_event
 from gateway.problems import (
     BadRequest,
@@ -29,6 +38,7 @@ from gateway.problems import (
     NotFound,
     PaymentProviderError,
     PaymentsNotConfigured,
+    StoreUnavailableProblem,
 )
 from policies.catalog import effective_currency, price_fields
 from storage.clock import now_ms
@@ -52,6 +62,59 @@ class SubscriptionCheckoutRequest(BaseModel):
     subscription_key: str = Field(min_length=1, max_length=64)
     currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
     userId: str | None = None
+
+
+class PurchaseResult(Shape):
+    """A Stripe Checkout Session for one package."""
+
+    checkout_url: str = Field(description="Where to send the buyer.",
+                              json_schema_extra={"format": "uri"})
+    session_id: str
+    currency: Currency
+    unit_amount_cents: int = Field(ge=0)
+    price: float = Field(ge=0, description="The amount in major units, for display only.")
+    display_price: float = Field(ge=0, description="The same number (seed 001's "
+                                                   "PurchaseResponse).")
+    display_price_text: str = Field(description="Formatted price, e.g. `€5.00`.")
+    package_minutes: int = Field(ge=0)
+    currency_fallback_from: str | None = Field(
+        description="The requested currency when the catalog is in USD for it (it is not "
+                    "offered, or some item has no price in it), else null.")
+
+
+class SubscriptionCheckoutResult(Shape):
+    """A Stripe Checkout Session (subscription mode) for one catalog subscription, monthly."""
+
+    checkout_url: str = Field(description="Where to send the buyer.",
+                              json_schema_extra={"format": "uri"})
+    session_id: str
+    currency: Currency
+    unit_amount_cents: int = Field(ge=0, description="Monthly price in minor units (cents).")
+    price: float = Field(ge=0, description="The amount in major units, for display only.")
+    display_price: float = Field(ge=0, description="The same number.")
+    display_price_text: str = Field(description="Formatted price, e.g. `€29.00`.")
+    subscription_key: str
+    plan_key: str = Field(description="The plan the account moves to once Stripe confirms.")
+    minutes_per_period: int = Field(ge=0)
+    currency_fallback_from: str | None = Field(
+        description="The requested currency when the catalog is in USD for it (it is not "
+                    "offered, or some item has no price in it), else null.")
+
+
+class StripeEvent(BaseModel):
+    """The webhook's input: a Stripe Event object (https://docs.stripe.com/api/events/object),
+    verified on the raw bytes; `checkout.session.completed` is applied, others are recorded."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class WebhookAck(Shape):
+    received: Literal[True]
+    outcome: str = Field(description="What the event did, e.g. `fulfilled`, `duplicate`, "
+                                     "`awaiting_payment`, `ignored`.")
 
 
 def stripe_client(settings: Any) -> stripe.StripeClient | None:
@@ -86,10 +149,10 @@ async def purchase(request: Request) -> Response:
         raise PaymentProviderError(
             "Stripe returned a Checkout Session that belongs to another purchase; "
             "retry.") from None
-    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-           **price_fields(cents, currency), "package_minutes": package.minutes,
-           "currency_fallback_from": fallback}
-    return json_response(doc)
+    doc = PurchaseResult(checkout_url=session.url, session_id=session.id, currency=currency,
+                         **price_fields(cents, currency), package_minutes=package.minutes,
+                         currency_fallback_from=fallback)
+    return json_response(doc.wire())
 
 
 async def subscribe(request: Request) -> Response:
@@ -107,10 +170,11 @@ async def subscribe(request: Request) -> Response:
         s, account_id, "subscription", sub, currency, cents,
         f"{sub.name} ({sub.minutes} min / month)", metadata,
         {"subscription_data": {"metadata": metadata}})
-    doc = {"checkout_url": session.url, "session_id": session.id, "currency": currency,
-           **price_fields(cents, currency), "subscription_key": sub.key, "plan_key": sub.plan,
-           "minutes_per_period": sub.minutes, "currency_fallback_from": fallback}
-    return json_response(doc)
+    doc = SubscriptionCheckoutResult(
+        checkout_url=session.url, session_id=session.id, currency=currency,
+        **price_fields(cents, currency), subscription_key=sub.key, plan_key=sub.plan,
+        minutes_per_period=sub.minutes, currency_fallback_from=fallback)
+    return json_response(doc.wire())
 
 
 async def webhook(request: Request) -> Response:
@@ -129,15 +193,53 @@ async def webhook(request: Request) -> Response:
         # Signed, but stripe-python cannot read it as an event (e.g. a JSON array).
         raise BadRequest("The body is not a Stripe event.") from None
     outcome = await apply_event(s, event)
-    return Response(orjson.dumps({"received": True, "outcome": outcome}),
+    return Response(orjson.dumps(WebhookAck(received=True, outcome=outcome).wire()),
                     media_type="application/json")
 
 
-PAYMENTS_ROUTES = [
-    WebRoute("/v1/billing/packages/purchase", purchase, methods=["POST"]),
-    WebRoute("/v1/billing/subscriptions/checkout", subscribe, methods=["POST"]),
-    WebRoute("/v1/billing/webhooks/stripe", webhook, methods=["POST"]),
-]
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/v1/billing/packages/purchase", "purchasePackage",
+        "Start a Stripe Checkout for a package", "payments", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The Checkout Session to redirect the buyer to.", PurchaseResult),),
+        (*USER_ERRORS, PaymentProviderError, PaymentsNotConfigured),
+        body=PurchaseRequest,
+        description="`package_key` must be in the catalog and `currency` one of USD EUR GBP "
+                    "EGP SAR AED (case-insensitive; else 400); the charge is in the currency "
+                    "the catalog shows for it (USD with `currency_fallback_from` when the "
+                    "catalog falls back). `operation_id` (a 402's "
+                    "`instance`) lets the live stream announce the blocked call as resumable "
+                    "once the webhook credits the package.",
+        endpoint=purchase),
+    Operation(
+        "POST", "/v1/billing/webhooks/stripe", "stripeWebhook", "Stripe event receiver",
+        "payments", PUBLIC,
+        (Reply(200, "Acknowledged (also for duplicates and event types not handled).",
+               WebhookAck, headers={}),),
+        (BadRequest, BadWebhookSignature, PaymentsNotConfigured, StoreUnavailableProblem),
+        params=(Param("Stripe-Signature", "header", {"type": "string"},
+                      "Stripe's signature (`t=…,v1=…`) of the raw body with "
+                      "STRIPE_WEBHOOK_SECRET.", required=True),),
+        body=StripeEvent,
+        description="Called by Stripe. `checkout.session.completed` (paid) credits the "
+                    "package exactly once, also when redelivered or out of order; a 503 makes "
+                    "Stripe redeliver later. A correctly signed body that is not an event (no "
+                    "`id`, `type` or `data.object`) is a 400 and records nothing.",
+        endpoint=webhook),
+    Operation(
+        "POST", "/v1/billing/subscriptions/checkout", "subscriptionCheckout",
+        "Start a Stripe Checkout for a monthly subscription", "payments", ACCOUNT_OR_SIGNED,
+        (Reply(200, "The Checkout Session to redirect the buyer to.",
+               SubscriptionCheckoutResult),),
+        (*USER_ERRORS, PaymentProviderError, PaymentsNotConfigured),
+        body=SubscriptionCheckoutRequest,
+        description="`subscription_key` must be in the catalog and `currency` one of USD EUR "
+                    "GBP EGP SAR AED (case-insensitive; else 400). The plan changes, and the "
+                    "period's minutes are credited, when Stripe's `checkout.session.completed` "
+                    "and `invoice.paid` arrive at the webhook.",
+        endpoint=subscribe),
+)
+PAYMENTS_ROUTES = web_routes(OPERATIONS)
 
 
 async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency: str,

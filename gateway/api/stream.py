@@ -34,9 +34,18 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as WebRoute
 
 from gateway.api.edge import own_account, services_for
+from gateway.api.operations import (
+    ACCOUNT_OR_SIGNED,
+    NO_STORE,
+    USER_ERRORS,
+    USER_ID,
+    Operation,
+    Param,
+    Reply,
+    web_routes,
+)
 from gateway.problems import BadRequest, NotFound
 from gateway.services import Services
 from storage.engine import events as log
@@ -95,8 +104,80 @@ async def stream(request: Request) -> Response:
         send_timeout=30)
 
 
-STREAM_ROUTES = [WebRoute("/v1/billing/stream/{userId}", stream, methods=["GET"]),
-                 WebRoute("/v1/billing/stream", stream, methods=["GET"])]
+_STREAM_DESCRIPTION = """\
+The account's changes as Server-Sent Events, until the client disconnects. Each event has
+`event: <type>`, `id: <the account's event number>` (increasing) and `data: <one JSON object>`;
+a comment line is sent every `GATEWAY_STREAM_KEEPALIVE_S` seconds (15 by default), and the
+opening snapshot or `history.truncated` carries `retry: 3000` (reconnect after 3 s).
+
+Without `Last-Event-ID` the stream opens with a `balance.updated` snapshot (`reason`
+`snapshot`) whose `id` is the account's current event number, then sends every newer event.
+With `Last-Event-ID: N` (or `?lastEventId=N`) it first replays the logged events after N from
+the bounded log; it starts with `history.truncated` when some of those were already pruned (or
+N is not an id of this account's stream). The `balance.updated` of each settled call (`reason`
+`consumption`) is sent live only: a stream that missed some (on a replay, or after a lost live
+message) gets one fresh `balance.updated` snapshot carrying the current id instead — balance
+is state, the newest wins.
+
+Seconds are whole seconds rounded down; times are RFC 3339 UTC with whole seconds. Event types
+and their `data`:
+
+- `balance.updated`: `total_seconds`, `paid_seconds`, `bonus_seconds`, `available_seconds` (as
+  in the balance's `totals`: `bonus_seconds` is the daily buckets', `paid_seconds` every other
+  bucket's, welcome and gift included) and `reason`, what changed it: a ledger entry type
+  (`consumption`, `package_credit`, `subscription_credit`, `daily_bonus`, `welcome_bonus`,
+  `gift_credit`, `adjustment`, `expiry`, `rollover_discard`) or `snapshot`.
+- `bucket.created`: `bucket_id`, `source` (`subscription`, `package`, `daily`, `welcome`,
+  `gift`), `seconds`, `expires_at` (null: never expires).
+- `rollover.created`: `bucket_id`, `seconds`, `expires_at`, `from_bucket` (the subscription
+  bucket whose unused time it carries).
+- `credit.applied`: `type` (the ledger entry type), `seconds`, `reason`, `bucket_id`, and
+  `debt_netted_seconds` when part of the credit paid off overdraft.
+- `bucket.expired`: `bucket_id`, `source`, `seconds` (what was left); at expiry also
+  `expired_at` and `rolled_over_seconds`, when a rollover is discarded (downgrade,
+  cancellation) `reason` instead.
+- `package.fulfilled`: `package_key`, `minutes`, `session_id` (the Checkout Session),
+  `operation_id` (null unless bought to unblock a call).
+- `resume.ready`: `operation_id`, `instance` (`urn:op:<operation_id>`, the 402's `instance`),
+  `package_key`: the blocked call can be retried with its `X-Resume-Token`.
+- `history.truncated` (no `id`): `last_event_id`, `oldest_available_id`; refetch the balance.
+
+Not for caching or buffering: `Cache-Control: no-store`, `X-Accel-Buffering: no`."""
+
+_STREAM_REPLIES = (
+    Reply(200, "An endless `text/event-stream` (see the operation's description).",
+          media_type="text/event-stream",
+          headers={**NO_STORE, "X-Accel-Buffering": {
+              "description": "Asks reverse proxies not to buffer the stream.",
+              "schema": {"type": "string", "const": "no"}}}),)
+_STREAM_PARAMS = (
+    Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{0,18}$"},
+          "The `id` of the last event received: the stream resumes after it. Sent by "
+          "EventSource on reconnection; anything but an id is a 400."),
+    Param("lastEventId", "query", {"type": "string", "pattern": "^[0-9]{0,18}$"},
+          "The same, for clients that cannot set headers (the header wins)."),
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", "/v1/billing/stream/{userId}", "streamBillingEvents",
+        "An account's live billing events (Server-Sent Events)", "billing", ACCOUNT_OR_SIGNED,
+        _STREAM_REPLIES, USER_ERRORS, params=(USER_ID, *_STREAM_PARAMS),
+        description=_STREAM_DESCRIPTION, endpoint=stream),
+    Operation(
+        "GET", "/v1/billing/stream", "streamOwnBillingEvents",
+        "The caller's live billing events (seed 000's decided path)", "billing",
+        ACCOUNT_OR_SIGNED, _STREAM_REPLIES, USER_ERRORS,
+        params=(Param("userId", "query", {"type": "string", "minLength": 1},
+                      "The account (`acct_…`): required on a server-signed request; with an "
+                      "API key it may be omitted (the key's own account) and any other id is "
+                      "a 404."),
+                *_STREAM_PARAMS),
+        description="`GET /v1/billing/stream/{userId}` for the API key's own account, or for "
+                    "`?userId=` on a server-signed request.\n\n" + _STREAM_DESCRIPTION,
+        endpoint=stream),
+)
+STREAM_ROUTES = web_routes(OPERATIONS)
 
 
 async def _opening(
