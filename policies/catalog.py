@@ -22,9 +22,15 @@ import orjson
 
 from policies.compiled import Plan
 from policies.meters import MS_PER_MINUTE
-from policies.schema import SUPPORTED_CURRENCIES, CatalogSpec, PackageSpec, SubscriptionSpec
+from policies.schema import (
+    SUPPORTED_CURRENCIES,
+    CatalogSpec,
+    Currency,
+    PackageSpec,
+    SubscriptionSpec,
+)
 
-FALLBACK_CURRENCY = "USD"
+FALLBACK_CURRENCY: Currency = "USD"
 _MINOR_DIGITS = {"USD": 2, "EUR": 2, "GBP": 2, "EGP": 2, "SAR": 2, "AED": 2}
 _SYMBOL = {"USD": "$", "EUR": "€", "GBP": "£", "EGP": "E£", "SAR": "SAR ", "AED": "AED "}
 
@@ -54,13 +60,14 @@ def price_fields(cents: int, currency: str) -> dict[str, Any]:
             "display_price_text": display_price(cents, currency)}
 
 
-def effective_currency(catalog: CatalogSpec, requested: str) -> str:
+def effective_currency(catalog: CatalogSpec, requested: str) -> Currency:
     """The currency the catalog is shown and sold in for a requested (supported, upper-case)
     code: itself when the catalog offers it and every subscription and package has a price in
     it, else USD."""
     items = [*catalog.subscriptions, *catalog.packages]
-    if requested in catalog.currencies and all(requested in i.prices for i in items):
-        return requested
+    for code in catalog.currencies:
+        if code == requested:
+            return code if all(code in i.prices for i in items) else FALLBACK_CURRENCY
     return FALLBACK_CURRENCY
 
 

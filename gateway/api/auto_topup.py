@@ -47,7 +47,7 @@ class AutoTopUps:
 
     def __init__(self, services: Services) -> None:
         self._s = services
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[str]] = {}
 
     def trigger(self, account_id: str) -> None:
         """Schedule an attempt for the account unless one is already running here."""

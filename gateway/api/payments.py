@@ -12,6 +12,7 @@ stripe-python's HTTPX client; `STRIPE_API_BASE` points it at a test double.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -41,6 +42,7 @@ from gateway.problems import (
     StoreUnavailableProblem,
 )
 from policies.catalog import effective_currency, price_fields
+from policies.schema import Currency
 from storage.clock import now_ms
 from storage.ports import Purchase, SessionConflict
 
@@ -269,7 +271,8 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
             from None
 
 
-def _currency(requested: str, catalog: Any, prices: dict[str, int]) -> tuple[str, int, str | None]:
+def _currency(requested: str, catalog: Any,
+              prices: Mapping[Currency, int]) -> tuple[str, int, str | None]:
     """(currency charged, unit amount in cents, currency_fallback_from or None) for a requested
     code, by the catalog's rule (policies.catalog.effective_currency): the buyer pays in the
     currency the catalog showed — USD when the catalog does not offer the code or any of its

@@ -69,7 +69,8 @@ async def apply_event(s: Services, event: Any) -> str:
     nothing) when it is not a Stripe event: `id` and `type` strings, a `data.object` object."""
     data = getattr(getattr(event, "data", None), "object", None)
     created = getattr(event, "created", 0) or 0
-    if not (hasattr(data, "to_dict") and isinstance(getattr(event, "id", None), str)
+    if not (data is not None and hasattr(data, "to_dict")
+            and isinstance(getattr(event, "id", None), str)
             and isinstance(getattr(event, "type", None), str) and isinstance(created, int)):
         raise BadRequest("The body is not a Stripe event.")
     obj = data.to_dict()

@@ -85,9 +85,9 @@ def upstream_headers(
         kept = [(k, v) for k, v in kept if k not in drop]
     if defaults:
         present = {k for k, _ in kept}
-        for k, v in defaults:
-            if k not in present:
-                kept.append((k, v))
+        for name, value in defaults:
+            if name not in present:
+                kept.append((name, value))
     if auth is not None:
         kept.append(auth)
     kept.append(("accept-encoding", "identity"))

@@ -148,15 +148,7 @@ class Proxy:
 
         spec = route.spec
         body = await read_body(receive, spec.max_body_bytes, length)
-        parsed: Any = None
-        if spec.protocol != "plain" or body[:1] in (b"{", b"["):
-            try:
-                parsed = orjson.loads(body) if body else None
-            except orjson.JSONDecodeError as exc:
-                if spec.protocol != "plain":
-                    raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
-            if spec.protocol != "plain" and not isinstance(parsed, dict):
-                raise MalformedJson("The request body must be a JSON object.")
+        parsed = _parsed_body(spec.protocol, body)
         model = parsed.get("model") if isinstance(parsed, dict) else None
         model = model if isinstance(model, str) else None
         try:
@@ -360,6 +352,22 @@ class Proxy:
         return UpstreamUnavailable(
             f"Upstream '{name}' could not be reached or broke the connection." +
             (" Not charged." if charge == 0 else ""))
+
+
+def _parsed_body(protocol: str, body: bytes) -> Any:
+    """The request body as JSON: a dict on every protocol but `plain`; on `plain`, whatever
+    a body starting with `{` or `[` parses to, else None. Raises MalformedJson when a
+    non-plain body is not a JSON object."""
+    parsed: Any = None
+    if protocol != "plain" or body[:1] in (b"{", b"["):
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as exc:
+            if protocol != "plain":
+                raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
+        if protocol != "plain" and not isinstance(parsed, dict):
+            raise MalformedJson("The request body must be a JSON object.")
+    return parsed
 
 
 def _force_include_usage(call: Call) -> bytes:

@@ -113,9 +113,8 @@ async def _pump(
     except UpstreamFailure:
         return "upstream_broken"
     if buffer:  # an unterminated last event
-        rest: bytes | None = bytes(buffer)
-        if meter.feed(rest) and strip_usage:
-            rest = without_usage(rest)
+        tail = bytes(buffer)
+        rest = without_usage(tail) if meter.feed(tail) and strip_usage else tail
         if rest:
             await send({"type": "http.response.body", "body": rest, "more_body": True})
     return "ok"

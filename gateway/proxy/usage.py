@@ -105,40 +105,52 @@ class StreamMeter:
         the choices-less usage chunk, or usage put on a chunk with choices (some
         OpenAI-compatible upstreams do).
         """
+        # Content events (the many) are counted inline; only the few events that may carry
+        # usage are parsed, in the helpers below.
         p = self.protocol
         if p == "openai_chat":
             if b'"usage":{' in event or b'"usage": {' in event:
-                doc = _data_json(event)
-                if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-                    self.usage = usage_from_openai_chat(doc["usage"])
-                    return True
-            elif _CHAT_OUTPUT.search(event):
+                return self._chat_usage(event)
+            if _CHAT_OUTPUT.search(event):
                 self.content_events += 1
             return False
         if p == "anthropic_messages":
             if b"message_start" in event or b"message_delta" in event:
-                doc = _data_json(event)
-                if isinstance(doc, dict):
-                    if doc.get("type") == "message_start":
-                        u = usage_from_anthropic((doc.get("message") or {}).get("usage"))
-                        self.input_tokens = u.input_tokens
-                        self.usage = Usage(u.input_tokens, u.output_tokens, u.cached_tokens)
-                    elif doc.get("type") == "message_delta" and isinstance(doc.get("usage"), dict):
-                        self._anthropic_delta(doc["usage"])
+                self._anthropic_usage(event)
             elif b"content_block_delta" in event:
                 self.content_events += 1
             return False
         if p == "openai_responses":
             if b"response.completed" in event or b"response.incomplete" in event:
-                doc = _data_json(event)
-                if isinstance(doc, dict):
-                    resp = doc.get("response")
-                    if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
-                        self.usage = usage_from_openai_responses(resp["usage"])
+                self._responses_usage(event)
             elif b".delta" in event:
                 self.content_events += 1
             return False
         return False
+
+    def _chat_usage(self, event: bytes) -> bool:
+        doc = _data_json(event)
+        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+            self.usage = usage_from_openai_chat(doc["usage"])
+            return True
+        return False
+
+    def _anthropic_usage(self, event: bytes) -> None:
+        doc = _data_json(event)
+        if isinstance(doc, dict):
+            if doc.get("type") == "message_start":
+                u = usage_from_anthropic((doc.get("message") or {}).get("usage"))
+                self.input_tokens = u.input_tokens
+                self.usage = Usage(u.input_tokens, u.output_tokens, u.cached_tokens)
+            elif doc.get("type") == "message_delta" and isinstance(doc.get("usage"), dict):
+                self._anthropic_delta(doc["usage"])
+
+    def _responses_usage(self, event: bytes) -> None:
+        doc = _data_json(event)
+        if isinstance(doc, dict):
+            resp = doc.get("response")
+            if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
+                self.usage = usage_from_openai_responses(resp["usage"])
 
     def _anthropic_delta(self, u: dict[str, Any]) -> None:
         # message_delta usage is cumulative; input fields appear there only sometimes.
