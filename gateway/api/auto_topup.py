@@ -32,10 +32,11 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, Currency, Shape, omitted
+from gateway.api.shapes import DATE_TIME, Shape, omitted
 from gateway.problems import BadRequest, NotFound, validation_problem
 from gateway.services import Services
 from policies.catalog import effective_currency
+from policies.schema import Currency
 from storage.clock import MS_PER_MINUTE, iso_utc, now_ms
 from storage.ports import Attempt, StoreUnavailable, UnknownAccount
 

@@ -36,12 +36,13 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, Currency, EnhancedBalance, Shape, omitted, timestamp
+from gateway.api.shapes import DATE_TIME, EnhancedBalance, Shape, omitted, timestamp
 from gateway.balance_view import enhanced_balance
 from gateway.problems import BadRequest, NotFound
 from gateway.proxy.payment_required import suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
+from policies.schema import Currency
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, ceil_seconds, iso_utc, to_ms
 from storage.engine.buckets import EventType
 from storage.ports import UnknownAccount

@@ -99,7 +99,7 @@ def build_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, 
     }
 
 
-def _operation(op: Operation, refs: Mapping[tuple[Any, str], Any]) -> dict[str, Any]:
+def _operation(op: Operation, refs: Mapping[tuple[Any, Any], Any]) -> dict[str, Any]:
     in_path = set(re.findall(r"{(\w+)}", op.path))
     declared = {p.name for p in op.params if p.where == "path"}
     if in_path != declared:
@@ -130,7 +130,8 @@ def _operation(op: Operation, refs: Mapping[tuple[Any, str], Any]) -> dict[str, 
         responses[str(reply.status)] = out
     by_status: dict[int, list[type[GatewayError]]] = {}
     # Every body is bounded while read (gateway/body_limit.py: GATEWAY_MAX_BODY_BYTES).
-    errors = (*op.errors, PayloadTooLarge) if op.body is not None else op.errors
+    errors: tuple[type[GatewayError], ...] = (
+        (*op.errors, PayloadTooLarge) if op.body is not None else op.errors)
     for cls in dict.fromkeys(errors):
         by_status.setdefault(cls.status, []).append(cls)
     for status, classes in sorted(by_status.items()):

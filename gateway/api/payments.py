@@ -31,7 +31,7 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import Currency, Shape
+from gateway.api.shapes import Shape
 from gateway.api.stripe_webhooks import apply_event
 from gateway.problems import (
     BadRequest,

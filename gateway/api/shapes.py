@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import JsonDict
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
-DATE_TIME: JsonDict = {"format": "date-time"}
+DATE_TIME: dict[str, JsonValue] = {"format": "date-time"}
 
 
 def _not_null(schema: dict[str, Any]) -> None:
