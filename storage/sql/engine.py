@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.drivers import require_for_database
 from storage.ports import StoreUnavailable
+from storage.sql.executor import Statement
 
 T = TypeVar("T")
 
@@ -145,7 +146,8 @@ class Runner:
 
     async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
-        (`one`, `all`, `run`; see storage/sql/hot_path.py): sqlite3 inline, or native asyncpg.
+        (storage.sql.executor.Executor; see storage/sql/hot_path.py): sqlite3 inline, or native
+        asyncpg.
         Raises StoreUnavailable when the store is unreachable.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
@@ -261,14 +263,18 @@ class _SqliteExecutor:
         self.cur = cur
         self.events: list[Any] = []
 
-    async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
+    async def one(self, q: Statement, params: tuple[Any, ...]) -> Any:
         return self.cur.execute(q.lite, params).fetchone()
 
-    async def all(self, q: Any, params: tuple[Any, ...]) -> list[Any]:
+    async def all(self, q: Statement, params: tuple[Any, ...]) -> list[Any]:
         return self.cur.execute(q.lite, params).fetchall()
 
-    async def run(self, q: Any, params: tuple[Any, ...]) -> int:
+    async def run(self, q: Statement, params: tuple[Any, ...]) -> int:
         return int(self.cur.execute(q.lite, params).rowcount)
+
+    async def run_text(self, text: str, params: tuple[Any, ...]) -> int:
+        """PostgreSQL-only SQL has no SQLite form: callers check `postgres` first."""
+        raise NotImplementedError("run_text is PostgreSQL-only (check Executor.postgres)")
 
 
 class _PgExecutor:
@@ -283,17 +289,17 @@ class _PgExecutor:
         self.statements = 0
         self.events: list[Any] = []
 
-    async def one(self, q: Any, params: tuple[Any, ...]) -> Any:
+    async def one(self, q: Statement, params: tuple[Any, ...]) -> Any:
         row = await self.conn.fetchrow(q.pg, *params)
         self.statements += 1
         return row
 
-    async def all(self, q: Any, params: tuple[Any, ...]) -> list[Any]:
+    async def all(self, q: Statement, params: tuple[Any, ...]) -> list[Any]:
         rows = await self.conn.fetch(q.pg, *params)
         self.statements += 1
         return list(rows)
 
-    async def run(self, q: Any, params: tuple[Any, ...]) -> int:
+    async def run(self, q: Statement, params: tuple[Any, ...]) -> int:
         return await self.run_text(q.pg, params)
 
     async def run_text(self, text: str, params: tuple[Any, ...]) -> int:

@@ -4,7 +4,8 @@ Profiling showed SQLAlchemy's statement building and cache-key generation taking
 gateway's CPU per call when admission and settlement were written in Core, and its asyncpg
 adapter costing ~0.2 ms per PostgreSQL round trip; the same statements as pre-rendered SQL on
 sqlite3 and on native asyncpg cost a fraction. Each function takes `(db, *args)`, where `db`
-(see `storage.sql.engine`) runs statements inside an open transaction:
+(a `storage.sql.executor.Executor`, see `storage.sql.engine`) runs statements inside an open
+transaction:
 `await db.one(sql, params)`, `await db.all(...)`, `await db.run(...)` → rowcount.
 On SQLite nothing inside ever suspends, so a whole operation runs without yielding to the loop.
 Placeholders are written `?` and rendered `$n` for asyncpg. Amounts: ledger units (ms).
@@ -31,6 +32,7 @@ from storage.ports import (
     Shortfall,
     UnknownAccount,
 )
+from storage.sql.executor import Executor
 
 
 class Sql:
@@ -123,21 +125,21 @@ _RESOLVE_KEY = Sql(
 )
 
 
-async def _lock(db: Any, account_id: str) -> tuple[str, int]:
+async def _lock(db: Executor, account_id: str) -> tuple[str, int]:
     row = await db.one(_LOCK, (account_id,))
     if row is None:
         raise UnknownAccount(account_id)
     return row[0], int(row[1])
 
 
-async def resolve_key(db: Any, key_hash: str) -> tuple[str, str] | None:
+async def resolve_key(db: Executor, key_hash: str) -> tuple[str, str] | None:
     """(account id, plan key) of an active API key with this SHA-256, else None."""
     row = await db.one(_RESOLVE_KEY, (key_hash,))
     return None if row is None else (row[0], row[1])
 
 
 async def admit(
-    db: Any, account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int,
+    db: Executor, account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int,
     request_id: str | None = None, model: str | None = None, streamed: bool = False,
 ) -> Admission | Shortfall:
     """Place a hold of `amount` if available = spendable − holds − debt covers it (SPEC §3),
@@ -169,7 +171,7 @@ async def admit(
 
 
 async def extend_hold(
-    db: Any, account_id: str, hold_id: str, new_amount: int, ttl_ms: int, at_ms: int
+    db: Executor, account_id: str, hold_id: str, new_amount: int, ttl_ms: int, at_ms: int
 ) -> bool:
     """Raise a live hold to `new_amount` when the balance covers the increase; renews expiry.
     False (nothing changed) when it cannot, or the hold is gone."""
@@ -187,7 +189,7 @@ async def extend_hold(
 
 
 async def settle(
-    db: Any, hold_id: str | None, record: CallRecord, charge: int,
+    db: Executor, hold_id: str | None, record: CallRecord, charge: int,
     on_shortfall: ShortfallRule, at_ms: int,
 ) -> Settlement:
     """Debit `charge` in burn order, release the hold, write the usage record (completing the
@@ -276,7 +278,7 @@ _RENEW = Sql("UPDATE holds SET expires_at_ms = ? WHERE id = ? AND expires_at_ms 
 
 
 async def renew_holds(
-    db: Any, hold_ids: list[str], expires_at_ms: int, at_ms: int
+    db: Executor, hold_ids: list[str], expires_at_ms: int, at_ms: int
 ) -> list[str]:
     """Push the expiry of the still-live holds among `hold_ids` to `expires_at_ms` (lease
     renewal; no account lock: a renewal never changes an amount). A hold whose lease already
@@ -311,7 +313,7 @@ _SWEEP_PG = Sql(
 )
 
 
-async def sweep_holds(db: Any, before_ms: int, at_ms: int) -> tuple[int, int]:
+async def sweep_holds(db: Executor, before_ms: int, at_ms: int) -> tuple[int, int]:
     """Delete holds whose lease lapsed before `before_ms` (crashed processes' holds; they no
     longer count anyway) and close the usage records they guarded that are still `in_flight`
     as `interrupted` at `at_ms`: charged 0 (the call never settled), its estimate recorded as

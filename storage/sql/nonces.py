@@ -6,10 +6,10 @@ outage splits). Rows outlive the ±300 s signature window and are swept now and 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from storage.clock import MS_PER_SECOND, now_ms
 from storage.sql.engine import Runner
+from storage.sql.executor import Executor
 from storage.sql.hot_path import Sql
 
 _REMEMBER = Sql("INSERT INTO hmac_nonces (nonce_key, expires_at_ms) VALUES (?, ?)"
@@ -18,7 +18,7 @@ _SWEEP = Sql("DELETE FROM hmac_nonces WHERE expires_at_ms <= ?")
 _SWEEP_EVERY_S = 60.0
 
 
-async def _remember(db: Any, key: str, expires_ms: int, sweep_before: int | None) -> bool:
+async def _remember(db: Executor, key: str, expires_ms: int, sweep_before: int | None) -> bool:
     if sweep_before is not None:
         await db.run(_SWEEP, (sweep_before,))
     return bool(await db.run(_REMEMBER, (key, expires_ms)) == 1)

@@ -9,12 +9,12 @@ on issue. Only the SHA-256 of a token is stored.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import TokenRecord
 from storage.resume_tokens import TTL_S, new_token, token_hash
 from storage.sql.engine import Runner
+from storage.sql.executor import Executor
 from storage.sql.hot_path import Sql
 
 _INSERT = Sql("INSERT INTO resume_tokens (token_hash, account_id, binding, operation_id,"
@@ -26,19 +26,19 @@ _DELETE = Sql("DELETE FROM resume_tokens WHERE token_hash = ? AND expires_at_ms 
 _SWEEP_EVERY_S = 60.0
 
 
-async def _issue(db: Any, h: str, account_id: str, binding: str, op: str, exp: int,
+async def _issue(db: Executor, h: str, account_id: str, binding: str, op: str, exp: int,
                  sweep_before: int | None) -> None:
     if sweep_before is not None:
         await db.run(_SWEEP, (sweep_before,))
     await db.run(_INSERT, (h, account_id, binding, op, exp))
 
 
-async def _lookup(db: Any, h: str, at: int) -> TokenRecord | None:
+async def _lookup(db: Executor, h: str, at: int) -> TokenRecord | None:
     row = await db.one(_SELECT, (h, at))
     return None if row is None else TokenRecord(row[0], row[1], row[2], int(row[3]))
 
 
-async def _consume(db: Any, h: str, at: int) -> bool:
+async def _consume(db: Executor, h: str, at: int) -> bool:
     return bool(await db.run(_DELETE, (h, at)) == 1)
 
 
