@@ -65,6 +65,7 @@ from storage.ports import (
     Payments,
     ResumeTokenStore,
     StoreUnavailable,
+    UnknownAccount,
 )
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
@@ -87,6 +88,7 @@ class Gateway:
         self.web = Starlette(routes=_web_routes(self), lifespan=self._lifespan)
         self.web.add_exception_handler(GatewayError, self._problem)  # type: ignore[arg-type]
         self.web.add_exception_handler(StoreUnavailable, self._store_unavailable)
+        self.web.add_exception_handler(UnknownAccount, self._unknown_account)
         self.web.add_exception_handler(404, self._not_found)
         self.web.add_exception_handler(405, self._not_allowed)
         # Starlette's ServerErrorMiddleware calls this for any other exception (instead of its
@@ -155,6 +157,11 @@ class Gateway:
             self.services.metrics.store_errors.labels("web").inc()
         return await self._problem(request, StoreUnavailableProblem(
             "The billing store is unreachable; retry shortly."))
+
+    async def _unknown_account(self, request: Request, exc: Exception) -> Response:
+        """The one answer of the billing and admin API to an account the store does not know
+        (UnknownAccount raised by any handler): the `404 not-found` problem."""
+        return await self._problem(request, NotFound(f"No account {str(exc)!r}."))
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
         """Any unexpected exception: logged with a new request id, answered as the

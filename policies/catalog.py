@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from policies.compiled import Plan
-from policies.meters import MS_PER_MINUTE
 from policies.schema import (
     SUPPORTED_CURRENCIES,
     CatalogSpec,
@@ -29,6 +28,7 @@ from policies.schema import (
     PackageSpec,
     SubscriptionSpec,
 )
+from storage.clock import MS_PER_MINUTE
 
 FALLBACK_CURRENCY: Currency = "USD"
 _MINOR_DIGITS = {"USD": 2, "EUR": 2, "GBP": 2, "EGP": 2, "SAR": 2, "AED": 2}

@@ -20,8 +20,9 @@ from policies.loader import (
     read_documents,
     validate_document,
 )
-from policies.meters import MS_PER_MINUTE, Meter
+from policies.meters import Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
+from storage.clock import MS_PER_MINUTE
 
 
 @dataclass(frozen=True)

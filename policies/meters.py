@@ -6,12 +6,9 @@ import fnmatch
 from dataclasses import dataclass
 
 from policies.schema import DurationMeter, FixedMeter, TokenPrice, TokensMeter
+from storage.clock import MS_PER_SECOND
 
 _PER_TOKENS = 1_000_000
-# Ledger units are ms of AI time. policies imports nothing from storage, so the units are
-# named here (storage.clock has the same values for the rest of the code).
-MS_PER_SECOND = 1_000
-MS_PER_MINUTE = 60 * MS_PER_SECOND
 
 
 class UnpricedModel(Exception):

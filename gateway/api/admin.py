@@ -28,13 +28,13 @@ from gateway.api.operations import (
     path_param,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, EnhancedBalance, Shape, timestamp
+from gateway.api.shapes import DATE_TIME, EnhancedBalance, PeriodWindow, Shape, timestamp
 from gateway.balance_view import enhanced_balance
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
 from storage.engine.buckets import EventType, Source
-from storage.ports import IdempotencyConflict, UnknownAccount
+from storage.ports import IdempotencyConflict
 
 _KEY = r"^[A-Za-z0-9:_.-]{8,200}$"
 
@@ -151,13 +151,9 @@ class UsageGroup(Shape):
     unbilled_ms: int = Field(ge=0)
 
 
-class UsageStats(Shape):
+class UsageStats(PeriodWindow):
     """Usage across every account, grouped by model and by operation."""
 
-    period: Literal["day", "week", "month"]
-    from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
-                       json_schema_extra=DATE_TIME)
-    to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
     by_model: list[UsageGroup]
     by_operation: list[UsageGroup]
 
@@ -181,12 +177,10 @@ def check(request: Request) -> Services:
 
 
 async def guarded(fn: Any, *args: Any) -> Any:
-    """`await fn(*args)` with the store's refusals as problems: UnknownAccount → 404,
-    IdempotencyConflict → 422 `idempotency-key-reused`."""
+    """`await fn(*args)` with IdempotencyConflict as the 422 `idempotency-key-reused` problem
+    (UnknownAccount → 404 is the app's one handler)."""
     try:
         return await fn(*args)
-    except UnknownAccount as exc:
-        raise NotFound(f"No account {exc}.") from None
     except IdempotencyConflict:
         raise IdempotencyKeyReused(
             "This idempotency_key was already used for a different request (amount, "

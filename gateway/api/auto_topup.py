@@ -33,12 +33,12 @@ from gateway.api.operations import (
     web_routes,
 )
 from gateway.api.shapes import DATE_TIME, Shape, omitted
-from gateway.problems import BadRequest, NotFound, validation_problem
+from gateway.problems import BadRequest, validation_problem
 from gateway.services import Services
 from policies.catalog import effective_currency
 from policies.schema import Currency
 from storage.clock import MS_PER_MINUTE, iso_utc, now_ms
-from storage.ports import Attempt, StoreUnavailable, UnknownAccount
+from storage.ports import Attempt, StoreUnavailable
 
 log = logging.getLogger("gateway.auto_topup")
 
@@ -180,11 +180,7 @@ async def read(request: Request) -> Response:
     """`GET /v1/billing/auto-topup/{userId}`: the account's auto top-up settings."""
     s = services_for(request)
     account_id = await own_account(request)
-    try:
-        row = await s.payments.topup_settings(account_id)
-    except UnknownAccount:
-        raise NotFound(f"No account {account_id!r}.") from None
-    return json_response(_view(row))
+    return json_response(_view(await s.payments.topup_settings(account_id)))
 
 
 async def write(request: Request) -> Response:
@@ -202,20 +198,17 @@ async def write(request: Request) -> Response:
     currency = body.currency.upper()
     if currency not in catalog.currencies:
         raise BadRequest(f"currency: {currency} is not offered by the catalog")
-    try:
-        current = await s.payments.topup_settings(account_id)
-        has_pm = body.payment_method_id or (current and current["payment_method_id"])
-        has_customer = body.customer_id or (current and current["stripe_customer_id"])
-        if body.enabled and not (has_pm and has_customer):
-            raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
-                             "of a payment method saved for off-session use.")
-        row = await s.payments.configure_topup(
-            account_id, body.enabled,
-            body.threshold_minutes * MS_PER_MINUTE,
-            body.package_key, currency, body.customer_id, body.payment_method_id,
-            now_ms())
-    except UnknownAccount:
-        raise NotFound(f"No account {account_id!r}.") from None
+    current = await s.payments.topup_settings(account_id)
+    has_pm = body.payment_method_id or (current and current["payment_method_id"])
+    has_customer = body.customer_id or (current and current["stripe_customer_id"])
+    if body.enabled and not (has_pm and has_customer):
+        raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
+                         "of a payment method saved for off-session use.")
+    row = await s.payments.configure_topup(
+        account_id, body.enabled,
+        body.threshold_minutes * MS_PER_MINUTE,
+        body.package_key, currency, body.customer_id, body.payment_method_id,
+        now_ms())
     if body.enabled:
         s.topups.trigger(account_id)  # already below the new threshold? top up now
     return json_response(_view(row))

@@ -36,16 +36,15 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, EnhancedBalance, Shape, omitted, timestamp
+from gateway.api.shapes import EnhancedBalance, PeriodWindow, Shape, omitted, timestamp
 from gateway.balance_view import enhanced_balance
-from gateway.problems import BadRequest, NotFound
+from gateway.problems import BadRequest
 from gateway.proxy.payment_required import suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from policies.schema import Currency
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, ceil_seconds, iso_utc, to_ms
 from storage.engine.buckets import EventType
-from storage.ports import UnknownAccount
 
 # --- reply shapes ----------------------------------------------------------------------------
 
@@ -128,13 +127,9 @@ class TrendDay(Shape):
     seconds: float = Field(ge=0)
 
 
-class UsageAnalytics(Shape):
+class UsageAnalytics(PeriodWindow):
     """The seeds' UsageAnalytics of one account (seconds charged, 3 decimals)."""
 
-    period: Literal["day", "week", "month"]
-    from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
-                       json_schema_extra=DATE_TIME)
-    to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
     total_seconds: float = Field(ge=0)
     by_operation: dict[str, float] = Field(description="Seconds charged per operation.")
     count_by_operation: dict[str, int] = Field(description="Calls settled per operation.")
@@ -200,10 +195,7 @@ async def balance(request: Request) -> Response:
     """`GET /v1/billing/balance|enhanced-balance/{userId}`: the account's balance."""
     s = services_for(request)
     account_id = await own_account(request)
-    try:
-        snap = await s.ledger.balance(account_id)
-    except UnknownAccount:
-        raise NotFound(f"No account {account_id!r}.") from None
+    snap = await s.ledger.balance(account_id)
     doc = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
     return json_response(EnhancedBalance.model_validate(doc).wire())
 
@@ -248,10 +240,7 @@ async def check_batch(request: Request) -> Response:
             raise BadRequest(f"operations.{i}.estimate_seconds is required for "
                              f"'{op.operation}' (its estimate depends on the request)")
         needs.append((op.operation, need, basis))
-    try:
-        snap = await s.ledger.balance(account_id)
-    except UnknownAccount:
-        raise NotFound(f"No account {account_id!r}.") from None
+    snap = await s.ledger.balance(account_id)
     available = max(0, snap.available)
     results, running = [], 0
     for name, need, basis in needs:

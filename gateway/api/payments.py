@@ -66,41 +66,36 @@ class SubscriptionCheckoutRequest(BaseModel):
     userId: str | None = None
 
 
-class PurchaseResult(Shape):
-    """A Stripe Checkout Session for one package."""
+class CheckoutSession(Shape):
+    """A Stripe Checkout Session to redirect the buyer to, and the price it charges."""
 
     checkout_url: str = Field(description="Where to send the buyer.",
                               json_schema_extra={"format": "uri"})
     session_id: str
     currency: Currency
-    unit_amount_cents: int = Field(ge=0)
+    unit_amount_cents: int = Field(ge=0, description="The price in minor units (cents; "
+                                                     "monthly for a subscription).")
     price: float = Field(ge=0, description="The amount in major units, for display only.")
     display_price: float = Field(ge=0, description="The same number (seed 001's "
                                                    "PurchaseResponse).")
     display_price_text: str = Field(description="Formatted price, e.g. `€5.00`.")
-    package_minutes: int = Field(ge=0)
     currency_fallback_from: str | None = Field(
         description="The requested currency when the catalog is in USD for it (it is not "
                     "offered, or some item has no price in it), else null.")
 
 
-class SubscriptionCheckoutResult(Shape):
+class PurchaseResult(CheckoutSession):
+    """A Stripe Checkout Session for one package."""
+
+    package_minutes: int = Field(ge=0)
+
+
+class SubscriptionCheckoutResult(CheckoutSession):
     """A Stripe Checkout Session (subscription mode) for one catalog subscription, monthly."""
 
-    checkout_url: str = Field(description="Where to send the buyer.",
-                              json_schema_extra={"format": "uri"})
-    session_id: str
-    currency: Currency
-    unit_amount_cents: int = Field(ge=0, description="Monthly price in minor units (cents).")
-    price: float = Field(ge=0, description="The amount in major units, for display only.")
-    display_price: float = Field(ge=0, description="The same number.")
-    display_price_text: str = Field(description="Formatted price, e.g. `€29.00`.")
     subscription_key: str
     plan_key: str = Field(description="The plan the account moves to once Stripe confirms.")
     minutes_per_period: int = Field(ge=0)
-    currency_fallback_from: str | None = Field(
-        description="The requested currency when the catalog is in USD for it (it is not "
-                    "offered, or some item has no price in it), else null.")
 
 
 class StripeEvent(BaseModel):

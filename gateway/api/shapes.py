@@ -147,3 +147,12 @@ class EnhancedBalance(Shape):
     scheduled_change: ScheduledChange | None = Field(
         description="A scheduled downgrade, or null.")
     bonus: BonusInfo
+
+
+class PeriodWindow(Shape):
+    """The UTC window a usage report covers (`period=day|week|month`)."""
+
+    period: Literal["day", "week", "month"]
+    from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
+                       json_schema_extra=DATE_TIME)
+    to: str = timestamp("End of the window: tomorrow 00:00 UTC.")

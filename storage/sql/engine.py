@@ -272,10 +272,6 @@ class _SqliteExecutor:
     async def run(self, q: Statement, params: tuple[Any, ...]) -> int:
         return int(self.cur.execute(q.lite, params).rowcount)
 
-    async def run_text(self, text: str, params: tuple[Any, ...]) -> int:
-        """PostgreSQL-only SQL has no SQLite form: callers check `postgres` first."""
-        raise NotImplementedError("run_text is PostgreSQL-only (check Executor.postgres)")
-
 
 class _PgExecutor:
     """Statement executor over a native asyncpg connection (`Sql.pg` text; prepared and cached

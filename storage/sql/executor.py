@@ -33,7 +33,7 @@ class Executor(Protocol):
 
     @property
     def postgres(self) -> bool:
-        """True on PostgreSQL (asyncpg), where `run_text` may be used; False on SQLite."""
+        """True on PostgreSQL (asyncpg): the executor is then a `PgExecutor`."""
         ...
 
     @property
@@ -53,7 +53,12 @@ class Executor(Protocol):
         """Run `q`; the number of rows it affected."""
         ...
 
+
+
+class PgExecutor(Executor, Protocol):
+    """The PostgreSQL executor (`postgres` is True), which can also run SQL that has no SQLite
+    form (the request path's CTEs that fold several writes into one round trip)."""
+
     async def run_text(self, text: str, params: tuple[Any, ...]) -> int:
-        """Run PostgreSQL-only SQL text (`$n` placeholders); the rows affected. Only when
-        `postgres` is True: the SQLite executor raises NotImplementedError."""
+        """Run PostgreSQL-only SQL text (`$n` placeholders); the rows affected."""
         ...

@@ -14,7 +14,7 @@ Placeholders are written `?` and rendered `$n` for asyncpg. Amounts: ledger unit
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from storage.clock import day_start_ms, to_datetime
 from storage.engine.availability import Funds, available, wants_top_up
@@ -32,7 +32,7 @@ from storage.ports import (
     Shortfall,
     UnknownAccount,
 )
-from storage.sql.executor import Executor
+from storage.sql.executor import Executor, PgExecutor
 
 
 class Sql:
@@ -160,7 +160,7 @@ async def admit(
         else:
             record = (request_id, account_id, operation, model, amount, streamed, at_ms)
             if db.postgres:
-                await db.run_text(_ADMIT_WRITES_PG, hold + record)
+                await cast("PgExecutor", db).run_text(_ADMIT_WRITES_PG, hold + record)
             else:
                 await db.run(_INSERT_HOLD, hold)
                 await db.run(_OPEN_RECORD, record)
@@ -255,12 +255,12 @@ async def settle(
     if opened:
         complete = (*usage[2:], record.request_id)
         if db.postgres:
-            await db.run_text(_COMPLETE_WRITES_PG, complete + rollup)
+            await cast("PgExecutor", db).run_text(_COMPLETE_WRITES_PG, complete + rollup)
         else:
             await db.run(_COMPLETE_USAGE, complete)
             await db.run(_ROLLUP_USAGE, rollup)
     elif db.postgres:
-        await db.run_text(_SETTLE_WRITES_PG, usage + rollup)
+        await cast("PgExecutor", db).run_text(_SETTLE_WRITES_PG, usage + rollup)
     else:
         await db.run(_INSERT_USAGE, usage)
         await db.run(_ROLLUP_USAGE, rollup)
