@@ -22,6 +22,7 @@ from policies.loader import (
 )
 from policies.meters import Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
+from policies.units import TIME, UnitOfAccount
 from storage.clock import MS_PER_MINUTE
 
 
@@ -110,6 +111,7 @@ class Policy:
     routes: list[Route]
     plans: dict[str, Plan]
     sources: tuple[str, ...]
+    unit: UnitOfAccount = TIME
     _exact: dict[tuple[str, str], Route] = field(default_factory=dict)
     _patterns: list[Route] = field(default_factory=list)
     _paths: set[str] = field(default_factory=set)
