@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from policies.loader import (
 )
 from policies.meters import Meter
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
-from policies.units import TIME, UnitOfAccount
+from policies.unit_checks import unit_issues
+from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_MINUTE
 
 
@@ -46,7 +48,8 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Plan:
-    """A plan in ledger units (ms): daily bonus, monthly bonus cap (None = uncapped), welcome."""
+    """A plan in ledger units (ms, micro-units or tokens: the policy's unit): daily bonus,
+    monthly bonus cap (None = uncapped), welcome bonus, included per period, rollover cap."""
 
     key: str
     daily_bonus: int
@@ -56,7 +59,17 @@ class Plan:
     rollover_cap: int
 
     @classmethod
-    def from_spec(cls, key: str, spec: PlanSpec) -> Plan:
+    def from_spec(cls, key: str, spec: PlanSpec, unit: UnitOfAccount = TIME) -> Plan:
+        """`spec` converted to ledger units: `*_minutes` for time, the unit amounts otherwise
+        (policies.unit_checks rejects a plan mixing them)."""
+        if unit.kind is not UnitKind.TIME:
+            def amount(value: Decimal | None) -> int:
+                return 0 if value is None else unit.from_api(value)
+            return cls(key=key, daily_bonus=amount(spec.daily_bonus),
+                       monthly_bonus_cap=None if spec.monthly_bonus_cap is None
+                       else amount(spec.monthly_bonus_cap),
+                       welcome_bonus=amount(spec.welcome_bonus), included=amount(spec.included),
+                       rollover_cap=amount(spec.rollover_cap))
         cap = spec.monthly_bonus_cap_minutes
         return cls(
             key=key,
@@ -147,6 +160,17 @@ class Policy:
         return self.document.catalog.version
 
 
+PROTOCOL_PROVIDERS = {"openai_chat": "openai", "openai_responses": "openai",
+                      "openai_embeddings": "openai", "anthropic_messages": "anthropic"}
+"""The price source's provider of each protocol, unless the upstream names its own."""
+
+
+def price_provider_of(spec: UpstreamSpec, protocol: str) -> str | None:
+    """The genai-prices provider id a route's calls are priced with: the upstream's
+    `price_provider`, else its protocol's provider (None for `plain`: no default)."""
+    return spec.price_provider or PROTOCOL_PROVIDERS.get(protocol)
+
+
 def _path_regex(path: str) -> re.Pattern[str] | None:
     if "{" not in path:
         return None
@@ -219,7 +243,9 @@ def compile_policy(
     """Compile a validated document. Raises PolicyError for unresolvable references
     (see `reference_issues`)."""
     default_file = sources[-1] if sources else "<policy>"
-    issues = reference_issues(doc.model_dump(), env, origins, default_file)
+    dumped = doc.model_dump()
+    issues = reference_issues(dumped, env, origins, default_file)
+    issues += unit_issues(dumped, origins, default_file)
     if issues:
         raise PolicyError(issues)
 
@@ -244,10 +270,11 @@ def compile_policy(
             spec=spec,
         )
 
+    unit = doc.unit.compile()
     routes: list[Route] = []
     for route in doc.routes:
         upstream = upstreams[route.upstream]
-        meter = Meter(route.meter)
+        meter = Meter(route.meter, unit, price_provider_of(upstream.spec, route.protocol))
         routes.append(
             Route(
                 spec=route,
@@ -258,8 +285,8 @@ def compile_policy(
                 pattern=_path_regex(route.path),
             )
         )
-    plans = {k: Plan.from_spec(k, v) for k, v in doc.plans.items()}
-    return Policy(document=doc, routes=routes, plans=plans, sources=tuple(sources))
+    plans = {k: Plan.from_spec(k, v, unit) for k, v in doc.plans.items()}
+    return Policy(document=doc, routes=routes, plans=plans, sources=tuple(sources), unit=unit)
 
 
 def load_policy(paths: Sequence[Path | str], env: Mapping[str, str]) -> Policy:
@@ -272,7 +299,8 @@ def load_policy(paths: Sequence[Path | str], env: Mapping[str, str]) -> Policy:
     try:
         doc = validate_document(data, origins, files, read_issues)
     except PolicyError as exc:
-        issues = exc.issues + reference_issues(data, env, origins, sources[-1])
+        issues = (exc.issues + reference_issues(data, env, origins, sources[-1])
+                  + unit_issues(data, origins, sources[-1]))
         order = {name: i for i, name in enumerate(sources)}
         issues.sort(key=lambda i: (order.get(i.file, len(order)), i.line))
         raise PolicyError(issues) from None

@@ -93,7 +93,7 @@ def validate_document(
         doc = PolicyDocument.model_validate(data)
     except ValidationError as exc:
         raise PolicyError([*issues, *(_issue_from(err, origins, files)
-                                      for err in exc.errors())]) from None
+                                      for err in _one_branch(exc.errors()))]) from None
     if issues:
         raise PolicyError(issues)
     return doc
@@ -197,6 +197,15 @@ def origin_of(
     return default_file, 0
 
 
+def _one_branch(errors: Sequence[Any]) -> list[Any]:
+    """Errors of a value that fits no branch of a `mapping | 'keyword'` union (a meter's
+    `prices: {...} | provider`): when the value is not a string, the keyword branch's
+    "Input should be 'provider'" says nothing useful, so only the mapping's errors are kept."""
+    return [e for e in errors
+            if not (any(isinstance(p, str) and p.startswith("literal[") for p in e.get("loc", ()))
+                    and not isinstance(e.get("input"), str))]
+
+
 def _issue_from(
     err: Mapping[str, Any], origins: Mapping[Loc, tuple[str, int]], files: Sequence[Path]
 ) -> PolicyIssue:
@@ -208,8 +217,8 @@ def _issue_from(
         candidate = (*real, part)
         if any(k[: len(candidate)] == candidate for k in origins):
             real.append(part)
-        elif isinstance(part, str) and part in {"tokens", "duration", "fixed", "request",
-                                                 "learned"}:
+        elif isinstance(part, str) and (part in {"tokens", "duration", "fixed", "request",
+                                                  "learned"} or part.startswith("dict[")):
             continue
         else:
             real.append(part)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from decimal import Decimal
 
 from policies.schema import DurationMeter, FixedMeter, TokenPrice, TokensMeter
+from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_SECOND
 
 _PER_TOKENS = 1_000_000
@@ -37,16 +39,53 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerPrice:
+    """A model's price in ledger units per 1,000,000 tokens of each usage class (integers)."""
+
+    input: int
+    output: int
+    cached_input: int
+    reasoning: int
+
+
+def ledger_price(price: TokenPrice, unit: UnitOfAccount) -> LedgerPrice:
+    """`price` as written in the policy (schema.TokenPrice: time — ms per 1M tokens; currency —
+    currency units per 1M tokens; tokens — ledger tokens per token) in ledger units per 1M
+    tokens. Exact: the schema allows at most 6 decimals, unit_checks whole ms for time."""
+    def per_million(value: Decimal) -> int:
+        if unit.kind is UnitKind.CURRENCY:
+            return unit.from_api(value)
+        if unit.kind is UnitKind.TOKENS:
+            return int(value * _PER_TOKENS)
+        return int(value)
+
+    inp, out = per_million(price.input), per_million(price.output)
+    return LedgerPrice(
+        input=inp, output=out,
+        cached_input=inp if price.cached_input is None else per_million(price.cached_input),
+        reasoning=out if price.reasoning is None else per_million(price.reasoning))
+
+
+ONE_FOR_ONE = LedgerPrice(_PER_TOKENS, _PER_TOKENS, _PER_TOKENS, _PER_TOKENS)
+"""A tokens deployment's price of a model no key weights: a ledger token per token."""
+
+
 class TokenPricer:
-    """Prices tokens per model for a `tokens` meter; patterns are tried after exact keys."""
+    """Prices tokens per model for a `tokens` meter from its explicit prices (`prices`, or
+    `overrides` under `prices: provider`); patterns are tried after exact keys. A tokens
+    deployment prices a model no key matches one for one; elsewhere such a model is unpriced
+    (the provider pricer, when there is one, is asked next: Meter)."""
 
-    def __init__(self, spec: TokensMeter) -> None:
+    def __init__(self, spec: TokensMeter, unit: UnitOfAccount = TIME) -> None:
         self.minimum = spec.minimum
-        self._exact = dict(spec.prices)
-        self._patterns = [(k, v) for k, v in spec.prices.items() if any(c in k for c in "*?[")]
+        prices = spec.overrides if spec.prices == "provider" else (spec.prices or {})
+        self.fallback = ONE_FOR_ONE if unit.kind is UnitKind.TOKENS else None
+        self._exact = {k: ledger_price(v, unit) for k, v in prices.items()}
+        self._patterns = [(k, v) for k, v in self._exact.items() if any(c in k for c in "*?[")]
 
-    def price_for(self, model: str | None) -> TokenPrice:
-        """The price entry of `model`. Raises UnpricedModel when none matches."""
+    def lookup(self, model: str | None) -> LedgerPrice | None:
+        """The explicit price of `model` (exact key, then patterns in order), else None."""
         if model:
             hit = self._exact.get(model)
             if hit is not None:
@@ -54,6 +93,16 @@ class TokenPricer:
             for pattern, price in self._patterns:
                 if fnmatch.fnmatchcase(model, pattern):
                     return price
+        return None
+
+    def price_for(self, model: str | None) -> LedgerPrice:
+        """The price of `model`. Raises UnpricedModel when none matches and there is no
+        fallback."""
+        hit = self.lookup(model)
+        if hit is not None:
+            return hit
+        if self.fallback is not None:
+            return self.fallback
         raise UnpricedModel(model)
 
     def cost(self, model: str | None, usage: Usage) -> int:
@@ -64,13 +113,11 @@ class TokenPricer:
         p = self.price_for(model)
         cached = min(usage.cached_tokens, usage.input_tokens)
         reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-        cached_price = p.input if p.cached_input is None else p.cached_input
-        reasoning_price = p.output if p.reasoning is None else p.reasoning
         micro = (
             (usage.input_tokens - cached) * p.input
-            + cached * cached_price
+            + cached * p.cached_input
             + (usage.output_tokens - reasoning) * p.output
-            + reasoning * reasoning_price
+            + reasoning * p.reasoning
         )
         return max(self.minimum, _ceil_div(micro, _PER_TOKENS))
 
@@ -89,10 +136,14 @@ class Meter:
     tokens meter without a price for `model` (called before admission: unknown means denied).
     """
 
-    def __init__(self, spec: TokensMeter | DurationMeter | FixedMeter) -> None:
+    def __init__(self, spec: TokensMeter | DurationMeter | FixedMeter,
+                 unit: UnitOfAccount = TIME, price_provider: str | None = None) -> None:
         self.spec = spec
         self.kind = spec.type
-        self.pricer = TokenPricer(spec) if isinstance(spec, TokensMeter) else None
+        self.unit = unit
+        self.pricer: TokenPricer | None = None
+        if isinstance(spec, TokensMeter):
+            self.pricer = TokenPricer(spec, unit)
 
     def check_model(self, model: str | None) -> None:
         """Raise UnpricedModel when a tokens meter has no price for `model`."""

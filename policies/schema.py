@@ -8,15 +8,19 @@ Every model forbids unknown keys so a typo is an error naming the field, never s
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from policies.headers import FEATURE_HEADERS, forwardable
+from policies.units import UnitKind, UnitOfAccount
 
 Currency = Literal["USD", "EUR", "GBP", "EGP", "SAR", "AED"]
 SUPPORTED_CURRENCIES: tuple[Currency, ...] = ("USD", "EUR", "GBP", "EGP", "SAR", "AED")
 NonNeg = Annotated[int, Field(ge=0)]
+Amount = Annotated[Decimal, Field(ge=0, le=10**12, decimal_places=6, allow_inf_nan=False)]
+"""A decimal amount in the deployment's unit (USD, tokens, ...), at most 6 decimals."""
 Positive = Annotated[int, Field(gt=0)]
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -49,6 +53,7 @@ class UpstreamSpec(_Strict):
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
     total_timeout_s: float = Field(600.0, gt=0)
+    price_provider: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
     @field_validator("base_url")
     @classmethod
@@ -104,24 +109,43 @@ def _header_name(name: str) -> str:
 
 
 class TokenPrice(_Strict):
-    """Ledger units per 1,000,000 tokens. `cached_input` defaults to `input`; `reasoning`
-    (a part of output tokens) defaults to `output`."""
+    """A model's token price, in the deployment's unit (policies.prices.ledger_per_million):
+    time — ledger ms per 1,000,000 tokens (integers); currency — currency units (e.g. USD) per
+    1,000,000 tokens; tokens — ledger tokens per token (a weight). `cached_input` defaults to
+    `input`; `reasoning` (a part of output tokens) defaults to `output`."""
 
-    input: NonNeg
-    output: NonNeg
-    cached_input: NonNeg | None = None
-    reasoning: NonNeg | None = None
+    input: Amount
+    output: Amount
+    cached_input: Amount | None = None
+    reasoning: Amount | None = None
 
 
 class TokensMeter(_Strict):
     """Charge tokens × per-model price (model keys may be fnmatch patterns like `gpt-4o*`).
 
-    A model matching no key is denied, never free (SPEC §5).
+    `prices: provider` (currency units only) charges the provider's list price from
+    genai-prices × (1 + `markup_percent` / 100), rounded up to the ledger unit; `overrides`
+    are explicit per-model prices that win over it. A model matching no key (or unknown to the
+    price source) is denied, never free (SPEC §5).
     """
 
     type: Literal["tokens"]
-    prices: dict[str, TokenPrice] = Field(min_length=1)
+    prices: Annotated[dict[str, TokenPrice], Field(min_length=1)] | Literal["provider"] | None = (
+        None)
+    markup_percent: Annotated[Decimal, Field(ge=0, le=10_000, decimal_places=4,
+                                             allow_inf_nan=False)] | None = None
+    overrides: dict[str, TokenPrice] = Field(default_factory=dict)
     minimum: NonNeg = 0
+
+    @model_validator(mode="after")
+    def _provider_keys(self) -> TokensMeter:
+        if self.prices != "provider":
+            if self.markup_percent is not None:
+                raise ValueError("markup_percent applies to 'prices: provider' only")
+            if self.overrides:
+                raise ValueError("overrides apply to 'prices: provider' only; list the "
+                                 "model under prices")
+        return self
 
 
 class DurationMeter(_Strict):
@@ -255,8 +279,10 @@ class RouteSpec(_Strict):
 
 
 class PlanSpec(_Strict):
-    """A plan's bonuses and allowances, in minutes of AI time (seeds: free = 15-min daily bonus,
-    300-min monthly bonus cap)."""
+    """A plan's bonuses and allowances: in minutes of AI time in a time deployment (seeds:
+    free = 15-min daily bonus, 300-min monthly bonus cap), in the unit elsewhere
+    (`daily_bonus: 0.50`, `included: 20.00` in USD; `included: 1000000` tokens). A policy
+    mixing the two is rejected (policies.unit_checks)."""
 
     name: str | None = None
     daily_bonus_minutes: NonNeg = 0
@@ -264,15 +290,24 @@ class PlanSpec(_Strict):
     welcome_bonus_minutes: NonNeg = 0
     included_minutes: NonNeg = 0
     rollover_cap_minutes: NonNeg = 0
+    daily_bonus: Amount | None = None
+    monthly_bonus_cap: Amount | None = None
+    welcome_bonus: Amount | None = None
+    included: Amount | None = None
+    rollover_cap: Amount | None = None
 
 
 class _Sellable(_Strict):
-    """What the catalog sells: a key, a name, minutes of AI time, and prices in minor units
-    (cents) per currency — USD always, as the fallback currency (seeds: currency_fallback_from)."""
+    """What the catalog sells: a key, a name, an amount of the unit — `minutes` of AI time,
+    `credits` (decimal, currency deployments) or `tokens` (tokens deployments), exactly the
+    one the unit takes (policies.unit_checks) — and prices in minor units (cents) per
+    currency — USD always, as the fallback currency (seeds: currency_fallback_from)."""
 
     key: str = Field(pattern=_KEY)
     name: str
-    minutes: Positive
+    minutes: NonNeg = 0
+    credits: Amount | None = None
+    tokens: Positive | None = None
     prices: dict[Currency, Positive] = Field(min_length=1)
     tax_inclusive: bool = False
 
@@ -283,6 +318,14 @@ class _Sellable(_Strict):
             key = info.data.get("key", "?")
             raise ValueError(f"'{key}' needs a USD price (the fallback currency)")
         return v
+
+    def ledger_units(self, unit: UnitOfAccount) -> int:
+        """The ledger units this item grants under `unit` (ms, micro-units or tokens)."""
+        if unit.kind is UnitKind.CURRENCY:
+            return unit.from_api(self.credits or 0)
+        if unit.kind is UnitKind.TOKENS:
+            return self.tokens or 0
+        return self.minutes * 60_000
 
 
 class PackageSpec(_Sellable):
@@ -333,10 +376,29 @@ class HoldSpec(_Strict):
     ttl_margin_s: Positive = 30
 
 
+class UnitSpec(_Strict):
+    """The deployment's unit of account (issue 10): `time` (default; ledger ms), `currency`
+    with an ISO 4217 `currency` (ledger micro-units), or `tokens` (ledger tokens)."""
+
+    kind: Literal["time", "currency", "tokens"] = "time"
+    currency: Currency | None = None
+
+    @model_validator(mode="after")
+    def _currency_iff_currency(self) -> UnitSpec:
+        if (self.kind == "currency") != (self.currency is not None):
+            raise ValueError("a currency unit names its currency (and only it does)")
+        return self
+
+    def compile(self) -> UnitOfAccount:
+        """The UnitOfAccount the rest of the gateway works with."""
+        return UnitOfAccount(UnitKind(self.kind), self.currency)
+
+
 class PolicyDocument(_Strict):
     """One whole policy (after merging every file): the root of the YAML schema."""
 
     version: Literal[1] = 1
+    unit: UnitSpec = Field(default_factory=UnitSpec)
     ledger_unit: Literal["ms"] = "ms"
     default_plan: str = "free"
     holds: HoldSpec = Field(default_factory=HoldSpec)
