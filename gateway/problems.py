@@ -14,6 +14,8 @@
     ├── ResumeTokenMismatch           422     resume-token-mismatch
     ├── IdempotencyKeyReused          422     idempotency-key-reused
     ├── InsufficientBalance           402     insufficient-ai-time   (built by insufficient_ai_time)
+    │   ├── InsufficientCredits       402     insufficient-credits   (currency units)
+    │   └── InsufficientTokens        402     insufficient-tokens    (tokens units)
     ├── RateLimited                   429     rate-limited
     ├── UpstreamUnavailable           502     upstream-unavailable
     ├── PaymentProviderError          502     payment-provider-error
@@ -144,6 +146,20 @@ class InsufficientBalance(GatewayError):
     """The balance cannot cover the call's estimate; buy or wait, then retry with X-Resume-Token."""
 
     status, slug, title = 402, "insufficient-ai-time", "Insufficient AI time"
+
+
+class InsufficientCredits(InsufficientBalance):
+    """A currency deployment's balance cannot cover the call's estimate (`balance`, `required`
+    in `unit`); buy credits or wait, then retry with X-Resume-Token."""
+
+    slug, title = "insufficient-credits", "Insufficient credits"
+
+
+class InsufficientTokens(InsufficientBalance):
+    """A tokens deployment's balance cannot cover the call's estimate (`balance`, `required`
+    in tokens); buy tokens or wait, then retry with X-Resume-Token."""
+
+    slug, title = "insufficient-tokens", "Insufficient tokens"
 
 
 class UpstreamUnavailable(GatewayError):

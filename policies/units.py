@@ -62,6 +62,27 @@ class UnitOfAccount:
         amount = self.to_api(ledger_units)
         return int(amount) if amount == amount.to_integral_value() else float(amount)
 
+    def to_text(self, ledger_units: int) -> str:
+        """The exact amount as a plain decimal string in the API's unit, no exponent and no
+        trailing zeros (`1.5` USD, `0.000001` USD, `1200` tokens, `1.234` s): headers, CLI."""
+        text = format(self.to_api(ledger_units), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
+    @property
+    def error_code(self) -> str:
+        """The 402's `error`: INSUFFICIENT_AI_TIME, INSUFFICIENT_CREDITS or INSUFFICIENT_TOKENS."""
+        return {UnitKind.TIME: "INSUFFICIENT_AI_TIME", UnitKind.CURRENCY: "INSUFFICIENT_CREDITS",
+                UnitKind.TOKENS: "INSUFFICIENT_TOKENS"}[self.kind]
+
+    def json_fields(self, name: str, ledger_units: int) -> dict[str, int | float]:
+        """`{name: amount}` in the API unit, plus the exact integer twin `{name}_micros` for a
+        currency (where a float could round): the JSON convention of currency and token
+        amounts (issue 10). Time deployments keep their own `*_seconds` fields instead."""
+        out: dict[str, int | float] = {name: self.to_json(ledger_units)}
+        if self.kind is UnitKind.CURRENCY:
+            out[f"{name}_micros"] = ledger_units
+        return out
+
     def from_api(self, amount: Decimal | int | str, *, round_up: bool = False) -> int:
         """Ledger units of a decimal API amount. Raises ValueError for a non-finite or malformed
         amount, or one finer than the ledger unit unless it is rounded (`round_up`: toward +inf,

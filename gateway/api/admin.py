@@ -28,8 +28,8 @@ from gateway.api.operations import (
     path_param,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, EnhancedBalance, PeriodWindow, Shape, timestamp
-from gateway.balance_view import enhanced_balance
+from gateway.api.shapes import DATE_TIME, BalanceDocument, PeriodWindow, Shape, timestamp
+from gateway.balance_view import balance_document
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
@@ -113,7 +113,7 @@ class ApiKeyInfo(Shape):
 
 class AccountDetail(Shape):
     account_id: str
-    balance: EnhancedBalance
+    balance: BalanceDocument
     api_keys: list[ApiKeyInfo]
 
 
@@ -220,10 +220,11 @@ async def get_account(request: Request) -> Response:
     account_id = request.path_params["accountId"]
     snap = await guarded(s.ledger.balance, account_id)
     keys = await guarded(s.accounts.account_keys, account_id)
-    balance = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
+    balance = balance_document(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version,
+                               s.policy.unit)
     return json_response(AccountDetail(
         account_id=account_id,
-        balance=EnhancedBalance.model_validate(balance),
+        balance=BalanceDocument.of(balance),
         api_keys=[ApiKeyInfo(key_id=k["id"], prefix=k["prefix"],
                              created_at=iso_utc(k["created_at_ms"]),
                              revoked_at=iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]

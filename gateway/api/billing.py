@@ -36,8 +36,8 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import EnhancedBalance, PeriodWindow, Shape, omitted, timestamp
-from gateway.balance_view import enhanced_balance
+from gateway.api.shapes import BalanceDocument, PeriodWindow, Shape, omitted, timestamp
+from gateway.balance_view import balance_document
 from gateway.problems import BadRequest
 from gateway.proxy.payment_required import suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
@@ -196,8 +196,9 @@ async def balance(request: Request) -> Response:
     s = services_for(request)
     account_id = await own_account(request)
     snap = await s.ledger.balance(account_id)
-    doc = enhanced_balance(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version)
-    return json_response(EnhancedBalance.model_validate(doc).wire())
+    doc = balance_document(snap, s.policy.plans.get(snap.plan_key), s.policy.catalog_version,
+                           s.policy.unit)
+    return json_response(BalanceDocument.of(doc).wire())
 
 
 async def events(request: Request) -> Response:
@@ -359,13 +360,15 @@ OPERATIONS: tuple[Operation, ...] = (
         endpoint=catalog),
     Operation(
         "GET", "/v1/billing/balance/{userId}", "getBalance", "An account's balance", "billing",
-        ACCOUNT_OR_SIGNED, (Reply(200, "The seeds' EnhancedBalance.", EnhancedBalance),),
+        ACCOUNT_OR_SIGNED,
+        (Reply(200, "The seeds' EnhancedBalance (time) or UnitBalance (currency, tokens).",
+               BalanceDocument),),
         USER_ERRORS, params=(USER_ID,), endpoint=balance),
     Operation(
         "GET", "/v1/billing/enhanced-balance/{userId}", "getEnhancedBalance",
         "An account's balance (seed 000's decided path)", "billing", ACCOUNT_OR_SIGNED,
         (Reply(200, "The same document as `GET /v1/billing/balance/{userId}`.",
-               EnhancedBalance),),
+               BalanceDocument),),
         USER_ERRORS, params=(USER_ID,), endpoint=balance),
     Operation(
         "GET", "/v1/billing/events/{userId}", "listEvents", "An account's ledger entries",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel
 
 DATE_TIME: dict[str, JsonValue] = {"format": "date-time"}
 
@@ -156,3 +156,99 @@ class PeriodWindow(Shape):
     from_: str = Field(alias="from", description="Start of the period (00:00 UTC).",
                        json_schema_extra=DATE_TIME)
     to: str = timestamp("End of the window: tomorrow 00:00 UTC.")
+
+
+# --- balance in a currency or tokens unit (issue 10) ------------------------------------------
+
+_AMOUNT = "In the deployment's unit (`unit`): a number of at most 6 decimals."
+_MICROS = "The same amount in micro-units (integer, exact); currency units only."
+
+
+def _amount(description: str = _AMOUNT) -> Any:
+    return Field(ge=0, description=description)
+
+
+class UnitTotals(Shape):
+    total: float = _amount("`paid` + `bonus`: the sum of every listed bucket's amount.")
+    total_micros: int | None = omitted(_MICROS, ge=0)
+    paid: float = _amount("The sum of `buckets.paid[].amount`.")
+    paid_micros: int | None = omitted(_MICROS, ge=0)
+    bonus: float = _amount("The sum of `buckets.daily[].amount`.")
+    bonus_micros: int | None = omitted(_MICROS, ge=0)
+    available: float = _amount("What a call can use now (after holds and debt).")
+    available_micros: int | None = omitted(_MICROS, ge=0)
+    held: float = _amount("Held by calls in flight.")
+    held_micros: int | None = omitted(_MICROS, ge=0)
+    debt: float = _amount("Overdraft to be netted against the next credit.")
+    debt_micros: int | None = omitted(_MICROS, ge=0)
+    next_expiry_at: str | None = Field(description="Earliest bucket expiry, or null.",
+                                       json_schema_extra=DATE_TIME)
+
+
+class UnitBucket(Shape):
+    """A bucket with its exact amount (`type` as in the seeds' BucketWithDisplay)."""
+
+    id: str
+    source: Literal["daily", "subscription", "rollover", "package", "welcome", "gift"]
+    type: Literal["daily", "paid"]
+    amount: float = _amount()
+    amount_micros: int | None = omitted(_MICROS, ge=0)
+    expires_at: str | None = Field(description="Null for buckets that never expire.",
+                                   json_schema_extra=DATE_TIME)
+    priority: int = Field(ge=1, description=_PRIORITY)
+    status: BucketStatus = Field(description=_STATUS)
+
+
+class UnitBuckets(Shape):
+    daily: list[UnitBucket] = Field(description="The daily buckets, in burn order.")
+    paid: list[UnitBucket] = Field(description="Every non-daily bucket, in burn order.")
+
+
+class UnitBonus(Shape):
+    daily: float = _amount("The plan's daily bonus.")
+    daily_micros: int | None = omitted(_MICROS, ge=0)
+    used_this_month: float = _amount("Daily bonus granted this month.")
+    used_this_month_micros: int | None = omitted(_MICROS, ge=0)
+    monthly_cap: float = _amount("Monthly cap of the daily bonus (0: none).")
+    monthly_cap_micros: int | None = omitted(_MICROS, ge=0)
+
+
+class UnitScheduledChange(Shape):
+    """A scheduled downgrade and the rollover amount it will discard."""
+
+    new_plan: str
+    effective_date: str = timestamp("When the new plan takes effect (the period end).")
+    will_discard_rollover: bool
+    amount_to_discard: float = _amount()
+    amount_to_discard_micros: int | None = omitted(_MICROS, ge=0)
+
+
+class UnitBalance(Shape):
+    """The balance of a currency or tokens deployment (policy `unit:`): EnhancedBalance's
+    members with exact amounts in `unit` instead of seconds and minutes."""
+
+    version: str = Field(description="Changes whenever the balance changes.")
+    plan_key: str
+    subscription_status: str
+    catalog_version: str
+    unit: str = Field(description="`USD` (or another ISO 4217 code) or `tokens`.")
+    totals: UnitTotals
+    buckets: UnitBuckets
+    scheduled_change: UnitScheduledChange | None = Field(
+        description="A scheduled downgrade, or null.")
+    bonus: UnitBonus
+
+
+class BalanceDocument(RootModel[EnhancedBalance | UnitBalance]):
+    """The balance document: EnhancedBalance in a time deployment (the seeds'), UnitBalance in
+    a currency or tokens one (it has `unit`)."""
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready body (as Shape.wire)."""
+        return self.root.wire()
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> BalanceDocument:
+        """Validate a balance_view.balance_document result against the shape of its unit."""
+        return cls(UnitBalance.model_validate(doc) if "unit" in doc
+                   else EnhancedBalance.model_validate(doc))

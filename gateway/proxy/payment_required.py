@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.problems import InsufficientBalance
+from gateway.problems import InsufficientBalance, InsufficientCredits, InsufficientTokens
 from policies.schema import CatalogSpec
+from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, ceil_seconds, floor_seconds, iso_utc
 from storage.ports import Shortfall
 
@@ -20,20 +21,29 @@ def available_text(units: int) -> str:
 
 
 def suggestions_for(
-    deficit_ms: int, catalog: CatalogSpec, plan_key: str | None
+    deficit_ms: int, catalog: CatalogSpec, plan_key: str | None, unit: UnitOfAccount = TIME
 ) -> list[dict[str, Any]]:
-    """Purchase suggestions covering `deficit_ms`: the smallest package whose minutes cover the
-    deficit (else the largest), then an upgrade to the next subscription above the current plan
-    (seeds: InsufficientFundsError.suggestions)."""
+    """Purchase suggestions covering `deficit_ms` (ledger units of `unit`): the smallest package
+    whose amount covers the deficit (else the largest), then an upgrade to the next subscription
+    above the current plan (seeds: InsufficientFundsError.suggestions). A package names its
+    `minutes` in time deployments, else its amount in the unit (`credits` or `tokens`)."""
     out: list[dict[str, Any]] = []
-    packages = sorted(catalog.packages, key=lambda p: p.minutes)
+    packages = sorted(catalog.packages, key=lambda p: p.ledger_units(unit))
     if packages:
-        need_min = -(-deficit_ms // MS_PER_MINUTE)
-        pick = next((p for p in packages if p.minutes >= need_min), packages[-1])
-        out.append({"type": "package", "key": pick.key, "minutes": pick.minutes})
-    subs = sorted(catalog.subscriptions, key=lambda s: s.minutes)
+        if unit.kind is UnitKind.TIME:
+            need_min = -(-deficit_ms // MS_PER_MINUTE)
+            pick = next((p for p in packages if p.minutes >= need_min), packages[-1])
+            out.append({"type": "package", "key": pick.key, "minutes": pick.minutes})
+        else:
+            pick = next((p for p in packages if p.ledger_units(unit) >= deficit_ms),
+                        packages[-1])
+            name = "credits" if unit.kind is UnitKind.CURRENCY else "tokens"
+            out.append({"type": "package", "key": pick.key,
+                        **unit.json_fields(name, pick.ledger_units(unit))})
+    subs = sorted(catalog.subscriptions, key=lambda s: s.ledger_units(unit))
     current = next((s for s in subs if s.plan == plan_key), None)
-    above = [s for s in subs if current is None or s.minutes > current.minutes]
+    above = [s for s in subs
+             if current is None or s.ledger_units(unit) > current.ledger_units(unit)]
     if above:
         out.append({"type": "upgrade", "plan": above[-1].plan})
     return out
@@ -64,6 +74,47 @@ def insufficient_ai_time(
         required_seconds=required,
         breakdown_seconds={"bonus_daily": bonus_daily, "paid": balance - bonus_daily},
         suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key),
+        catalog_version=catalog.version,
+        resume_token=resume_token,
+        resume_expires_at=iso_utc(resume_expires_at_ms),
+    )
+    error.operation_id = operation_id  # type: ignore[attr-defined]
+    return error
+
+
+def insufficient_balance(
+    shortfall: Shortfall,
+    *,
+    unit: UnitOfAccount,
+    operation_id: str,
+    catalog: CatalogSpec,
+    plan_key: str | None,
+    resume_token: str,
+    resume_expires_at_ms: int,
+) -> InsufficientBalance:
+    """The 402 in the deployment's unit. Time: `insufficient_ai_time` unchanged. Currency and
+    tokens (issue 10): `error` INSUFFICIENT_CREDITS / INSUFFICIENT_TOKENS, `unit` (`USD`,
+    `tokens`), `balance` (available, exact) and `required` (the estimate) as numbers with
+    `*_micros` integer twins for a currency, `breakdown` {bonus_daily, paid} summing to
+    `balance`, and the same suggestions, catalog version and resume token."""
+    if unit.kind is UnitKind.TIME:
+        return insufficient_ai_time(
+            shortfall, operation_id=operation_id, catalog=catalog, plan_key=plan_key,
+            resume_token=resume_token, resume_expires_at_ms=resume_expires_at_ms)
+    available = max(0, shortfall.available)
+    daily = min(available, max(0, shortfall.daily))
+    kind = InsufficientCredits if unit.kind is UnitKind.CURRENCY else InsufficientTokens
+    error = kind(
+        f"This request needs about {unit.to_text(shortfall.required)} {unit.api_name}; "
+        f"{unit.to_text(available)} {unit.api_name} available.",
+        error=unit.error_code,
+        http_status=402,
+        unit=unit.api_name,
+        **unit.json_fields("balance", available),
+        **unit.json_fields("required", shortfall.required),
+        breakdown={**unit.json_fields("bonus_daily", daily),
+                   **unit.json_fields("paid", available - daily)},
+        suggestions=suggestions_for(shortfall.required - available, catalog, plan_key, unit),
         catalog_version=catalog.version,
         resume_token=resume_token,
         resume_expires_at=iso_utc(resume_expires_at_ms),

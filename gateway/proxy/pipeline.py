@@ -39,7 +39,7 @@ from gateway.proxy.forwarding import (
     read_body,
     upstream_headers,
 )
-from gateway.proxy.payment_required import insufficient_ai_time
+from gateway.proxy.payment_required import insufficient_balance
 from gateway.proxy.relay import relay_stream
 from gateway.proxy.resume import request_binding, well_formed
 from gateway.proxy.settlement import (
@@ -231,8 +231,8 @@ class Proxy:
                 token_out, expires = await s.resume.issue(
                     call.caller.account_id,
                     request_binding(call.method, call.path, call.body), op_id)
-            raise insufficient_ai_time(
-                result, operation_id=op_id, catalog=s.policy.document.catalog,
+            raise insufficient_balance(
+                result, unit=s.policy.unit, operation_id=op_id, catalog=s.policy.document.catalog,
                 plan_key=call.caller.plan_key, resume_token=token_out,
                 resume_expires_at_ms=expires,
             )

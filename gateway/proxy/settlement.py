@@ -18,6 +18,7 @@ from gateway.services import Services
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
+from policies.units import UnitKind
 from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
 
@@ -159,13 +160,21 @@ def _spool(s: Services, record: CallRecord, charge: int, call: Call) -> None:
 
 
 def charge_headers(call: Call, settlement: Settlement | None) -> list[tuple[bytes, bytes]]:
-    """x-request-id, x-gateway-operation, x-gateway-charged-ms, x-gateway-remaining-ms
-    (and x-resume-token-status when a token was sent)."""
+    """x-request-id, x-gateway-operation; x-gateway-charged, x-gateway-remaining (exact decimal
+    amounts in the API's unit) and x-gateway-unit (`s`, `USD`, `tokens`) on every deployment,
+    plus x-gateway-charged-ms, x-gateway-remaining-ms in time deployments (issue 10); and
+    x-resume-token-status when a token was sent."""
     out = [(b"x-request-id", call.request_id.encode()),
            (b"x-gateway-operation", call.route.operation.encode())]
     if settlement is not None:
-        out.append((b"x-gateway-charged-ms", str(settlement.charged).encode()))
-        out.append((b"x-gateway-remaining-ms", str(max(0, settlement.remaining)).encode()))
+        unit = call.route.meter.unit
+        remaining = max(0, settlement.remaining)
+        if unit.kind is UnitKind.TIME:
+            out.append((b"x-gateway-charged-ms", str(settlement.charged).encode()))
+            out.append((b"x-gateway-remaining-ms", str(remaining).encode()))
+        out.append((b"x-gateway-charged", unit.to_text(settlement.charged).encode()))
+        out.append((b"x-gateway-remaining", unit.to_text(remaining).encode()))
+        out.append((b"x-gateway-unit", unit.api_name.encode()))
     else:
         out.append((b"x-gateway-unbilled", b"store-unavailable"))
     if call.token_status:
