@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -42,6 +42,9 @@ def _whole(value: Any) -> bool:
     return d.is_finite() and d == d.to_integral_value()
 
 
+Problem = Callable[[Loc, str], None]
+
+
 def unit_issues(
     data: Mapping[str, Any],
     origins: Mapping[Loc, tuple[str, int]] | None = None,
@@ -60,59 +63,66 @@ def unit_issues(
         file, line = origin_of(loc, origins, default_file)
         issues.append(PolicyIssue(file, line, dotted(loc), message))
 
-    if kind != "time" and "ledger_unit" in data and data.get("ledger_unit") is not None:
+    if kind != "time" and data.get("ledger_unit") is not None:
         problem(("ledger_unit",), f"ledger_unit is for time deployments; the unit is {kind}")
     plans = data.get("plans")
     for key, plan in (plans.items() if isinstance(plans, dict) else ()):
-        if not isinstance(plan, dict):
-            continue
-        for field in PLAN_MINUTES if kind != "time" else PLAN_AMOUNTS:
-            value = plan.get(field)
-            if value is None or (kind != "time" and value == 0):
-                continue  # model_dump() fills the other unit's fields with their defaults
-            other = field.removesuffix("_minutes") if kind != "time" else f"{field}_minutes"
-            problem(("plans", key, field),
-                    f"mixes units: the deployment counts {kind}; write {other}")
-        if kind == "tokens":
-            for field in PLAN_AMOUNTS:
-                if plan.get(field) is not None and not _whole(plan[field]):
-                    problem(("plans", key, field), "finer than the ledger unit (1 token)")
+        if isinstance(plan, dict):
+            _plan_issues(kind, key, plan, problem)
     catalog = data.get("catalog")
     if isinstance(catalog, dict):
-        want = _ITEM_AMOUNT[kind]
-        for section in ("packages", "subscriptions"):
-            items = catalog.get(section)
-            for i, item in enumerate(items if isinstance(items, list) else []):
-                if not isinstance(item, dict):
-                    continue
-                for other in _ITEM_AMOUNT.values():
-                    if other != want and item.get(other) not in (None, 0):
-                        problem(("catalog", section, i, other),
-                                f"mixes units: the deployment counts {kind}; write {want}")
-                if item.get(want) in (None, 0):
-                    problem(("catalog", section, i), f"needs {want} (the amount it grants)")
+        _catalog_issues(kind, catalog, problem)
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):
         meter = route.get("meter") if isinstance(route, dict) else None
-        if not isinstance(meter, dict) or meter.get("type") != "tokens":
-            continue
-        prices = meter.get("prices")
-        if prices is None and kind != "tokens":
-            problem(("routes", i, "meter"), "needs prices (a model → price map, or "
-                    "'provider' in a USD deployment)")
-        elif prices == "provider":
-            if kind != "currency":
-                problem(("routes", i, "meter", "prices"),
-                        f"a {kind} unit cannot express provider prices (USD); price each "
-                        "model" + (" as ledger tokens per token" if kind == "tokens" else ""))
-            elif currency != "USD":
-                problem(("routes", i, "meter", "prices"),
-                        f"provider prices are in USD; the unit is {currency}")
-        elif isinstance(prices, dict) and kind == "time":
-            for model, price in prices.items():
-                for cls, value in (price.items() if isinstance(price, dict) else ()):
-                    if value is not None and not _whole(value):
-                        problem(("routes", i, "meter", "prices", model, cls),
-                                "finer than the ledger unit: ms per 1,000,000 tokens are "
-                                "whole numbers")
+        if isinstance(meter, dict) and meter.get("type") == "tokens":
+            _meter_issues(kind, currency, ("routes", i, "meter"), meter, problem)
     return issues
+
+
+def _plan_issues(kind: str, key: str, plan: Mapping[str, Any], problem: Problem) -> None:
+    for field in PLAN_MINUTES if kind != "time" else PLAN_AMOUNTS:
+        value = plan.get(field)
+        if value is None or (kind != "time" and value == 0):
+            continue  # model_dump() fills the other unit's fields with their defaults
+        other = field.removesuffix("_minutes") if kind != "time" else f"{field}_minutes"
+        problem(("plans", key, field), f"mixes units: the deployment counts {kind}; write {other}")
+    if kind == "tokens":
+        for field in PLAN_AMOUNTS:
+            if plan.get(field) is not None and not _whole(plan[field]):
+                problem(("plans", key, field), "finer than the ledger unit (1 token)")
+
+
+def _catalog_issues(kind: str, catalog: Mapping[str, Any], problem: Problem) -> None:
+    want = _ITEM_AMOUNT[kind]
+    for section in ("packages", "subscriptions"):
+        items = catalog.get(section)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict):
+                continue
+            for other in _ITEM_AMOUNT.values():
+                if other != want and item.get(other) not in (None, 0):
+                    problem(("catalog", section, i, other),
+                            f"mixes units: the deployment counts {kind}; write {want}")
+            if item.get(want) in (None, 0):
+                problem(("catalog", section, i), f"needs {want} (the amount it grants)")
+
+
+def _meter_issues(kind: str, currency: Any, loc: Loc, meter: Mapping[str, Any],
+                  problem: Problem) -> None:
+    prices = meter.get("prices")
+    if prices is None and kind != "tokens":
+        problem(loc, "needs prices (a model → price map, or 'provider' in a USD deployment)")
+    elif prices == "provider":
+        if kind != "currency":
+            problem((*loc, "prices"),
+                    f"a {kind} unit cannot express provider prices (USD); price each model"
+                    + (" as ledger tokens per token" if kind == "tokens" else ""))
+        elif currency != "USD":
+            problem((*loc, "prices"), f"provider prices are in USD; the unit is {currency}")
+    elif isinstance(prices, dict) and kind == "time":
+        for model, price in prices.items():
+            for cls, value in (price.items() if isinstance(price, dict) else ()):
+                if value is not None and not _whole(value):
+                    problem((*loc, "prices", model, cls), "finer than the ledger unit: ms per "
+                            "1,000,000 tokens are whole numbers")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
@@ -43,6 +44,7 @@ from gateway.proxy.payment_required import suggestions_for
 from policies.catalog import UnknownCurrency, catalog_document
 from policies.compiled import Policy
 from policies.schema import Currency
+from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, ceil_seconds, iso_utc, to_ms
 from storage.engine.buckets import EventType
 
@@ -109,8 +111,13 @@ class BillingEvent(Shape):
 
     id: str = Field(pattern=r"^le_[0-9]+$")
     type: EventType
-    seconds: float = Field(description="Signed amount in seconds (3 decimals), for display.")
-    amount_ms: int = Field(description="Signed exact amount in ledger units.")
+    seconds: float | None = omitted("Signed amount in seconds (3 decimals), for display; "
+                                    "time deployments.")
+    amount_ms: int | None = omitted("Signed exact amount in ledger units (ms); time "
+                                    "deployments.")
+    amount: float | None = omitted("Signed amount in `unit`; currency and tokens deployments.")
+    amount_micros: int | None = omitted("Signed exact amount in micro-units; currency units.")
+    unit: str | None = omitted("`USD` or `tokens`; currency and tokens deployments.")
     reason: str
     timestamp: str = timestamp("When the entry was written.")
     metadata: dict[str, Any]
@@ -124,14 +131,20 @@ class EventsPage(Shape):
 
 class TrendDay(Shape):
     date: str = Field(json_schema_extra={"format": "date"})
-    seconds: float = Field(ge=0)
+    seconds: float | None = omitted("Seconds charged that day (time deployments).", ge=0)
+    amount: float | None = omitted("Charged that day in `unit` (currency, tokens).", ge=0)
 
 
 class UsageAnalytics(PeriodWindow):
-    """The seeds' UsageAnalytics of one account (seconds charged, 3 decimals)."""
+    """The seeds' UsageAnalytics of one account (seconds charged, 3 decimals; in a currency or
+    tokens deployment amounts in `unit` instead, `total` with its `total_micros` twin)."""
 
-    total_seconds: float = Field(ge=0)
-    by_operation: dict[str, float] = Field(description="Seconds charged per operation.")
+    total_seconds: float | None = omitted("Seconds charged (time deployments).", ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
+    total: float | None = omitted("Charged in `unit` (currency, tokens).", ge=0)
+    total_micros: int | None = omitted("`total` in micro-units (currency units).", ge=0)
+    by_operation: dict[str, float] = Field(description="Seconds (or amounts in `unit`) charged "
+                                                       "per operation.")
     count_by_operation: dict[str, int] = Field(description="Calls settled per operation.")
     daily_trend: list[TrendDay] = Field(description="Every UTC day of the period, oldest first.")
 
@@ -139,7 +152,10 @@ class UsageAnalytics(PeriodWindow):
 class PackageSuggestion(Shape):
     type: Literal["package"]
     key: str
-    minutes: int = Field(ge=0)
+    minutes: int | None = omitted("Minutes the package grants (time deployments).", ge=0)
+    credits: float | None = omitted("Credits it grants (currency deployments).", ge=0)
+    credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
+    tokens: int | None = omitted("Tokens it grants (tokens deployments).", ge=0)
 
 
 class UpgradeSuggestion(Shape):
@@ -156,12 +172,21 @@ class BatchCheckItem(Shape):
 
     operation: str
     ok: bool = Field(description="The balance covers this and every earlier operation.")
-    deficit_seconds: int = Field(ge=0, description="Cumulative shortfall up to this operation.")
-    estimate_seconds: int = Field(ge=0)
-    required_seconds: int = Field(ge=0, description="Sum of the estimates up to this one.")
-    balance_seconds: int = Field(ge=0, description="The available balance checked against "
-                                                   "(whole seconds, rounded down).")
-    unit: Literal["seconds"] = Field(description="Unit of every `*_seconds` member.")
+    deficit_seconds: int | None = omitted("Cumulative shortfall up to this operation.", ge=0)
+    estimate_seconds: int | None = omitted("This operation's estimate.", ge=0)
+    required_seconds: int | None = omitted("Sum of the estimates up to this one.", ge=0)
+    balance_seconds: int | None = omitted("The available balance checked against (whole "
+                                          "seconds, rounded down).", ge=0)
+    deficit: float | None = omitted("`deficit_seconds` in `unit` (currency, tokens).", ge=0)
+    deficit_micros: int | None = omitted("Exact twin (currency units).", ge=0)
+    estimate: float | None = omitted("`estimate_seconds` in `unit`.", ge=0)
+    estimate_micros: int | None = omitted("Exact twin (currency units).", ge=0)
+    required: float | None = omitted("`required_seconds` in `unit`.", ge=0)
+    required_micros: int | None = omitted("Exact twin (currency units).", ge=0)
+    balance: float | None = omitted("`balance_seconds` in `unit` (exact).", ge=0)
+    balance_micros: int | None = omitted("Exact twin (currency units).", ge=0)
+    unit: str = Field(description="`seconds` (time: the `*_seconds` members), else `USD` or "
+                                  "`tokens` (the plain members).")
     estimate_source: Literal["client", "fixed", "learned"]
     confidence: Literal["high", "medium", "low", "fixed"] | None = omitted(
         "How sure the route's estimate is (not for client estimates).")
@@ -216,7 +241,7 @@ async def events(request: Request) -> Response:
         before = int(match[1])
     rows = await s.ledger.events(account_id, limit + 1, before)
     page = rows[:limit]
-    doc = EventsPage(events=[event_view(r) for r in page],
+    doc = EventsPage(events=[event_view(r, s.policy.unit) for r in page],
                      next_cursor=f"le_{page[-1]['id']}" if len(rows) > limit else None)
     return json_response(doc.wire())
 
@@ -227,7 +252,7 @@ async def usage(request: Request) -> Response:
     account_id = await own_account(request)
     period, start, end = period_window(request)
     rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end))
-    return json_response(usage_view(rows, period, start, end))
+    return json_response(usage_view(rows, period, start, end, s.policy.unit))
 
 
 async def check_batch(request: Request) -> Response:
@@ -235,10 +260,12 @@ async def check_batch(request: Request) -> Response:
     s = services_for(request)
     batch, account_id = await body_and_account(request, BatchCheck)
     needs: list[tuple[str, int, dict[str, Any]]] = []
+    unit = s.policy.unit
     for i, op in enumerate(batch.operations):
-        need, basis = _operation_need(s.policy, op)
+        need, basis = _operation_need(s.policy, op, i)
         if need is None:
-            raise BadRequest(f"operations.{i}.estimate_seconds is required for "
+            field = "estimate_seconds" if unit.kind is UnitKind.TIME else "estimate"
+            raise BadRequest(f"operations.{i}.{field} is required for "
                              f"'{op.operation}' (its estimate depends on the request)")
         needs.append((op.operation, need, basis))
     snap = await s.ledger.balance(account_id)
@@ -249,11 +276,17 @@ async def check_batch(request: Request) -> Response:
         deficit = max(0, running - available)
         if deficit:
             basis = {**basis, "suggestions": suggestions_for(
-                deficit, s.policy.document.catalog, snap.plan_key)}
-        results.append(BatchCheckItem(
-            operation=name, ok=deficit == 0, deficit_seconds=ceil_seconds(deficit),
-            estimate_seconds=ceil_seconds(need), required_seconds=ceil_seconds(running),
-            balance_seconds=available // MS_PER_SECOND, unit="seconds", **basis))
+                deficit, s.policy.document.catalog, snap.plan_key, unit)}
+        if unit.kind is UnitKind.TIME:
+            amounts: dict[str, Any] = dict(
+                deficit_seconds=ceil_seconds(deficit), estimate_seconds=ceil_seconds(need),
+                required_seconds=ceil_seconds(running),
+                balance_seconds=available // MS_PER_SECOND, unit="seconds")
+        else:
+            amounts = {**unit.json_fields("deficit", deficit), **unit.json_fields("estimate", need),
+                       **unit.json_fields("required", running),
+                       **unit.json_fields("balance", available), "unit": unit.api_name}
+        results.append(BatchCheckItem(operation=name, ok=deficit == 0, **amounts, **basis))
     return json_response(BatchCheckResult(results).model_dump(mode="json", exclude_unset=True))
 
 
@@ -263,6 +296,8 @@ class BatchOperation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     operation: str = Field(min_length=1, max_length=64)
     estimate_seconds: int | None = Field(None, ge=0, le=10_000_000)
+    estimate: Decimal | None = Field(None, ge=0, le=10**9, allow_inf_nan=False, description=(
+        "The client's estimate in the unit (currency and tokens deployments)."))
 
 
 class BatchCheck(BaseModel):
@@ -273,11 +308,24 @@ class BatchCheck(BaseModel):
     operations: list[BatchOperation] = Field(min_length=1, max_length=10)
 
 
-def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dict[str, Any]]:
-    """(units one call needs, how that was estimated). The client's estimate wins; else the
-    route's fixed or learned estimate with its sample size and confidence."""
+def _operation_need(
+    policy: Policy, op: BatchOperation, i: int
+) -> tuple[int | None, dict[str, Any]]:
+    """(units one call needs, how that was estimated). The client's estimate wins (seconds in
+    time deployments, `estimate` in the unit elsewhere — the other is a 400); else the route's
+    fixed or learned estimate with its sample size and confidence."""
+    unit = policy.unit
+    wrong = op.estimate if unit.kind is UnitKind.TIME else op.estimate_seconds
+    if wrong is not None:
+        field = "estimate" if unit.kind is UnitKind.TIME else "estimate_seconds"
+        raise BadRequest(f"operations.{i}.{field}: this deployment counts {unit.api_name}")
     if op.estimate_seconds is not None:
         return op.estimate_seconds * MS_PER_SECOND, {"estimate_source": "client"}
+    if op.estimate is not None:
+        try:
+            return unit.from_api(op.estimate, round_up=True), {"estimate_source": "client"}
+        except ValueError as exc:
+            raise BadRequest(f"operations.{i}.estimate: {exc}") from None
     route = next((r for r in policy.routes if r.operation == op.operation), None)
     if route is None:
         return None, {}
@@ -287,23 +335,31 @@ def _operation_need(policy: Policy, op: BatchOperation) -> tuple[int | None, dic
                                          "based_on_samples": stats["samples"]}
 
 
-def event_view(row: dict[str, Any]) -> BillingEvent:
+def event_view(row: dict[str, Any], unit: UnitOfAccount = TIME) -> BillingEvent:
     """A ledger entry as the seeds' BillingEvent: type, seconds (signed, display), reason,
-    timestamp (RFC 3339 UTC), metadata — plus `id` and the exact integer `amount_ms`."""
+    timestamp (RFC 3339 UTC), metadata — plus `id` and the exact integer `amount_ms`; in a
+    currency or tokens deployment `amount` (+ `amount_micros`) and `unit` instead of them."""
     meta = json.loads(row["metadata_json"]) if row["metadata_json"] else {}
-    return BillingEvent(id=f"le_{row['id']}", type=row["event_type"],
-                        seconds=round(row["delta"] / MS_PER_SECOND, 3), amount_ms=row["delta"],
+    delta = int(row["delta"])
+    amounts: dict[str, Any] = (
+        {"seconds": round(delta / MS_PER_SECOND, 3), "amount_ms": delta}
+        if unit.kind is UnitKind.TIME
+        else {**unit.json_fields("amount", delta), "unit": unit.api_name})
+    return BillingEvent(id=f"le_{row['id']}", type=row["event_type"], **amounts,
                         reason=row["reason"], timestamp=iso_utc(row["created_at_ms"]),
                         metadata=meta)
 
 
 def usage_view(
-    rows: list[tuple[str, int, int, int]], period: str, start: datetime, end: datetime
+    rows: list[tuple[str, int, int, int]], period: str, start: datetime, end: datetime,
+    unit: UnitOfAccount = TIME,
 ) -> dict[str, Any]:
     """The seeds' UsageAnalytics from (operation, day start ms, charged ms, calls) rows:
     seconds are display numbers (3 decimals); `by_operation` maps each operation to its seconds
     (seed 001 divides them by 60), `count_by_operation` to its number of calls (seed 000's
-    per-operation `count`); every day of the period appears in daily_trend."""
+    per-operation `count`); every day of the period appears in daily_trend. In a currency or
+    tokens deployment the amounts are in `unit` (`total`, `by_operation`, `daily_trend[].amount`).
+    """
     by_op: dict[str, int] = {}
     calls: dict[str, int] = {}
     by_day: dict[int, int] = {}
@@ -313,10 +369,19 @@ def usage_view(
         by_day[day] = by_day.get(day, 0) + charged
     trend = []
     day_ms = to_ms(start)
+    timed = unit.kind is UnitKind.TIME
     while day_ms < to_ms(end):
-        trend.append(TrendDay(date=iso_utc(day_ms)[:10],
-                              seconds=by_day.get(day_ms, 0) / MS_PER_SECOND))
+        charged = by_day.get(day_ms, 0)
+        trend.append(TrendDay(date=iso_utc(day_ms)[:10], seconds=charged / MS_PER_SECOND)
+                     if timed else TrendDay(date=iso_utc(day_ms)[:10],
+                                            amount=unit.to_json(charged)))
         day_ms += MS_PER_DAY
+    if not timed:
+        return UsageAnalytics(
+            period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
+            unit=unit.api_name, **unit.json_fields("total", sum(by_op.values())),
+            by_operation={op: unit.to_json(n) for op, n in sorted(by_op.items())},
+            count_by_operation=dict(sorted(calls.items())), daily_trend=trend).wire()
     return UsageAnalytics(
         period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
         total_seconds=sum(by_op.values()) / MS_PER_SECOND,

@@ -65,7 +65,8 @@ def model_list(policy: Policy) -> ModelList:
         meter = route.spec.meter
         if not isinstance(meter, TokensMeter):
             continue
-        for key in meter.prices:
+        explicit = meter.overrides if meter.prices == "provider" else (meter.prices or {})
+        for key in explicit:
             name = listed_name(key)
             if name is not None and name not in owners:
                 owners[name] = route.upstream.name

@@ -103,7 +103,8 @@ def insufficient_balance(
             resume_token=resume_token, resume_expires_at_ms=resume_expires_at_ms)
     available = max(0, shortfall.available)
     daily = min(available, max(0, shortfall.daily))
-    kind = InsufficientCredits if unit.kind is UnitKind.CURRENCY else InsufficientTokens
+    kind: type[InsufficientBalance] = (
+        InsufficientCredits if unit.kind is UnitKind.CURRENCY else InsufficientTokens)
     error = kind(
         f"This request needs about {unit.to_text(shortfall.required)} {unit.api_name}; "
         f"{unit.to_text(available)} {unit.api_name} available.",
