@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from policies.meters import Usage
+from policies.provider_prices import TokenUsage
 
 # A chat chunk carries output when its delta has non-empty text, a refusal, or tool calls; the
 # role-only first chunk and the empty finish chunk carry none. Byte patterns, not a JSON parse
@@ -34,52 +35,87 @@ def _int(d: Any, *path: str) -> int:
     return d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else 0
 
 
-def usage_from_openai_chat(u: Any) -> Usage:
-    """Usage of a Chat Completions `usage` object (also Embeddings: no completion tokens)."""
-    return Usage(
+def tokens_from_openai_chat(u: Any) -> TokenUsage:
+    """Token usage of a Chat Completions `usage` object (also Embeddings: no completion tokens)."""
+    return TokenUsage(
         input_tokens=_int(u, "prompt_tokens"),
+        cached_input_tokens=_int(u, "prompt_tokens_details", "cached_tokens"),
         output_tokens=_int(u, "completion_tokens"),
-        cached_tokens=_int(u, "prompt_tokens_details", "cached_tokens"),
         reasoning_tokens=_int(u, "completion_tokens_details", "reasoning_tokens"),
     )
 
 
-def usage_from_openai_responses(u: Any) -> Usage:
-    """Usage of a Responses API `usage` object."""
-    return Usage(
+def tokens_from_openai_responses(u: Any) -> TokenUsage:
+    """Token usage of a Responses API `usage` object."""
+    return TokenUsage(
         input_tokens=_int(u, "input_tokens"),
+        cached_input_tokens=_int(u, "input_tokens_details", "cached_tokens"),
         output_tokens=_int(u, "output_tokens"),
-        cached_tokens=_int(u, "input_tokens_details", "cached_tokens"),
         reasoning_tokens=_int(u, "output_tokens_details", "reasoning_tokens"),
     )
 
 
-def usage_from_anthropic(u: Any) -> Usage:
-    """Usage of an Anthropic `usage` object; cache reads and writes count as input tokens."""
+def tokens_from_anthropic(u: Any) -> TokenUsage:
+    """Token usage of an Anthropic `usage` object: input counts cache reads and cache writes
+    (Anthropic reports them apart from `input_tokens`)."""
     read = _int(u, "cache_read_input_tokens")
-    return Usage(
-        input_tokens=_int(u, "input_tokens") + read + _int(u, "cache_creation_input_tokens"),
+    write = _int(u, "cache_creation_input_tokens")
+    return TokenUsage(
+        input_tokens=_int(u, "input_tokens") + read + write,
+        cached_input_tokens=read,
+        cache_write_tokens=write,
         output_tokens=_int(u, "output_tokens"),
-        cached_tokens=read,
     )
 
 
-def usage_from_json(protocol: str, body: bytes) -> Usage | None:
-    """Usage of a complete JSON response body, or None when it carries none."""
+def as_usage(t: TokenUsage) -> Usage:
+    """The meters' `Usage` of a `TokenUsage` (cache writes stay counted in the input)."""
+    return Usage(input_tokens=t.input_tokens, output_tokens=t.output_tokens,
+                 cached_tokens=t.cached_input_tokens, reasoning_tokens=t.reasoning_tokens)
+
+
+def usage_from_openai_chat(u: Any) -> Usage:
+    """Usage of a Chat Completions `usage` object (also Embeddings: no completion tokens)."""
+    return as_usage(tokens_from_openai_chat(u))
+
+
+def usage_from_openai_responses(u: Any) -> Usage:
+    """Usage of a Responses API `usage` object."""
+    return as_usage(tokens_from_openai_responses(u))
+
+
+def usage_from_anthropic(u: Any) -> Usage:
+    """Usage of an Anthropic `usage` object; cache reads and writes count as input tokens."""
+    return as_usage(tokens_from_anthropic(u))
+
+
+_READERS = {
+    "openai_chat": tokens_from_openai_chat,
+    "openai_embeddings": tokens_from_openai_chat,
+    "openai_responses": tokens_from_openai_responses,
+    "anthropic_messages": tokens_from_anthropic,
+}
+
+
+def token_usage_from_json(protocol: str, body: bytes) -> TokenUsage | None:
+    """Token usage of a complete JSON response body, or None when it carries none (or the
+    protocol reports no usage)."""
+    reader = _READERS.get(protocol)
+    if reader is None:
+        return None
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("usage"), dict):
         return None
-    u = doc["usage"]
-    if protocol in ("openai_chat", "openai_embeddings"):
-        return usage_from_openai_chat(u)
-    if protocol == "openai_responses":
-        return usage_from_openai_responses(u)
-    if protocol == "anthropic_messages":
-        return usage_from_anthropic(u)
-    return None
+    return reader(doc["usage"])
+
+
+def usage_from_json(protocol: str, body: bytes) -> Usage | None:
+    """Usage of a complete JSON response body, or None when it carries none."""
+    t = token_usage_from_json(protocol, body)
+    return None if t is None else as_usage(t)
 
 
 class StreamMeter:
@@ -87,16 +123,23 @@ class StreamMeter:
 
     `events_seen` counts content events (≈ one token each for OpenAI and Anthropic deltas): it
     is the basis of the partial charge when a stream is cut or the client disconnects before the
-    upstream reports usage. `feed(event)` tells a chat-completions chunk carrying `usage`, which
-    the gateway rewrites with `without_usage` when the client did not ask for it.
+    upstream reports usage. `tokens` is the same usage with every class the price source prices
+    (cache writes included); `usage` is its meters' view. `feed(event)` tells a chat-completions
+    chunk carrying `usage`, which the gateway rewrites with `without_usage` when the client did
+    not ask for it.
     """
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
-        self.usage: Usage | None = None
+        self.tokens: TokenUsage | None = None
         self.input_tokens = 0  # Anthropic's message_start input, known before the end
         self.content_events = 0
         self._delta_seen = False
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage read so far (None until the upstream reported some)."""
+        return None if self.tokens is None else as_usage(self.tokens)
 
     def feed(self, event: bytes) -> bool:
         """Read one SSE event (bytes, with or without its blank-line terminator).
@@ -131,7 +174,7 @@ class StreamMeter:
     def _chat_usage(self, event: bytes) -> bool:
         doc = _data_json(event)
         if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-            self.usage = usage_from_openai_chat(doc["usage"])
+            self.tokens = tokens_from_openai_chat(doc["usage"])
             return True
         return False
 
@@ -139,9 +182,9 @@ class StreamMeter:
         doc = _data_json(event)
         if isinstance(doc, dict):
             if doc.get("type") == "message_start":
-                u = usage_from_anthropic((doc.get("message") or {}).get("usage"))
+                u = tokens_from_anthropic((doc.get("message") or {}).get("usage"))
                 self.input_tokens = u.input_tokens
-                self.usage = Usage(u.input_tokens, u.output_tokens, u.cached_tokens)
+                self.tokens = u
             elif doc.get("type") == "message_delta" and isinstance(doc.get("usage"), dict):
                 self._anthropic_delta(doc["usage"])
 
@@ -150,27 +193,25 @@ class StreamMeter:
         if isinstance(doc, dict):
             resp = doc.get("response")
             if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
-                self.usage = usage_from_openai_responses(resp["usage"])
+                self.tokens = tokens_from_openai_responses(resp["usage"])
 
     def _anthropic_delta(self, u: dict[str, Any]) -> None:
         # message_delta usage is cumulative; input fields appear there only sometimes.
         self._delta_seen = True
-        base = self.usage or Usage()
+        base = self.tokens or TokenUsage()
         has_input = any(k in u for k in ("input_tokens", "cache_read_input_tokens",
                                           "cache_creation_input_tokens"))
-        full = usage_from_anthropic(u)
-        self.usage = Usage(
-            input_tokens=full.input_tokens if has_input else base.input_tokens,
-            output_tokens=full.output_tokens,
-            cached_tokens=full.cached_tokens if has_input else base.cached_tokens,
-        )
+        full = tokens_from_anthropic(u)
+        self.tokens = full if has_input else TokenUsage(
+            input_tokens=base.input_tokens, cached_input_tokens=base.cached_input_tokens,
+            cache_write_tokens=base.cache_write_tokens, output_tokens=full.output_tokens)
 
     @property
     def final_usage_seen(self) -> bool:
         """True once the upstream reported the stream's final usage."""
         if self.protocol == "anthropic_messages":
-            return self.usage is not None and self._delta_seen
-        return self.usage is not None
+            return self.tokens is not None and self._delta_seen
+        return self.tokens is not None
 
 
 def _data_json(event: bytes) -> Any:

@@ -89,3 +89,17 @@ def test_a_content_chunk_without_usage_is_not_flagged() -> None:
     meter = StreamMeter("openai_chat")
     assert meter.feed(event(chunk([choice({"content": "hi"})], usage=None))) is False
     assert meter.content_events == 1
+
+
+def test_an_anthropic_stream_keeps_cache_writes_in_its_token_usage() -> None:
+    from policies.provider_prices import TokenUsage
+    meter = StreamMeter("anthropic_messages")
+    start = {"type": "message_start", "message": {"usage": {
+        "input_tokens": 10, "cache_read_input_tokens": 20, "cache_creation_input_tokens": 30,
+        "output_tokens": 1}}}
+    meter.feed(b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n")
+    delta = {"type": "message_delta", "usage": {"output_tokens": 42}}
+    meter.feed(b"event: message_delta\ndata: " + json.dumps(delta).encode() + b"\n\n")
+    assert meter.final_usage_seen
+    assert meter.tokens == TokenUsage(60, 20, 30, 42, 0)
+    assert meter.usage is not None and meter.usage.input_tokens == 60

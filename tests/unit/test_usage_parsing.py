@@ -111,3 +111,21 @@ def test_anthropic_input_is_fresh_plus_cache_reads_plus_cache_writes(
     usage = usage_from_json("anthropic_messages", raw)
     assert usage == Usage(input_tokens=fresh + read + written, output_tokens=output,
                           cached_tokens=read)
+
+
+def test_token_usage_keeps_every_class_the_price_source_prices() -> None:
+    from gateway.proxy.usage import token_usage_from_json
+    from policies.provider_prices import TokenUsage
+    chat = body(usage={"prompt_tokens": 120, "completion_tokens": 30,
+                       "prompt_tokens_details": {"cached_tokens": 100},
+                       "completion_tokens_details": {"reasoning_tokens": 12}})
+    assert token_usage_from_json("openai_chat", chat) == TokenUsage(120, 100, 0, 30, 12)
+    resp = body(usage={"input_tokens": 50, "output_tokens": 9,
+                       "input_tokens_details": {"cached_tokens": 7},
+                       "output_tokens_details": {"reasoning_tokens": 4}})
+    assert token_usage_from_json("openai_responses", resp) == TokenUsage(50, 7, 0, 9, 4)
+    anth = body(usage={"input_tokens": 10, "cache_read_input_tokens": 20,
+                       "cache_creation_input_tokens": 30, "output_tokens": 5})
+    assert token_usage_from_json("anthropic_messages", anth) == TokenUsage(60, 20, 30, 5, 0)
+    assert token_usage_from_json("anthropic_messages", b"{}") is None
+    assert token_usage_from_json("other", anth) is None
