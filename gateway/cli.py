@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import gateway
-from gateway.balance_view import enhanced_balance
+from gateway.balance_view import balance_document
 from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
+from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.engine.buckets import Source
@@ -32,6 +33,8 @@ from storage.ports import StoreUnavailable, UnknownAccount
 from storage.sql.ledger import SqlLedger
 
 MAX_GRANT_MINUTES = 10_000_000
+MAX_GRANT_AMOUNT = 10_000_000  # currency units: one grant of at most ten million (e.g. USD)
+MAX_GRANT_TOKENS = 10**12
 
 
 class CliError(Exception):
@@ -85,13 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke an API key by its id")
     kr.add_argument("key_id", help="the key's id (printed by `keys create`)")
 
-    grant = sub.add_parser("grant", help="credit AI time to an account")
+    grant = sub.add_parser("grant", help="credit an account in the policy's unit")
     grant.add_argument("account_id", help="the account to credit")
     amount = grant.add_mutually_exclusive_group(required=True)
     amount.add_argument("--minutes", type=int,
-                        help="amount in minutes (required: this or --seconds)")
+                        help="amount in minutes (time deployments: this or --seconds)")
     amount.add_argument("--seconds", type=int,
-                        help="amount in seconds (required: this or --minutes)")
+                        help="amount in seconds (time deployments: this or --minutes)")
+    amount.add_argument("--amount", help="decimal amount of the currency, e.g. 5.00 "
+                                         "(currency deployments)")
+    amount.add_argument("--tokens", type=int, help="amount in tokens (tokens deployments)")
     grant.add_argument("--source", choices=["gift", "package"], default="gift",
                        help="bucket kind; a package expires after the catalog's "
                             "package_expiry_days (default: %(default)s)")
@@ -362,14 +368,38 @@ async def _keys(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> 
     return 0
 
 
-async def _grant(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
-    units = (args.minutes * MS_PER_MINUTE if args.minutes is not None
-             else args.seconds * MS_PER_SECOND)
-    shown = f"{args.minutes} min" if args.minutes is not None else f"{args.seconds} s"
+def grant_units(args: argparse.Namespace, unit: UnitOfAccount) -> tuple[int, str]:
+    """(ledger units, amount as shown) of `gateway grant`'s amount option: --minutes/--seconds
+    in time deployments, --amount (decimal currency) or --tokens in the others. Raises
+    CliError for an option of another unit, a non-positive, malformed or too large amount."""
+    if unit.kind is UnitKind.TIME and (args.minutes is not None or args.seconds is not None):
+        units = (args.minutes * MS_PER_MINUTE if args.minutes is not None
+                 else args.seconds * MS_PER_SECOND)
+        shown = f"{args.minutes} min" if args.minutes is not None else f"{args.seconds} s"
+        limit = MAX_GRANT_MINUTES * MS_PER_MINUTE
+    elif unit.kind is UnitKind.CURRENCY and args.amount is not None:
+        try:
+            units = unit.from_api(args.amount)
+        except ValueError as exc:
+            raise CliError(f"--amount: {exc}") from None
+        shown, limit = f"{unit.to_text(units)} {unit.api_name}", unit.from_api(MAX_GRANT_AMOUNT)
+    elif unit.kind is UnitKind.TOKENS and args.tokens is not None:
+        units, shown, limit = args.tokens, f"{args.tokens} tokens", MAX_GRANT_TOKENS
+    else:
+        want = {UnitKind.TIME: "--minutes or --seconds", UnitKind.CURRENCY: "--amount",
+                UnitKind.TOKENS: "--tokens"}[unit.kind]
+        raise CliError(f"the policy counts {unit.api_name}: give {want}")
     if units <= 0:
         raise CliError("the amount must be a positive number")
-    if units > MAX_GRANT_MINUTES * MS_PER_MINUTE:
-        raise CliError(f"the amount is over {MAX_GRANT_MINUTES} minutes")
+    if units > limit:
+        raise CliError(f"the amount is over {unit.to_text(limit)} {unit.api_name}"
+                       if unit.kind is not UnitKind.TIME
+                       else f"the amount is over {MAX_GRANT_MINUTES} minutes")
+    return units, shown
+
+
+async def _grant(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
+    units, shown = grant_units(args, policy.unit)
     source = Source(args.source)
     expires = None
     if source is Source.PACKAGE:
@@ -392,11 +422,21 @@ async def _balance(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) 
         snap = await ledger.balance(args.account_id)
     except UnknownAccount:
         raise CliError(f"no account {args.account_id!r}") from None
-    doc = enhanced_balance(snap, policy.plans.get(snap.plan_key), policy.catalog_version)
+    unit = policy.unit
+    doc = balance_document(snap, policy.plans.get(snap.plan_key), policy.catalog_version, unit)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
     t = doc["totals"]
+    if unit.kind is not UnitKind.TIME:
+        name = unit.api_name
+        print(f"account {snap.account_id} (plan {snap.plan_key})")
+        print(f"  available {t['available']} {name}  (total {t['total']} {name}: paid "
+              f"{t['paid']}, bonus {t['bonus']}; held {t['held']}; debt {t['debt']})")
+        for b in snap.buckets:
+            exp = iso_utc(b.expires_at_ms) if b.expires_at_ms else "never"
+            print(f"  {b.source:<12} {unit.to_text(b.remaining):>14} {name}  expires {exp}")
+        return 0
     print(f"account {snap.account_id} (plan {snap.plan_key})")
     print(f"  available {t['available_seconds']} s  (total {t['total_seconds']} s: paid "
           f"{t['paid_seconds']} s, bonus {t['bonus_seconds']} s; held {t['held_seconds']} s; "

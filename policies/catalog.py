@@ -28,6 +28,7 @@ from policies.schema import (
     PackageSpec,
     SubscriptionSpec,
 )
+from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_MINUTE
 
 FALLBACK_CURRENCY: Currency = "USD"
@@ -75,33 +76,48 @@ def _item_price(prices: Mapping[Any, int], currency: str) -> dict[str, Any]:
     return {"currency": currency, **price_fields(prices[currency], currency)}
 
 
-def _package(p: PackageSpec, currency: str) -> dict[str, Any]:
-    return {"key": p.key, "name": p.name, "minutes": p.minutes, "taxInclusive": p.tax_inclusive,
+def item_amount(item: PackageSpec | SubscriptionSpec, unit: UnitOfAccount) -> dict[str, Any]:
+    """What a catalog item grants, in the unit: `minutes` (time); `credits` + `credits_micros`
+    and `unit` (currency); `tokens` and `unit` (tokens)."""
+    if unit.kind is UnitKind.TIME:
+        return {"minutes": item.minutes}
+    name = "credits" if unit.kind is UnitKind.CURRENCY else "tokens"
+    return {**unit.json_fields(name, item.ledger_units(unit)), "unit": unit.api_name}
+
+
+def _package(p: PackageSpec, currency: str, unit: UnitOfAccount) -> dict[str, Any]:
+    return {"key": p.key, "name": p.name, **item_amount(p, unit), "taxInclusive": p.tax_inclusive,
             **_item_price(p.prices, currency)}
 
 
-def _subscription(s: SubscriptionSpec, plan: Plan | None, currency: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"key": s.key, "name": s.name, "plan": s.plan, "minutes": s.minutes,
+def _subscription(s: SubscriptionSpec, plan: Plan | None, currency: str,
+                  unit: UnitOfAccount) -> dict[str, Any]:
+    doc: dict[str, Any] = {"key": s.key, "name": s.name, "plan": s.plan, **item_amount(s, unit),
                            "taxInclusive": s.tax_inclusive,
                            "advisor": {"eligible": s.advisor_eligible}}
+
+    def shown(units: int) -> int | float:
+        return units // MS_PER_MINUTE if unit.kind is UnitKind.TIME else unit.to_json(units)
+
     if plan is not None:
         if plan.daily_bonus:
-            doc["bonusDaily"] = plan.daily_bonus // MS_PER_MINUTE
+            doc["bonusDaily"] = shown(plan.daily_bonus)
         if plan.monthly_bonus_cap is not None:
-            doc["monthlyBonusCap"] = plan.monthly_bonus_cap // MS_PER_MINUTE
+            doc["monthlyBonusCap"] = shown(plan.monthly_bonus_cap)
         if plan.rollover_cap:
-            doc["rolloverCap"] = plan.rollover_cap // MS_PER_MINUTE
+            doc["rolloverCap"] = shown(plan.rollover_cap)
     doc.update(_item_price(s.prices, currency))
     return doc
 
 
 def catalog_document(
-    catalog: CatalogSpec, plans: Mapping[str, Plan], currency: str | None
+    catalog: CatalogSpec, plans: Mapping[str, Plan], currency: str | None,
+    unit: UnitOfAccount = TIME,
 ) -> tuple[dict[str, Any], str]:
     """(PricingCatalog document for `currency`, strong ETag of that document). `currency` None
-    means USD. The document is wholly in `effective_currency`; on fallback it names the
-    requested code in `currency_fallback_from`, so every requested currency has its own
-    document and ETag.
+    means USD. Items name what they grant in `unit` (`item_amount`). The document is wholly
+    in `effective_currency`; on fallback it names the requested code in
+    `currency_fallback_from`, so every requested currency has its own document and ETag.
 
     Raises UnknownCurrency for a code outside USD EUR GBP EGP SAR AED.
     """
@@ -113,9 +129,9 @@ def catalog_document(
         "version": catalog.version,
         "currency": effective,
         "rollover_policy": {"days": catalog.rollover_policy.days},
-        "subscriptions": [_subscription(s, plans.get(s.plan), effective)
+        "subscriptions": [_subscription(s, plans.get(s.plan), effective, unit)
                           for s in catalog.subscriptions],
-        "packages": [_package(p, effective) for p in catalog.packages],
+        "packages": [_package(p, effective, unit) for p in catalog.packages],
     }
     if effective != requested:
         doc["currency_fallback_from"] = requested

@@ -22,6 +22,7 @@ from policies.loader import (
     validate_document,
 )
 from policies.meters import Meter
+from policies.provider_prices import DEFAULT_PROVIDERS
 from policies.schema import PlanSpec, PolicyDocument, RouteSpec, UpstreamSpec
 from policies.unit_checks import unit_issues
 from policies.units import TIME, UnitKind, UnitOfAccount
@@ -160,15 +161,10 @@ class Policy:
         return self.document.catalog.version
 
 
-PROTOCOL_PROVIDERS = {"openai_chat": "openai", "openai_responses": "openai",
-                      "openai_embeddings": "openai", "anthropic_messages": "anthropic"}
-"""The price source's provider of each protocol, unless the upstream names its own."""
-
-
 def price_provider_of(spec: UpstreamSpec, protocol: str) -> str | None:
     """The genai-prices provider id a route's calls are priced with: the upstream's
     `price_provider`, else its protocol's provider (None for `plain`: no default)."""
-    return spec.price_provider or PROTOCOL_PROVIDERS.get(protocol)
+    return spec.price_provider or DEFAULT_PROVIDERS.get(protocol)
 
 
 def _path_regex(path: str) -> re.Pattern[str] | None:

@@ -6,6 +6,8 @@ import fnmatch
 from dataclasses import dataclass
 from decimal import Decimal
 
+from policies import provider_prices
+from policies.provider_prices import PriceBook, TokenUsage
 from policies.schema import DurationMeter, FixedMeter, TokenPrice, TokensMeter
 from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_SECOND
@@ -33,6 +35,13 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # the part of input written to a prompt cache (Anthropic)
+
+    def token_usage(self) -> TokenUsage:
+        """The price source's view of this usage (provider_prices.TokenUsage)."""
+        return TokenUsage(input_tokens=self.input_tokens, cached_input_tokens=self.cached_tokens,
+                          cache_write_tokens=self.cache_write_tokens,
+                          output_tokens=self.output_tokens, reasoning_tokens=self.reasoning_tokens)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -129,11 +138,43 @@ def duration_cost(spec: DurationMeter, duration_ms: int) -> int:
     return max(spec.minimum, rounded)
 
 
+class ProviderPricer:
+    """`prices: provider` (issue 10): a call's charge is the provider's list price for its usage
+    (genai-prices: input, cached input, cache writes, output with reasoning) × (1 + markup/100),
+    rounded up to the ledger unit (USD micro-units: the ledger unit of a USD deployment).
+    Resolution is cached per (provider, model) by the price book."""
+
+    def __init__(self, provider: str | None, markup_percent: Decimal,
+                 book: PriceBook | None = None) -> None:
+        self.provider = provider
+        self.markup_percent = markup_percent
+        self.book = book or provider_prices.price_book()
+
+    def check(self, model: str | None) -> None:
+        """Raise UnpricedModel unless the price source knows `model` at this provider."""
+        if self.provider is None or not self.book.knows(self.provider, model):
+            raise UnpricedModel(model)
+
+    def cost(self, model: str | None, usage: Usage) -> int:
+        """USD micro-units of `usage` at list price with the markup, rounded up. Raises
+        UnpricedModel for a model the price source does not know."""
+        if self.provider is None:
+            raise UnpricedModel(model)
+        try:
+            quote = self.book.quote(self.provider, model, usage.token_usage())
+        except provider_prices.UnpricedModel:
+            raise UnpricedModel(model) from None
+        return quote.charge_micros(self.markup_percent)
+
+
 class Meter:
-    """A compiled meter. `cost(model, usage, duration_ms)` returns ledger units.
+    """A compiled meter. `cost(model, usage, duration_ms)` returns ledger units of `unit`.
 
     `kind` is "tokens", "duration" or "fixed". `check_model(model)` raises UnpricedModel on a
     tokens meter without a price for `model` (called before admission: unknown means denied).
+    A tokens meter prices a model by its explicit price (`prices`, or `overrides` over provider
+    prices), else by the provider's list price (`prices: provider`, with `price_provider`: the
+    genai-prices provider id of the route's upstream), else one for one (tokens deployments).
     """
 
     def __init__(self, spec: TokensMeter | DurationMeter | FixedMeter,
@@ -142,12 +183,19 @@ class Meter:
         self.kind = spec.type
         self.unit = unit
         self.pricer: TokenPricer | None = None
+        self.provider: ProviderPricer | None = None
         if isinstance(spec, TokensMeter):
             self.pricer = TokenPricer(spec, unit)
+            if spec.prices == "provider":
+                self.provider = ProviderPricer(price_provider, spec.markup_percent or Decimal(0))
 
     def check_model(self, model: str | None) -> None:
         """Raise UnpricedModel when a tokens meter has no price for `model`."""
-        if self.pricer is not None:
+        if self.pricer is None:
+            return
+        if self.provider is not None and self.pricer.lookup(model) is None:
+            self.provider.check(model)
+        else:
             self.pricer.price_for(model)
 
     def cost(self, model: str | None, usage: Usage | None, duration_ms: int) -> int:
@@ -158,4 +206,7 @@ class Meter:
         if isinstance(spec, DurationMeter):
             return duration_cost(spec, duration_ms)
         assert self.pricer is not None
-        return self.pricer.cost(model, usage or Usage())
+        used = usage or Usage()
+        if self.provider is not None and self.pricer.lookup(model) is None:
+            return max(self.pricer.minimum, self.provider.cost(model, used))
+        return self.pricer.cost(model, used)

@@ -20,7 +20,10 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from genai_prices import data_snapshot
+
 from policies.loader import Loc, PolicyIssue, dotted, origin_of
+from policies.provider_prices import DEFAULT_PROVIDERS, PRICE_DATA_VERSION
 
 PLAN_AMOUNTS = ("daily_bonus", "monthly_bonus_cap", "welcome_bonus", "included", "rollover_cap")
 PLAN_MINUTES = tuple(f"{k}_minutes" for k in PLAN_AMOUNTS)
@@ -77,6 +80,8 @@ def unit_issues(
         meter = route.get("meter") if isinstance(route, dict) else None
         if isinstance(meter, dict) and meter.get("type") == "tokens":
             _meter_issues(kind, currency, ("routes", i, "meter"), meter, problem)
+            if kind == "currency" and meter.get("prices") == "provider":
+                _provider_issues(data, i, route, problem)
     return issues
 
 
@@ -126,3 +131,29 @@ def _meter_issues(kind: str, currency: Any, loc: Loc, meter: Mapping[str, Any],
                 if value is not None and not _whole(value):
                     problem((*loc, "prices", model, cls), "finer than the ledger unit: ms per "
                             "1,000,000 tokens are whole numbers")
+
+
+def _provider_issues(data: Mapping[str, Any], i: int, route: Mapping[str, Any],
+                     problem: Problem) -> None:
+    """A `prices: provider` route needs a provider the price data knows: its upstream's
+    `price_provider`, else its protocol's (provider_prices.DEFAULT_PROVIDERS)."""
+    upstreams = data.get("upstreams")
+    spec = upstreams.get(route.get("upstream")) if isinstance(upstreams, dict) else None
+    named = spec.get("price_provider") if isinstance(spec, dict) else None
+    provider = named or DEFAULT_PROVIDERS.get(str(route.get("protocol", "plain")))
+    if provider is None:
+        problem(("routes", i, "meter", "prices"), "provider prices need the upstream's "
+                "price_provider (the protocol names none)")
+    elif not known_provider(str(provider)):
+        where: Loc = (("upstreams", str(route.get("upstream")), "price_provider") if named
+                      else ("routes", i, "protocol"))
+        problem(where, f"the price data ({PRICE_DATA_VERSION}) knows no provider {provider!r}")
+
+
+def known_provider(provider: str) -> bool:
+    """True when the bundled genai-prices data has a provider with this id."""
+    try:
+        data_snapshot.get_snapshot().find_provider(None, provider, None)
+    except LookupError:
+        return False
+    return True

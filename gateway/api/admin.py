@@ -11,6 +11,7 @@ different effect is a 422 `idempotency-key-reused` that applies nothing.
 from __future__ import annotations
 
 import hmac
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,10 +29,18 @@ from gateway.api.operations import (
     path_param,
     web_routes,
 )
-from gateway.api.shapes import DATE_TIME, BalanceDocument, PeriodWindow, Shape, timestamp
+from gateway.api.shapes import (
+    DATE_TIME,
+    BalanceDocument,
+    PeriodWindow,
+    Shape,
+    omitted,
+    timestamp,
+)
 from gateway.balance_view import balance_document
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
+from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
 from storage.engine.buckets import EventType, Source
 from storage.ports import IdempotencyConflict
@@ -45,30 +54,48 @@ class NewAccount(BaseModel):
 
 
 class Grant(BaseModel):
-    """A credit: `seconds` or `minutes` (exactly one), gift (never expires) or package
-    (catalog package expiry)."""
+    """A credit of exactly one amount — `seconds` or `minutes` (time deployments), `amount`
+    (decimal, currency deployments) or `tokens` (tokens deployments) — gift (never expires) or
+    package (catalog package expiry)."""
 
     # The model validator's rule, stated in the JSON Schema too (for the OpenAPI document).
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
         {"required": ["seconds"], "properties": {"seconds": {"type": "integer"}}},
-        {"required": ["minutes"], "properties": {"minutes": {"type": "integer"}}}]})
+        {"required": ["minutes"], "properties": {"minutes": {"type": "integer"}}},
+        {"required": ["amount"], "properties": {"amount": {"type": "number"}}},
+        {"required": ["tokens"], "properties": {"tokens": {"type": "integer"}}}]})
     seconds: int | None = Field(None, gt=0, le=600_000_000)
     minutes: int | None = Field(None, gt=0, le=10_000_000)
+    amount: Decimal | None = Field(None, gt=0, le=10_000_000, allow_inf_nan=False,
+                                   description="In the currency (at most 6 decimals).")
+    tokens: int | None = Field(None, gt=0, le=10**12)
     source: Literal["gift", "package"] = "gift"
     reason: str = Field("admin grant", max_length=500)
     idempotency_key: str = Field(pattern=_KEY)
 
     @model_validator(mode="after")
     def _one_amount(self) -> Grant:
-        if (self.seconds is None) == (self.minutes is None):
-            raise ValueError("give exactly one of seconds or minutes")
+        given = [v for v in (self.seconds, self.minutes, self.amount, self.tokens)
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of seconds, minutes, amount or tokens")
         return self
 
-    @property
-    def units(self) -> int:
-        if self.seconds is not None:
-            return self.seconds * MS_PER_SECOND
-        return (self.minutes or 0) * MS_PER_MINUTE
+    def units(self, unit: UnitOfAccount) -> int:
+        """Ledger units of the amount. Raises BadRequest for an amount of another unit than
+        the deployment's, or one finer than its ledger unit."""
+        if unit.kind is UnitKind.TIME and (self.seconds or self.minutes):
+            return (self.seconds or 0) * MS_PER_SECOND + (self.minutes or 0) * MS_PER_MINUTE
+        if unit.kind is UnitKind.CURRENCY and self.amount is not None:
+            try:
+                return unit.from_api(self.amount)
+            except ValueError as exc:
+                raise BadRequest(f"amount: {exc}") from None
+        if unit.kind is UnitKind.TOKENS and self.tokens is not None:
+            return self.tokens
+        want = {UnitKind.TIME: "seconds or minutes", UnitKind.CURRENCY: "amount",
+                UnitKind.TOKENS: "tokens"}[unit.kind]
+        raise BadRequest(f"this deployment counts {unit.api_name}: give {want}")
 
 
 class Adjustment(BaseModel):
@@ -130,7 +157,11 @@ class KeyRevoked(Shape):
 class GrantApplied(Shape):
     bucket_id: str | None = Field(description="The credited bucket (the original one on a "
                                                "replay).")
-    amount_ms: int = Field(gt=0)
+    amount_ms: int = Field(gt=0, description="Ledger units credited (ms of AI time; "
+                                            "micro-units or tokens in those deployments).")
+    amount: float | None = omitted("The amount in `unit` (currency and tokens deployments).")
+    amount_micros: int | None = omitted("`amount` in micro-units (currency units).")
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     replayed: bool = Field(description="The same request was already applied under this "
                                        "idempotency key: this is its original result (200).")
 
@@ -256,10 +287,15 @@ async def grant(request: Request) -> Response:
     expires = None
     if source is Source.PACKAGE:
         expires = now_ms() + s.policy.document.catalog.package_expiry_days * MS_PER_DAY
+    unit = s.policy.unit
     result = await guarded(s.ledger.grant, request.path_params["accountId"], source,
-                           body.units, "admin:" + body.idempotency_key, expires, body.reason)
+                           body.units(unit), "admin:" + body.idempotency_key, expires,
+                           body.reason)
+    extra: dict[str, Any] = ({} if unit.kind is UnitKind.TIME else
+                             {**unit.json_fields("amount", result.amount),
+                              "unit": unit.api_name})
     return json_response(GrantApplied(bucket_id=result.bucket_id, amount_ms=result.amount,
-                                      replayed=result.replayed).wire(),
+                                      replayed=result.replayed, **extra).wire(),
                          status=200 if result.replayed else 201)
 
 

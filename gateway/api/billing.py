@@ -62,11 +62,15 @@ class _Priced(Shape):
 
 
 class CatalogPackage(_Priced):
-    """A one-off package of AI minutes."""
+    """A one-off package and the amount it grants: minutes, credits or tokens (the unit's)."""
 
     key: str
     name: str
-    minutes: int = Field(ge=0)
+    minutes: int | None = omitted("Minutes it grants (time deployments).", ge=0)
+    credits: float | None = omitted("Credits it grants, in the unit's currency.", ge=0)
+    credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
+    tokens: int | None = omitted("Tokens it grants (tokens deployments).", ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     taxInclusive: bool
 
 
@@ -80,12 +84,18 @@ class CatalogSubscription(_Priced):
     key: str
     name: str
     plan: str
-    minutes: int = Field(ge=0)
+    minutes: int | None = omitted("Minutes per period (time deployments).", ge=0)
+    credits: float | None = omitted("Credits per period (currency deployments).", ge=0)
+    credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
+    tokens: int | None = omitted("Tokens per period (tokens deployments).", ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     taxInclusive: bool
     advisor: Advisor
-    bonusDaily: int | None = omitted("Daily bonus minutes of the plan.", ge=0)
-    monthlyBonusCap: int | None = omitted("Monthly cap of bonus minutes.", ge=0)
-    rolloverCap: int | None = omitted("Minutes that may roll over.", ge=0)
+    bonusDaily: int | float | None = omitted("Daily bonus of the plan (minutes, or the unit).",
+                                             ge=0)
+    monthlyBonusCap: int | float | None = omitted("Monthly cap of the bonus (minutes, or the "
+                                                  "unit).", ge=0)
+    rolloverCap: int | float | None = omitted("What may roll over (minutes, or the unit).", ge=0)
 
 
 class RolloverPolicy(Shape):
@@ -204,7 +214,7 @@ async def catalog(request: Request) -> Response:
     s = services_for(request)
     try:
         doc, etag = catalog_document(s.policy.document.catalog, s.policy.plans,
-                                     request.query_params.get("currency"))
+                                     request.query_params.get("currency"), s.policy.unit)
     except UnknownCurrency as exc:
         raise BadRequest(f"Unknown currency {exc}; use one of USD, EUR, GBP, EGP, SAR, "
                          "AED.") from None

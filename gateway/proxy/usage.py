@@ -69,9 +69,11 @@ def tokens_from_anthropic(u: Any) -> TokenUsage:
 
 
 def as_usage(t: TokenUsage) -> Usage:
-    """The meters' `Usage` of a `TokenUsage` (cache writes stay counted in the input)."""
+    """The meters' `Usage` of a `TokenUsage` (cache writes stay counted in the input, and are
+    told apart for provider prices)."""
     return Usage(input_tokens=t.input_tokens, output_tokens=t.output_tokens,
-                 cached_tokens=t.cached_input_tokens, reasoning_tokens=t.reasoning_tokens)
+                 cached_tokens=t.cached_input_tokens, reasoning_tokens=t.reasoning_tokens,
+                 cache_write_tokens=t.cache_write_tokens)
 
 
 def usage_from_openai_chat(u: Any) -> Usage:
