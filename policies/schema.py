@@ -399,7 +399,9 @@ class PolicyDocument(_Strict):
 
     version: Literal[1] = 1
     unit: UnitSpec = Field(default_factory=UnitSpec)
-    ledger_unit: Literal["ms"] = "ms"
+    ledger_unit: Literal["ms"] | None = Field(
+        None, description="Legacy: `ms` (time deployments); a currency or tokens `unit` refuses "
+                          "it.")
     default_plan: str = "free"
     holds: HoldSpec = Field(default_factory=HoldSpec)
     plans: dict[str, PlanSpec] = Field(min_length=1)
