@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from policies import provider_prices
@@ -35,7 +35,9 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
-    cache_write_tokens: int = 0  # the part of input written to a prompt cache (Anthropic)
+    # The part of input written to a prompt cache (Anthropic). Only provider prices tell it
+    # apart (explicit prices charge it as input), so it takes no part in equality.
+    cache_write_tokens: int = field(default=0, compare=False)
 
     def token_usage(self) -> TokenUsage:
         """The price source's view of this usage (provider_prices.TokenUsage)."""

@@ -105,11 +105,13 @@ def _catalog_issues(kind: str, catalog: Mapping[str, Any], problem: Problem) -> 
         for i, item in enumerate(items if isinstance(items, list) else []):
             if not isinstance(item, dict):
                 continue
+            mixed = False
             for other in _ITEM_AMOUNT.values():
                 if other != want and item.get(other) not in (None, 0):
+                    mixed = True
                     problem(("catalog", section, i, other),
                             f"mixes units: the deployment counts {kind}; write {want}")
-            if item.get(want) in (None, 0):
+            if not mixed and item.get(want) in (None, 0):
                 problem(("catalog", section, i), f"needs {want} (the amount it grants)")
 
 

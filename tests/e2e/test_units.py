@@ -106,7 +106,7 @@ def test_usd_stream_and_anthropic_are_priced_at_their_providers(usd, upstream):
 
 
 def test_usd_explicit_model_prices_override_provider_prices(usd, upstream):
-    account, key = usd.ledger.funded(1_000_000)
+    _, key = usd.ledger.funded(1_000_000)
     body = chat_body("house", max_tokens=5, model="house-model")
     resp = post(usd, "/v1/chat/completions", key, body)
     assert resp.status_code == 200
@@ -125,7 +125,7 @@ def test_a_model_the_price_source_does_not_know_is_denied_never_free(usd, upstre
 
 
 def test_usd_402_names_credits_balance_required_and_suggests_a_package(usd, upstream):
-    account, key = usd.ledger.funded(10)  # 0.00001 USD
+    _, key = usd.ledger.funded(10)  # 0.00001 USD
     resp = post(usd, "/v1/chat/completions", key, chat_body(model="gpt-4o", max_tokens=4000))
     doc = assert_problem(resp, 402, "insufficient-credits")
     assert doc["error"] == "INSUFFICIENT_CREDITS" and doc["unit"] == "USD"
