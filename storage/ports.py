@@ -172,6 +172,13 @@ class Purchase:
     currency: str
     unit_amount_cents: int
     operation_id: str | None
+    units: int | None = None  # ledger units granted (currency/tokens units); None: minutes
+
+    @property
+    def granted(self) -> int:
+        """Ledger units the purchase credits: `units` when set (a currency or tokens
+        deployment's package), else `minutes` of AI time in ms."""
+        return self.units if self.units is not None else self.minutes * 60_000
 
 
 class SessionConflict(Exception):
@@ -516,8 +523,10 @@ class Payments(Protocol):
     async def credit_topup(self, event_id: str, event_type: str, payment_intent_id: str,
                            account_id: str, attempt_id: str | None, package_key: str,
                            minutes: int, currency: str, cents: int, expires_at_ms: int,
-                           at_ms: int | None = None) -> str:
-        """Apply payment_intent.succeeded of an auto top-up once: credit the package."""
+                           at_ms: int | None = None, units: int | None = None) -> str:
+        """Apply payment_intent.succeeded of an auto top-up once: credit the package
+        (`units` ledger units when given — currency and tokens deployments — else
+        `minutes`)."""
         ...
 
 

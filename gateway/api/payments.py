@@ -43,6 +43,7 @@ from gateway.problems import (
 )
 from policies.catalog import effective_currency, price_fields
 from policies.schema import Currency
+from policies.units import UnitKind
 from storage.clock import now_ms
 from storage.ports import Purchase, SessionConflict
 
@@ -139,9 +140,11 @@ async def purchase(request: Request) -> Response:
         f"{package.name} ({package.minutes} min)", metadata,
         {"payment_intent_data": {"metadata": metadata}})
     try:
+        unit = s.policy.unit
         await s.payments.record_purchase(Purchase(
             session.id, account_id, package.key, package.minutes, currency, cents,
-            operation_id), now_ms())
+            operation_id, None if unit.kind is UnitKind.TIME else package.ledger_units(unit)),
+            now_ms())
     except SessionConflict:
         raise PaymentProviderError(
             "Stripe returned a Checkout Session that belongs to another purchase; "

@@ -30,7 +30,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.problems import BadRequest
-from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, now_ms
+from policies.units import UnitKind
+from storage.clock import MS_PER_DAY, MS_PER_SECOND, now_ms
 from storage.ports import Invoice, PlanRules, UnknownAccount
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
         "start": obj.get("period_start"), "end": obj.get("period_end")}
     invoice = Invoice(
         invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
-        subscription_key=sub.key, plan_key=sub.plan, units=sub.minutes * MS_PER_MINUTE,
+        subscription_key=sub.key, plan_key=sub.plan, units=sub.ledger_units(s.policy.unit),
         period_start_ms=int(period["start"]) * MS_PER_SECOND,
         period_end_ms=int(period["end"]) * MS_PER_SECOND)
     try:
@@ -245,7 +246,8 @@ async def _schedule_changed(s: Services, event_id: str, kind: str, created_ms: i
         for phase in phases:
             nxt = _catalog_subscription(s, _dig(phase, "metadata", "subscription_key"))
             if (int(phase.get("start_date") or 0) > now_s and nxt is not None
-                    and current_sub is not None and nxt.minutes < current_sub.minutes):
+                    and current_sub is not None
+                    and nxt.ledger_units(s.policy.unit) < current_sub.ledger_units(s.policy.unit)):
                 pending = (nxt.plan, int(phase["start_date"]) * MS_PER_SECOND)
                 break
     try:
@@ -275,7 +277,8 @@ async def _topup_result(s: Services, event_id: str, kind: str, obj: dict[str, An
     outcome = await s.payments.credit_topup(
         event_id, kind, obj["id"], str(account_id), attempt,
         package.key, package.minutes, str(obj.get("currency") or "usd").upper(),
-        int(obj.get("amount_received") or obj.get("amount") or 0), expires, at)
+        int(obj.get("amount_received") or obj.get("amount") or 0), expires, at,
+        None if s.policy.unit.kind is UnitKind.TIME else package.ledger_units(s.policy.unit))
     if outcome == "credited":
         s.metrics.auto_topups.labels("credited").inc()
     return str(outcome)

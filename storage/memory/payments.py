@@ -32,7 +32,7 @@ from storage.ports import (
 
 T = TypeVar("T")
 _PURCHASE_FIELDS = ("session_id", "account_id", "package_key", "minutes", "currency",
-                    "unit_amount_cents", "operation_id")
+                    "unit_amount_cents", "operation_id", "units")
 
 
 class MemoryPayments:
@@ -76,7 +76,7 @@ class MemoryPayments:
             s.record_stripe_event(event_id, event_type, "unknown_session", at)
             return "unknown_session", None, None
         p = _purchase(row)
-        grant = s.credit(p.account_id, Source.PACKAGE, p.minutes * MS_PER_MINUTE,
+        grant = s.credit(p.account_id, Source.PACKAGE, p.granted,
                          f"stripe_checkout:{p.session_id}", expires_at_ms,
                          f"package {p.package_key}", at,
                          {"session_id": p.session_id, "operation_id": p.operation_id,
@@ -136,7 +136,8 @@ class MemoryPayments:
         bucket = s.buckets.get(row["bucket_id"])
         live = bucket is not None and (bucket["expires_at_ms"] is None
                                        or bucket["expires_at_ms"] > at_ms)
-        decided = clawback(row["minutes"] * MS_PER_MINUTE, amount_cents, refunded_cents,
+        granted = row["units"] if row.get("units") is not None else row["minutes"] * MS_PER_MINUTE
+        decided = clawback(granted, amount_cents, refunded_cents,
                            row["clawed_back"], bucket["remaining"] if bucket and live else 0,
                            live)
         if decided is None:
@@ -429,20 +430,20 @@ class MemoryPayments:
     async def credit_topup(self, event_id: str, event_type: str, payment_intent_id: str,
                            account_id: str, attempt_id: str | None, package_key: str,
                            minutes: int, currency: str, cents: int, expires_at_ms: int,
-                           at_ms: int | None = None) -> str:
+                           at_ms: int | None = None, units: int | None = None) -> str:
         s, at = self._s, self._at(at_ms)
         if event_id in s.stripe_events:
             return "duplicate"
         s.account(account_id)
-        grant = s.credit(account_id, Source.PACKAGE, minutes * MS_PER_MINUTE,
+        p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents,
+                     None, units)
+        grant = s.credit(account_id, Source.PACKAGE, p.granted,
                          f"stripe_pi:{payment_intent_id}", expires_at_ms,
                          f"auto top-up: package {package_key}", at,
                          {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,
                           "currency": currency, "unit_amount_cents": cents})
         outcome = "duplicate" if grant.replayed else "credited"
         if not grant.replayed:
-            p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents,
-                         None)
             s.purchases[payment_intent_id] = {
                 **{f: getattr(p, f) for f in _PURCHASE_FIELDS}, "status": "paid",
                 "created_at_ms": at, "kind": "auto_topup",

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from storage.clock import MS_PER_MINUTE, MS_PER_SECOND
+from storage.clock import MS_PER_SECOND
 from storage.engine import topup
 from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
@@ -147,7 +147,8 @@ def due_accounts_tx(conn: Connection, at_ms: int, limit: int) -> list[str]:
 
 def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_intent_id: str,
                     account_id: str, attempt_id: str | None, package_key: str, minutes: int,
-                    currency: str, cents: int, expires_at_ms: int, at_ms: int) -> str:
+                    currency: str, cents: int, expires_at_ms: int, at_ms: int,
+                    units: int | None = None) -> str:
     """Apply `payment_intent.succeeded` of an auto top-up once: record the purchase, credit
     the package bucket (key `stripe_pi:<id>`), clear the pending attempt and the backoff.
     Returns `credited` or `duplicate`."""
@@ -156,17 +157,19 @@ def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_in
     _lock(conn, account_id)
     if event_seen_tx(conn, event_id):
         return "duplicate"
-    grant = credit_tx(conn, account_id, Source.PACKAGE, minutes * MS_PER_MINUTE,
+    p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents, None,
+                 units)
+    grant = credit_tx(conn, account_id, Source.PACKAGE, p.granted,
                       f"stripe_pi:{payment_intent_id}", expires_at_ms,
                       f"auto top-up: package {package_key}", at_ms,
                       {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,
                        "currency": currency, "unit_amount_cents": cents}, locked=True)
     outcome = "duplicate" if grant.replayed else "credited"
     if not grant.replayed:
-        p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents, None)
         conn.execute(insert(purchases).values(
             session_id=payment_intent_id, account_id=account_id, package_key=package_key,
             minutes=minutes, currency=currency, unit_amount_cents=cents, operation_id=None,
+            units=units,
             status="paid", created_at_ms=at_ms, kind="auto_topup",
             payment_intent_id=payment_intent_id, bucket_id=grant.bucket_id))
         announce_fulfilment_tx(conn, p, at_ms)

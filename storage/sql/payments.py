@@ -104,7 +104,7 @@ class SqlPayments:
     async def credit_topup(self, event_id: str, event_type: str, payment_intent_id: str,
                            account_id: str, attempt_id: str | None, package_key: str,
                            minutes: int, currency: str, cents: int, expires_at_ms: int,
-                           at_ms: int | None = None) -> str:
+                           at_ms: int | None = None, units: int | None = None) -> str:
         return await self._run(auto_topup.credit_topup_tx, event_id, event_type,
                                payment_intent_id, account_id, attempt_id, package_key, minutes,
-                               currency, cents, expires_at_ms, self._at(at_ms))
+                               currency, cents, expires_at_ms, self._at(at_ms), units)

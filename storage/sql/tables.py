@@ -171,6 +171,7 @@ purchases = Table(
     Column("unit_amount_cents", BigInteger, nullable=False),
     Column("operation_id", String(64), nullable=True),
     Column("status", String(16), nullable=False),
+    Column("units", BigInteger, nullable=True),  # ledger units granted; null: minutes (0007)
     Column("created_at_ms", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False, server_default="checkout"),  # or auto_topup
     Column("payment_intent_id", String(255), nullable=True),

@@ -339,3 +339,24 @@ async def test_a_checkout_session_recorded_twice_is_one_purchase_or_a_conflict(
     assert outcome == "credited"  # the one recorded purchase, for its account
     assert (await ledger.balance(acct)).spendable == 60 * MIN
     await _invariant(ledger, acct)
+
+
+async def test_a_package_of_credits_grants_its_units_and_a_refund_claws_back_a_share(
+        ledger: Ledger, payments: Payments) -> None:
+    """Issue 10: a currency deployment's package (10.00 USD of credits = 10,000,000 micro-USD)
+    credits its `units`, not minutes; a half refund takes back half of them."""
+    acct = await ledger.create_account(PLAN)
+    await payments.record_purchase(Purchase(
+        "cs_usd", acct, "ten", 0, "USD", 1000, None, 10_000_000), now_ms())
+    outcome, grant, _p = await payments.fulfil_checkout(
+        "evt_usd", "checkout.session.completed", "cs_usd", now_ms() + 90 * DAY, "pi_usd",
+        now_ms())
+    assert outcome == "credited" and grant is not None and grant.amount == 10_000_000
+    assert await payments.refund("evt_usd_r", "charge.refunded", "pi_usd", "ch_usd", 1000,
+                                 500, now_ms()) == "clawed_back"
+    assert (await ledger.balance(acct)).available == 5_000_000
+    assert await payments.credit_topup(
+        "evt_pi_tok", "payment_intent.succeeded", "pi_tok", acct, None, "ten", 0, "USD", 1000,
+        now_ms() + 90 * DAY, now_ms(), units=2_500_000) == "credited"
+    assert (await ledger.balance(acct)).available == 7_500_000
+    await _invariant(ledger, acct)
