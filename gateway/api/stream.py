@@ -48,6 +48,7 @@ from gateway.api.operations import (
 )
 from gateway.problems import BadRequest, NotFound
 from gateway.services import Services
+from policies.units import UnitKind, UnitOfAccount
 from storage.engine import events as log
 from storage.ports import (
     AccountEvent,
@@ -61,15 +62,37 @@ REPLAY_PAGE = 500
 RETRY_MS = 3000
 
 
-def _sse(event: AccountEvent) -> ServerSentEvent:
-    return ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.type,
-                           id=str(event.seq))
+def in_unit(event_type: str, data: dict[str, Any], unit: UnitOfAccount) -> dict[str, Any]:
+    """An event's data as the stream sends it. balance.updated: in a time deployment its
+    `*_seconds` totals and `reason` (the exact `ledger` figures left out); in a currency or
+    tokens deployment `unit` and the exact amounts `total`, `paid`, `bonus`, `available`,
+    `held`, `debt` (with `*_micros` twins for a currency) instead of seconds, and `charged`
+    for a consumption. Other events pass unchanged."""
+    if event_type != log.BALANCE_UPDATED or "ledger" not in data:
+        return data
+    rest = {k: v for k, v in data.items() if k != "ledger"}
+    if unit.kind is UnitKind.TIME:
+        return rest
+    out: dict[str, Any] = {k: v for k, v in rest.items()
+                           if not k.endswith("_seconds") and k != "charged_ms"}
+    out["unit"] = unit.api_name
+    for name, units in data["ledger"].items():
+        out.update(unit.json_fields(name, int(units)))
+    if "charged_ms" in rest:  # consumption: the call's charge (ledger units despite the name)
+        out.update(unit.json_fields("charged", int(rest["charged_ms"])))
+    return out
 
 
-def _snapshot(snap: BalanceSnapshot, seq: int, retry: int | None = None) -> ServerSentEvent:
+def _sse(event: AccountEvent, unit: UnitOfAccount) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(in_unit(event.type, event.data, unit)).decode(),
+                           event=event.type, id=str(event.seq))
+
+
+def _snapshot(snap: BalanceSnapshot, seq: int, unit: UnitOfAccount,
+              retry: int | None = None) -> ServerSentEvent:
     """balance.updated (reason `snapshot`) of a balance read, carrying the current id `seq`."""
-    data = log.balance_data([(b.source, b.remaining) for b in snap.buckets], snap.held,
-                            snap.debt, "snapshot")
+    data = in_unit(log.BALANCE_UPDATED, log.balance_data(
+        [(b.source, b.remaining) for b in snap.buckets], snap.held, snap.debt, "snapshot"), unit)
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=log.BALANCE_UPDATED,
                            id=str(seq), retry=retry)
 
@@ -191,7 +214,7 @@ async def _opening(
     if position is None:
         raise NotFound(f"No account {account_id!r}.")
     if last is None:
-        return [_snapshot(await s.ledger.balance(account_id), position[0],
+        return [_snapshot(await s.ledger.balance(account_id), position[0], s.policy.unit,
                           retry=RETRY_MS)], position[0]
     if last > position[0] or (last < position[0] and last + 1 < position[1]):
         # Events after `last` were pruned (or the id is not of this account's log).
@@ -215,7 +238,8 @@ class _Feed:
     async def snapshot(self, seq: int) -> ServerSentEvent | None:
         """balance.updated as of now, carrying the current id `seq`."""
         try:
-            return _snapshot(await self.s.ledger.balance(self.account_id), seq)
+            return _snapshot(await self.s.ledger.balance(self.account_id), seq,
+                             self.s.policy.unit)
         except (StoreUnavailable, UnknownAccount):
             return None
 
@@ -233,7 +257,7 @@ class _Feed:
             for event in page:
                 if before is not None and event.seq >= before:
                     return out
-                out.append(_sse(event))
+                out.append(_sse(event, self.s.policy.unit))
                 self.last = after = event.seq
             if len(page) < REPLAY_PAGE:
                 break
@@ -261,7 +285,7 @@ class _Feed:
         if event.seq > self.last + 1:  # a gap: what the log has in between first
             out += await self.catch_up(self.last, before=event.seq)
         self.last = event.seq
-        out.append(_sse(event))
+        out.append(_sse(event, self.s.policy.unit))
         return out
 
     async def events(self, first: list[ServerSentEvent]) -> AsyncIterator[Any]:

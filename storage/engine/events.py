@@ -46,9 +46,16 @@ def balance_totals(buckets: Iterable[tuple[str, int]], held: int, debt: int) -> 
 def balance_data(buckets: Iterable[tuple[str, int]], held: int, debt: int,
                  reason: str) -> dict[str, Any]:
     """The data of a balance.updated event: `balance_totals` of the live buckets given as
-    (source, remaining units) — the same numbers as EnhancedBalance's `totals` — and `reason`,
-    what changed it."""
-    return {**balance_totals(buckets, held, debt), "reason": reason}
+    (source, remaining units) — the same numbers as EnhancedBalance's `totals` — `reason`, what
+    changed it, and `ledger`: the exact integer totals (`total`, `paid`, `bonus`, `available`,
+    `held`, `debt` in ledger units) from which the stream writes amounts in a currency or
+    tokens unit (a time deployment's stream leaves `ledger` out)."""
+    listed = list(buckets)
+    bonus = sum(r for s, r in listed if s == Source.DAILY)
+    total = sum(r for _, r in listed)
+    exact = {"total": total, "paid": total - bonus, "bonus": bonus,
+             "available": max(0, min(total, total - held - debt)), "held": held, "debt": debt}
+    return {**balance_totals(listed, held, debt), "reason": reason, "ledger": exact}
 
 
 def credit_events(source: Source, bucket_id: str, amount: int, expires_at_ms: int | None,

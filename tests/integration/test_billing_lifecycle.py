@@ -269,7 +269,9 @@ async def test_the_event_log_numbers_events_per_account_and_replays_after_an_id(
     assert [e.seq for e in log] == [1, 2, 3]
     assert log[0].data["seconds"] == 600 and log[0].data["source"] == "gift"
     assert log[-1].data == {"total_seconds": 600, "paid_seconds": 600, "bonus_seconds": 0,
-                            "available_seconds": 600, "reason": "gift_credit"}
+                            "available_seconds": 600, "reason": "gift_credit",
+                            "ledger": {"total": 600_000, "paid": 600_000, "bonus": 0,
+                                       "available": 600_000, "held": 0, "debt": 0}}
     after, current = await ledger.catch_up(acct, 2, 100)
     assert [e.seq for e in after] == [3] and current == 4
     assert await ledger.stream_position(acct) == (4, 1)
@@ -288,7 +290,9 @@ async def test_settlement_hands_a_live_balance_event_to_the_fan_out(ledger: Ledg
     assert [(e.type, e.seq) for e in published] == [("balance.updated", 4)]
     assert published[0].data == {"total_seconds": 570, "paid_seconds": 570, "bonus_seconds": 0,
                                  "available_seconds": 570, "reason": "consumption",
-                                 "charged_ms": 30_000}
+                                 "charged_ms": 30_000,
+                                 "ledger": {"total": 570_000, "paid": 570_000, "bonus": 0,
+                                            "available": 570_000, "held": 0, "debt": 0}}
 
 
 async def test_checkout_fulfilment_announces_package_and_resume_ready(

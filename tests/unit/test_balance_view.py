@@ -75,9 +75,11 @@ def test_the_stream_splits_totals_as_the_balance_does():
     totals = enhanced_balance(snap, FREE, "v")["totals"]
     data = balance_data([(b.source, b.remaining) for b in snap.buckets], 0, 0, "snapshot")
     assert data == {"total_seconds": 3, "paid_seconds": 2, "bonus_seconds": 1,
-                    "available_seconds": 3, "reason": "snapshot"}
-    assert {k: totals[k] for k in data if k != "reason"} == {
-        k: v for k, v in data.items() if k != "reason"}
+                    "available_seconds": 3, "reason": "snapshot",
+                    "ledger": {"total": 4_500, "paid": 3_000, "bonus": 1_500,
+                               "available": 4_500, "held": 0, "debt": 0}}
+    assert {k: totals[k] for k in data if k not in ("reason", "ledger")} == {
+        k: v for k, v in data.items() if k not in ("reason", "ledger")}
 
 
 _buckets = st.lists(
