@@ -92,12 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("account_id", help="the account to credit")
     amount = grant.add_mutually_exclusive_group(required=True)
     amount.add_argument("--minutes", type=int,
-                        help="amount in minutes (time deployments: this or --seconds)")
+                        help="amount in minutes (required in time deployments: this or "
+                             "--seconds)")
     amount.add_argument("--seconds", type=int,
-                        help="amount in seconds (time deployments: this or --minutes)")
+                        help="amount in seconds (required in time deployments: this or "
+                             "--minutes)")
     amount.add_argument("--amount", help="decimal amount of the currency, e.g. 5.00 "
-                                         "(currency deployments)")
-    amount.add_argument("--tokens", type=int, help="amount in tokens (tokens deployments)")
+                                         "(required in currency deployments)")
+    amount.add_argument("--tokens", type=int,
+                        help="amount in tokens (required in tokens deployments)")
     grant.add_argument("--source", choices=["gift", "package"], default="gift",
                        help="bucket kind; a package expires after the catalog's "
                             "package_expiry_days (default: %(default)s)")
@@ -458,12 +461,19 @@ async def _usage(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) ->
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    unit = policy.unit
+
+    def amount(units: int) -> str:  # ms as before for time; the unit's decimals otherwise
+        if unit.kind is UnitKind.TIME:
+            return f"{units:>8} ms"
+        return f"{unit.to_text(units):>10} {unit.api_name}"
+
     for r in rows:
-        unbilled = f" unbilled {r['unbilled']} ms" if r["unbilled"] else ""
+        unbilled = f" unbilled {amount(r['unbilled']).strip()}" if r["unbilled"] else ""
         print(f"{r['created_at']}  {r['id']}  {r['operation']:<11} {r['model'] or '-':<22} "
               f"status {r['upstream_status'] or '-':<4} {r['duration_ms']:>6} ms  in "
-              f"{r['input_tokens']:>6} out {r['output_tokens']:>6}  charged {r['charged']:>8} ms"
-              f"{unbilled} ({r['usage_source']}, {r['outcome']})")
+              f"{r['input_tokens']:>6} out {r['output_tokens']:>6}  charged "
+              f"{amount(r['charged'])}{unbilled} ({r['usage_source']}, {r['outcome']})")
     if not rows:
         print("no usage yet")
     return 0
