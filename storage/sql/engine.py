@@ -105,12 +105,12 @@ class Runner:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        self._writer: SqliteWriter | None = None
+        self.writer: SqliteWriter | None = None  # SQLite: the thread every transaction runs on
         self._async: AsyncEngine | None = None
         # Called with the account events (storage.sql.events) of each committed transaction.
         self.on_commit: Callable[[list[Any]], None] | None = None
         if self.sqlite:
-            self._writer = SqliteWriter(make_sqlite_engine(url), _store_failed, self._committed)
+            self.writer = SqliteWriter(make_sqlite_engine(url), _store_failed, self._committed)
         else:
             require_for_database(url)  # MissingDriver names the extra, before SQLAlchemy fails
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
@@ -126,8 +126,8 @@ class Runner:
         never reused, so the next call gets a fresh one. IntegrityError (a constraint the
         caller may expect) and SQL bugs (ProgrammingError, DataError) pass through."""
         try:
-            if self._writer is not None:
-                result: T = await self._writer.submit(_core_work(fn, args))
+            if self.writer is not None:
+                result: T = await self.writer.submit(_core_work(fn, args))
                 return result
             sink: list[Any] = []
             result = await self._run_async(fn, sink, args)
@@ -168,9 +168,9 @@ class Runner:
         connection, e.g. after a server restart — is retried once on a fresh connection, so a
         restarted store does not cost one failed call per pooled connection.
         """
-        if self._writer is not None:
+        if self.writer is not None:
             try:
-                result: T = await self._writer.submit(_raw_work(fn, args))
+                result: T = await self.writer.submit(_raw_work(fn, args))
                 return result
             except Exception as exc:
                 if _store_failed(exc):
@@ -244,8 +244,8 @@ class Runner:
         await self.run(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.close()
+        if self.writer is not None:
+            await self.writer.close()
         if self._async is not None:
             await self._async.dispose()
 

@@ -47,7 +47,8 @@ class SqliteWriter:
 
     `store_failed(exc)` says which exceptions mean the store failed (the batch is rolled back
     and the connection dropped) rather than one job's own error; `on_commit(events)` is called
-    on the loop with each committed job's account events.
+    on the loop with each committed job's account events. `transactions` counts the
+    transactions run (batches), `jobs` the jobs in them: jobs / transactions is the mean batch.
     """
 
     def __init__(self, engine: Engine, store_failed: Callable[[BaseException], bool],
@@ -59,6 +60,8 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self.transactions = 0
+        self.jobs = 0
 
     async def submit(self, work: Work) -> Any:
         """Run `work(conn, sink)` in the writer's next transaction; its result, or its
@@ -112,6 +115,8 @@ class SqliteWriter:
     def _run_batch(self, batch: list[_Job]) -> None:
         if not batch:
             return
+        self.transactions += 1
+        self.jobs += len(batch)
         try:
             outcomes = self._transaction(batch)
         except _Refused as refused:  # a lone job's own error, its transaction rolled back
