@@ -4,10 +4,13 @@ One engine — one connection pool — per runner, serving both ways of writing 
 ledger operations as plain synchronous functions on a SQLAlchemy `Connection` (`run`), and the
 request path's fixed SQL on a small executor over the driver connection (`run_raw`, see
 storage/sql/hot_path.py). Each call is one transaction:
-- SQLite (embedded default): on the writer thread (storage/sql/sqlite_writer.py), never on the
-  event loop; the jobs waiting at that moment share one `BEGIN IMMEDIATE … COMMIT` (group
-  commit, one savepoint per job). `BEGIN IMMEDIATE` takes the write lock up front (no lock
-  upgrades, correct with several processes on one file); WAL mode.
+- SQLite (embedded default): through the writer (storage/sql/sqlite_writer.py). Whatever can
+  wait — Core work, and request-path work when the write lock is taken or other jobs are
+  queued — runs on its thread, never on the event loop, the jobs waiting at that moment sharing
+  one `BEGIN IMMEDIATE … COMMIT` (group commit, one savepoint per job); a lone request-path call
+  finding the lock free runs at once on the loop (zero busy timeout: it never waits there).
+  `BEGIN IMMEDIATE` takes the write lock up front (no lock upgrades, correct with several
+  processes on one file); WAL mode.
 - PostgreSQL (`postgresql+asyncpg://`): Core on the async engine via `AsyncConnection.run_sync`;
   the request path on the asyncpg connection of a connection checked out of the same pool
   (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache).
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
@@ -65,12 +68,15 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_sqlite_engine(url: str) -> Engine:
-    """A pysqlite engine with WAL, NORMAL sync, a busy timeout and `BEGIN IMMEDIATE`; its pool
-    holds the one connection the writer thread uses (storage/sql/sqlite_writer.py)."""
+    """A pysqlite engine with WAL, NORMAL sync and a busy timeout; its pool holds the two
+    connections of the writer (storage/sql/sqlite_writer.py: its thread's and the loop's),
+    which opens every
+    transaction itself with `BEGIN IMMEDIATE` (the driver is in autocommit mode, so SQLAlchemy's
+    own begin emits nothing)."""
     engine = create_engine(
         sync_url(url),
         connect_args={"check_same_thread": False, "timeout": 10, "isolation_level": None},
-        pool_size=1,
+        pool_size=2,  # the writer thread's connection and the loop's (SqliteWriter.try_inline)
         max_overflow=0,
     )
 
@@ -82,10 +88,6 @@ def make_sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -160,8 +162,9 @@ class Runner:
 
     async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
-        (storage.sql.executor.Executor; see storage/sql/hot_path.py): on the SQLite writer
-        thread (where `fn` never suspends), or on a native asyncpg connection of the pool.
+        (storage.sql.executor.Executor; see storage/sql/hot_path.py): on SQLite at once when
+        the write lock is free and nothing is queued, else on the writer thread (`fn` never
+        suspends there: SqliteWriter.try_inline), or on a native asyncpg connection of the pool.
         Raises StoreUnavailable when the store is unreachable.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
@@ -169,9 +172,12 @@ class Runner:
         restarted store does not cost one failed call per pooled connection.
         """
         if self.writer is not None:
+            work = _raw_work(fn, args)
             try:
-                result: T = await self.writer.submit(_raw_work(fn, args))
-                return result
+                ran, value = self.writer.try_inline(work)  # no hop when nothing can wait
+                if not ran:
+                    value = await self.writer.submit(work)
+                return cast(T, value)
             except Exception as exc:
                 if _store_failed(exc):
                     raise StoreUnavailable(_first_line(exc)) from exc
@@ -253,7 +259,7 @@ class Runner:
 def _core_work(fn: Callable[..., T], args: tuple[Any, ...]) -> Work:
     """`fn(conn, *args)` as a writer job, with the job's event sink on the connection."""
 
-    def work(conn: Connection, sink: list[Any]) -> T:
+    def work(conn: Connection, _cur: sqlite3.Cursor, sink: list[Any]) -> T:
         return _collecting(fn, sink)(conn, *args)
 
     return work
@@ -264,9 +270,8 @@ def _raw_work(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> Work:
     a request-path function suspends on SQLite (the executor's awaits complete at once), so
     one `send` runs it to its end on the writer thread."""
 
-    def work(conn: Connection, sink: list[Any]) -> Any:
-        db = _SqliteExecutor(conn.connection.driver_connection.cursor())  # type: ignore[union-attr]
-        db.events = sink
+    def work(_conn: Connection, cur: sqlite3.Cursor, sink: list[Any]) -> Any:
+        db = _SqliteExecutor(cur, sink)
         coro = fn(db, *args)
         try:
             coro.send(None)  # type: ignore[attr-defined]
@@ -285,9 +290,9 @@ class _SqliteExecutor:
     __slots__ = ("cur", "events")
     postgres = False
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: sqlite3.Cursor, events: list[Any]) -> None:
         self.cur = cur
-        self.events: list[Any] = []
+        self.events = events
 
     async def one(self, q: Statement, params: tuple[Any, ...]) -> Any:
         return self.cur.execute(q.lite, params).fetchone()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -33,11 +34,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 MAX_BATCH = 64  # jobs per transaction: bounds how long one commit keeps the callers waiting
+CHECKPOINT_EVERY = 256  # inline commits between two WAL checkpoints run by the writer thread
 
-# A job: (work, future, loop). `work(conn, sink)` runs inside the open transaction on the
-# writer thread, appends the events it emits to `sink` and returns the result (or raises).
-Work = Callable[[Connection, list[Any]], Any]
+# A job: (work, future, loop). `work(conn, cur, sink)` runs inside the open transaction on the
+# writer thread — `conn` the SQLAlchemy connection, `cur` a sqlite3 cursor on its driver
+# connection — appends the events it emits to `sink` and returns the result (or raises).
+Work = Callable[[Connection, sqlite3.Cursor, list[Any]], Any]
 _Job = tuple[Work, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_CHECKPOINT: Any = object()  # queued to ask the writer thread for a WAL checkpoint
 # Per job: (future, result, exception, events) — what the loop side delivers.
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, list[Any]]
 
@@ -56,22 +60,85 @@ class SqliteWriter:
         self._engine = engine
         self._store_failed = store_failed
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # _Job, _CHECKPOINT, None
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
+        self._cur: sqlite3.Cursor | None = None  # reused by every transaction of `_conn`
         self._lock = threading.Lock()
+        self._pending = 0  # jobs submitted and not yet delivered (loop side)
+        self._inline: Connection | None = None  # the loop's connection for `try_inline`
+        self._inline_cur: sqlite3.Cursor | None = None
+        self._inline_commits = 0
         self.transactions = 0
         self.jobs = 0
+        self.inline = 0
+
+    def try_inline(self, work: Work) -> tuple[bool, Any]:
+        """Run `work` at once on the calling (loop) thread when that cannot wait: no job of
+        this writer is queued, running or undelivered, and the write lock is free right now
+        (`BEGIN IMMEDIATE` with a zero busy timeout). Returns (True, result), or (False, None)
+        when the lock is taken — by another process or this writer — and the job must be
+        `submit`ted (the writer thread does the waiting). Raises what `work` raises.
+
+        Only for short request-path jobs that never suspend (storage.sql.hot_path): a lone
+        call then costs no thread hop. The loop's connection never checkpoints the WAL (that
+        fsyncs); the writer thread does, every CHECKPOINT_EVERY inline commits."""
+        if self._pending:
+            return False, None
+        if self._inline is None or self._inline_cur is None:
+            self._inline = self._engine.connect()
+            raw = self._inline.connection.driver_connection
+            raw.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            raw.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
+            self._inline_cur = raw.cursor()  # type: ignore[union-attr]
+        conn, cur = self._inline, self._inline_cur
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False, None
+            self._drop_inline()
+            raise
+        sink: list[Any] = []
+        try:
+            result = work(conn, cur, sink)
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # SQLite may have rolled back already
+                cur.execute("ROLLBACK")
+            if isinstance(exc, Exception) and self._store_failed(exc):
+                self._drop_inline()
+            raise
+        self.inline += 1
+        self._inline_commits += 1
+        if self._inline_commits >= CHECKPOINT_EVERY:
+            self._inline_commits = 0
+            if self._thread is None:
+                self._start()
+            self._queue.put(_CHECKPOINT)
+        if sink:
+            self._on_commit(sink)
+        return True, result
+
+    def _drop_inline(self) -> None:
+        if self._inline is not None:
+            with contextlib.suppress(Exception):
+                self._inline.invalidate()
+                self._inline.close()
+            self._inline = self._inline_cur = None
 
     async def submit(self, work: Work) -> Any:
         """Run `work(conn, sink)` in the writer's next transaction; its result, or its
         exception. Raises whatever `work` raised, or the store's driver error."""
-        loop = asyncio.get_running_loop()
+        return await self._enqueue(work, asyncio.get_running_loop())
+
+    def _enqueue(self, work: Work, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = loop.create_future()
         if self._thread is None:
             self._start()
+        self._pending += 1
         self._queue.put((work, fut, loop))
-        return await fut
+        return fut
 
     def _start(self) -> None:
         with self._lock:
@@ -84,37 +151,47 @@ class SqliteWriter:
         """Finish the queued jobs, stop the thread and close the connection."""
         thread = self._thread
         if thread is None:
+            self._drop_inline()
             self._engine.dispose()
             return
         self._queue.put(None)
         await asyncio.to_thread(thread.join)
         self._thread = None
+        self._drop_inline()
         self._engine.dispose()
 
     # ---- the writer thread ---------------------------------------------------------------
 
     def _serve(self) -> None:
-        stop = False
+        stop = checkpoint = False
         while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch: list[_Job] = []
+            job = self._queue.get()
+            while True:
                 if job is None:
                     stop = True
+                elif job is _CHECKPOINT:
+                    checkpoint = True
+                else:
+                    batch.append(job)
+                if stop or len(batch) >= MAX_BATCH or self._queue.empty():
                     break
-                batch.append(job)
-            self._run_batch([j for j in batch if not j[1].cancelled()])
+                job = self._queue.get_nowait()
+            if batch:
+                self._run_batch(batch)
+            if checkpoint:
+                checkpoint = False
+                self._checkpoint()
         self._drop()
 
+    def _checkpoint(self) -> None:
+        """A passive WAL checkpoint (waits for no lock), outside any transaction; requested
+        every CHECKPOINT_EVERY inline commits, whose connection never checkpoints."""
+        if self._cur is not None:
+            with contextlib.suppress(sqlite3.Error):  # best effort: the next one catches up
+                self._cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _run_batch(self, batch: list[_Job]) -> None:
-        if not batch:
-            return
         self.transactions += 1
         self.jobs += len(batch)
         try:
@@ -126,7 +203,11 @@ class SqliteWriter:
             outcomes = [(fut, None, exc, []) for _work, fut, _loop in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for (_work, _fut, loop), outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append(outcome)
+            done = by_loop.get(loop)
+            if done is None:
+                by_loop[loop] = [outcome]
+            else:
+                done.append(outcome)
         for loop, done in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(self._deliver, done)
@@ -134,19 +215,26 @@ class SqliteWriter:
     def _transaction(self, batch: list[_Job]) -> list[_Outcome]:
         """Run the batch as one transaction; raises (after rolling back) when the store
         failed, else returns each job's outcome."""
-        if self._conn is None:
+        if self._conn is None or self._cur is None:
             self._conn = self._engine.connect()
-        conn = self._conn
-        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._cur = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        conn, cur = self._conn, self._cur
         alone = len(batch) == 1
         outcomes: list[_Outcome] = []
-        with conn.begin():  # BEGIN IMMEDIATE (engine "begin" hook); COMMIT, or ROLLBACK on raise
+        # On the driver cursor, not through SQLAlchemy's transaction API: a batch of request-path
+        # jobs never touches SQLAlchemy's statement layer. A Core job autobegins SQLAlchemy's
+        # transaction (no statement: the driver is in autocommit mode), which `_end` closes.
+        cur.execute("BEGIN IMMEDIATE")
+        try:
             for work, fut, _loop in batch:
                 sink: list[Any] = []
+                if fut.cancelled():  # its caller is gone and nothing of it ran: skip it
+                    outcomes.append((fut, None, None, sink))
+                    continue
                 if not alone:
                     cur.execute("SAVEPOINT job")
                 try:
-                    result = work(conn, sink)
+                    result = work(conn, cur, sink)
                 except Exception as exc:
                     if self._store_failed(exc):
                         raise
@@ -159,6 +247,11 @@ class SqliteWriter:
                 if not alone:
                     cur.execute("RELEASE job")
                 outcomes.append((fut, result, None, sink))
+        except BaseException:
+            with contextlib.suppress(Exception):  # SQLite may have rolled back already
+                _end(conn, cur, commit=False)
+            raise
+        _end(conn, cur, commit=True)
         return outcomes
 
     def _drop(self) -> None:
@@ -166,11 +259,12 @@ class SqliteWriter:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()
                 self._conn.close()
-            self._conn = None
+            self._conn = self._cur = None
 
     # ---- back on the loop ----------------------------------------------------------------
 
     def _deliver(self, done: list[_Outcome]) -> None:
+        self._pending -= len(done)
         for fut, result, exc, events in done:
             if exc is None and events:
                 self._on_commit(events)
@@ -180,6 +274,15 @@ class SqliteWriter:
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
+
+
+def _end(conn: Connection, cur: Any, *, commit: bool) -> None:
+    """COMMIT or ROLLBACK the batch's transaction, through SQLAlchemy when a Core job began
+    its transaction there (so its state ends too), else on the cursor."""
+    if conn.in_transaction():
+        conn.commit() if commit else conn.rollback()
+    else:
+        cur.execute("COMMIT" if commit else "ROLLBACK")
 
 
 class _Refused(Exception):

@@ -101,3 +101,14 @@ async def test_a_write_lock_held_by_another_process_does_not_block_the_event_loo
         assert isinstance(await admit, Admission)
     finally:
         other.close()
+
+
+async def test_a_lone_call_finding_the_lock_free_runs_at_once_without_a_thread_hop(
+        ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, ESTIMATE, "fund", None, "funds")
+    writer = ledger.runner.writer
+    assert writer is not None
+    transactions, inline = writer.transactions, writer.inline
+    assert isinstance(await ledger.admit(acct, ESTIMATE, "it.op", 60, PLAN), Admission)
+    assert (writer.transactions, writer.inline) == (transactions, inline + 1)
