@@ -76,7 +76,7 @@ def make_sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         sync_url(url),
         connect_args={"check_same_thread": False, "timeout": 10, "isolation_level": None},
-        pool_size=2,  # the writer thread's connection and the loop's (SqliteWriter.try_inline)
+        pool_size=2,  # the writer thread's connection and the loop's (SqliteWriter.submit_raw)
         max_overflow=0,
     )
 
@@ -160,24 +160,23 @@ class Runner:
         if events and self.on_commit is not None:
             self.on_commit(events)
 
-    async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                      gather: bool = False) -> T:
         """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
         (storage.sql.executor.Executor; see storage/sql/hot_path.py): on SQLite at once when
         the write lock is free and nothing is queued, else on the writer thread (`fn` never
-        suspends there: SqliteWriter.try_inline), or on a native asyncpg connection of the pool.
-        Raises StoreUnavailable when the store is unreachable.
+        suspends there: SqliteWriter.submit_raw), or on a native asyncpg connection of the pool.
+        Raises StoreUnavailable when the store is unreachable. `gather=True` when other calls
+        are in flight: on SQLite the calls of one loop turn then share a transaction (group
+        commit; see SqliteWriter.submit_raw); PostgreSQL ignores it.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
         connection, e.g. after a server restart — is retried once on a fresh connection, so a
         restarted store does not cost one failed call per pooled connection.
         """
         if self.writer is not None:
-            work = _raw_work(fn, args)
             try:
-                ran, value = self.writer.try_inline(work)  # no hop when nothing can wait
-                if not ran:
-                    value = await self.writer.submit(work)
-                return cast(T, value)
+                return cast(T, await self.writer.submit_raw(_raw_work(fn, args), gather))
             except Exception as exc:
                 if _store_failed(exc):
                     raise StoreUnavailable(_first_line(exc)) from exc

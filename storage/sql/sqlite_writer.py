@@ -1,23 +1,31 @@
-"""The SQLite store's one connection, off the event loop: a writer thread with group commit.
+"""The SQLite store's connections, kept from stalling the event loop: a writer thread with
+group commit, and the loop's own connection for what cannot wait.
 
-Every SQLite transaction of the process (request-path SQL and SQLAlchemy Core alike) is a job
-on one queue, run by one thread on the one pooled connection of the runner's SQLAlchemy engine
-(storage/sql/engine.py). The event loop only enqueues and awaits a future, so a write lock
-held by another process (SQLite's `busy_timeout`, up to 10 s) stalls that thread, never the
-loop.
+Every SQLite transaction of the process goes through one `SqliteWriter`, on the two pooled
+connections of the runner's SQLAlchemy engine (storage/sql/engine.py):
+- The writer thread runs what may wait: SQLAlchemy Core work (admin, payments, reads) and any
+  request-path job that found the write lock taken (by another process or by this thread). It
+  takes every job waiting when it wakes (up to MAX_BATCH) into one `BEGIN IMMEDIATE … COMMIT`,
+  so `busy_timeout` (up to 10 s of another process's lock) stalls this thread, never the loop.
+- The request path (storage.sql.hot_path: short, never suspends) runs on the loop's connection
+  only when it cannot wait there: nothing of the thread queued or undelivered, and the write
+  lock free at once (zero busy timeout). A lone call runs immediately, with no thread hop; calls
+  made while others are in flight are gathered for one loop turn and share one commit. The
+  loop's connection never checkpoints the WAL (an fsync); the thread does, every
+  CHECKPOINT_EVERY loop transactions.
 
-Group commit: the thread takes every job waiting when it wakes (up to `MAX_BATCH`) and runs
-them in one `BEGIN IMMEDIATE … COMMIT`, one savepoint per job, in arrival order. A job that
-raises is rolled back to its savepoint and gets its exception; the others commit. Each job sees
-exactly what it would have seen alone after the jobs before it, so its outcome is the one it
-would have had alone (admission of a hot account stays serialized; SPEC §3). When the store
-itself fails (a driver error: locked past the timeout, I/O error, full disk), the whole
-transaction is rolled back and every job of the batch gets the error; nothing of it is kept.
-A batch of one job runs without a savepoint.
+Group commit, on either side: one savepoint per job, in arrival order. A job that raises is
+rolled back to its savepoint and gets its exception; the others commit. Each job sees exactly
+what it would have seen alone after the jobs before it, so its outcome is the one it would have
+had alone (admission of a hot account stays serialized; SPEC §3). When the store itself fails
+(a driver error: locked past the timeout, I/O error, full disk), the whole transaction is rolled
+back and every job of it gets the error; nothing of it is kept. A lone job runs without a
+savepoint.
 
-Results go back with one `call_soon_threadsafe` per batch; on the loop, each job's future is
-resolved and its account events are published (`on_commit`), in commit order. A job whose
-caller was cancelled before the thread took it is skipped; once taken it runs to its end.
+Results of the thread go back with one `call_soon_threadsafe` per batch; on the loop each job's
+future is resolved and its account events are published (`on_commit`) in commit order (the loop
+side commits only when nothing of the thread is undelivered, so the order holds across both).
+A job whose caller was cancelled before it ran is skipped; once started it runs to its end.
 """
 
 from __future__ import annotations
@@ -66,32 +74,43 @@ class SqliteWriter:
         self._cur: sqlite3.Cursor | None = None  # reused by every transaction of `_conn`
         self._lock = threading.Lock()
         self._pending = 0  # jobs submitted and not yet delivered (loop side)
-        self._inline: Connection | None = None  # the loop's connection for `try_inline`
+        self._gathering: list[_Job] = []  # request-path jobs of this loop turn (submit_raw)
+        self._inline: Connection | None = None  # the loop's connection (submit_raw)
         self._inline_cur: sqlite3.Cursor | None = None
         self._inline_commits = 0
         self.transactions = 0
         self.jobs = 0
         self.inline = 0
 
-    def try_inline(self, work: Work) -> tuple[bool, Any]:
-        """Run `work` at once on the calling (loop) thread when that cannot wait: no job of
-        this writer is queued, running or undelivered, and the write lock is free right now
-        (`BEGIN IMMEDIATE` with a zero busy timeout). Returns (True, result), or (False, None)
-        when the lock is taken — by another process or this writer — and the job must be
-        `submit`ted (the writer thread does the waiting). Raises what `work` raises.
+    async def submit_raw(self, work: Work, gather: bool = False) -> Any:
+        """Run a request-path job (short, never suspends: storage.sql.hot_path) on the loop
+        when it cannot wait there, else on the writer thread. Returns the job's result; raises
+        what it raised or the store's driver error.
 
-        Only for short request-path jobs that never suspend (storage.sql.hot_path): a lone
-        call then costs no thread hop. The loop's connection never checkpoints the WAL (that
-        fsyncs); the writer thread does, every CHECKPOINT_EVERY inline commits."""
-        if self._pending:
-            return False, None
-        if self._inline is None or self._inline_cur is None:
-            self._inline = self._engine.connect()
-            raw = self._inline.connection.driver_connection
-            raw.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-            raw.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
-            self._inline_cur = raw.cursor()  # type: ignore[union-attr]
-        conn, cur = self._inline, self._inline_cur
+        On the loop only while no job of the writer thread is queued, running or undelivered,
+        and only when the write lock is free right now (`BEGIN IMMEDIATE` with a zero busy
+        timeout): the loop never waits. When the lock is taken — by another process or the
+        writer thread — the job goes to the thread, which does the waiting.
+        `gather=False` (a lone call): run at once, no hop and no extra loop turn.
+        `gather=True` (other calls are in flight, so more jobs are likely this turn): wait for
+        the end of this loop turn and run every job gathered by then in one transaction on the
+        loop's connection (group commit, a savepoint per job)."""
+        loop = asyncio.get_running_loop()
+        if self._pending or (self._gathering and self._gathering[0][2] is not loop):
+            return await self._enqueue(work, loop)
+        if not gather and not self._gathering:
+            ran, result = self._run_now(work)
+            return result if ran else await self._enqueue(work, loop)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._gathering.append((work, fut, loop))
+        if len(self._gathering) == 1:
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _run_now(self, work: Work) -> tuple[bool, Any]:
+        """(True, result) of `work` run alone on the loop's connection, or (False, None) when
+        the write lock is taken. Raises what `work` raises."""
+        conn, cur = self._inline_connection()
         try:
             cur.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -109,16 +128,54 @@ class SqliteWriter:
             if isinstance(exc, Exception) and self._store_failed(exc):
                 self._drop_inline()
             raise
+        self.transactions += 1
+        self.jobs += 1
+        self._inline_committed()
+        if sink:
+            self._on_commit(sink)
+        return True, result
+
+    def _inline_committed(self) -> None:
         self.inline += 1
         self._inline_commits += 1
         if self._inline_commits >= CHECKPOINT_EVERY:
             self._inline_commits = 0
-            if self._thread is None:
-                self._start()
-            self._queue.put(_CHECKPOINT)
-        if sink:
-            self._on_commit(sink)
-        return True, result
+            self._put(_CHECKPOINT)
+
+    def _flush(self) -> None:
+        """On the loop: run the gathered jobs in one transaction, or hand them to the thread."""
+        batch, self._gathering = self._gathering, []
+        if self._pending:  # the thread has work: keep commit (and event) order, queue behind
+            self._hand_over(batch)
+            return
+        try:
+            conn, cur = self._inline_connection()
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                self._hand_over(batch)
+                return
+            self._drop_inline()
+            self._resolve([(fut, None, exc, []) for _work, fut, _loop in batch])
+            return
+        self._resolve(self._run(batch, conn, cur, self._drop_inline, begun=True))
+        self._inline_committed()
+
+    def _hand_over(self, batch: list[_Job]) -> None:
+        for job in batch:
+            self._pending += 1
+            self._put(job)
+
+    def _inline_connection(self) -> tuple[Connection, sqlite3.Cursor]:
+        """The loop's connection: no busy wait, and no WAL checkpoint (that fsyncs) — the
+        writer thread checkpoints every CHECKPOINT_EVERY inline transactions."""
+        if self._inline is None or self._inline_cur is None:
+            self._inline = self._engine.connect()
+            raw = self._inline.connection.driver_connection
+            raw.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            raw.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
+            self._inline_cur = raw.cursor()  # type: ignore[union-attr]
+        return self._inline, self._inline_cur
 
     def _drop_inline(self) -> None:
         if self._inline is not None:
@@ -134,11 +191,14 @@ class SqliteWriter:
 
     def _enqueue(self, work: Work, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = loop.create_future()
+        self._pending += 1
+        self._put((work, fut, loop))
+        return fut
+
+    def _put(self, item: Any) -> None:
         if self._thread is None:
             self._start()
-        self._pending += 1
-        self._queue.put((work, fut, loop))
-        return fut
+        self._queue.put(item)
 
     def _start(self) -> None:
         with self._lock:
@@ -192,15 +252,18 @@ class SqliteWriter:
                 self._cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        self.transactions += 1
-        self.jobs += len(batch)
-        try:
-            outcomes = self._transaction(batch)
-        except _Refused as refused:  # a lone job's own error, its transaction rolled back
-            outcomes = [(batch[0][1], None, refused.__cause__, [])]
-        except BaseException as exc:  # noqa: BLE001 - the store failed: every job gets it
-            self._drop()
-            outcomes = [(fut, None, exc, []) for _work, fut, _loop in batch]
+        outcomes: list[_Outcome]
+        if self._conn is None or self._cur is None:
+            try:
+                self._conn = self._engine.connect()
+                self._cur = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - the store failed: every job gets it
+                self._drop()
+                outcomes = [(fut, None, exc, []) for _work, fut, _loop in batch]
+            else:
+                outcomes = self._run(batch, self._conn, self._cur, self._drop, begun=False)
+        else:
+            outcomes = self._run(batch, self._conn, self._cur, self._drop, begun=False)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for (_work, _fut, loop), outcome in zip(batch, outcomes, strict=True):
             done = by_loop.get(loop)
@@ -212,19 +275,32 @@ class SqliteWriter:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(self._deliver, done)
 
-    def _transaction(self, batch: list[_Job]) -> list[_Outcome]:
-        """Run the batch as one transaction; raises (after rolling back) when the store
-        failed, else returns each job's outcome."""
-        if self._conn is None or self._cur is None:
-            self._conn = self._engine.connect()
-            self._cur = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        conn, cur = self._conn, self._cur
+    def _run(self, batch: list[_Job], conn: Connection, cur: sqlite3.Cursor,
+             drop: Callable[[], None], *, begun: bool) -> list[_Outcome]:
+        """Each job's outcome of running `batch` as one transaction on `conn`; when the store
+        failed, the transaction is rolled back, `drop` drops the connection and every job gets
+        the error."""
+        self.transactions += 1
+        self.jobs += len(batch)
+        try:
+            return self._transaction(batch, conn, cur, begun)
+        except _Refused as refused:  # a lone job's own error, its transaction rolled back
+            return [(batch[0][1], None, refused.__cause__, [])]
+        except BaseException as exc:  # noqa: BLE001 - the store failed: every job gets it
+            drop()
+            return [(fut, None, exc, []) for _work, fut, _loop in batch]
+
+    def _transaction(self, batch: list[_Job], conn: Connection, cur: sqlite3.Cursor,
+                     begun: bool) -> list[_Outcome]:
+        """Run the batch as one transaction (begun already when `begun`); raises (after
+        rolling back) when the store failed, else returns each job's outcome."""
         alone = len(batch) == 1
         outcomes: list[_Outcome] = []
         # On the driver cursor, not through SQLAlchemy's transaction API: a batch of request-path
         # jobs never touches SQLAlchemy's statement layer. A Core job autobegins SQLAlchemy's
         # transaction (no statement: the driver is in autocommit mode), which `_end` closes.
-        cur.execute("BEGIN IMMEDIATE")
+        if not begun:
+            cur.execute("BEGIN IMMEDIATE")
         try:
             for work, fut, _loop in batch:
                 sink: list[Any] = []
@@ -265,6 +341,10 @@ class SqliteWriter:
 
     def _deliver(self, done: list[_Outcome]) -> None:
         self._pending -= len(done)
+        self._resolve(done)
+
+    def _resolve(self, done: list[_Outcome]) -> None:
+        """Publish each committed job's events and resolve the futures, in commit order."""
         for fut, result, exc, events in done:
             if exc is None and events:
                 self._on_commit(events)

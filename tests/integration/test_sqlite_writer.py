@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, make_url
 from policies.compiled import Plan
 from storage.engine.buckets import Source
 from storage.ports import Admission, Shortfall, UnknownAccount
+from storage.sql import hot_path
 from storage.sql.ledger import SqlLedger
 from tests.integration.conftest import fresh_database
 
@@ -84,6 +85,29 @@ async def test_waiting_admits_and_refusals_commit_as_one_batch_each_as_if_alone(
     assert totals["holds"] == 3 and totals["remaining"] - totals["debt"] == totals["deltas"]
 
 
+async def test_calls_gathered_in_one_loop_turn_share_one_commit_on_the_loop(
+        ledger: SqlLedger) -> None:
+    acct = await ledger.create_account(PLAN)
+    await ledger.grant(acct, Source.GIFT, 3 * ESTIMATE, "fund", None, "funds")
+    writer = ledger.runner.writer
+    assert writer is not None
+    transactions, inline = writer.transactions, writer.inline
+    at = ledger.clock()
+
+    def admit(account: str) -> Any:
+        return ledger.runner.run_raw(hot_path.admit, account, ESTIMATE, "it.op", 60_000, at,
+                                     gather=True)
+
+    outcomes = await asyncio.gather(*(admit(acct) for _ in range(3)), admit("acct_missing"),
+                                    *(admit(acct) for _ in range(3)), return_exceptions=True)
+
+    assert (writer.transactions, writer.inline) == (transactions + 1, inline + 1)
+    assert [type(r) for r in outcomes] == [Admission] * 3 + [UnknownAccount] + [Shortfall] * 3
+    assert [r.available_after for r in outcomes[:3]] == [2 * ESTIMATE, ESTIMATE, 0]
+    totals = await ledger.totals(acct)
+    assert totals["holds"] == 3 and totals["remaining"] - totals["debt"] == totals["deltas"]
+
+
 async def test_a_write_lock_held_by_another_process_does_not_block_the_event_loop(
         ledger: SqlLedger) -> None:
     acct = await ledger.create_account(PLAN)
@@ -111,4 +135,4 @@ async def test_a_lone_call_finding_the_lock_free_runs_at_once_without_a_thread_h
     assert writer is not None
     transactions, inline = writer.transactions, writer.inline
     assert isinstance(await ledger.admit(acct, ESTIMATE, "it.op", 60, PLAN), Admission)
-    assert (writer.transactions, writer.inline) == (transactions, inline + 1)
+    assert (writer.transactions, writer.inline) == (transactions + 1, inline + 1)
