@@ -212,8 +212,12 @@ class Runner:
             async with db.conn.transaction():
                 result = await fn(db, *args)
         except BaseException as exc:
-            if isinstance(exc, Exception) and db.conn.is_closed():
-                await greenlet_spawn(pooled.invalidate, exc)  # never handed out again
+            # A connection that broke, or that a cancellation left inside its transaction, is
+            # never handed out again (asyncpg's own pool would reset it; SQLAlchemy's reset on
+            # return does not know this transaction).
+            if db.conn.is_closed() or db.conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(greenlet_spawn(pooled.invalidate, exc))
             await self._checkin(pooled)
             raise
         await self._checkin(pooled)

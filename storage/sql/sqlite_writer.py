@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -41,6 +42,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
+log = logging.getLogger("storage.sql.sqlite_writer")
 MAX_BATCH = 64  # jobs per transaction: bounds how long one commit keeps the callers waiting
 CHECKPOINT_EVERY = 256  # inline commits between two WAL checkpoints run by the writer thread
 
@@ -151,8 +153,9 @@ class SqliteWriter:
         try:
             conn, cur = self._inline_connection()
             cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+        except Exception as exc:  # noqa: BLE001 - every gathered job gets it
+            if isinstance(exc, sqlite3.OperationalError) and \
+                    exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
                 self._hand_over(batch)
                 return
             self._drop_inline()
@@ -347,7 +350,10 @@ class SqliteWriter:
         """Publish each committed job's events and resolve the futures, in commit order."""
         for fut, result, exc, events in done:
             if exc is None and events:
-                self._on_commit(events)
+                try:
+                    self._on_commit(events)
+                except Exception:  # the fan-out failing must not leave callers waiting
+                    log.exception("publishing committed account events failed")
             if fut.cancelled():
                 continue
             if exc is not None:
