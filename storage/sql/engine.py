@@ -1,12 +1,20 @@
 """Database engines and the transaction runner: one place that knows SQLite from PostgreSQL.
 
-Ledger operations are plain synchronous functions on a SQLAlchemy `Connection`. The runner
-executes each one as a single transaction:
-- SQLite (embedded default): inline on the event loop, `BEGIN IMMEDIATE` so the write lock is
-  taken up front (no lock upgrades, correct with several processes on one file); WAL mode.
-  Each transaction is a few short statements, far cheaper than a hop to a thread.
-- PostgreSQL (`postgresql+asyncpg://`): on the async engine via `AsyncConnection.run_sync`;
-  per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
+One engine — one connection pool — per runner, serving both ways of writing a transaction:
+ledger operations as plain synchronous functions on a SQLAlchemy `Connection` (`run`), and the
+request path's fixed SQL on a small executor over the driver connection (`run_raw`, see
+storage/sql/hot_path.py). Each call is one transaction:
+- SQLite (embedded default): through the writer (storage/sql/sqlite_writer.py). Whatever can
+  wait — Core work, and request-path work when the write lock is taken or other jobs are
+  queued — runs on its thread, never on the event loop, the jobs waiting at that moment sharing
+  one `BEGIN IMMEDIATE … COMMIT` (group commit, one savepoint per job); a lone request-path call
+  finding the lock free runs at once on the loop (zero busy timeout: it never waits there).
+  `BEGIN IMMEDIATE` takes the write lock up front (no lock upgrades, correct with several
+  processes on one file); WAL mode.
+- PostgreSQL (`postgresql+asyncpg://`): Core on the async engine via `AsyncConnection.run_sync`;
+  the request path on the asyncpg connection of a connection checked out of the same pool
+  (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache).
+  Per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
 Driver errors become `StoreUnavailable` here, at the adapter edge (`_store_failed` says which),
 and a connection that failed is dropped rather than returned to the pool (with the pooled ones
 opened before it when the connection was lost), so the next call works.
@@ -18,7 +26,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
@@ -32,12 +40,17 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+from sqlalchemy.util import greenlet_spawn
 
 from storage.drivers import require_for_database
 from storage.ports import StoreUnavailable
 from storage.sql.executor import Statement
+from storage.sql.sqlite_writer import SqliteWriter, Work
 
 T = TypeVar("T")
+PG_POOL_SIZE = 10  # pooled PostgreSQL connections per process (request path and Core alike)
+PG_POOL_OVERFLOW = 10  # more opened under load, closed when returned
 
 
 def sync_url(url: str) -> str:
@@ -55,12 +68,16 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_sqlite_engine(url: str) -> Engine:
-    """A pysqlite engine with WAL, NORMAL sync, a busy timeout and `BEGIN IMMEDIATE`."""
+    """A pysqlite engine with WAL, NORMAL sync and a busy timeout; its pool holds the two
+    connections of the writer (storage/sql/sqlite_writer.py: its thread's and the loop's),
+    which opens every
+    transaction itself with `BEGIN IMMEDIATE` (the driver is in autocommit mode, so SQLAlchemy's
+    own begin emits nothing)."""
     engine = create_engine(
         sync_url(url),
         connect_args={"check_same_thread": False, "timeout": 10, "isolation_level": None},
-        pool_size=2,
-        max_overflow=2,
+        pool_size=2,  # the writer thread's connection and the loop's (SqliteWriter.submit_raw)
+        max_overflow=0,
     )
 
     @event.listens_for(engine, "connect")
@@ -72,15 +89,16 @@ def make_sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
     return engine
 
 
 class Runner:
     """Runs a ledger operation `fn(conn, *args)` as one transaction. `await runner.run(...)`.
+
+    One engine, so one pool, per runner: SQLAlchemy's. The request path's SQL (`run_raw`) runs
+    on the driver connections of that pool — the pysqlite connection held by the SQLite writer
+    thread (storage/sql/sqlite_writer.py), or an asyncpg connection checked out of the async
+    engine's pool — so a process opens one set of connections per database.
 
     Raises StoreUnavailable when the database cannot be reached or the driver fails; the
     constructor raises storage.drivers.MissingDriver for PostgreSQL without asyncpg installed.
@@ -89,20 +107,19 @@ class Runner:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        self._sync: Engine | None = None
+        self.writer: SqliteWriter | None = None  # SQLite: the thread every transaction runs on
         self._async: AsyncEngine | None = None
-        self._raw: sqlite3.Connection | None = None
-        self._pool: Any = None  # asyncpg pool of the request path (PostgreSQL)
-        self._pool_lock: asyncio.Lock | None = None
         # Called with the account events (storage.sql.events) of each committed transaction.
         self.on_commit: Callable[[list[Any]], None] | None = None
         if self.sqlite:
-            self._sync = make_sqlite_engine(url)
+            self.writer = SqliteWriter(make_sqlite_engine(url), _store_failed, self._committed)
         else:
             require_for_database(url)  # MissingDriver names the extra, before SQLAlchemy fails
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
             # is invalidated where the failure is seen, and the next checkout gets a new one.
-            self._async = create_async_engine(url, pool_size=10, max_overflow=10)
+            self._async = create_async_engine(
+                url, pool_size=PG_POOL_SIZE, max_overflow=PG_POOL_OVERFLOW,
+                connect_args={"timeout": 5, "command_timeout": 30})
             event.listen(self._async.sync_engine, "handle_error", _lost_connection)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -110,13 +127,12 @@ class Runner:
         is unreachable or the driver fails (see `_store_failed`); a connection that failed is
         never reused, so the next call gets a fresh one. IntegrityError (a constraint the
         caller may expect) and SQL bugs (ProgrammingError, DataError) pass through."""
-        sink: list[Any] = []
         try:
-            if self._sync is not None:
-                with self._sync.begin() as conn:
-                    result = _collecting(fn, sink)(conn, *args)
-            else:
-                result = await self._run_async(fn, sink, args)
+            if self.writer is not None:
+                result: T = await self.writer.submit(_core_work(fn, args))
+                return result
+            sink: list[Any] = []
+            result = await self._run_async(fn, sink, args)
         except Exception as exc:
             if _store_failed(exc):
                 raise StoreUnavailable(_first_line(exc)) from exc
@@ -144,31 +160,34 @@ class Runner:
         if events and self.on_commit is not None:
             self.on_commit(events)
 
-    async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def run_raw(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                      gather: bool = False) -> T:
         """Run `await fn(db, *args)` as one transaction, `db` being a statement executor
-        (storage.sql.executor.Executor; see storage/sql/hot_path.py): sqlite3 inline, or native
-        asyncpg.
-        Raises StoreUnavailable when the store is unreachable.
+        (storage.sql.executor.Executor; see storage/sql/hot_path.py): on SQLite at once when
+        the write lock is free and nothing is queued, else on the writer thread (`fn` never
+        suspends there: SqliteWriter.submit_raw), or on a native asyncpg connection of the pool.
+        Raises StoreUnavailable when the store is unreachable. `gather=True` when other calls
+        are in flight: on SQLite the calls of one loop turn then share a transaction (group
+        commit; see SqliteWriter.submit_raw); PostgreSQL ignores it.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
         connection, e.g. after a server restart — is retried once on a fresh connection, so a
         restarted store does not cost one failed call per pooled connection.
         """
-        if self.sqlite:
+        if self.writer is not None:
             try:
-                return await self._run_sqlite_raw(fn, args)
-            except sqlite3.IntegrityError:
+                return cast(T, await self.writer.submit_raw(_raw_work(fn, args), gather))
+            except Exception as exc:
+                if _store_failed(exc):
+                    raise StoreUnavailable(_first_line(exc)) from exc
                 raise
-            except sqlite3.Error as exc:
-                self._drop_raw()
-                raise StoreUnavailable(_first_line(exc)) from exc
         import asyncpg
 
         unavailable = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                        asyncpg.exceptions.InternalClientError,
                        asyncpg.exceptions.OperatorInterventionError,
                        asyncpg.exceptions.InsufficientResourcesError,
-                       OSError, ConnectionError, asyncio.TimeoutError)
+                       OSError, ConnectionError, asyncio.TimeoutError, DBAPIError, PoolTimeout)
         db = _PgExecutor()
         try:
             result = await self._run_pg_raw(fn, args, db)
@@ -186,50 +205,46 @@ class Runner:
     async def _run_pg_raw(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], db: _PgExecutor
     ) -> T:
-        pool = await self._asyncpg_pool()
-        async with pool.acquire() as conn:
-            db.conn = conn
-            async with conn.transaction():
-                return await fn(db, *args)
-
-    async def _asyncpg_pool(self) -> Any:
-        if self._pool is not None:
-            return self._pool
-        if self._pool_lock is None:
-            self._pool_lock = asyncio.Lock()
-        async with self._pool_lock:  # concurrent first calls must not each open a pool
-            if self._pool is None:
-                import asyncpg
-
-                dsn = make_url(self.url).set(drivername="postgresql").render_as_string(
-                    hide_password=False)
-                # No per-release RESET round trip: the request path sets no session state.
-                self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10,
-                                                       timeout=5, command_timeout=30,
-                                                       reset=_keep_session)
-        return self._pool
-
-    async def _run_sqlite_raw(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-        if self._raw is None:
-            self._raw = _connect_sqlite(self.url)
-        cur = self._raw.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        db = _SqliteExecutor(cur)
+        assert self._async is not None
+        pooled = await self._checkout()
         try:
-            # Nothing in `fn` suspends on SQLite: the transaction runs without yielding.
-            result = await fn(db, *args)
-        except BaseException:
-            cur.execute("ROLLBACK")
+            db.conn = pooled.driver_connection
+            async with db.conn.transaction():
+                result = await fn(db, *args)
+        except BaseException as exc:
+            # A connection that broke, or that a cancellation left inside its transaction, is
+            # never handed out again (asyncpg's own pool would reset it; SQLAlchemy's reset on
+            # return does not know this transaction).
+            if db.conn.is_closed() or db.conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(greenlet_spawn(pooled.invalidate, exc))
+            await self._checkin(pooled)
             raise
-        cur.execute("COMMIT")
-        self._committed(db.events)
+        await self._checkin(pooled)
         return result
 
-    def _drop_raw(self) -> None:
-        if self._raw is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._raw.close()
-            self._raw = None
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A pooled connection whose asyncpg connection is open (asyncpg closes a connection
+        whose server end went away as soon as the loop sees it: such ones are invalidated and
+        the next is taken, as asyncpg's own pool does on acquire)."""
+        assert self._async is not None
+        for _ in range(PG_POOL_SIZE + PG_POOL_OVERFLOW):
+            pooled = await self._async.raw_connection()
+            if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
+                return pooled
+            await greenlet_spawn(pooled.invalidate)
+            await self._checkin(pooled)
+        return await self._async.raw_connection()
+
+    async def _checkin(self, pooled: PoolProxiedConnection) -> None:
+        """Return `pooled` to the pool. Synchronous (no greenlet hop) unless the pool is over
+        its size: then the connection may be closed on return, which awaits the driver."""
+        assert self._async is not None
+        pool = self._async.sync_engine.pool
+        if isinstance(pool, QueuePool) and pool.overflow() <= 0:
+            pooled.close()  # back to the pool's queue, which has room: nothing to await
+        else:
+            await greenlet_spawn(pooled.close)
 
     async def ping(self) -> None:
         """Round-trip `SELECT 1`. Raises StoreUnavailable."""
@@ -238,18 +253,37 @@ class Runner:
         await self.run(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
     async def close(self) -> None:
-        self._drop_raw()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-        if self._sync is not None:
-            self._sync.dispose()
+        if self.writer is not None:
+            await self.writer.close()
         if self._async is not None:
             await self._async.dispose()
 
 
-async def _keep_session(_conn: Any) -> None:
-    """asyncpg pool `reset` hook that does nothing (see _asyncpg_pool)."""
+def _core_work(fn: Callable[..., T], args: tuple[Any, ...]) -> Work:
+    """`fn(conn, *args)` as a writer job, with the job's event sink on the connection."""
+
+    def work(conn: Connection, _cur: sqlite3.Cursor, sink: list[Any]) -> T:
+        return _collecting(fn, sink)(conn, *args)
+
+    return work
+
+
+def _raw_work(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> Work:
+    """`await fn(db, *args)` as a writer job on the connection's sqlite3 cursor. Nothing in
+    a request-path function suspends on SQLite (the executor's awaits complete at once), so
+    one `send` runs it to its end on the writer thread."""
+
+    def work(_conn: Connection, cur: sqlite3.Cursor, sink: list[Any]) -> Any:
+        db = _SqliteExecutor(cur, sink)
+        coro = fn(db, *args)
+        try:
+            coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration as done:
+            return done.value
+        coro.close()  # type: ignore[attr-defined]
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} suspended on SQLite")
+
+    return work
 
 
 class _SqliteExecutor:
@@ -259,9 +293,9 @@ class _SqliteExecutor:
     __slots__ = ("cur", "events")
     postgres = False
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: sqlite3.Cursor, events: list[Any]) -> None:
         self.cur = cur
-        self.events: list[Any] = []
+        self.events = events
 
     async def one(self, q: Statement, params: tuple[Any, ...]) -> Any:
         return self.cur.execute(q.lite, params).fetchone()
@@ -347,20 +381,13 @@ def _store_failed(exc: BaseException) -> bool:
     """True when `exc` means the store is unreachable or its connection broke: any driver
     error (DBAPIError: OperationalError, InterfaceError, InternalError…) except a constraint
     violation or an SQL bug, a transaction SQLAlchemy can no longer use (PendingRollbackError),
-    a pool timeout, or a socket error."""
-    if isinstance(exc, (IntegrityError, ProgrammingError, DataError)):
+    a pool timeout, or a socket error; on the request path's raw sqlite3 connection, any
+    sqlite3 error but those same three kinds."""
+    if isinstance(exc, (IntegrityError, ProgrammingError, DataError, sqlite3.IntegrityError,
+                        sqlite3.ProgrammingError, sqlite3.DataError)):
         return False
-    return isinstance(exc, (DBAPIError, PendingRollbackError, DisconnectionError, PoolTimeout,
-                            OSError, ConnectionError, asyncio.TimeoutError))
-
-
-def _connect_sqlite(url: str) -> sqlite3.Connection:
-    path = make_url(sync_url(url)).database or ":memory:"
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   "busy_timeout=10000"):
-        conn.execute("PRAGMA " + pragma)
-    return conn
+    return isinstance(exc, (DBAPIError, sqlite3.Error, PendingRollbackError, DisconnectionError,
+                            PoolTimeout, OSError, ConnectionError, asyncio.TimeoutError))
 
 
 def _first_line(exc: BaseException) -> str:

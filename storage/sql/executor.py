@@ -8,13 +8,40 @@ cost the hot path nothing.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from storage.ports import AccountEvent
 
 
+class Sql:
+    """One statement in both paramstyles: `lite` (`?`, sqlite3) and `pg` (`$n`, asyncpg, with
+    `pg_suffix` such as FOR UPDATE). `sqlite=False`: PostgreSQL-only SQL (e.g. a data-modifying
+    CTE), whose `lite` is not valid SQLite.
+
+    Every statement built with `register=True` (the default; module constants) is listed in
+    `Sql.registry`, which tests/integration/test_raw_sql_schema.py prepares against migrated
+    databases of both dialects: the raw SQL is checked against the one schema (tables.py and
+    the migrations) without costing the hot path anything — the text is built once at import.
+    """
+
+    __slots__ = ("lite", "pg", "sqlite")
+    registry: ClassVar[list[Sql]] = []
+
+    def __init__(self, text: str, pg_suffix: str = "", *, sqlite: bool = True,
+                 register: bool = True) -> None:
+        self.lite = text
+        parts = text.split("?")
+        self.pg = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1)) + pg_suffix
+        self.sqlite = sqlite
+        if register:
+            Sql.registry.append(self)
+
+    def __repr__(self) -> str:
+        return f"Sql({self.lite!r})"
+
+
 class Statement(Protocol):
-    """One SQL statement in both paramstyles (storage.sql.hot_path.Sql): `lite` with `?`
+    """One SQL statement in both paramstyles (`Sql` above): `lite` with `?`
     placeholders for sqlite3, `pg` with `$n` placeholders for asyncpg."""
 
     @property

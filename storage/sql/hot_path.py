@@ -7,8 +7,16 @@ sqlite3 and on native asyncpg cost a fraction. Each function takes `(db, *args)`
 (a `storage.sql.executor.Executor`, see `storage.sql.engine`) runs statements inside an open
 transaction:
 `await db.one(sql, params)`, `await db.all(...)`, `await db.run(...)` → rowcount.
-On SQLite nothing inside ever suspends, so a whole operation runs without yielding to the loop.
-Placeholders are written `?` and rendered `$n` for asyncpg. Amounts: ledger units (ms).
+On SQLite nothing inside ever suspends: a whole operation runs to its end on the SQLite writer
+thread (storage/sql/sqlite_writer.py), in the transaction it shares with the jobs waiting then.
+Placeholders are written `?` and rendered `$n` for asyncpg (storage.sql.executor.Sql). Amounts:
+ledger units (ms).
+
+The SQL text here names tables and columns that storage/sql/tables.py defines; every `Sql`
+statement is prepared against freshly migrated SQLite and PostgreSQL databases by
+tests/integration/test_raw_sql_schema.py, so a column renamed or dropped in the schema fails
+there, not in production. Adding a column to a statement is a local edit: its name in the column
+list, one `?`, its value in the parameter tuple.
 """
 
 from __future__ import annotations
@@ -32,21 +40,7 @@ from storage.ports import (
     Shortfall,
     UnknownAccount,
 )
-from storage.sql.executor import Executor, PgExecutor
-
-
-class Sql:
-    """One statement in both paramstyles: `lite` (`?`, sqlite3) and `pg` (`$n`, asyncpg, with
-    `pg_suffix` such as FOR UPDATE)."""
-
-    __slots__ = ("lite", "pg")
-
-    def __init__(self, text: str, pg_suffix: str = "") -> None:
-        self.lite = text
-        parts = text.split("?")
-        self.pg = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1)) + pg_suffix
-
-
+from storage.sql.executor import Executor, PgExecutor, Sql
 
 _LOCK = Sql("SELECT plan_key, debt FROM accounts WHERE id = ?", " FOR UPDATE")
 # Settlement locks the row by bumping the event sequence (one statement for both).
@@ -79,7 +73,7 @@ _OPEN_COLUMNS = (
 )
 _OPEN_RECORD = Sql(_OPEN_COLUMNS)
 # PostgreSQL: hold and record in the one round trip the hold alone took (a data-modifying CTE).
-_ADMIT_WRITES_PG = Sql(f"WITH h AS ({_HOLD_COLUMNS}) {_OPEN_COLUMNS}").pg
+_ADMIT_WRITES_PG = Sql(f"WITH h AS ({_HOLD_COLUMNS}) {_OPEN_COLUMNS}", sqlite=False).pg
 _HOLD_AMOUNT = Sql("SELECT amount FROM holds WHERE id = ? AND expires_at_ms > ?")
 _UPDATE_HOLD = Sql("UPDATE holds SET amount = ?, expires_at_ms = ? WHERE id = ?")
 _DELETE_HOLD = Sql("DELETE FROM holds WHERE id = ?")
@@ -117,8 +111,8 @@ _ROLLUP = (
 )
 _ROLLUP_USAGE = Sql(_ROLLUP)
 # PostgreSQL: the two settlement writes above in one round trip (a data-modifying CTE).
-_SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}").pg
-_COMPLETE_WRITES_PG = Sql(f"WITH u AS ({_COMPLETE_COLUMNS}) {_ROLLUP}").pg
+_SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
+_COMPLETE_WRITES_PG = Sql(f"WITH u AS ({_COMPLETE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
 _RESOLVE_KEY = Sql(
     "SELECT k.account_id, a.plan_key FROM api_keys k JOIN accounts a ON a.id = k.account_id"
     " WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
@@ -309,7 +303,8 @@ _SWEEP_PG = Sql(
     "  GROUP BY account_id, operation"
     "  ON CONFLICT (account_id, day_ms, operation)"
     "  DO UPDATE SET calls = usage_daily.calls + excluded.calls RETURNING 1)"
-    " SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM closed)"
+    " SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM closed)",
+    sqlite=False,
 )
 
 

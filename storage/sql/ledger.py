@@ -486,7 +486,7 @@ class SqlLedger:
             self._daily_done[account_id] = day
         result = await self.runner.run_raw(
             hot_path.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
-            request_id, model, streamed)
+            request_id, model, streamed, gather=bool(self._leases))
         if isinstance(result, Admission):
             self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
@@ -507,8 +507,10 @@ class SqlLedger:
     ) -> Settlement:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
+        # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
-            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
+            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock(),
+            gather=bool(self._leases))
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
         """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), then

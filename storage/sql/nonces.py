@@ -9,8 +9,7 @@ import time
 
 from storage.clock import MS_PER_SECOND, now_ms
 from storage.sql.engine import Runner
-from storage.sql.executor import Executor
-from storage.sql.hot_path import Sql
+from storage.sql.executor import Executor, Sql
 
 _REMEMBER = Sql("INSERT INTO hmac_nonces (nonce_key, expires_at_ms) VALUES (?, ?)"
                 " ON CONFLICT (nonce_key) DO NOTHING")

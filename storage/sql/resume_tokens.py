@@ -14,8 +14,7 @@ from storage.clock import MS_PER_SECOND, now_ms
 from storage.ports import TokenRecord
 from storage.resume_tokens import TTL_S, new_token, token_hash
 from storage.sql.engine import Runner
-from storage.sql.executor import Executor
-from storage.sql.hot_path import Sql
+from storage.sql.executor import Executor, Sql
 
 _INSERT = Sql("INSERT INTO resume_tokens (token_hash, account_id, binding, operation_id,"
                " expires_at_ms) VALUES (?, ?, ?, ?, ?)")
