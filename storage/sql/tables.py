@@ -44,6 +44,8 @@ accounts = Table(
     Column("pending_effective_at_ms", BigInteger, nullable=True),
     # copy of auto_topups.threshold while enabled, read with the row lock at settlement
     Column("auto_topup_threshold", BigInteger, nullable=True),
+    # the Stripe payment method auto top-up charges when its settings name none
+    Column("default_payment_method_id", String(255), nullable=True),
     CheckConstraint("debt >= 0", name="ck_accounts_debt_nonneg"),
 )
 
@@ -177,6 +179,8 @@ purchases = Table(
     Column("bucket_id", String(40), nullable=True),  # the bucket its credit created
     Column("refunded_cents", BigInteger, nullable=False, server_default="0"),
     Column("clawed_back", BigInteger, nullable=False, server_default="0"),  # ledger units
+    # exact ledger units credited (a credit purchase); NULL: `minutes` of AI time
+    Column("units", BigInteger, nullable=True),
     Index("ix_purchases_account", "account_id", "created_at_ms"),
     Index("ix_purchases_payment_intent", "payment_intent_id"),
 )
