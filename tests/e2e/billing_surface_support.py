@@ -73,15 +73,15 @@ def subscription(account: str, key: str = "pro", status: str = "active", *,
                           "lookup_key": None}}]}}
 
 
-def subscribe(gw: RunningGateway, account: str, start: int, end: int) -> None:
+def subscribe(gw: RunningGateway, account: str, start: int, end: int, key: str = "pro") -> None:
     """Link the account to `sub_m` (checkout completed) and credit its period (invoice paid)."""
     assert deliver(gw, payload("evt_m_checkout", "checkout.session.completed", {
         "id": "cs_m", "object": "checkout.session", "mode": "subscription",
         "customer": "cus_m", "subscription": "sub_m", "client_reference_id": account,
-        "metadata": {"account_id": account, "subscription_key": "pro"}},
+        "metadata": {"account_id": account, "subscription_key": key}},
         created=start)) == "applied"
     assert deliver(gw, payload("evt_m_inv", "invoice.paid", invoice(
-        "in_m_1", account, "subscription_create", start, end, {"subscription_key": "pro"}),
+        "in_m_1", account, "subscription_create", start, end, {"subscription_key": key}),
         created=start + 1)) == "credited"
 
 
