@@ -24,11 +24,18 @@ from starlette.routing import Route as WebRoute
 from gateway.api.admin import ADMIN_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
+from gateway.api.billing_account import BILLING_ACCOUNT_ROUTES
+from gateway.api.credits import CREDIT_ROUTES
+from gateway.api.meta import META_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
+from gateway.api.payment_methods import PAYMENT_METHOD_ROUTES
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
 from gateway.api.stream import STREAM_ROUTES
+from gateway.api.stripe_calls import StripeCustomers
+from gateway.api.subscriptions import SUBSCRIPTION_ROUTES
 from gateway.auth import KeyCache
+from gateway.billing_switch import BillingSwitch
 from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.maintenance import maintain
@@ -94,8 +101,9 @@ class Gateway:
         # Starlette's ServerErrorMiddleware calls this for any other exception (instead of its
         # plain-text 500) when the response has not started.
         self.web.add_exception_handler(Exception, self._internal_error)
-        self._web = BodyLimit(self.web, max_bytes=settings.max_body_bytes,
-                              base_url=self.base_url)
+        self._web = BillingSwitch(
+            BodyLimit(self.web, max_bytes=settings.max_body_bytes, base_url=self.base_url),
+            enabled=settings.billing_enabled, base_url=self.base_url)
         self.proxy: Proxy | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -315,6 +323,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         stripe=stripe_client(settings),
     )
     services.topups = AutoTopUps(services)
+    services.customers = StripeCustomers(services)
     return services
 
 
@@ -429,6 +438,11 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,
         *MODELS_ROUTES,
+        *META_ROUTES,
+        *BILLING_ACCOUNT_ROUTES,
+        *PAYMENT_METHOD_ROUTES,
+        *SUBSCRIPTION_ROUTES,
+        *CREDIT_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

@@ -21,7 +21,8 @@
     ├── PaymentProviderError          502     payment-provider-error
     ├── UpstreamTimeout               504     upstream-timeout
     ├── StoreUnavailableProblem       503     store-unavailable
-    └── PaymentsNotConfigured         503     payments-not-configured
+    ├── PaymentsNotConfigured         503     payments-not-configured
+    └── BillingDisabled               503     billing-disabled
 
 Every error the gateway itself returns is one of these, as `application/problem+json` with
 `Cache-Control: no-store`; an unexpected exception is the base class's `500 internal-error` with
@@ -204,6 +205,14 @@ class PaymentsNotConfigured(GatewayError):
     """Stripe keys are not configured on this gateway."""
 
     status, slug, title = 503, "payments-not-configured", "Payments are not configured"
+
+
+class BillingDisabled(GatewayError):
+    """The operator turned the billing API off (GATEWAY_BILLING_ENABLED=false): every
+    `/v1/billing/*` endpoint but the Stripe webhook answers this, while metered calls keep
+    working and keep being charged."""
+
+    status, slug, title = 503, "billing-disabled", "Billing is disabled"
 
 
 def problem_types() -> dict[str, type[GatewayError]]:

@@ -46,5 +46,6 @@ class Services:
     bus: EventBus = field(default_factory=InProcessEventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
+    customers: Any = None  # gateway.api.stripe_calls.StripeCustomers, set by build_services
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

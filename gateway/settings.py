@@ -14,6 +14,9 @@
 | STRIPE_SECRET_KEY / STRIPE_WEBHOOK_SECRET | (unset) | Stripe API key and webhook signing secret |
 | STRIPE_API_BASE | https://api.stripe.com | Stripe API base (point at a test double such as stripe-mock) |
 | GATEWAY_CHECKOUT_SUCCESS_URL / _CANCEL_URL | GATEWAY_PUBLIC_URL + /billing/… | where Checkout returns |
+| STRIPE_PUBLISHABLE_KEY | (unset) | Stripe's publishable key, handed to frontends by `GET /v1/billing/config` |
+| GATEWAY_BILLING_ENABLED | true | false: every `/v1/billing/*` path but the Stripe webhook answers 503 `billing-disabled` (the proxy keeps metering) |
+| GATEWAY_PORTAL_RETURN_URL | GATEWAY_PUBLIC_URL + /billing | where Stripe's customer portal sends the customer back |
 | GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | GATEWAY_EVENT_HISTORY_S | 86400 | how long account events stay replayable (`Last-Event-ID`) |
@@ -113,6 +116,11 @@ class Settings(BaseSettings):
     # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing/success | /billing/cancel
     checkout_success_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_SUCCESS_URL")
     checkout_cancel_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_CANCEL_URL")
+    stripe_publishable_key: str | None = Field(None, validation_alias="STRIPE_PUBLISHABLE_KEY")
+    # the billing API's kill-switch (the proxy and the Stripe webhook keep working)
+    billing_enabled: bool = Field(True, validation_alias="GATEWAY_BILLING_ENABLED")
+    # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing
+    portal_return_url: str = Field("", validation_alias="GATEWAY_PORTAL_RETURN_URL")
     event_history_s: int = Field(SECONDS_PER_DAY, ge=60, le=90 * SECONDS_PER_DAY,
                                  validation_alias="GATEWAY_EVENT_HISTORY_S")
     stream_keepalive_s: int = Field(15, ge=1, le=300,
@@ -181,8 +189,9 @@ class Settings(BaseSettings):
             return data
         data = {_FIELD_OF.get(key, key): value for key, value in data.items()}
         base = (data.get("public_url") or "http://localhost:8080").rstrip("/")
-        for name, page in (("checkout_success_url", "success"), ("checkout_cancel_url", "cancel")):
-            data[name] = data.get(name) or f"{base}/billing/{page}"
+        for name, page in (("checkout_success_url", "/success"), ("checkout_cancel_url", "/cancel"),
+                           ("portal_return_url", "")):
+            data[name] = data.get(name) or f"{base}/billing{page}"
         return data
 
     @field_validator("port", "key_cache_ttl_s", "event_history_s", "stream_keepalive_s",
@@ -223,8 +232,25 @@ class Settings(BaseSettings):
             raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: use debug, info, warning or error")
         return level
 
+    @field_validator("billing_enabled", mode="before")
+    @classmethod
+    def _boolean(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise SettingsError(f"GATEWAY_BILLING_ENABLED={value!r}: use true or false")
+            return word in ("true", "1", "yes", "on")
+        return value
+
+    @field_validator("stripe_publishable_key")
+    @classmethod
+    def _publishable_key(cls, key: str | None) -> str | None:
+        if key and not key.startswith("pk_"):
+            raise SettingsError("STRIPE_PUBLISHABLE_KEY must be a publishable key (pk_…)")
+        return key or None
+
     @field_validator("redis_url", "public_url", "admin_token", "stripe_secret_key",
-                     "stripe_webhook_secret", mode="before")
+                     "stripe_webhook_secret", "stripe_publishable_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return value or None
@@ -257,7 +283,8 @@ class Settings(BaseSettings):
             keys[key_id] = secret
         return keys
 
-    @field_validator("stripe_api_base", "checkout_success_url", "checkout_cancel_url")
+    @field_validator("stripe_api_base", "checkout_success_url", "checkout_cancel_url",
+                     "portal_return_url")
     @classmethod
     def _http_url(cls, value: str, info: ValidationInfo) -> str:
         if not value.startswith(("http://", "https://")):

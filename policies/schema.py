@@ -345,6 +345,22 @@ class RolloverPolicy(_Strict):
     days: Positive = 90
 
 
+class CreditPurchaseSpec(_Strict):
+    """Bounds of a credit purchase of any amount (`POST /v1/billing/credits/checkout`, currency
+    units of account only), in major units of the unit's currency with at most 2 decimals
+    (seed 002: `0 < amount <= 1000`)."""
+
+    min: Decimal = Field(Decimal("1.00"), gt=0, le=10**7, decimal_places=2)
+    max: Decimal = Field(Decimal("1000.00"), gt=0, le=10**7, decimal_places=2)
+    tax_inclusive: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CreditPurchaseSpec:
+        if self.min > self.max:
+            raise ValueError("credit_purchase: min must not exceed max")
+        return self
+
+
 class CatalogSpec(_Strict):
     """What is for sale. `version` is the catalog version shown in balances and 402s."""
 
@@ -354,6 +370,7 @@ class CatalogSpec(_Strict):
     package_expiry_days: Positive = 90
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
     packages: list[PackageSpec] = Field(default_factory=list)
+    credit_purchase: CreditPurchaseSpec = Field(default_factory=CreditPurchaseSpec)
 
     @model_validator(mode="after")
     def _usd_everywhere(self) -> CatalogSpec:

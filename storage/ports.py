@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from storage.clock import MS_PER_MINUTE
 from storage.engine.buckets import EventType, Source
 from storage.engine.burn_down import ShortfallRule
 
@@ -172,13 +173,26 @@ class Purchase:
     currency: str
     unit_amount_cents: int
     operation_id: str | None
-    units: int | None = None  # ledger units granted (currency/tokens units); None: minutes
+    units: int | None = None  # exact ledger units (a credit purchase); None: `minutes` of time
 
     @property
-    def granted(self) -> int:
-        """Ledger units the purchase credits: `units` when set (a currency or tokens
-        deployment's package), else `minutes` of AI time in ms."""
-        return self.units if self.units is not None else self.minutes * 60_000
+    def credit_units(self) -> int:
+        """The ledger units this purchase credits: `units`, else `minutes` of AI time (ms)."""
+        return self.units if self.units is not None else self.minutes * MS_PER_MINUTE
+
+
+@dataclass(frozen=True)
+class BillingProfile:
+    """What the billing surface keeps of an account beside its balance: its Stripe customer
+    (linked once: the first link wins), the default payment method (what auto top-up charges
+    when its settings name none), when the account was created (UTC epoch ms), and the Stripe
+    subscription and catalog subscription key the webhooks last linked (None: none)."""
+
+    customer_id: str | None
+    default_payment_method_id: str | None
+    created_at_ms: int
+    subscription_id: str | None = None
+    subscription_key: str | None = None
 
 
 class SessionConflict(Exception):
@@ -463,6 +477,24 @@ class Payments(Protocol):
 
     async def account_for_customer(self, customer_id: str) -> str | None:
         """The account linked to a Stripe customer id."""
+        ...
+
+    async def billing_profile(self, account_id: str) -> BillingProfile:
+        """The account's Stripe customer, default payment method and creation time. Raises
+        UnknownAccount."""
+        ...
+
+    async def link_customer(self, account_id: str, customer_id: str) -> str:
+        """Link a Stripe customer to the account unless one is linked already (under the
+        account lock: of racing links the first wins); returns the customer now linked.
+        Raises UnknownAccount."""
+        ...
+
+    async def set_default_payment_method(self, account_id: str, payment_method_id: str | None,
+                                         *, only_if: str | None = None) -> bool:
+        """Set (or clear, with None) the account's default payment method; with `only_if`,
+        only when the current default is that one (a detached card stops being the default).
+        Returns whether it changed. Raises UnknownAccount."""
         ...
 
     async def invoice_paid(self, event_id: str, event_type: str, event_ms: int,

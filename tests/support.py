@@ -130,9 +130,11 @@ class RunningGateway:
 
 def start_gateway(
     tmp_path: Path, env: Mapping[str, str], policy_paths: list[Path] | None = None,
-    database_url: str | None = None,
+    database_url: str | None = None, policy_transform: Any = None,
 ) -> RunningGateway:
-    """Migrate a fresh database and serve a gateway on a free port (returns when it is up)."""
+    """Migrate a fresh database and serve a gateway on a free port (returns when it is up).
+    `policy_transform(policy) -> policy` adjusts the compiled policy before serving (e.g. a
+    unit of account the YAML cannot express yet)."""
     db_url = database_url or f"sqlite:///{tmp_path / 'gateway.db'}"
     paths = policy_paths or [TEST_POLICY]
     port = free_port()
@@ -145,6 +147,8 @@ def start_gateway(
     settings = Settings.from_env(full_env)
     migrate.upgrade(db_url)
     policy = load_policy(settings.policy_paths, settings.env)
+    if policy_transform is not None:
+        policy = policy_transform(policy)
     app = create_app(settings, policy)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                             access_log=False, lifespan="on", loop="asyncio")

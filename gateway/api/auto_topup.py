@@ -147,9 +147,11 @@ class AutoTopUp(Shape):
     currency: Currency | None = omitted("A catalog currency; the charge falls back to USD when "
                                         "the package has no price in it.")
     payment_method_id: str | None = Field(
-        None, description="Saved off-session payment method (`pm_…`); null until given.")
+        None, description="Saved off-session payment method (`pm_…`) these settings name; "
+                          "null: the account's default card is charged.")
     customer_id: str | None = Field(
-        None, description="The Stripe customer (`cus_…`) owning it; null until given.")
+        None, description="The Stripe customer (`cus_…`) owning it; null: the account's "
+                          "linked customer.")
     pending: bool | None = omitted("A charge was started; its credit waits for Stripe's "
                                    "`payment_intent.succeeded`.")
     consecutive_failures: int | None = omitted("Declines or errors since the last success.",
@@ -199,11 +201,16 @@ async def write(request: Request) -> Response:
     if currency not in catalog.currencies:
         raise BadRequest(f"currency: {currency} is not offered by the catalog")
     current = await s.payments.topup_settings(account_id)
-    has_pm = body.payment_method_id or (current and current["payment_method_id"])
-    has_customer = body.customer_id or (current and current["stripe_customer_id"])
+    profile = await s.payments.billing_profile(account_id)
+    has_pm = (body.payment_method_id or (current and current["payment_method_id"])
+              or profile.default_payment_method_id)
+    has_customer = (body.customer_id or (current and current["stripe_customer_id"])
+                    or profile.customer_id)
     if body.enabled and not (has_pm and has_customer):
-        raise BadRequest("Enabling auto top-up needs payment_method_id and customer_id "
-                         "of a payment method saved for off-session use.")
+        raise BadRequest("Enabling auto top-up needs a card: save a default payment method "
+                         "(POST /v1/billing/payment-methods/{userId}) or give "
+                         "payment_method_id and customer_id of one saved for off-session "
+                         "use.")
     row = await s.payments.configure_topup(
         account_id, body.enabled,
         body.threshold_minutes * MS_PER_MINUTE,
@@ -229,10 +236,11 @@ OPERATIONS: tuple[Operation, ...] = (
                     "gateway charges the saved payment method off-session for `package_key` "
                     "(one pending attempt per account; the credit follows Stripe's "
                     "`payment_intent.succeeded`; declines back off). `package_key` must be in "
-                    "the catalog and `currency` offered by it (else 400). Enabling needs "
-                    "`payment_method_id` and `customer_id`, in this body or saved earlier "
-                    "(else 400); omitted ones keep their saved values. An enabled account "
-                    "already below its threshold is topped up at once.",
+                    "the catalog and `currency` offered by it (else 400). The card charged is "
+                    "`payment_method_id` (with `customer_id`) when given here or earlier, else "
+                    "the account's default card (POST /v1/billing/payment-methods/{userId}); "
+                    "enabling without either is a 400. Omitted ones keep their saved values. "
+                    "An enabled account already below its threshold is topped up at once.",
         endpoint=write),
 )
 AUTO_TOPUP_ROUTES = web_routes(OPERATIONS)

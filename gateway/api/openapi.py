@@ -28,10 +28,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api import admin, auto_topup, billing, models, payments, stream
+from gateway.api import (
+    admin,
+    auto_topup,
+    billing,
+    billing_account,
+    credits,
+    meta,
+    models,
+    payment_methods,
+    payments,
+    stream,
+    subscriptions,
+)
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
-from gateway.problems import GatewayError, PayloadTooLarge
+from gateway.billing_switch import switched_off
+from gateway.problems import BillingDisabled, GatewayError, PayloadTooLarge
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "Operation", "Param", "Reply", "build_document",
            "openapi_document", "openapi_route"]
@@ -50,6 +63,11 @@ OPERATIONS: tuple[Operation, ...] = (
     *stream.OPERATIONS,
     *admin.OPERATIONS,
     *models.OPERATIONS,
+    *meta.OPERATIONS,
+    *billing_account.OPERATIONS,
+    *payment_methods.OPERATIONS,
+    *subscriptions.OPERATIONS,
+    *credits.OPERATIONS,
 )
 
 _TAGS = [
@@ -58,6 +76,7 @@ _TAGS = [
                                          "Checkout, auto top-up, the Stripe webhook."},
     {"name": "admin", "description": "Operator endpoints (GATEWAY_ADMIN_TOKEN)."},
     {"name": "models", "description": "Model discovery for OpenAI-compatible clients."},
+    {"name": "meta", "description": "Stripe configuration, feature flags and gateway info."},
 ]
 
 # --- generation ------------------------------------------------------------------------------
@@ -132,6 +151,8 @@ def _operation(op: Operation, refs: Mapping[tuple[Any, Any], Any]) -> dict[str, 
     # Every body is bounded while read (gateway/body_limit.py: GATEWAY_MAX_BODY_BYTES).
     errors: tuple[type[GatewayError], ...] = (
         (*op.errors, PayloadTooLarge) if op.body is not None else op.errors)
+    if switched_off(op.path):  # GATEWAY_BILLING_ENABLED=false (gateway/billing_switch.py)
+        errors = (*errors, BillingDisabled)
     for cls in dict.fromkeys(errors):
         by_status.setdefault(cls.status, []).append(cls)
     for status, classes in sorted(by_status.items()):

@@ -11,6 +11,7 @@ about one object apply once too; and none depends on another having arrived firs
 | checkout.session.completed (payment) | package bucket, 90 days; package.fulfilled, resume.ready |
 | checkout.session.completed (subscription) | links the Stripe customer/subscription; plan, status |
 | invoice.paid (subscription create/cycle) | subscription bucket until the period end |
+| invoice.paid (subscription_update: a proration) | the prorated extra allowance of an upgrade, until the period end |
 | customer.subscription.updated | status; plan change; `cancel_at_period_end` → scheduled downgrade |
 | customer.subscription.deleted | status `canceled`, default plan, rollover discarded |
 | subscription_schedule.created/updated/released/canceled | scheduled downgrade set or cleared |
@@ -30,8 +31,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.problems import BadRequest
-from policies.units import UnitKind
+from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, now_ms
+from storage.engine.proration import proration_credit
 from storage.ports import Invoice, PlanRules, UnknownAccount
 
 if TYPE_CHECKING:
@@ -177,8 +179,11 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
     subscription_id = _id(details.get("subscription")) or _id(obj.get("subscription"))
     if subscription_id is None:
         return await _record(s, event_id, kind, "ignored")  # not a subscription invoice
+    if obj.get("billing_reason") == "subscription_update":
+        return await _proration_paid(s, event_id, kind, created_ms, obj, subscription_id,
+                                     details.get("metadata") or {})
     if obj.get("billing_reason") not in (None, "subscription_create", "subscription_cycle"):
-        return await _record(s, event_id, kind, "ignored")  # prorations credit nothing
+        return await _record(s, event_id, kind, "ignored")
     meta = details.get("metadata") or {}
     customer = _id(obj.get("customer"))
     account_id = await _account(s, meta, customer)
@@ -191,7 +196,7 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
         "start": obj.get("period_start"), "end": obj.get("period_end")}
     invoice = Invoice(
         invoice_id=obj["id"], subscription_id=subscription_id, customer_id=customer,
-        subscription_key=sub.key, plan_key=sub.plan, units=sub.ledger_units(s.policy.unit),
+        subscription_key=sub.key, plan_key=sub.plan, units=included_units(sub, s.policy.unit),
         period_start_ms=int(period["start"]) * MS_PER_SECOND,
         period_end_ms=int(period["end"]) * MS_PER_SECOND)
     try:
@@ -199,6 +204,52 @@ async def _invoice_paid(s: Services, event_id: str, kind: str, created_ms: int,
                                                  account_id, invoice, plan_rules(s), now_ms()))
     except UnknownAccount:
         return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+async def _proration_paid(s: Services, event_id: str, kind: str, created_ms: int,
+                          obj: dict[str, Any], subscription_id: str,
+                          meta: dict[str, Any]) -> str:
+    """A paid proration invoice of a plan change made through the gateway
+    (gateway/api/subscriptions.py put the previous key and the period on the subscription's
+    metadata): credit the prorated difference of the included amounts (storage.engine.proration)
+    as a subscription bucket until the period end, once per invoice. A change made elsewhere
+    (no such metadata) or one that credits nothing is recorded `ignored`."""
+    account_id = await _account(s, meta, _id(obj.get("customer")))
+    new = _catalog_subscription(s, meta.get("subscription_key"))
+    old = _catalog_subscription(s, meta.get("previous_subscription_key"))
+    periods = [line.get("period") for line in _dig(obj, "lines", "data") or []
+               if isinstance(line.get("period"), dict)]
+    if account_id is None:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+    try:
+        start_ms = int(meta["gw_period_start"]) * MS_PER_SECOND
+        end_ms = int(meta["gw_period_end"]) * MS_PER_SECOND
+        change_ms = min(int(p["start"]) for p in periods) * MS_PER_SECOND
+        line_end_ms = max(int(p["end"]) for p in periods) * MS_PER_SECOND
+    except (KeyError, TypeError, ValueError):
+        return await _record(s, event_id, kind, "ignored")
+    if new is None or old is None or line_end_ms != end_ms:
+        return await _record(s, event_id, kind, "ignored")
+    unit = s.policy.unit
+    units = proration_credit(included_units(old, unit), included_units(new, unit), change_ms, start_ms,
+                             end_ms)
+    if units <= 0:
+        return await _record(s, event_id, kind, "ignored")
+    invoice = Invoice(invoice_id=obj["id"], subscription_id=subscription_id,
+                      customer_id=_id(obj.get("customer")), subscription_key=new.key,
+                      plan_key=new.plan, units=units, period_start_ms=change_ms,
+                      period_end_ms=end_ms)
+    try:
+        return str(await s.payments.invoice_paid(event_id, kind, created_ms, account_id,
+                                                 invoice, plan_rules(s), now_ms()))
+    except UnknownAccount:
+        return await _unattributed(s, event_id, kind, "unknown_account")
+
+
+def included_units(sub: Any, unit: UnitOfAccount) -> int:
+    """Ledger units a catalog subscription includes per period, in the deployment's `unit`
+    (ms of AI time, currency micro-units or tokens)."""
+    return int(sub.ledger_units(unit))
 
 
 async def _subscription_changed(s: Services, event_id: str, kind: str, created_ms: int,

@@ -41,6 +41,16 @@ class TopUpState:
     attempts: int
 
 
+def charge_target(customer_id: str | None, payment_method_id: str | None,
+                  linked_customer_id: str | None,
+                  default_payment_method_id: str | None) -> tuple[str | None, str | None]:
+    """(Stripe customer, payment method) an attempt charges: the ones the auto top-up settings
+    name, else the account's linked customer and its default card (issue 11: the default card
+    is what auto top-up charges when the settings name none). A method named without a
+    customer in the settings is charged on the linked customer."""
+    return customer_id or linked_customer_id, payment_method_id or default_payment_method_id
+
+
 def claimable(state: TopUpState, at_ms: int) -> bool:
     """True when an attempt may be claimed at `at_ms`, balance aside (see `claim_id`)."""
     if not state.enabled or not state.has_payment_method or state.next_attempt_at_ms > at_ms:

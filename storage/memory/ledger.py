@@ -81,7 +81,8 @@ class MemoryLedger:
             "created_at_ms": at, "event_seq": 0, "stripe_customer_id": None,
             "stripe_subscription_id": None, "subscription_key": None,
             "subscription_event_at_ms": 0, "pending_plan_key": None,
-            "pending_effective_at_ms": None, "auto_topup_threshold": None}
+            "pending_effective_at_ms": None, "auto_topup_threshold": None,
+            "default_payment_method_id": None}
         if plan.welcome_bonus > 0:
             s.credit(account_id, Source.WELCOME, plan.welcome_bonus, "welcome_bonus", None,
                      "welcome bonus", at)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from storage.clock import MS_PER_MINUTE, MS_PER_SECOND, iso_utc
+from storage.clock import MS_PER_SECOND, iso_utc
 from storage.engine import expiry, topup
 from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
@@ -23,6 +23,7 @@ from storage.memory.ledger import MemoryLedger
 from storage.memory.store import MemoryStore, Row, as_bucket
 from storage.ports import (
     Attempt,
+    BillingProfile,
     GrantResult,
     Invoice,
     PlanRules,
@@ -76,7 +77,7 @@ class MemoryPayments:
             s.record_stripe_event(event_id, event_type, "unknown_session", at)
             return "unknown_session", None, None
         p = _purchase(row)
-        grant = s.credit(p.account_id, Source.PACKAGE, p.granted,
+        grant = s.credit(p.account_id, Source.PACKAGE, p.credit_units,
                          f"stripe_checkout:{p.session_id}", expires_at_ms,
                          f"package {p.package_key}", at,
                          {"session_id": p.session_id, "operation_id": p.operation_id,
@@ -136,8 +137,7 @@ class MemoryPayments:
         bucket = s.buckets.get(row["bucket_id"])
         live = bucket is not None and (bucket["expires_at_ms"] is None
                                        or bucket["expires_at_ms"] > at_ms)
-        granted = row["units"] if row.get("units") is not None else row["minutes"] * MS_PER_MINUTE
-        decided = clawback(granted, amount_cents, refunded_cents,
+        decided = clawback(_purchase(row).credit_units, amount_cents, refunded_cents,
                            row["clawed_back"], bucket["remaining"] if bucket and live else 0,
                            live)
         if decided is None:
@@ -182,6 +182,26 @@ class MemoryPayments:
     async def account_for_customer(self, customer_id: str) -> str | None:
         return next((a["id"] for a in self._s.accounts.values()
                      if a["stripe_customer_id"] == customer_id), None)
+
+    async def billing_profile(self, account_id: str) -> BillingProfile:
+        account = self._s.account(account_id)
+        return BillingProfile(account["stripe_customer_id"],
+                              account["default_payment_method_id"], account["created_at_ms"],
+                              account["stripe_subscription_id"], account["subscription_key"])
+
+    async def link_customer(self, account_id: str, customer_id: str) -> str:
+        account = self._s.account(account_id)
+        if account["stripe_customer_id"] is None:
+            account["stripe_customer_id"] = customer_id
+        return str(account["stripe_customer_id"])
+
+    async def set_default_payment_method(self, account_id: str, payment_method_id: str | None,
+                                         *, only_if: str | None = None) -> bool:
+        account = self._s.account(account_id)
+        if only_if is not None and account["default_payment_method_id"] != only_if:
+            return False
+        account["default_payment_method_id"] = payment_method_id
+        return True
 
     def _newer(self, account: Row, event_ms: int) -> bool:
         if account["subscription_event_at_ms"] > event_ms:
@@ -388,7 +408,10 @@ class MemoryPayments:
         row = s.auto_topups.get(account_id)
         if row is None:
             return None
-        state = _state(row)
+        customer, method = topup.charge_target(
+            row["stripe_customer_id"], row["payment_method_id"], account["stripe_customer_id"],
+            account["default_payment_method_id"])
+        state = _state(row, customer is not None and method is not None)
         if not topup.claimable(state, at):
             return None
         spendable = sum(b["remaining"] for b in s.live_buckets(account_id, at))
@@ -407,8 +430,9 @@ class MemoryPayments:
                          "threshold_seconds": row["threshold"] // MS_PER_SECOND,
                          "available_seconds": max(0, funds) // MS_PER_SECOND,
                          "attempt_id": attempt_id})
-        return Attempt(account_id, attempt_id, row["package_key"], row["currency"],
-                       row["stripe_customer_id"], row["payment_method_id"])
+        assert customer is not None and method is not None  # claimable() checked it
+        return Attempt(account_id, attempt_id, row["package_key"], row["currency"], customer,
+                       method)
 
     async def topup_failed(self, account_id: str, attempt_id: str, error: str,
                            at_ms: int | None = None) -> bool:
@@ -424,8 +448,12 @@ class MemoryPayments:
 
     async def due_topups(self, limit: int, at_ms: int | None = None) -> list[str]:
         at = self._at(at_ms)
+        accounts = self._s.accounts
         return [row["account_id"] for row in self._s.auto_topups.values()
-                if topup.due(_state(row), row["payment_method_id"] is not None, at)][:limit]
+                if topup.due(_state(row, True), (
+                    row["payment_method_id"]
+                    or accounts[row["account_id"]]["default_payment_method_id"]) is not None,
+                    at)][:limit]
 
     async def credit_topup(self, event_id: str, event_type: str, payment_intent_id: str,
                            account_id: str, attempt_id: str | None, package_key: str,
@@ -437,7 +465,7 @@ class MemoryPayments:
         s.account(account_id)
         p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents,
                      None, units)
-        grant = s.credit(account_id, Source.PACKAGE, p.granted,
+        grant = s.credit(account_id, Source.PACKAGE, p.credit_units,
                          f"stripe_pi:{payment_intent_id}", expires_at_ms,
                          f"auto top-up: package {package_key}", at,
                          {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,
@@ -464,10 +492,10 @@ def _purchase(row: Row) -> Purchase:
     return Purchase(*(row[f] for f in _PURCHASE_FIELDS))
 
 
-def _state(row: Row) -> topup.TopUpState:
+def _state(row: Row, has_payment_method: bool) -> topup.TopUpState:
     return topup.TopUpState(
         enabled=bool(row["enabled"]), threshold=row["threshold"],
-        has_payment_method=bool(row["payment_method_id"] and row["stripe_customer_id"]),
+        has_payment_method=has_payment_method,
         next_attempt_at_ms=row["next_attempt_at_ms"], pending_attempt=row["pending_attempt"],
         pending_since_ms=row["pending_since_ms"], attempts=row["attempts"])
 

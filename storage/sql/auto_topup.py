@@ -86,7 +86,13 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
     row = conn.execute(select(auto_topups).where(auto_topups.c.account_id == account_id)).first()
     if row is None:
         return None
-    state = _state(row)
+    link = conn.execute(select(accounts.c.stripe_customer_id,
+                               accounts.c.default_payment_method_id).where(
+        accounts.c.id == account_id)).one()
+    customer, method = topup.charge_target(row.stripe_customer_id, row.payment_method_id,
+                                           link.stripe_customer_id,
+                                           link.default_payment_method_id)
+    state = _state(row, customer is not None and method is not None)
     if not topup.claimable(state, at_ms):
         return None
     spendable = sum(int(r.remaining) for r in _live_bucket_rows(conn, account_id, at_ms))
@@ -106,14 +112,14 @@ def claim_tx(conn: Connection, account_id: str, at_ms: int) -> Attempt | None:
                        "threshold_seconds": row.threshold // MS_PER_SECOND,
                        "available_seconds": max(0, funds) // MS_PER_SECOND,
                        "attempt_id": attempt_id})
-    return Attempt(account_id, attempt_id, row.package_key, row.currency,
-                   row.stripe_customer_id, row.payment_method_id)
+    assert customer is not None and method is not None  # claimable() checked it
+    return Attempt(account_id, attempt_id, row.package_key, row.currency, customer, method)
 
 
-def _state(row: Any) -> topup.TopUpState:
+def _state(row: Any, has_payment_method: bool) -> topup.TopUpState:
     return topup.TopUpState(
         enabled=bool(row.enabled), threshold=int(row.threshold),
-        has_payment_method=bool(row.payment_method_id and row.stripe_customer_id),
+        has_payment_method=has_payment_method,
         next_attempt_at_ms=int(row.next_attempt_at_ms), pending_attempt=row.pending_attempt,
         pending_since_ms=None if row.pending_since_ms is None else int(row.pending_since_ms),
         attempts=int(row.attempts))
@@ -137,9 +143,11 @@ def failed_tx(conn: Connection, account_id: str, attempt_id: str, error: str,
 def due_accounts_tx(conn: Connection, at_ms: int, limit: int) -> list[str]:
     """Accounts whose enabled auto top-up may be claimable now (no fresh pending attempt and
     no backoff running); `claim_tx` decides."""
-    rows = conn.execute(select(auto_topups.c.account_id).where(
+    rows = conn.execute(select(auto_topups.c.account_id).join(
+        accounts, accounts.c.id == auto_topups.c.account_id).where(
         auto_topups.c.enabled.is_(True), auto_topups.c.next_attempt_at_ms <= at_ms,
-        auto_topups.c.payment_method_id.is_not(None),
+        auto_topups.c.payment_method_id.is_not(None)
+        | accounts.c.default_payment_method_id.is_not(None),
         (auto_topups.c.pending_attempt.is_(None))
         | (auto_topups.c.pending_since_ms <= at_ms - STALE_PENDING_MS)).limit(limit))
     return [r[0] for r in rows]
@@ -159,7 +167,7 @@ def credit_topup_tx(conn: Connection, event_id: str, event_type: str, payment_in
         return "duplicate"
     p = Purchase(payment_intent_id, account_id, package_key, minutes, currency, cents, None,
                  units)
-    grant = credit_tx(conn, account_id, Source.PACKAGE, p.granted,
+    grant = credit_tx(conn, account_id, Source.PACKAGE, p.credit_units,
                       f"stripe_pi:{payment_intent_id}", expires_at_ms,
                       f"auto top-up: package {package_key}", at_ms,
                       {"payment_intent_id": payment_intent_id, "attempt_id": attempt_id,

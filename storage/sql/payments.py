@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.ports import Attempt, GrantResult, Invoice, PlanRules, Purchase
-from storage.sql import auto_topup, purchases, subscriptions
+from storage.ports import Attempt, BillingProfile, GrantResult, Invoice, PlanRules, Purchase
+from storage.sql import auto_topup, customers, purchases, subscriptions
 from storage.sql.ledger import SqlLedger
 
 
@@ -48,6 +48,17 @@ class SqlPayments:
 
     async def account_for_customer(self, customer_id: str) -> str | None:
         return await self._run(subscriptions.account_for_customer_tx, customer_id)
+
+    async def billing_profile(self, account_id: str) -> BillingProfile:
+        return await self._run(customers.billing_profile_tx, account_id)
+
+    async def link_customer(self, account_id: str, customer_id: str) -> str:
+        return await self._run(customers.link_customer_tx, account_id, customer_id)
+
+    async def set_default_payment_method(self, account_id: str, payment_method_id: str | None,
+                                         *, only_if: str | None = None) -> bool:
+        return await self._run(customers.set_default_payment_method_tx, account_id,
+                               payment_method_id, only_if)
 
     async def invoice_paid(self, event_id: str, event_type: str, event_ms: int,
                            account_id: str, invoice: Invoice, rules: PlanRules,

@@ -15,7 +15,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from storage.clock import MS_PER_MINUTE
 from storage.engine.buckets import EventType, Source
 from storage.engine.events import fulfilment_events
 from storage.engine.refunds import clawback, refund_status
@@ -73,7 +72,7 @@ def fulfil_checkout_tx(
     _lock(conn, p.account_id)
     if event_seen_tx(conn, event_id):  # a racing delivery won while we waited for the lock
         return "duplicate", None, p
-    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.granted,
+    grant = credit_tx(conn, p.account_id, Source.PACKAGE, p.credit_units,
                       f"stripe_checkout:{p.session_id}", expires_at_ms,
                       f"package {p.package_key}", at_ms,
                       {"session_id": p.session_id, "operation_id": p.operation_id,
@@ -157,8 +156,7 @@ def clawback_tx(conn: Connection, payment_intent_id: str, charge_id: str, amount
     bucket = conn.execute(select(buckets.c.remaining, buckets.c.expires_at_ms).where(
         buckets.c.id == row.bucket_id)).first()
     live = bucket is not None and (bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms)
-    granted = int(row.units) if row.units is not None else int(row.minutes) * MS_PER_MINUTE
-    decided = clawback(granted, amount_cents, refunded_cents,
+    decided = clawback(_purchase(row).credit_units, amount_cents, refunded_cents,
                        int(row.clawed_back),
                        int(bucket.remaining) if live and bucket is not None else 0, live)
     if decided is None:

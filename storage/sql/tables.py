@@ -44,6 +44,8 @@ accounts = Table(
     Column("pending_effective_at_ms", BigInteger, nullable=True),
     # copy of auto_topups.threshold while enabled, read with the row lock at settlement
     Column("auto_topup_threshold", BigInteger, nullable=True),
+    # the Stripe payment method auto top-up charges when its settings name none
+    Column("default_payment_method_id", String(255), nullable=True),
     CheckConstraint("debt >= 0", name="ck_accounts_debt_nonneg"),
 )
 

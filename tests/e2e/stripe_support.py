@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import respx
@@ -21,14 +22,15 @@ WEBHOOK_SECRET = "whsec_test_secret"
 
 @contextlib.contextmanager
 def stripe_gateway(tmp_path: Path, upstream_env: Mapping[str, str],
-                   extra_env: Mapping[str, str] | None = None
+                   extra_env: Mapping[str, str] | None = None, policy_transform: Any = None,
                    ) -> Iterator[tuple[RunningGateway, respx.MockRouter]]:
     """A gateway configured for Stripe (its API at the respx double `STRIPE_BASE`) and the
     respx router that mocks it; calls to the gateway and the fake upstream pass through."""
     gw = start_gateway(tmp_path, {**upstream_env, **(extra_env or {}),
                                   "STRIPE_SECRET_KEY": "sk_test_123",
                                   "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                                  "STRIPE_API_BASE": STRIPE_BASE})
+                                  "STRIPE_API_BASE": STRIPE_BASE},
+                       policy_transform=policy_transform)
     try:
         with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
             router.route(url__startswith=gw.url).pass_through()
