@@ -231,8 +231,8 @@ async def _proration_paid(s: Services, event_id: str, kind: str, created_ms: int
     if new is None or old is None or line_end_ms != end_ms:
         return await _record(s, event_id, kind, "ignored")
     unit = s.policy.unit
-    units = proration_credit(included_units(old, unit), included_units(new, unit), change_ms, start_ms,
-                             end_ms)
+    units = proration_credit(included_units(old, unit), included_units(new, unit), change_ms,
+                             start_ms, end_ms)
     if units <= 0:
         return await _record(s, event_id, kind, "ignored")
     invoice = Invoice(invoice_id=obj["id"], subscription_id=subscription_id,
