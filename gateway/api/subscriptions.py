@@ -117,11 +117,12 @@ def _allowance(snap: BalanceSnapshot) -> tuple[int, int]:
 
 def _warning(s: Services, snap: BalanceSnapshot, plan_key: str,
              effective_ms: int) -> ScheduledChange:
+    """The seeds' downgrade warning of a move to `plan_key` at `effective_ms`: the live
+    rollover it will discard (storage.engine.expiry's rule, as the webhook records it)."""
     at_risk = sum(b.remaining for b in snap.buckets if b.source == Source.ROLLOVER.value)
-    w = expiry.downgrade_warning(plan_key, effective_ms, at_risk)
-    return ScheduledChange(new_plan=plan_key, effective_date=str(w["effective_date"]),
-                           will_discard_rollover=bool(w["will_discard_rollover"]),
-                           minutes_to_discard=int(str(w["minutes_to_discard"])))
+    warning = expiry.downgrade_warning(plan_key, effective_ms, at_risk)
+    return ScheduledChange.model_validate(
+        {k: v for k, v in warning.items() if k in ScheduledChange.model_fields})
 
 
 def _document(s: Services, account_id: str, snap: BalanceSnapshot, profile: BillingProfile,

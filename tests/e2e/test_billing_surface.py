@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import respx
 
+from gateway.hmac_auth import header_for
 from policies.compiled import Policy
 from policies.units import UnitKind, UnitOfAccount
 from tests.e2e.billing_surface_support import (
@@ -32,7 +34,8 @@ from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import STRIPE_BASE, _event, _mock_checkout, stripe_gateway
 from tests.support import TEST_POLICY, RunningGateway
 
-ENV = {"STRIPE_PUBLISHABLE_KEY": "pk_test_abc",
+HMAC_SECRET = "g" * 40
+ENV = {"STRIPE_PUBLISHABLE_KEY": "pk_test_abc", "GATEWAY_HMAC_KEYS": f"k1:{HMAC_SECRET}",
        "GATEWAY_POLICY_PATH": f"{TEST_POLICY},{BILLING_POLICY}",
        "GATEWAY_PORTAL_RETURN_URL": "https://app.example/settings/billing"}
 Shop = tuple[RunningGateway, respx.MockRouter]
@@ -97,7 +100,7 @@ def test_billing_disabled_answers_503_but_the_webhook_and_the_proxy_keep_working
         call = httpx.post(gw.url + "/v1/chat/completions", headers=auth(key),
                           json=chat_body("still metered"))
         assert call.status_code == 200 and int(call.headers["x-gateway-charged-ms"]) > 0
-        broke, broke_key = gw.ledger.funded(0)
+        _broke, broke_key = gw.ledger.funded(0)
         assert httpx.post(gw.url + "/v1/chat/completions", headers=auth(broke_key),
                           json=chat_body("no credit")).status_code == 402
         # Payments already made keep settling: the webhook still credits.
@@ -303,7 +306,7 @@ def test_a_credit_purchase_in_a_currency_deployment_credits_the_amount_once(
 def test_credit_purchases_need_a_currency_unit_and_stay_within_the_policys_bounds(
         usd_shop: Shop, surface: Shop) -> None:
     gw, router = usd_shop
-    account, key = gw.ledger.funded(0)
+    _account, key = gw.ledger.funded(0)
     for body in ({"amount": 4.99, "currency": "USD"}, {"amount": 500.01, "currency": "USD"},
                  {"amount": 10, "currency": "EUR"}, {"amount": 1.001, "currency": "USD"},
                  {"amount": -5, "currency": "USD"}, {"amount": "NaN", "currency": "USD"}):
@@ -357,3 +360,29 @@ def _wait(predicate: Any, timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def _signed(method: str, path: str, body: bytes = b"") -> dict[str, str]:
+    return {"x-hmac-signature": header_for("k1", HMAC_SECRET, method, path, "", body,
+                                           secrets.token_urlsafe(16))}
+
+
+def test_a_product_backend_signs_for_any_account_and_strangers_are_refused(
+        surface: Shop) -> None:
+    gw, router = surface
+    account, _key = gw.ledger.funded(1_000)
+    _other, other_key = gw.ledger.funded(0)
+    path = f"/v1/billing/account/{account}"
+    signed = httpx.get(gw.url + path, headers=_signed("GET", path))
+    assert signed.status_code == 200 and signed.json()["id"] == account
+    assert httpx.get(gw.url + path).status_code == 401
+    assert httpx.get(gw.url + path, headers=auth(other_key)).status_code == 404
+    mock_customer(router, "cus_signed")
+    router.post(f"{STRIPE_BASE}/v1/billing_portal/sessions").mock(return_value=httpx.Response(
+        200, json={"id": "bps_s", "object": "billing_portal.session",
+                   "url": "https://billing.stripe.com/p/session/bps_s"}))
+    portal = f"/v1/billing/portal/{account}"
+    r = httpx.post(gw.url + portal, headers=_signed("POST", portal))
+    assert r.status_code == 200 and r.json()["portal_url"].endswith("bps_s")
+    sub = f"/v1/billing/subscription/{account}"
+    assert httpx.get(gw.url + sub, headers=_signed("GET", sub)).json()["status"] == "none"

@@ -52,8 +52,8 @@ HMAC_KEYS = f"k1:{HMAC_SECRET}"
 # The live stream never ends, so no single call of it can be validated.
 NOT_FUZZED = ["purchasePackage", "subscriptionCheckout", "stripeWebhook", "streamBillingEvents",
               "streamOwnBillingEvents",
-              # Stripe-backed (cards, portal, subscription changes): tests/e2e/test_billing_surface.py
-              # and test_subscription_management.py drive them against the Stripe double.
+              # Stripe-backed (cards, portal, subscription changes): test_billing_surface.py and
+              # test_subscription_management.py drive them against the Stripe double.
               "listPaymentMethods", "attachPaymentMethod", "createSetupIntent",
               "setDefaultPaymentMethod", "detachPaymentMethod", "openCustomerPortal",
               "cancelSubscription", "reactivateSubscription", "changeSubscription"]
