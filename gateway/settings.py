@@ -14,6 +14,7 @@
 | STRIPE_SECRET_KEY / STRIPE_WEBHOOK_SECRET | (unset) | Stripe API key and webhook signing secret |
 | STRIPE_API_BASE | https://api.stripe.com | Stripe API base (point at a test double such as stripe-mock) |
 | GATEWAY_CHECKOUT_SUCCESS_URL / _CANCEL_URL | GATEWAY_PUBLIC_URL + /billing/… | where Checkout returns |
+| GATEWAY_CHECKOUT_INVOICES | false | `true`: Checkout creates a Stripe invoice for one-time purchases (Stripe charges for it) |
 | GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | GATEWAY_EVENT_HISTORY_S | 86400 | how long account events stay replayable (`Last-Event-ID`) |
@@ -113,6 +114,8 @@ class Settings(BaseSettings):
     # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing/success | /billing/cancel
     checkout_success_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_SUCCESS_URL")
     checkout_cancel_url: str = Field("", validation_alias="GATEWAY_CHECKOUT_CANCEL_URL")
+    # Stripe charges per invoice it creates: the operator opts in (issue 11 item 5)
+    checkout_invoices: bool = Field(False, validation_alias="GATEWAY_CHECKOUT_INVOICES")
     event_history_s: int = Field(SECONDS_PER_DAY, ge=60, le=90 * SECONDS_PER_DAY,
                                  validation_alias="GATEWAY_EVENT_HISTORY_S")
     stream_keepalive_s: int = Field(15, ge=1, le=300,

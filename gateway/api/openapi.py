@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api import admin, auto_topup, billing, models, payments, stream
+from gateway.api import admin, auto_topup, billing, invoices, models, payments, stream
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
 from gateway.problems import GatewayError, PayloadTooLarge
@@ -47,6 +47,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *billing.OPERATIONS,
     *payments.OPERATIONS,
     *auto_topup.OPERATIONS,
+    *invoices.OPERATIONS,
     *stream.OPERATIONS,
     *admin.OPERATIONS,
     *models.OPERATIONS,
@@ -56,6 +57,8 @@ _TAGS = [
     {"name": "billing", "description": "An account's catalog, balance, history and preflight."},
     {"name": "payments", "description": "Package and subscription purchases through Stripe "
                                          "Checkout, auto top-up, the Stripe webhook."},
+    {"name": "invoices", "description": "Stripe invoices mirrored from webhooks, their PDFs and "
+                                         "payment, and the monthly usage statement."},
     {"name": "admin", "description": "Operator endpoints (GATEWAY_ADMIN_TOKEN)."},
     {"name": "models", "description": "Model discovery for OpenAI-compatible clients."},
 ]
