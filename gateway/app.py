@@ -28,6 +28,7 @@ from gateway.api.invoices import INVOICE_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
+from gateway.api.reconcile import RECONCILE_ROUTES
 from gateway.api.stream import STREAM_ROUTES
 from gateway.auth import KeyCache
 from gateway.body_limit import BodyLimit
@@ -437,6 +438,7 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,
         *INVOICE_ROUTES,
+        *RECONCILE_ROUTES,
         *MODELS_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),

@@ -28,7 +28,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api import admin, auto_topup, billing, invoices, models, payments, stream
+from gateway.api import (
+    admin,
+    auto_topup,
+    billing,
+    invoices,
+    models,
+    payments,
+    reconcile,
+    stream,
+)
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
 from gateway.problems import GatewayError, PayloadTooLarge
@@ -50,6 +59,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *invoices.OPERATIONS,
     *stream.OPERATIONS,
     *admin.OPERATIONS,
+    *reconcile.OPERATIONS,
     *models.OPERATIONS,
 )
 

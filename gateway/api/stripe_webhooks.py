@@ -85,6 +85,16 @@ async def apply_event(s: Services, event: Any) -> str:
     return outcome
 
 
+async def apply_object(s: Services, event_id: str, kind: str, created_ms: int,
+                       obj: dict[str, Any]) -> str:
+    """Apply a Stripe object as if an event `kind` with id `event_id` (created at
+    `created_ms`) had delivered it — what reconciliation does for a payment whose event never
+    arrived: the same effects, idempotent by the same keys. Returns the outcome."""
+    outcome = await _dispatch(s, event_id, kind, created_ms, obj)
+    s.metrics.stripe_events.labels(kind, outcome).inc()
+    return outcome
+
+
 async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
                     obj: dict[str, Any]) -> str:
     at = now_ms()

@@ -171,3 +171,17 @@ async def mirror(s: Services, obj: dict[str, Any], event_ms: int) -> str | None:
         log.warning("stripe invoice not mirrored", extra={"invoice": obj.get("id"),
                                                           "reason": str(exc)})
         return None
+
+
+def subscription_units(s: Services, obj: dict[str, Any]) -> int | None:
+    """The ledger units a paid invoice credits by itself — a subscription invoice of a period
+    (`subscription_create`/`subscription_cycle`) its subscription's minutes, as the webhook
+    credits them; None for any other invoice (prorations, Checkout purchases' invoices, an
+    unknown plan)."""
+    if subscription_id(obj) is None or obj.get("billing_reason") not in _CREDITING_REASONS:
+        return None
+    subs = {x.key: x for x in s.policy.document.catalog.subscriptions}
+    keys = [_dig(line, "price", "lookup_key") for line in _dig(obj, "lines", "data") or []]
+    keys.append(invoice_metadata(obj).get("subscription_key"))
+    sub = next((subs[k] for k in keys if isinstance(k, str) and k in subs), None)
+    return None if sub is None else sub.minutes * MS_PER_MINUTE
