@@ -43,6 +43,8 @@ async def reconcile_stripe(settings: Settings, policy: Policy, from_ms: int, to_
         return await reconcile(services, services.records, from_ms, to_ms_, apply, now_ms())
     finally:
         await services.topups.close()
+        await services.bus.close()
+        await services.upstream.close()
         await services.ledger.close()
         close = getattr(services.resume, "close", None)
         if close is not None:
