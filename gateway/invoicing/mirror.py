@@ -88,7 +88,7 @@ def _credited_by_line(s: Services, obj: dict[str, Any], line: dict[str, Any],
     is_subscription_line = (line.get("type") == "subscription" or _dig(
         line, "parent", "type") == "subscription_item_details" or lookup in subs)
     if subscription_id(obj) is not None and is_subscription_line:
-        sub = subs.get(lookup) or subs.get(meta.get("subscription_key"))  # type: ignore[arg-type]
+        sub = subs.get(str(lookup)) or subs.get(str(meta.get("subscription_key")))
         if sub is not None and obj.get("billing_reason") in _CREDITING_REASONS \
                 and not line.get("proration"):
             return "subscription", sub.minutes * MS_PER_MINUTE

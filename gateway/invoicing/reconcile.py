@@ -141,10 +141,10 @@ async def reconcile(s: Services, records: BillingRecords, from_ms: int, to_ms_: 
                                               c.object_id) for c in found.unmatched}
     unpaid = credited_not_paid(found.unmatched, retrieved)
     invoices = {inv["id"]: inv for inv in period.invoices}
-    intents_by_session = {v["id"]: v for v in period.sessions.values()}
+    sessions_by_id = {v["id"]: v for v in period.sessions.values()}
     for item in found.paid_not_credited:
         source = (invoices.get(item["object_id"]) if item["kind"] == "invoice" else
-                  intents_by_session.get(item["object_id"]) if item["kind"] == "checkout" else
+                  sessions_by_id.get(item["object_id"]) if item["kind"] == "checkout" else
                   period.intents.get(item["object_id"]))
         item["account_id"] = item["account_id"] or await _account_of(s, item["kind"], source)
         item["applied"] = (await _apply(s, item["kind"], source) if apply and source
