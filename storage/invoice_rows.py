@@ -12,7 +12,8 @@ from storage.ports import InvoiceLine, MirroredInvoice, StripeCredit
 # ledger idempotency key prefix → StripeCredit.kind (refund adjustments are not credits)
 CREDIT_KINDS = {"stripe_checkout:": "checkout", "stripe_invoice:": "invoice",
                 "stripe_pi:": "topup"}
-STRIPE_KEY_PREFIX = "stripe_"
+# the SQL predicate of the ledger's partial indexes on Stripe-keyed entries (tables.py)
+STRIPE_KEYED_SQL = "substr(idempotency_key, 1, 7) = 'stripe_'"
 
 
 def credit_keys(object_id: str) -> list[str]:

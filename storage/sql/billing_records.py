@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.engine.invoices import supersedes
 from storage.invoice_rows import (
-    STRIPE_KEY_PREFIX,
+    STRIPE_KEYED_SQL,
     credit_keys,
     credits_of,
     invoice_from_row,
@@ -101,8 +101,9 @@ def usage_breakdown_tx(conn: Connection, account_id: str, from_ms: int,
 
 
 def _stripe_keyed() -> Any:
-    # the partial indexes' predicate, written identically so both databases use them
-    return func.substr(ledger_entries.c.idempotency_key, 1, 7) == STRIPE_KEY_PREFIX
+    # The partial indexes' predicate, as literal SQL (no bound parameters): SQLite and
+    # PostgreSQL use a partial index only when the query implies its predicate verbatim.
+    return text(STRIPE_KEYED_SQL)
 
 
 def stripe_credits_tx(conn: Connection, from_ms: int, to_ms_: int,

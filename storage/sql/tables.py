@@ -291,9 +291,8 @@ reconciliation_reports = Table(
 
 # Stripe-keyed credits by key and by time, for reconciliation; partial, so the entries the
 # request path writes (settlements, bonuses) never touch them
+_STRIPE_KEYED = "substr(idempotency_key, 1, 7) = 'stripe_'"  # storage.invoice_rows
 Index("ix_ledger_stripe_key", ledger_entries.c.idempotency_key,
-      sqlite_where=text("substr(idempotency_key, 1, 7) = 'stripe_'"),
-      postgresql_where=text("substr(idempotency_key, 1, 7) = 'stripe_'"))
+      sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
 Index("ix_ledger_stripe_time", ledger_entries.c.created_at_ms,
-      sqlite_where=text("substr(idempotency_key, 1, 7) = 'stripe_'"),
-      postgresql_where=text("substr(idempotency_key, 1, 7) = 'stripe_'"))
+      sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
