@@ -38,6 +38,7 @@ from gateway.api.operations import (
 )
 from gateway.api.shapes import DATE_TIME, Shape
 from gateway.invoicing import documents
+from gateway.invoicing.formats import ZERO_DECIMAL
 from gateway.invoicing.mirror import to_mirror
 from gateway.problems import (
     BadRequest,
@@ -121,7 +122,7 @@ def records_of(s: Services) -> BillingRecords:
 
 
 def _major(cents: int, currency: str) -> float:
-    return cents if currency in documents.ZERO_DECIMAL else cents / 100
+    return cents if currency in ZERO_DECIMAL else cents / 100
 
 
 def _when(ms: int | None) -> str | None:

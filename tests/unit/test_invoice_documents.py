@@ -8,7 +8,8 @@ import re
 
 from pypdf import PdfReader
 
-from gateway.invoicing.documents import amount, etag, money, receipt_pdf, statement_pdf
+from gateway.invoicing.documents import etag, receipt_pdf, statement_pdf
+from gateway.invoicing.formats import amount, money
 from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.ports import InvoiceLine, MirroredInvoice, UsageLine
 
