@@ -26,11 +26,13 @@ from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
 from gateway.api.billing_account import BILLING_ACCOUNT_ROUTES
 from gateway.api.credits import CREDIT_ROUTES
+from gateway.api.invoices import INVOICE_ROUTES
 from gateway.api.meta import META_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
 from gateway.api.payment_methods import PAYMENT_METHOD_ROUTES
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
+from gateway.api.reconcile import RECONCILE_ROUTES
 from gateway.api.stream import STREAM_ROUTES
 from gateway.api.stripe_calls import StripeCustomers
 from gateway.api.subscriptions import SUBSCRIPTION_ROUTES
@@ -60,12 +62,14 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
+from storage.memory.billing_records import MemoryBillingRecords
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.ports import (
+    BillingRecords,
     Counters,
     EventBus,
     NonceStore,
@@ -74,6 +78,7 @@ from storage.ports import (
     StoreUnavailable,
     UnknownAccount,
 )
+from storage.sql.billing_records import SqlBillingRecords
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -263,14 +268,17 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     payments: Payments
     resume: ResumeTokenStore
     nonces: NonceStore
+    records: BillingRecords
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
+        records = MemoryBillingRecords(ledger)
         resume = InProcessResumeTokens()
         nonces = InProcessNonces(ledger.store)
     else:
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
+        records = SqlBillingRecords(ledger)
         resume = SqlResumeTokens(ledger.runner)
         # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a
         # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
@@ -321,6 +329,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         nonces=nonces,
         bus=bus,
         stripe=stripe_client(settings),
+        records=records,
     )
     services.topups = AutoTopUps(services)
     services.customers = StripeCustomers(services)
@@ -437,6 +446,8 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *PAYMENTS_ROUTES,
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,
+        *INVOICE_ROUTES,
+        *RECONCILE_ROUTES,
         *MODELS_ROUTES,
         *META_ROUTES,
         *BILLING_ACCOUNT_ROUTES,

@@ -68,8 +68,23 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes sharing the socket (default: %(default)s)")
 
     sub.add_parser("migrate", help="apply database migrations and exit")
-    sub.add_parser("reconcile", help="settle calls spooled while the store was unreachable "
-                                     "(GATEWAY_UNBILLED_PATH)")
+    rec = sub.add_parser("reconcile", help="settle calls spooled while the store was "
+                                           "unreachable (GATEWAY_UNBILLED_PATH); with --stripe, "
+                                           "compare the ledger's credits with Stripe instead")
+    rec.add_argument("--stripe", action="store_true",
+                     help="reconcile the ledger with Stripe's paid invoices, charges and "
+                          "refunds of --from/--to; the report is stored (default: off)")
+    rec.add_argument("--from", dest="from_", metavar="WHEN",
+                     help="start of the period, RFC 3339 or YYYY-MM-DD (UTC); required with "
+                          "--stripe (default: none)")
+    rec.add_argument("--to", metavar="WHEN", help="end of the period, exclusive; required with "
+                                                   "--stripe (default: none)")
+    rec.add_argument("--apply", action="store_true",
+                     help="credit what Stripe was paid and the ledger never credited "
+                          "(idempotent by the Stripe object id); the rest is only reported "
+                          "(default: report only)")
+    rec.add_argument("--json", action="store_true", help="print the whole report as JSON "
+                                                         "(default: a summary)")
 
     pol = sub.add_parser("policies", help="policy tools").add_subparsers(dest="policies_cmd",
                                                                           required=True)
@@ -165,6 +180,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     policy = load_policy(settings.policy_paths, settings.env)
     print(f"gateway: {_loaded(settings)}", file=sys.stderr)
     _migrate(settings)
+    if cmd == "reconcile" and args.stripe:
+        return _reconcile_stripe(args, settings, policy)
+    if cmd == "reconcile" and (args.from_ or args.to or args.apply):
+        raise CliError("--from, --to and --apply go with --stripe")
     handler = {"accounts": _accounts, "keys": _keys, "grant": _grant, "balance": _balance,
                "usage": _usage, "reconcile": _reconcile(settings)}[cmd]
     return _with_ledger(settings, lambda ledger: handler(args, ledger, policy))
@@ -347,6 +366,24 @@ def _reconcile(settings: Settings) -> Callable[..., Awaitable[int]]:
         return 0
 
     return run
+
+
+def _reconcile_stripe(args: argparse.Namespace, settings: Settings, policy: Policy) -> int:
+    from gateway.invoicing.reconcile import ReconcileError
+    from gateway.invoicing.reconcile_cli import period_of, reconcile_stripe, summary
+
+    if not settings.stripe_secret_key:
+        raise CliError("set STRIPE_SECRET_KEY to reconcile with Stripe")
+    try:
+        start, end = period_of(args.from_, args.to)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        report = asyncio.run(reconcile_stripe(settings, policy, start, end, args.apply))
+    except ReconcileError as exc:
+        raise CliError(str(exc), 1) from None
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+    return 0
 
 
 async def _accounts(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:

@@ -10,6 +10,7 @@
     ├── Unauthorized                  401     unauthorized
     ├── NotFound                      404     not-found
     ├── MethodNotAllowed              405     method-not-allowed
+    ├── InvoiceNotPayable             409     invoice-not-payable
     ├── PayloadTooLarge               413     payload-too-large
     ├── ResumeTokenMismatch           422     resume-token-mismatch
     ├── IdempotencyKeyReused          422     idempotency-key-reused
@@ -111,6 +112,13 @@ class MethodNotAllowed(GatewayError):
     """The path exists with another method."""
 
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class InvoiceNotPayable(GatewayError):
+    """The invoice is not open (draft, paid, void or past due): only an open invoice can be
+    paid through the gateway."""
+
+    status, slug, title = 409, "invoice-not-payable", "Invoice cannot be paid"
 
 
 class PayloadTooLarge(GatewayError):

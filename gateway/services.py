@@ -16,6 +16,7 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy
 from storage.ports import (
     Accounts,
+    BillingRecords,
     EventBus,
     EventLog,
     Ledger,
@@ -47,5 +48,6 @@ class Services:
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
     customers: Any = None  # gateway.api.stripe_calls.StripeCustomers, set by build_services
+    records: BillingRecords | None = None  # invoices, statements, reconciliation
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

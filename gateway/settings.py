@@ -17,6 +17,7 @@
 | STRIPE_PUBLISHABLE_KEY | (unset) | Stripe's publishable key, handed to frontends by `GET /v1/billing/config` |
 | GATEWAY_BILLING_ENABLED | true | false: every `/v1/billing/*` path but the Stripe webhook answers 503 `billing-disabled` (the proxy keeps metering) |
 | GATEWAY_PORTAL_RETURN_URL | GATEWAY_PUBLIC_URL + /billing | where Stripe's customer portal sends the customer back |
+| GATEWAY_CHECKOUT_INVOICES | false | `true`: Checkout creates a Stripe invoice for one-time purchases (Stripe charges for it) |
 | GATEWAY_ADMIN_TOKEN | (unset) | bearer credential of the admin API (≥ 32 chars); unset = no admin API |
 | GATEWAY_HMAC_KEYS | (unset) | server-to-server billing keys: `id:secret,id2:secret2` (secrets ≥ 32 chars) |
 | GATEWAY_EVENT_HISTORY_S | 86400 | how long account events stay replayable (`Last-Event-ID`) |
@@ -121,6 +122,8 @@ class Settings(BaseSettings):
     billing_enabled: bool = Field(True, validation_alias="GATEWAY_BILLING_ENABLED")
     # unset: GATEWAY_PUBLIC_URL (else http://localhost:8080) + /billing
     portal_return_url: str = Field("", validation_alias="GATEWAY_PORTAL_RETURN_URL")
+    # Stripe charges per invoice it creates: the operator opts in (issue 11 item 5)
+    checkout_invoices: bool = Field(False, validation_alias="GATEWAY_CHECKOUT_INVOICES")
     event_history_s: int = Field(SECONDS_PER_DAY, ge=60, le=90 * SECONDS_PER_DAY,
                                  validation_alias="GATEWAY_EVENT_HISTORY_S")
     stream_keepalive_s: int = Field(15, ge=1, le=300,

@@ -672,3 +672,149 @@ class Inspection(Protocol):
     async def api_key_rows(self) -> list[dict[str, Any]]:
         """Every stored API key row (what is kept of a key: its hash, never the key)."""
         ...
+
+
+# ---- invoices, usage statements and reconciliation (issue 11 items 5–6) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLine:
+    """One line of a mirrored Stripe invoice: `amount_cents` in the invoice's currency (minor
+    units), `credited` the ledger units this line credits (0: none; a subscription line its
+    period's included amount, a package line its package), `kind` subscription, package or
+    other."""
+
+    description: str
+    amount_cents: int
+    quantity: int
+    kind: str = "other"
+    credited: int = 0
+    period_start_ms: int | None = None
+    period_end_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MirroredInvoice:
+    """The gateway's copy of one Stripe invoice (https://docs.stripe.com/api/invoices/object).
+
+    `status` is seed 002's union (draft, open, paid, past_due, void; Stripe's `uncollectible`
+    is `past_due`), `stripe_status` Stripe's own. Amounts are minor units (cents) of
+    `currency` (upper-case ISO 4217). `version` orders two states of the same invoice
+    (storage.engine.invoices.version_of): a state replaces the stored one only when its version
+    is greater, so events delivered twice or out of order converge on Stripe's latest state.
+    Times are UTC epoch ms."""
+
+    invoice_id: str
+    account_id: str
+    number: str | None
+    status: str
+    stripe_status: str
+    currency: str
+    subtotal_cents: int
+    tax_cents: int
+    discount_cents: int
+    total_cents: int
+    credits_applied_cents: int
+    amount_due_cents: int
+    amount_paid_cents: int
+    created_at_ms: int
+    version: tuple[int, int, int, int]
+    lines: tuple[InvoiceLine, ...] = ()
+    period_start_ms: int | None = None
+    period_end_ms: int | None = None
+    description: str | None = None
+    due_date_ms: int | None = None
+    finalized_at_ms: int | None = None
+    paid_at_ms: int | None = None
+    hosted_invoice_url: str | None = None
+    invoice_pdf: str | None = None
+    subscription_id: str | None = None
+    billing_reason: str | None = None
+
+
+# The usage record columns a usage statement groups by, in order: the one place to extend
+# (e.g. with a provider column) — both adapters group by exactly these.
+STATEMENT_GROUPS: tuple[str, ...] = ("operation", "model")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One group of an account's usage in a period (the usage statement's rows): `group` the
+    values of STATEMENT_GROUPS' columns (None: unknown, e.g. no model), calls, tokens, and
+    ledger units charged and left unbilled."""
+
+    group: tuple[str | None, ...]
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    charged: int
+    unbilled: int
+
+
+@dataclass(frozen=True, slots=True)
+class StripeCredit:
+    """What the ledger knows of one Stripe payment: the credit keyed by its Stripe object
+    (`key`: `stripe_checkout:<session>`, `stripe_invoice:<invoice>` or `stripe_pi:<payment
+    intent>`; None while a recorded purchase is not credited), `kind` checkout, invoice or
+    topup, `amount` ledger units credited, `cents`/`currency` the price recorded with the
+    purchase (None when the ledger did not record one), `refunded_cents` the refunds applied.
+    Times UTC epoch ms."""
+
+    account_id: str
+    kind: str
+    object_id: str
+    key: str | None
+    amount: int
+    created_at_ms: int
+    payment_intent_id: str | None = None
+    cents: int | None = None
+    currency: str | None = None
+    refunded_cents: int = 0
+
+
+class BillingRecords(Protocol):
+    """Mirrored Stripe invoices, usage statements' figures, and reconciliation: what the ledger
+    credited for Stripe objects, and the stored reports. Raises StoreUnavailable."""
+
+    async def mirror_invoice(self, invoice: MirroredInvoice) -> str:
+        """Store Stripe's state of an invoice unless a newer one is stored: `created`,
+        `updated`, or `stale` (an older or identical state; nothing changed)."""
+        ...
+
+    async def invoice(self, account_id: str, invoice_id: str) -> MirroredInvoice | None:
+        """The account's invoice `invoice_id`; None when it does not exist or is another
+        account's."""
+        ...
+
+    async def invoices(self, account_id: str, status: str | None, limit: int,
+                       before: tuple[int, str] | None) -> list[MirroredInvoice]:
+        """The account's invoices newest first (created_at_ms, then id, descending), of one
+        seed status when `status` is given, strictly after the keyset `before` =
+        (created_at_ms, invoice_id) of the previous page's last item."""
+        ...
+
+    async def usage_breakdown(self, account_id: str, from_ms: int,
+                              to_ms_: int) -> list[UsageLine]:
+        """The account's settled and interrupted usage in [from, to) by operation and model,
+        ordered by operation then model (in-flight calls excluded)."""
+        ...
+
+    async def stripe_credits(self, from_ms: int, to_ms_: int,
+                             object_ids: list[str]) -> list[StripeCredit]:
+        """Every Stripe-keyed credit made in [from, to), and the credits and recorded purchases
+        of the Stripe objects `object_ids` (Checkout Session, invoice or payment intent ids)
+        whenever they were made."""
+        ...
+
+    async def save_report(self, report_id: str, from_ms: int, to_ms_: int, created_at_ms: int,
+                          applied: bool, document: dict[str, Any]) -> None:
+        """Store a reconciliation report (its JSON document) under a new `report_id`."""
+        ...
+
+    async def report(self, report_id: str) -> dict[str, Any] | None:
+        """A stored report: id, from_ms, to_ms, created_at_ms, applied, document; or None."""
+        ...
+
+    async def reports(self, limit: int, before: str | None) -> list[dict[str, Any]]:
+        """Stored reports newest first (by id, which grows with time), after `before`."""
+        ...

@@ -34,10 +34,12 @@ from gateway.api import (
     billing,
     billing_account,
     credits,
+    invoices,
     meta,
     models,
     payment_methods,
     payments,
+    reconcile,
     stream,
     subscriptions,
 )
@@ -60,8 +62,10 @@ OPERATIONS: tuple[Operation, ...] = (
     *billing.OPERATIONS,
     *payments.OPERATIONS,
     *auto_topup.OPERATIONS,
+    *invoices.OPERATIONS,
     *stream.OPERATIONS,
     *admin.OPERATIONS,
+    *reconcile.OPERATIONS,
     *models.OPERATIONS,
     *meta.OPERATIONS,
     *billing_account.OPERATIONS,
@@ -74,6 +78,8 @@ _TAGS = [
     {"name": "billing", "description": "An account's catalog, balance, history and preflight."},
     {"name": "payments", "description": "Package and subscription purchases through Stripe "
                                          "Checkout, auto top-up, the Stripe webhook."},
+    {"name": "invoices", "description": "Stripe invoices mirrored from webhooks, their PDFs and "
+                                         "payment, and the monthly usage statement."},
     {"name": "admin", "description": "Operator endpoints (GATEWAY_ADMIN_TOKEN)."},
     {"name": "models", "description": "Model discovery for OpenAI-compatible clients."},
     {"name": "meta", "description": "Stripe configuration, feature flags and gateway info."},

@@ -256,6 +256,11 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
         "tax_behavior": "inclusive" if item.tax_inclusive else "exclusive"}
     if mode == "subscription":
         price["recurring"] = {"interval": "month"}
+    elif s.settings.checkout_invoices:
+        # Opt-in (Stripe charges per invoice): a Stripe invoice for the one-time purchase,
+        # carrying the account so its webhooks mirror it (gateway.invoicing.mirror).
+        extra = {**extra, "invoice_creation": {"enabled": True,
+                                               "invoice_data": {"metadata": metadata}}}
     try:
         if not await s.accounts.account_exists(account_id):
             raise NotFound(f"No account {account_id!r}.")

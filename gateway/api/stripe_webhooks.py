@@ -18,6 +18,7 @@ about one object apply once too; and none depends on another having arrived firs
 | charge.refunded | clawback of what remains of that purchase |
 | payment_intent.succeeded (auto top-up) | the top-up's package bucket |
 | payment_intent.payment_failed (auto top-up) | attempt cleared, backoff |
+| invoice.finalized/paid/payment_failed/voided/marked_uncollectible | invoice mirrored (gateway.invoicing.mirror) |
 
 A subscription maps to a catalog subscription by `metadata.subscription_key` (set by the
 gateway's subscription checkout on the subscription) or its price's `lookup_key`; the account
@@ -30,6 +31,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from gateway.invoicing import mirror as invoice_mirror
 from gateway.problems import BadRequest
 from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_SECOND, now_ms
@@ -86,9 +88,25 @@ async def apply_event(s: Services, event: Any) -> str:
     return outcome
 
 
+async def apply_object(s: Services, event_id: str, kind: str, created_ms: int,
+                       obj: dict[str, Any]) -> str:
+    """Apply a Stripe object as if an event `kind` with id `event_id` (created at
+    `created_ms`) had delivered it — what reconciliation does for a payment whose event never
+    arrived: the same effects, idempotent by the same keys. Returns the outcome."""
+    outcome = await _dispatch(s, event_id, kind, created_ms, obj)
+    s.metrics.stripe_events.labels(kind, outcome).inc()
+    return outcome
+
+
 async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
                     obj: dict[str, Any]) -> str:
     at = now_ms()
+    if kind in invoice_mirror.MIRRORED_EVENTS:
+        mirrored = await invoice_mirror.mirror(s, obj, created_ms)
+        if kind != "invoice.paid":  # invoice.paid goes on to credit a subscription period
+            if mirrored is None:
+                return await _unattributed(s, event_id, kind, "unknown_account")
+            return await _record(s, event_id, kind, "mirrored")
     if kind == "checkout.session.completed":
         if obj.get("mode") == "subscription":
             return await _subscription_checkout(s, event_id, kind, created_ms, obj)

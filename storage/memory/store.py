@@ -72,6 +72,8 @@ class MemoryStore:
     stripe_events: dict[str, Row] = field(default_factory=dict)
     pending_refunds: dict[str, Row] = field(default_factory=dict)
     auto_topups: dict[str, Row] = field(default_factory=dict)
+    invoices: dict[str, Row] = field(default_factory=dict)  # by Stripe invoice id
+    reconciliation_reports: dict[str, Row] = field(default_factory=dict)  # by report id
     nonces: dict[str, int] = field(default_factory=dict)  # HMAC nonce -> expiry (epoch ms)
     on_commit: EventSink | None = None
     _entry_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))

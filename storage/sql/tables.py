@@ -242,3 +242,60 @@ auto_topups = Table(
     Column("last_error", Text, nullable=True),
     Column("updated_at_ms", BigInteger, nullable=False),
 )
+
+# Stripe invoices mirrored from webhooks (issue 11 item 5): amounts in minor units (cents),
+# `version_*` the order of Stripe states (storage.engine.invoices.version_of)
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("invoice_id", String(255), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("number", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("stripe_status", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal_cents", BigInteger, nullable=False),
+    Column("tax_cents", BigInteger, nullable=False),
+    Column("discount_cents", BigInteger, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("credits_applied_cents", BigInteger, nullable=False),
+    Column("amount_due_cents", BigInteger, nullable=False),
+    Column("amount_paid_cents", BigInteger, nullable=False),
+    Column("period_start_ms", BigInteger, nullable=True),
+    Column("period_end_ms", BigInteger, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("due_date_ms", BigInteger, nullable=True),
+    Column("finalized_at_ms", BigInteger, nullable=True),
+    Column("paid_at_ms", BigInteger, nullable=True),
+    Column("hosted_invoice_url", Text, nullable=True),
+    Column("invoice_pdf", Text, nullable=True),
+    Column("subscription_id", String(255), nullable=True),
+    Column("billing_reason", String(64), nullable=True),
+    Column("lines_json", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("version_rank", Integer, nullable=False),
+    Column("version_at_ms", BigInteger, nullable=False),
+    Column("version_attempts", Integer, nullable=False),
+    Column("version_event_ms", BigInteger, nullable=False),
+    Index("ix_invoices_account_created", "account_id", "created_at_ms", "invoice_id"),
+)
+
+# Reconciliation reports of the ledger against Stripe (issue 11 item 6)
+reconciliation_reports = Table(
+    "reconciliation_reports",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("from_ms", BigInteger, nullable=False),
+    Column("to_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("applied", Boolean, nullable=False),
+    Column("document_json", Text, nullable=False),
+)
+
+# Stripe-keyed credits by key and by time, for reconciliation; partial, so the entries the
+# request path writes (settlements, bonuses) never touch them
+_STRIPE_KEYED = "substr(idempotency_key, 1, 7) = 'stripe_'"  # storage.invoice_rows
+Index("ix_ledger_stripe_key", ledger_entries.c.idempotency_key,
+      sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
+Index("ix_ledger_stripe_time", ledger_entries.c.created_at_ms,
+      sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from storage.memory.billing_records import MemoryBillingRecords
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
-from storage.ports import NonceStore, Payments
+from storage.ports import BillingRecords, NonceStore, Payments
+from storage.sql.billing_records import SqlBillingRecords
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -33,3 +35,10 @@ def nonces_of(ledger: Ledger) -> NonceStore:
     if isinstance(ledger, MemoryLedger):
         return InProcessNonces(ledger.store)
     return SqlNonces(ledger.runner)
+
+
+def records_of(ledger: Ledger) -> BillingRecords:
+    """The BillingRecords adapter on the same store as `ledger`."""
+    if isinstance(ledger, MemoryLedger):
+        return MemoryBillingRecords(ledger)
+    return SqlBillingRecords(ledger)

@@ -13,12 +13,14 @@ from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.event_bus import RedisEventBus
 from gateway.rate_limits import RedisCounters
 from storage import ports
+from storage.memory.billing_records import MemoryBillingRecords
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.redis_state import RedisResumeTokens
+from storage.sql.billing_records import SqlBillingRecords
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -30,6 +32,7 @@ ADAPTERS: dict[type, list[type]] = {
     ports.EventLog: [SqlLedger, MemoryLedger],
     ports.Inspection: [SqlLedger, MemoryLedger],
     ports.Payments: [SqlPayments, MemoryPayments],
+    ports.BillingRecords: [SqlBillingRecords, MemoryBillingRecords],
     ports.ResumeTokenStore: [SqlResumeTokens, InProcessResumeTokens, RedisResumeTokens],
     ports.NonceStore: [SqlNonces, InProcessNonces],
     ports.Counters: [InProcessCounters, RedisCounters],
