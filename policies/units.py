@@ -58,7 +58,8 @@ class UnitOfAccount:
 
     def to_json(self, ledger_units: int) -> int | float:
         """A JSON number for `ledger_units`: an int when whole, else a float of at most 6 decimals
-        (exact for |amount| < 2**53 micro-units; callers add an integer twin where it matters)."""
+        (a float keeps 15 significant digits: exact for |ledger_units| < 10**15, e.g. below a
+        billion USD in micro-units; callers add an integer twin where it matters)."""
         amount = self.to_api(ledger_units)
         return int(amount) if amount == amount.to_integral_value() else float(amount)
 

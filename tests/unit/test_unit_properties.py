@@ -33,7 +33,8 @@ USAGE = st.builds(
 def test_ledger_to_api_and_back_is_exact(unit: UnitOfAccount, units: int) -> None:
     assert unit.from_api(unit.to_api(units)) == units
     assert unit.from_api(unit.to_text(units)) == units
-    assert unit.from_api(Decimal(str(unit.to_json(units)))) == units
+    if abs(units) < 10**15:  # a JSON float keeps 15 significant digits (hence the *_micros twin)
+        assert unit.from_api(Decimal(str(unit.to_json(units)))) == units
 
 
 @given(UNITS, st.decimals(min_value=-10**9, max_value=10**9, allow_nan=False,
