@@ -279,6 +279,39 @@ class ResumeTokenStore(Protocol):
         ...
 
 
+SessionKind = Literal["account", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A signed-in dashboard session (issue 12): `kind` "account" (an account's billing pages;
+    `account_id` set) or "admin" (the operator console; `account_id` None); `csrf_token` must
+    accompany every write it makes; `expires_at_ms` is UTC epoch ms (fixed at sign-in)."""
+
+    kind: SessionKind
+    account_id: str | None
+    csrf_token: str
+    expires_at_ms: int
+
+
+class DashboardSessions(Protocol):
+    """Server-side dashboard sessions. Session ids are opaque random strings, stored only as
+    SHA-256 hashes; a session ends at its expiry or when ended (sign-out), on every process."""
+
+    async def open_session(self, kind: SessionKind, account_id: str | None,
+                           ttl_s: int) -> tuple[str, DashboardSession]:
+        """A new session living `ttl_s` seconds; returns (session id, session)."""
+        ...
+
+    async def find_session(self, session_id: str) -> DashboardSession | None:
+        """The live session of `session_id`, or None (unknown, ended or expired)."""
+        ...
+
+    async def end_session(self, session_id: str) -> bool:
+        """End the session; True when a live one was ended."""
+        ...
+
+
 # ---- the ports --------------------------------------------------------------------------------
 
 

@@ -239,3 +239,15 @@ auto_topups = Table(
     Column("last_error", Text, nullable=True),
     Column("updated_at_ms", BigInteger, nullable=False),
 )
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Index("ix_dashboard_sessions_expiry", "expires_at_ms"),
+)

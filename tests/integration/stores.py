@@ -11,10 +11,13 @@ import pytest
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
-from storage.ports import NonceStore, Payments
+from storage.memory.sessions import MemorySessions
+from storage.clock import Clock, now_ms
+from storage.ports import DashboardSessions, NonceStore, Payments
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
+from storage.sql.sessions import SqlSessions
 
 SQL_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 STORES = ["memory", *SQL_STORES]
@@ -33,3 +36,10 @@ def nonces_of(ledger: Ledger) -> NonceStore:
     if isinstance(ledger, MemoryLedger):
         return InProcessNonces(ledger.store)
     return SqlNonces(ledger.runner)
+
+
+def sessions_of(ledger: Ledger, clock: Clock = now_ms) -> DashboardSessions:
+    """A DashboardSessions adapter on the same store as `ledger`, stamped by `clock`."""
+    if isinstance(ledger, MemoryLedger):
+        return MemorySessions(ledger.store, clock)
+    return SqlSessions(ledger.runner, clock)
