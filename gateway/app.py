@@ -19,17 +19,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
+from gateway.api.console import CONSOLE_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
 from gateway.api.stream import STREAM_ROUTES
 from gateway.auth import KeyCache
 from gateway.body_limit import BodyLimit
+from gateway.dashboard.pages import DASHBOARD_ROUTES
+from gateway.dashboard.session_auth import attach_session
 from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
@@ -53,13 +57,17 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
+from storage.memory.console import MemoryConsole
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.memory.sessions import MemorySessions
 from storage.ports import (
+    ConsoleQueries,
     Counters,
+    DashboardSessions,
     EventBus,
     NonceStore,
     Payments,
@@ -67,10 +75,12 @@ from storage.ports import (
     StoreUnavailable,
     UnknownAccount,
 )
+from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
+from storage.sql.sessions import SqlSessions
 
 log = logging.getLogger("gateway.app")
 POLICY_POLL_S = 2.0
@@ -111,6 +121,9 @@ class Gateway:
             await send_problem(send, BadRequest(
                 "The path and query must not contain the NUL character (%00)."), self.base_url)
             return
+        if scope["type"] == "http" and self.services is not None \
+                and self.services.sessions is not None:
+            await attach_session(scope, self.services.sessions)  # never on the proxy's path
         await self._web(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -255,11 +268,15 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     payments: Payments
     resume: ResumeTokenStore
     nonces: NonceStore
+    sessions: DashboardSessions
+    console: ConsoleQueries
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
         resume = InProcessResumeTokens()
         nonces = InProcessNonces(ledger.store)
+        sessions = MemorySessions(ledger.store)
+        console = MemoryConsole(ledger.store)
     else:
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
@@ -268,6 +285,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
         # need the SQL store anyway, and nonces are not on the proxy's hot path.
         nonces = SqlNonces(ledger.runner)
+        sessions = SqlSessions(ledger.runner)
+        console = SqlConsole(ledger.runner)
     metrics = Metrics()
     counters: Counters = InProcessCounters()
     bus: EventBus = InProcessEventBus()
@@ -313,6 +332,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         nonces=nonces,
         bus=bus,
         stripe=stripe_client(settings),
+        sessions=sessions,
+        console=console,
     )
     services.topups = AutoTopUps(services)
     return services
@@ -371,7 +392,7 @@ async def _renew_leases(services: Services) -> None:
             log.exception("could not renew hold leases; retrying next tick")
 
 
-def _web_routes(gw: Gateway) -> list[WebRoute]:
+def _web_routes(gw: Gateway) -> list[BaseRoute]:
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -429,6 +450,8 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,
         *MODELS_ROUTES,
+        *CONSOLE_ROUTES,
+        *DASHBOARD_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

@@ -16,6 +16,8 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy
 from storage.ports import (
     Accounts,
+    ConsoleQueries,
+    DashboardSessions,
     EventBus,
     EventLog,
     Ledger,
@@ -47,4 +49,6 @@ class Services:
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
     policy_error: str | None = None
+    sessions: DashboardSessions | None = None  # dashboard sessions (issue 12)
+    console: ConsoleQueries | None = None  # the console's cross-account reads (issue 12)
     background: list[object] = field(default_factory=list)

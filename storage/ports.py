@@ -312,6 +312,21 @@ class DashboardSessions(Protocol):
         ...
 
 
+class ConsoleQueries(Protocol):
+    """Read-only queries of the operator console's admin endpoints (issue 12), across accounts."""
+
+    async def search_accounts(self, query: str, limit: int,
+                              after_id: str | None) -> list[dict[str, Any]]:
+        """Accounts whose id contains `query` (case-insensitive; `%`, `_` literal), ordered by
+        id, after `after_id`: rows with id, plan_key, subscription_status, created_at_ms."""
+        ...
+
+    async def usage_by_day(self, from_ms: int, to_ms_: int) -> list[tuple[int, int, int]]:
+        """(UTC day start ms, calls, Σ charged units) of every account's usage per UTC day of
+        [from_ms, to_ms_), oldest first, from the daily rollup (flat in history size)."""
+        ...
+
+
 # ---- the ports --------------------------------------------------------------------------------
 
 

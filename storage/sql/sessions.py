@@ -33,7 +33,7 @@ async def _find(db: Executor, h: str, at: int) -> DashboardSession | None:
     row = await db.one(_SELECT, (h, at))
     if row is None:
         return None
-    kind = "admin" if row[0] == "admin" else "account"
+    kind: SessionKind = "admin" if row[0] == "admin" else "account"
     return DashboardSession(kind, row[1], row[2], int(row[3]))
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from storage.clock import Clock, now_ms
+from storage.memory.console import MemoryConsole
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.sessions import MemorySessions
-from storage.clock import Clock, now_ms
-from storage.ports import DashboardSessions, NonceStore, Payments
+from storage.ports import ConsoleQueries, DashboardSessions, NonceStore, Payments
+from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
@@ -43,3 +45,9 @@ def sessions_of(ledger: Ledger, clock: Clock = now_ms) -> DashboardSessions:
     if isinstance(ledger, MemoryLedger):
         return MemorySessions(ledger.store, clock)
     return SqlSessions(ledger.runner, clock)
+
+
+def console_of(ledger: Ledger) -> ConsoleQueries:
+    """The console's ConsoleQueries adapter on the same store as `ledger`."""
+    return MemoryConsole(ledger.store) if isinstance(ledger, MemoryLedger) else SqlConsole(
+        ledger.runner)
