@@ -321,9 +321,11 @@ class ConsoleQueries(Protocol):
         id, after `after_id`: rows with id, plan_key, subscription_status, created_at_ms."""
         ...
 
-    async def usage_by_day(self, from_ms: int, to_ms_: int) -> list[tuple[int, int, int]]:
-        """(UTC day start ms, calls, Σ charged units) of every account's usage per UTC day of
-        [from_ms, to_ms_), oldest first, from the daily rollup (flat in history size)."""
+    async def usage_by_day(self, from_ms: int,
+                           to_ms_: int) -> list[tuple[int, str, int, int]]:
+        """(UTC day start ms, operation, calls, Σ charged units) of every account's usage per
+        UTC day and operation of [from_ms, to_ms_), oldest first, from the daily rollup (flat in
+        history size: ≤ days × operations rows, whatever the number of calls)."""
         ...
 
 

@@ -74,12 +74,21 @@ class UsageDay(Shape):
     charged: float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
 
 
+class OperationUsage(Shape):
+    operation: str
+    calls: int = Field(ge=0)
+    charged_ms: int = Field(ge=0, description="Charged, ledger units.")
+    charged: float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
+
+
 class DailyUsage(PeriodWindow):
-    """Usage of every account per UTC day of the period (zero days included), from the daily
-    rollup written at settlement."""
+    """Usage of every account per UTC day of the period (zero days included) and per operation,
+    from the daily rollup written at settlement (flat in history size)."""
 
     unit: str
     days: list[UsageDay]
+    by_operation: list[OperationUsage] = Field(description="Totals of the period per operation, "
+                                                           "by operation name.")
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -139,17 +148,24 @@ async def usage_by_day(request: Request) -> Response:
     period, start, end = period_window(request)
     assert s.console is not None
     start_ms, end_ms = to_ms(start), to_ms(end)
-    rows = {day: (calls, charged) for day, calls, charged in
-            await s.console.usage_by_day(start_ms, end_ms)}
+    per_day: dict[int, list[int]] = {}
+    per_op: dict[str, list[int]] = {}
+    for day, operation, calls, charged in await s.console.usage_by_day(start_ms, end_ms):
+        for total in (per_day.setdefault(day, [0, 0]), per_op.setdefault(operation, [0, 0])):
+            total[0] += calls
+            total[1] += charged
     unit = s.policy.unit
     days = []
     for day in itertools.takewhile(lambda d: d < end_ms,
                                    itertools.count(start_ms, MS_PER_DAY)):
-        calls, charged = rows.get(day, (0, 0))
+        calls, charged = per_day.get(day, (0, 0))
         days.append(UsageDay(date=iso_utc(day)[:10], calls=calls, charged_ms=charged,
                              charged=float(unit.to_json(charged))))
+    by_op = [OperationUsage(operation=op, calls=calls, charged_ms=charged,
+                            charged=float(unit.to_json(charged)))
+             for op, (calls, charged) in sorted(per_op.items())]
     return json_response(DailyUsage(period=period, from_=iso_utc(start_ms), to=iso_utc(end_ms),
-                                    unit=unit.api_name, days=days).wire())
+                                    unit=unit.api_name, days=days, by_operation=by_op).wire())
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -172,8 +188,10 @@ OPERATIONS: tuple[Operation, ...] = (
                     "them (idempotently by request id).",
         endpoint=unbilled_calls),
     Operation(
-        "GET", "/v1/admin/stats/daily", "getDailyUsage", "Usage per UTC day", "admin", ADMIN,
-        (Reply(200, "Every UTC day of the period, oldest first.", DailyUsage),),
+        "GET", "/v1/admin/stats/daily", "getDailyUsage", "Usage per UTC day and operation",
+        "admin", ADMIN,
+        (Reply(200, "Every UTC day of the period, oldest first, and each operation's totals.",
+               DailyUsage),),
         ADMIN_ERRORS, params=(PERIOD,), endpoint=usage_by_day),
 )
 CONSOLE_ROUTES = web_routes(OPERATIONS)

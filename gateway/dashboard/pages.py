@@ -215,3 +215,5 @@ DASHBOARD_ROUTES: list[BaseRoute] = [
     Route("/admin/logout", console_logout, methods=["POST"]),
     Mount(STATIC_PATH, app=StaticFiles(directory=_HERE / "static"), name="dashboard-static"),
 ]
+DASHBOARD_PAGES = frozenset(getattr(r, "path", "") for r in DASHBOARD_ROUTES)
+"""Paths of the pages and the static mount: HTML for people, not API (not in the OpenAPI)."""

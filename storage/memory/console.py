@@ -23,11 +23,13 @@ class MemoryConsole:
         return [{k: r[k] for k in _COLUMNS} for r in rows
                 if needle in r["id"].lower() and (after_id is None or r["id"] > after_id)][:limit]
 
-    async def usage_by_day(self, from_ms: int, to_ms_: int) -> list[tuple[int, int, int]]:
-        days: dict[int, list[int]] = {}
+    async def usage_by_day(self, from_ms: int,
+                           to_ms_: int) -> list[tuple[int, str, int, int]]:
+        groups: dict[tuple[int, str], list[int]] = {}
         for r in self._store.usage_daily.values():
             if day_start_ms(from_ms) <= r["day_ms"] < to_ms_:
-                day = days.setdefault(r["day_ms"], [0, 0])
-                day[0] += r["calls"]
-                day[1] += r["charged"]
-        return [(d, calls, charged) for d, (calls, charged) in sorted(days.items())]
+                group = groups.setdefault((r["day_ms"], r["operation"]), [0, 0])
+                group[0] += r["calls"]
+                group[1] += r["charged"]
+        return [(day, op, calls, charged)
+                for (day, op), (calls, charged) in sorted(groups.items())]

@@ -32,14 +32,17 @@ def search_accounts_tx(conn: Connection, query: str, limit: int,
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def usage_by_day_tx(conn: Connection, from_ms: int, to_ms_: int) -> list[tuple[int, int, int]]:
-    """(day start ms, Σ calls, Σ charged) per UTC day of [from_ms, to_ms_), oldest first."""
+def usage_by_day_tx(conn: Connection, from_ms: int,
+                    to_ms_: int) -> list[tuple[int, str, int, int]]:
+    """(day start ms, operation, Σ calls, Σ charged) per UTC day and operation of
+    [from_ms, to_ms_), oldest first."""
     rows = conn.execute(
-        select(usage_daily.c.day_ms, func.sum(usage_daily.c.calls),
+        select(usage_daily.c.day_ms, usage_daily.c.operation, func.sum(usage_daily.c.calls),
                func.sum(usage_daily.c.charged))
         .where(usage_daily.c.day_ms >= day_start_ms(from_ms), usage_daily.c.day_ms < to_ms_)
-        .group_by(usage_daily.c.day_ms).order_by(usage_daily.c.day_ms))
-    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        .group_by(usage_daily.c.day_ms, usage_daily.c.operation)
+        .order_by(usage_daily.c.day_ms, usage_daily.c.operation))
+    return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
 class SqlConsole:
@@ -52,5 +55,6 @@ class SqlConsole:
                               after_id: str | None) -> list[dict[str, Any]]:
         return await self._runner.run(search_accounts_tx, query, limit, after_id)
 
-    async def usage_by_day(self, from_ms: int, to_ms_: int) -> list[tuple[int, int, int]]:
+    async def usage_by_day(self, from_ms: int,
+                           to_ms_: int) -> list[tuple[int, str, int, int]]:
         return await self._runner.run(usage_by_day_tx, from_ms, to_ms_)

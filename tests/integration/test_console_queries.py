@@ -40,5 +40,5 @@ async def test_usage_by_day_sums_every_account(ledger: Ledger) -> None:
     today = day_start_ms(ledger.clock())
     days = await console_of(ledger).usage_by_day(today - 3 * MS_PER_DAY, today + MS_PER_DAY)
     # account 0: one call of 1 s; account 1: 1 s + 2 s
-    assert days == [(today, 3, 4000)]
+    assert days == [(today, "it.op", 3, 4000)]
     assert await console_of(ledger).usage_by_day(today - 3 * MS_PER_DAY, today) == []

@@ -135,13 +135,21 @@ function groupRows(tbody, groups) {
 
 async function loadStats() {
   const period = $("stats-period").value;
-  const [daily, usage] = await Promise.all([
-    api(`/v1/admin/stats/daily?period=${period}`), api(`/v1/admin/stats/usage?period=${period}`)]);
+  const daily = await api(`/v1/admin/stats/daily?period=${period}`);
   dailyBars($("daily-chart"), daily.days.map((d) => d.date), daily.days.map((d) => d.charged),
     `Charged (${daily.unit})`, (v) => fmtAmount(v, daily.unit));
-  groupRows($("by-model"), usage.by_model);
-  groupRows($("by-operation"), usage.by_operation);
+  const rows = clear($("by-operation"));
+  for (const o of daily.by_operation) {
+    rows.append(el("tr", {}, el("td", {}, o.operation), el("td", {}, o.calls), el("td", {}, fmtAmount(o.charged, daily.unit))));
+  }
+  if (!daily.by_operation.length) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No calls in this period.")));
   await loadCosts(period === "day" ? "day" : "month");
+}
+
+// Usage by model reads every usage record of the period (GET /v1/admin/stats/usage): on demand.
+async function loadByModel() {
+  const usage = await api(`/v1/admin/stats/usage?period=${$("stats-period").value}`);
+  groupRows($("by-model"), usage.by_model);
 }
 
 async function loadCosts(period) {
@@ -231,6 +239,9 @@ async function main() {
   (r) => (r.replayed ? "Already applied." : `Applied ${fmtSeconds(r.amount_ms / 1000)}` +
     (r.unrecovered_ms ? ` (${fmtSeconds(r.unrecovered_ms / 1000)} could not be taken back).` : ".")));
   $("stats-period").addEventListener("change", () => loadStats().catch(report));
+  $("by-model").addEventListener("click", (e) => {
+    if (e.target.id === "by-model-load") loadByModel().catch(report);
+  });
   await Promise.all([loadAccounts(), loadStats(), loadPolicy(), loadUnbilled(), loadWebhooks()]
     .map((p) => p.catch(report)));
   document.body.dataset.ready = "1";
