@@ -91,10 +91,12 @@ export function say(node, text, kind = "") {
   node.className = kind;
 }
 
-// Whole seconds as "1 h 05 min", "12 min 30 s", "45 s" (the API's *_seconds fields).
+// Seconds as "1 h 05 min", "12 min 30 s", "45 s", "0.412 s" (the API's *_seconds fields).
 export function fmtSeconds(total) {
-  const s = Math.max(0, Math.floor(Math.abs(Number(total) || 0)));
+  const exact = Math.abs(Number(total) || 0);
   const sign = Number(total) < 0 ? "−" : "";
+  if (exact < 10 && exact !== Math.floor(exact)) return `${sign}${Number(exact.toFixed(3))} s`;
+  const s = Math.floor(exact);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   if (h) return `${sign}${h} h ${String(m).padStart(2, "0")} min`;
   if (m) return `${sign}${m} min${r ? ` ${r} s` : ""}`;
