@@ -19,12 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
 from gateway.api.billing_account import BILLING_ACCOUNT_ROUTES
+from gateway.api.console import CONSOLE_ROUTES
 from gateway.api.credits import CREDIT_ROUTES
 from gateway.api.invoices import INVOICE_ROUTES
 from gateway.api.meta import META_ROUTES
@@ -39,6 +41,8 @@ from gateway.api.subscriptions import SUBSCRIPTION_ROUTES
 from gateway.auth import KeyCache
 from gateway.billing_switch import BillingSwitch
 from gateway.body_limit import BodyLimit
+from gateway.dashboard.pages import DASHBOARD_ROUTES
+from gateway.dashboard.session_auth import attach_session
 from gateway.event_bus import EventBus as InProcessEventBus
 from gateway.maintenance import maintain
 from gateway.metrics import Metrics
@@ -63,14 +67,18 @@ from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
 from storage.memory.billing_records import MemoryBillingRecords
+from storage.memory.console import MemoryConsole
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.memory.sessions import MemorySessions
 from storage.ports import (
     BillingRecords,
+    ConsoleQueries,
     Counters,
+    DashboardSessions,
     EventBus,
     NonceStore,
     Payments,
@@ -79,10 +87,12 @@ from storage.ports import (
     UnknownAccount,
 )
 from storage.sql.billing_records import SqlBillingRecords
+from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
+from storage.sql.sessions import SqlSessions
 
 log = logging.getLogger("gateway.app")
 POLICY_POLL_S = 2.0
@@ -124,6 +134,9 @@ class Gateway:
             await send_problem(send, BadRequest(
                 "The path and query must not contain the NUL character (%00)."), self.base_url)
             return
+        if scope["type"] == "http" and self.services is not None \
+                and self.services.sessions is not None:
+            await attach_session(scope, self.services.sessions)  # never on the proxy's path
         await self._web(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -269,12 +282,16 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     resume: ResumeTokenStore
     nonces: NonceStore
     records: BillingRecords
+    sessions: DashboardSessions
+    console: ConsoleQueries
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
         records = MemoryBillingRecords(ledger)
         resume = InProcessResumeTokens()
         nonces = InProcessNonces(ledger.store)
+        sessions = MemorySessions(ledger.store)
+        console = MemoryConsole(ledger.store)
     else:
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
@@ -284,6 +301,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
         # need the SQL store anyway, and nonces are not on the proxy's hot path.
         nonces = SqlNonces(ledger.runner)
+        sessions = SqlSessions(ledger.runner)
+        console = SqlConsole(ledger.runner)
     metrics = Metrics()
     counters: Counters = InProcessCounters()
     bus: EventBus = InProcessEventBus()
@@ -330,6 +349,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         bus=bus,
         stripe=stripe_client(settings),
         records=records,
+        sessions=sessions,
+        console=console,
     )
     services.topups = AutoTopUps(services)
     services.customers = StripeCustomers(services)
@@ -389,7 +410,7 @@ async def _renew_leases(services: Services) -> None:
             log.exception("could not renew hold leases; retrying next tick")
 
 
-def _web_routes(gw: Gateway) -> list[WebRoute]:
+def _web_routes(gw: Gateway) -> list[BaseRoute]:
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -454,6 +475,8 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
         *PAYMENT_METHOD_ROUTES,
         *SUBSCRIPTION_ROUTES,
         *CREDIT_ROUTES,
+        *CONSOLE_ROUTES,
+        *DASHBOARD_ROUTES,
         openapi_route(),
         WebRoute("/healthz", healthz),
         WebRoute("/readyz", readyz),

@@ -8,6 +8,7 @@
     │   ├── UnpricedModel             400     unpriced-model
     │   └── BadWebhookSignature       400     bad-webhook-signature
     ├── Unauthorized                  401     unauthorized
+    ├── CsrfTokenInvalid              403     csrf-token-invalid
     ├── NotFound                      404     not-found
     ├── MethodNotAllowed              405     method-not-allowed
     ├── InvoiceNotPayable             409     invoice-not-payable
@@ -100,6 +101,13 @@ class Unauthorized(GatewayError):
     """No, an unknown or a revoked credential (API key, HMAC signature or admin token)."""
 
     status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class CsrfTokenInvalid(GatewayError):
+    """A write made with a dashboard session cookie without that session's CSRF token in
+    `X-CSRF-Token` (or the form's `csrf_token`): refused, nothing applied (issue 12)."""
+
+    status, slug, title = 403, "csrf-token-invalid", "CSRF token missing or invalid"
 
 
 class NotFound(GatewayError):

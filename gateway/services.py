@@ -17,6 +17,8 @@ from policies.compiled import Policy
 from storage.ports import (
     Accounts,
     BillingRecords,
+    ConsoleQueries,
+    DashboardSessions,
     EventBus,
     EventLog,
     Ledger,
@@ -50,4 +52,6 @@ class Services:
     customers: Any = None  # gateway.api.stripe_calls.StripeCustomers, set by build_services
     records: BillingRecords | None = None  # invoices, statements, reconciliation
     policy_error: str | None = None
+    sessions: DashboardSessions | None = None  # dashboard sessions (issue 12)
+    console: ConsoleQueries | None = None  # the console's cross-account reads (issue 12)
     background: list[object] = field(default_factory=list)

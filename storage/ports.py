@@ -300,6 +300,56 @@ class ResumeTokenStore(Protocol):
         ...
 
 
+SessionKind = Literal["account", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A signed-in dashboard session (issue 12): `kind` "account" (an account's billing pages;
+    `account_id` set) or "admin" (the operator console; `account_id` None); `csrf_token` must
+    accompany every write it makes; `expires_at_ms` is UTC epoch ms (fixed at sign-in)."""
+
+    kind: SessionKind
+    account_id: str | None
+    csrf_token: str
+    expires_at_ms: int
+
+
+class DashboardSessions(Protocol):
+    """Server-side dashboard sessions. Session ids are opaque random strings, stored only as
+    SHA-256 hashes; a session ends at its expiry or when ended (sign-out), on every process."""
+
+    async def open_session(self, kind: SessionKind, account_id: str | None,
+                           ttl_s: int) -> tuple[str, DashboardSession]:
+        """A new session living `ttl_s` seconds; returns (session id, session)."""
+        ...
+
+    async def find_session(self, session_id: str) -> DashboardSession | None:
+        """The live session of `session_id`, or None (unknown, ended or expired)."""
+        ...
+
+    async def end_session(self, session_id: str) -> bool:
+        """End the session; True when a live one was ended."""
+        ...
+
+
+class ConsoleQueries(Protocol):
+    """Read-only queries of the operator console's admin endpoints (issue 12), across accounts."""
+
+    async def search_accounts(self, query: str, limit: int,
+                              after_id: str | None) -> list[dict[str, Any]]:
+        """Accounts whose id contains `query` (case-insensitive; `%`, `_` literal), ordered by
+        id, after `after_id`: rows with id, plan_key, subscription_status, created_at_ms."""
+        ...
+
+    async def usage_by_day(self, from_ms: int,
+                           to_ms_: int) -> list[tuple[int, str, int, int]]:
+        """(UTC day start ms, operation, calls, Σ charged units) of every account's usage per
+        UTC day and operation of [from_ms, to_ms_), oldest first, from the daily rollup (flat in
+        history size: ≤ days × operations rows, whatever the number of calls)."""
+        ...
+
+
 # ---- the ports --------------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from gateway.api.shapes import (
     timestamp,
 )
 from gateway.balance_view import balance_document
+from gateway.dashboard.session_auth import session_for
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
 from policies.units import UnitKind, UnitOfAccount
@@ -194,13 +195,17 @@ def _body(model: type[BaseModel], raw: bytes) -> Any:
 
 
 def check(request: Request) -> Services:
-    """The services, once the request carries the admin credential. Raises NotFound (no admin
-    token configured: the admin API is absent) or Unauthorized."""
+    """The services, once the request carries the admin credential or, without an
+    `Authorization` header, an admin dashboard session (a write needs its CSRF token, else
+    CsrfTokenInvalid 403). Raises NotFound (no admin token configured: the admin API is
+    absent) or Unauthorized."""
     s = services_for(request)
     token = s.settings.admin_token
     if not token:
         raise NotFound("No route for this path.")
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if not scheme and session_for(request, "admin") is not None:  # the console's cookie
+        return s
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(),
                                                              token.encode()):
         raise Unauthorized("This endpoint needs the admin credential.")
@@ -232,11 +237,19 @@ async def create_account(request: Request) -> Response:
 
 
 async def list_accounts(request: Request) -> Response:
-    """`GET /v1/admin/accounts`: accounts by id, cursor pages, optionally of one plan."""
+    """`GET /v1/admin/accounts`: accounts by id, cursor pages, optionally of one plan or (`q`)
+    whose id contains a fragment."""
     s = check(request)
     limit = int_param(request, "limit", 50, 1, 500)
-    rows = await guarded(s.accounts.list_accounts, limit + 1,
-                         request.query_params.get("cursor"), request.query_params.get("plan"))
+    query, plan = request.query_params.get("q"), request.query_params.get("plan")
+    cursor = request.query_params.get("cursor")
+    if query:  # the console's account search (issue 12)
+        if plan is not None or len(query) > 100:
+            raise BadRequest("q: at most 100 characters, and not together with plan.")
+        assert s.console is not None
+        rows = await s.console.search_accounts(query, limit + 1, cursor)
+    else:
+        rows = await guarded(s.accounts.list_accounts, limit + 1, cursor, plan)
     page = rows[:limit]
     accounts = [AccountSummary(account_id=r["id"], plan_key=r["plan_key"],
                                subscription_status=r["subscription_status"],
@@ -352,6 +365,8 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("cursor", "query", {"type": "string"},
                   "`next_cursor` of the previous page: accounts with greater ids follow."),
             Param("plan", "query", {"type": "string"}, "Only accounts on this plan."),
+            Param("q", "query", {"type": "string", "maxLength": 100},
+                  "Only accounts whose id contains this (case-insensitive); not with `plan`."),
         ), endpoint=list_accounts),
     Operation(
         "GET", "/v1/admin/accounts/{accountId}", "getAccount", "An account with its keys",

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from gateway import hmac_auth
 from gateway.auth import Caller, key_from_headers
+from gateway.dashboard.session_auth import session_for
 from gateway.problems import BadRequest, NotFound, Unauthorized, validation_problem
 from gateway.services import Services
 from storage.engine import bonus
@@ -42,12 +43,16 @@ def json_response(doc: object, headers: dict[str, str] = NO_STORE, status: int =
 
 
 async def caller_for(request: Request) -> Caller:
-    """The account whose API key signed this request. Raises Unauthorized (401), or
-    StoreUnavailable (answered 503)."""
+    """The account whose API key signed this request — or, without a key, whose dashboard
+    session cookie it carries (gateway.dashboard.session_auth; a write needs the session's CSRF
+    token, else CsrfTokenInvalid 403). Raises Unauthorized (401), or StoreUnavailable (503)."""
     s = services_for(request)
     key = key_from_headers(request.headers.get("authorization", "").encode("latin-1") or None,
                            request.headers.get("x-api-key", "").encode("latin-1") or None)
     if key is None:
+        session = session_for(request, "account")  # the dashboard's cookie (CSRF on writes)
+        if session is not None and session.account_id is not None:
+            return Caller(session.account_id, "", "session")
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'.")
     caller = await s.keys.resolve(key)
     if caller is None:

@@ -57,10 +57,22 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
                        "in constant time). Without a configured token the admin API answers 404 "
                        "as if absent.",
     },
+    "dashboardSession": {
+        "type": "apiKey", "in": "cookie", "name": "gw_session",
+        "description": "The account pages' session (`/dashboard` sign-in with an API key): the "
+                       "account's own data, like its key; a write needs the session's CSRF "
+                       "token in `X-CSRF-Token` (else 403 `csrf-token-invalid`). Never accepted "
+                       "by proxied routes.",
+    },
+    "adminSession": {
+        "type": "apiKey", "in": "cookie", "name": "gw_admin",
+        "description": "The operator console's session (`/admin` sign-in with the admin "
+                       "token); a write needs its CSRF token in `X-CSRF-Token`.",
+    },
 }
-ACCOUNT_OR_SIGNED = ("apiKey", "apiKeyHeader", "hmacSignature")
+ACCOUNT_OR_SIGNED = ("apiKey", "apiKeyHeader", "hmacSignature", "dashboardSession")
 API_KEY = ("apiKey", "apiKeyHeader")
-ADMIN = ("adminToken",)
+ADMIN = ("adminToken", "adminSession")
 PUBLIC: tuple[str, ...] = ()
 
 NO_STORE = {"Cache-Control": {"required": True, "description": "User data is never cached.",

@@ -75,6 +75,7 @@ class MemoryStore:
     invoices: dict[str, Row] = field(default_factory=dict)  # by Stripe invoice id
     reconciliation_reports: dict[str, Row] = field(default_factory=dict)  # by report id
     nonces: dict[str, int] = field(default_factory=dict)  # HMAC nonce -> expiry (epoch ms)
+    dashboard_sessions: dict[str, Any] = field(default_factory=dict)  # hash -> session
     on_commit: EventSink | None = None
     _entry_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _allocation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))

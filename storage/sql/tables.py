@@ -299,3 +299,14 @@ Index("ix_ledger_stripe_key", ledger_entries.c.idempotency_key,
       sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
 Index("ix_ledger_stripe_time", ledger_entries.c.created_at_ms,
       sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Index("ix_dashboard_sessions_expiry", "expires_at_ms"),
+)

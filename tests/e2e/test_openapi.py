@@ -38,6 +38,7 @@ from gateway.api.openapi import (
     build_document,
     openapi_document,
 )
+from gateway.dashboard.pages import DASHBOARD_PAGES
 from gateway.hmac_auth import header_for
 from tests.e2e.helpers import assert_problem, auth, chat_body, db_path, encode
 from tests.fakes.upstream import FakeUpstream
@@ -148,7 +149,9 @@ def test_every_operation_answers_as_its_document_says(op: Operation, target: Tar
 
 
 # Web routes that are not part of the billing and admin API (ops endpoints, docs).
-NOT_API = {"/healthz", "/readyz", "/metrics", "/problems/{slug}", OPENAPI_PATH}
+# ... and the dashboard's HTML pages and static files (gateway/dashboard: clients of the API).
+NOT_API = {"/healthz", "/readyz", "/metrics", "/problems/{slug}", OPENAPI_PATH,
+           *DASHBOARD_PAGES}
 
 
 def _app_routes(gw: RunningGateway) -> set[tuple[str, str]]:

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import pytest
 
+from storage.clock import Clock, now_ms
 from storage.memory.billing_records import MemoryBillingRecords
+from storage.memory.console import MemoryConsole
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
-from storage.ports import BillingRecords, NonceStore, Payments
+from storage.memory.sessions import MemorySessions
+from storage.ports import BillingRecords, ConsoleQueries, DashboardSessions, NonceStore, Payments
 from storage.sql.billing_records import SqlBillingRecords
+from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
+from storage.sql.sessions import SqlSessions
 
 SQL_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 STORES = ["memory", *SQL_STORES]
@@ -42,3 +47,16 @@ def records_of(ledger: Ledger) -> BillingRecords:
     if isinstance(ledger, MemoryLedger):
         return MemoryBillingRecords(ledger)
     return SqlBillingRecords(ledger)
+
+
+def sessions_of(ledger: Ledger, clock: Clock = now_ms) -> DashboardSessions:
+    """A DashboardSessions adapter on the same store as `ledger`, stamped by `clock`."""
+    if isinstance(ledger, MemoryLedger):
+        return MemorySessions(ledger.store, clock)
+    return SqlSessions(ledger.runner, clock)
+
+
+def console_of(ledger: Ledger) -> ConsoleQueries:
+    """The console's ConsoleQueries adapter on the same store as `ledger`."""
+    return MemoryConsole(ledger.store) if isinstance(ledger, MemoryLedger) else SqlConsole(
+        ledger.runner)

@@ -14,17 +14,21 @@ from gateway.event_bus import RedisEventBus
 from gateway.rate_limits import RedisCounters
 from storage import ports
 from storage.memory.billing_records import MemoryBillingRecords
+from storage.memory.console import MemoryConsole
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
+from storage.memory.sessions import MemorySessions
 from storage.redis_state import RedisResumeTokens
 from storage.sql.billing_records import SqlBillingRecords
+from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
+from storage.sql.sessions import SqlSessions
 
 ADAPTERS: dict[type, list[type]] = {
     ports.Ledger: [SqlLedger, MemoryLedger],
@@ -37,6 +41,8 @@ ADAPTERS: dict[type, list[type]] = {
     ports.NonceStore: [SqlNonces, InProcessNonces],
     ports.Counters: [InProcessCounters, RedisCounters],
     ports.EventBus: [InProcessEventBus, RedisEventBus],
+    ports.DashboardSessions: [SqlSessions, MemorySessions],
+    ports.ConsoleQueries: [SqlConsole, MemoryConsole],
 }
 
 

@@ -1,0 +1,298 @@
+// The account page (/dashboard): balance, buckets and bonus, usage chart, costs, purchases,
+// auto top-up, alerts, payment methods, invoices and history, all read from the public billing
+// API with the session cookie; live updates from the billing stream (EventSource).
+import {
+  api, optional, features, isOn, el, clear, show, say, fmtSeconds, fmtAmount, fmtTime,
+  safeRedirect, problemText,
+} from "./api.js";
+import { dailyBars } from "./chart.js";
+
+const body = document.body;
+const account = encodeURIComponent(body.dataset.accountId);
+const unit = body.dataset.unit || "s";
+const $ = (id) => document.getElementById(id);
+let feats = null;
+let eventsCursor = null;
+let catalog = null;
+
+// ---- balance ----------------------------------------------------------------------------------
+
+function showTotals(totals) {
+  const total = $("balance-total"), available = $("balance-available");
+  total.dataset.value = String(totals.total_seconds);
+  total.textContent = fmtSeconds(totals.total_seconds);
+  available.dataset.value = String(totals.available_seconds);
+  available.textContent = fmtSeconds(totals.available_seconds);
+  if (totals.held_seconds !== undefined) $("balance-held").textContent = fmtSeconds(totals.held_seconds);
+}
+
+async function loadBalance() {
+  const b = await api(`/v1/billing/balance/${account}`);
+  showTotals(b.totals);
+  $("balance-plan").textContent = `${b.plan_key} (${b.subscription_status})`;
+  const rows = clear($("buckets"));
+  const buckets = [...b.buckets.daily, ...b.buckets.paid].sort((x, y) => x.priority - y.priority);
+  for (const k of buckets) {
+    rows.append(el("tr", { "data-testid": "bucket-row", dataset: { bucketId: k.id } },
+      el("td", {}, k.priority), el("td", {}, k.source), el("td", {}, fmtSeconds(k.seconds)),
+      el("td", {}, fmtTime(k.expires_at)), el("td", {}, el("span", { class: `status ${k.status}` }, k.status))));
+  }
+  if (!buckets.length) rows.append(el("tr", {}, el("td", { colspan: 5 }, "No credit yet.")));
+  const bonus = b.bonus || {};
+  const cap = bonus.monthly_cap_minutes || 0;
+  $("bonus-text").textContent = bonus.daily_minutes
+    ? `${bonus.daily_minutes} min a day; ${bonus.used_this_month_minutes} min granted this month` +
+      (cap ? ` of a ${cap} min cap.` : " (no monthly cap).")
+    : "Your plan has no daily bonus.";
+  const bar = $("bonus-progress");
+  bar.max = cap || 1;
+  bar.value = cap ? Math.min(cap, bonus.used_this_month_minutes || 0) : 0;
+  show(bar, Boolean(cap));
+  const change = b.scheduled_change;
+  const warning = $("downgrade");
+  if (change) {
+    warning.textContent = `Your plan changes to ${change.new_plan} on ${fmtTime(change.effective_date)}.` +
+      (change.will_discard_rollover ? ` ${change.minutes_to_discard} min of rolled-over time will be discarded.` : "");
+  }
+  show(warning, Boolean(change));
+}
+
+// ---- usage and costs --------------------------------------------------------------------------
+
+async function loadUsage() {
+  const period = $("period").value;
+  const u = await api(`/v1/billing/usage/${account}?period=${encodeURIComponent(period)}`);
+  const days = u.daily_trend.map((d) => d.date);
+  const values = u.daily_trend.map((d) => d.seconds);
+  dailyBars($("usage-chart"), days, values, "Used", (v) => fmtSeconds(v));
+  $("usage-chart").setAttribute("aria-label", `Usage by day: ${fmtSeconds(u.total_seconds)} in total`);
+  $("usage-total").textContent = `${fmtSeconds(u.total_seconds)} used from ${fmtTime(u.from)} to ${fmtTime(u.to)}.`;
+  const rows = clear($("usage-ops"));
+  for (const [op, seconds] of Object.entries(u.by_operation)) {
+    rows.append(el("tr", {}, el("td", {}, op), el("td", {}, u.count_by_operation[op] ?? 0), el("td", {}, fmtSeconds(seconds))));
+  }
+  if (!rows.firstChild) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No usage in this period.")));
+}
+
+async function loadCosts() {
+  const section = $("costs");
+  if (unit === "s" || unit === "tokens" || !isOn(feats, "costs")) return show(section, false);
+  const summary = await optional(`/v1/billing/costs/${account}/summary`);
+  if (!summary || !Array.isArray(summary.breakdown)) return show(section, false);
+  const rows = clear($("costs-rows"));
+  for (const r of summary.breakdown) {
+    rows.append(el("tr", {}, el("td", {}, r.provider), el("td", {}, r.model), el("td", {}, r.records),
+      el("td", {}, r.tokens), el("td", {}, `${Number(r.cost).toFixed(4)} USD`)));
+  }
+  show(section, true);
+}
+
+// ---- history ----------------------------------------------------------------------------------
+
+function eventRow(e) {
+  const amount = e.seconds >= 0 ? `+${fmtSeconds(e.seconds)}` : fmtSeconds(e.seconds);
+  return el("li", { "data-testid": "event-row", dataset: { eventId: e.id } },
+    el("span", { class: "etype" }, e.type), " ", el("strong", {}, amount), " ",
+    el("span", { class: "reason" }, e.reason), " ", el("time", { datetime: e.timestamp }, fmtTime(e.timestamp)));
+}
+
+async function loadEvents(more = false) {
+  const query = more && eventsCursor ? `&cursor=${encodeURIComponent(eventsCursor)}` : "";
+  const page = await api(`/v1/billing/events/${account}?limit=20${query}`);
+  const list = $("events-list");
+  if (!more) clear(list);
+  for (const e of page.events) list.append(eventRow(e));
+  if (!list.firstChild) list.append(el("li", {}, "Nothing yet."));
+  eventsCursor = page.next_cursor;
+  show($("events-more"), Boolean(eventsCursor));
+}
+
+// ---- buying -----------------------------------------------------------------------------------
+
+async function loadCatalog() {
+  show($("buy"), isOn(feats, "payments"));
+  const currency = $("currency").value;
+  catalog = await api(`/v1/billing/catalog?currency=${encodeURIComponent(currency)}`);
+  const notice = $("fallback-notice");
+  if (catalog.currency_fallback_from) {
+    notice.textContent = `Prices are not available in ${catalog.currency_fallback_from}; ` +
+      `showing and charging ${catalog.currency}.`;
+  }
+  show(notice, Boolean(catalog.currency_fallback_from));
+  const list = clear($("packages"));
+  for (const p of catalog.packages) {
+    list.append(el("li", {},
+      el("span", {}, el("strong", {}, p.name), ` — ${p.minutes} min`), " ",
+      el("span", { class: "price" }, p.display_price_text), " ",
+      el("button", { type: "button", "data-testid": "buy-package", dataset: { package: p.key } }, `Buy ${p.name}`)));
+  }
+  const select = $("topup-package");
+  const chosen = select.value;
+  clear(select);
+  for (const p of catalog.packages) select.append(el("option", { value: p.key }, `${p.name} (${p.minutes} min)`));
+  if (chosen) select.value = chosen;
+}
+
+async function buy(button) {
+  const status = $("buy-status");
+  button.disabled = true;
+  say(status, "Opening Stripe Checkout…");
+  try {
+    const result = await api("/v1/billing/packages/purchase", {
+      method: "POST", body: { package_key: button.dataset.package, currency: $("currency").value },
+    });
+    status.replaceChildren("Continue to ",
+      el("a", { href: result.checkout_url, "data-testid": "checkout-link" }, "Stripe Checkout"),
+      ` (${result.display_price_text}).`);
+    safeRedirect(result.checkout_url);
+  } catch (error) {
+    say(status, problemText(error), "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- settings ---------------------------------------------------------------------------------
+
+async function loadTopUp() {
+  if (!isOn(feats, "auto_topup")) return show($("topup"), false);
+  const t = await optional(`/v1/billing/auto-topup/${account}`);
+  if (!t) return show($("topup"), false);
+  $("topup-enabled").checked = Boolean(t.enabled);
+  $("topup-threshold").value = t.threshold_minutes ?? 10;
+  if (t.package_key) $("topup-package").value = t.package_key;
+  $("topup-pm").value = t.payment_method_id || "";
+  $("topup-customer").value = t.customer_id || "";
+  if (t.last_error) say($("topup-status"), `Last attempt failed: ${t.last_error}`, "error");
+  show($("topup"), true);
+}
+
+async function saveTopUp(event) {
+  event.preventDefault();
+  const body = {
+    enabled: $("topup-enabled").checked, threshold_minutes: Number($("topup-threshold").value),
+    package_key: $("topup-package").value, currency: $("currency").value,
+  };
+  if ($("topup-pm").value) body.payment_method_id = $("topup-pm").value.trim();
+  if ($("topup-customer").value) body.customer_id = $("topup-customer").value.trim();
+  try {
+    await api(`/v1/billing/auto-topup/${account}`, { method: "PUT", body });
+    say($("topup-status"), "Saved.");
+  } catch (error) {
+    say($("topup-status"), problemText(error), "error");
+  }
+}
+
+async function loadAlerts() {
+  if (!isOn(feats, "alerts")) return;
+  const a = await optional(`/v1/billing/alerts/${account}`);
+  if (!a) return;
+  $("alert-threshold").value = a.low_balance_threshold ?? "";
+  show($("alerts"), true);
+}
+
+async function saveAlerts(event) {
+  event.preventDefault();
+  try {
+    await api(`/v1/billing/alerts/${account}`, {
+      method: "PUT", body: { low_balance_threshold: Number($("alert-threshold").value) },
+    });
+    say($("alerts-status"), "Saved.");
+  } catch (error) {
+    say($("alerts-status"), problemText(error), "error");
+  }
+}
+
+async function loadPaymentMethods() {
+  if (!isOn(feats, "payments")) return;
+  const doc = await optional(`/v1/billing/payment-methods/${account}`);
+  if (!doc) return;
+  const methods = Array.isArray(doc) ? doc : doc.payment_methods || doc.data || [];
+  const list = clear($("pm-list"));
+  for (const m of methods) {
+    list.append(el("li", {}, `${m.card_brand || m.type} •••• ${m.card_last4 || "????"}`,
+      m.exp_month ? ` (expires ${m.exp_month}/${m.exp_year})` : "", m.is_default ? " — default" : ""));
+  }
+  if (!methods.length) list.append(el("li", {}, "No saved payment method."));
+  show($("portal"), true);
+  show($("payment-methods"), true);
+}
+
+async function openPortal() {
+  try {
+    const doc = await api(`/v1/billing/portal/${account}`, { method: "POST", body: {} });
+    safeRedirect(doc.portal_url);
+  } catch (error) {
+    say($("pm-status"), problemText(error), "error");
+  }
+}
+
+async function loadInvoices() {
+  if (!isOn(feats, "invoices") || !isOn(feats, "payments")) return;
+  const doc = await optional(`/v1/billing/invoices/${account}`);
+  if (!doc) return;
+  const invoices = Array.isArray(doc) ? doc : doc.invoices || doc.data || [];
+  const rows = clear($("inv-rows"));
+  for (const inv of invoices) {
+    const pdf = `/v1/billing/invoices/${account}/${encodeURIComponent(inv.id)}/pdf`;
+    rows.append(el("tr", {}, el("td", {}, inv.invoice_number || inv.id), el("td", {}, inv.status),
+      el("td", {}, `${inv.total} ${inv.currency || ""}`), el("td", {}, fmtTime(inv.created_at || inv.period_start)),
+      el("td", {}, el("a", { href: pdf }, "PDF"))));
+  }
+  if (!invoices.length) rows.append(el("tr", {}, el("td", { colspan: 5 }, "No invoices yet.")));
+  show($("invoices"), true);
+}
+
+// ---- live updates -----------------------------------------------------------------------------
+
+let refreshTimer = null;
+function refreshSoon(usage) {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => {
+    loadBalance().catch(report);
+    loadEvents().catch(report);
+    if (usage) loadUsage().catch(report);
+  }, 100);
+}
+
+function connect() {
+  if (!isOn(feats, "stream")) return say($("live-status"), "Live updates are off on this gateway.");
+  const source = new EventSource(`/v1/billing/stream/${account}`);
+  source.addEventListener("open", () => say($("live-status"), "Live: changes appear as they happen.", "ok"));
+  source.addEventListener("error", () => say($("live-status"), "Live updates interrupted; reconnecting…", "warn"));
+  source.addEventListener("balance.updated", (e) => {
+    const data = JSON.parse(e.data);
+    if (data.total_seconds !== undefined) showTotals(data);
+    if (data.reason !== "snapshot") refreshSoon(data.reason === "consumption");
+  });
+  for (const type of ["credit.applied", "bucket.created", "bucket.expired", "package.fulfilled", "rollover.created", "history.truncated"]) {
+    source.addEventListener(type, () => refreshSoon(false));
+  }
+}
+
+function report(error) {
+  const box = $("unavailable");
+  say(box, `Some data could not be loaded: ${problemText(error)}`, "notice");
+  show(box, true);
+}
+
+async function main() {
+  feats = await features();
+  $("period").addEventListener("change", () => loadUsage().catch(report));
+  $("currency").addEventListener("change", () => loadCatalog().catch(report));
+  $("packages").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-package]");
+    if (button) buy(button);
+  });
+  $("events-more").addEventListener("click", () => loadEvents(true).catch(report));
+  $("topup-form").addEventListener("submit", saveTopUp);
+  $("alerts-form").addEventListener("submit", saveAlerts);
+  $("portal").addEventListener("click", openPortal);
+  await Promise.all([loadBalance(), loadEvents(), loadCatalog()].map((p) => p.catch(report)));
+  connect();
+  await Promise.all([loadUsage(), loadTopUp(), loadAlerts(), loadPaymentMethods(), loadInvoices(), loadCosts()]
+    .map((p) => p.catch(report)));
+  body.dataset.ready = "1";
+}
+
+main();

@@ -1,0 +1,250 @@
+// The operator console (/admin): accounts (search, paging, balance, keys, grants and
+// adjustments), usage by day/model/operation, costs and margin, the policy in force, unbilled
+// calls and outgoing webhooks — all read from the admin API with the console's session.
+import {
+  api, optional, features, isOn, el, clear, show, say, fmtSeconds, fmtAmount, fmtTime,
+  idempotencyKey, problemText,
+} from "./api.js";
+import { dailyBars } from "./chart.js";
+
+const $ = (id) => document.getElementById(id);
+const unit = document.body.dataset.unit || "s";
+let feats = null;
+let accountsCursor = null;
+let current = null; // the account shown
+const keys = { grant: null, adjust: null }; // one idempotency key per filled-in form
+
+// ---- accounts ---------------------------------------------------------------------------------
+
+async function loadAccounts(more = false) {
+  const q = $("search").value.trim();
+  const params = new URLSearchParams({ limit: "20" });
+  if (q) params.set("q", q);
+  if (more && accountsCursor) params.set("cursor", accountsCursor);
+  const page = await api(`/v1/admin/accounts?${params}`);
+  const list = $("accounts-list");
+  if (!more) clear(list);
+  for (const a of page.accounts) {
+    list.append(el("li", {}, el("button", { type: "button", class: "link", dataset: { account: a.account_id } },
+      a.account_id), ` ${a.plan_key} · ${a.subscription_status} · since ${fmtTime(a.created_at)}`));
+  }
+  if (!list.firstChild) list.append(el("li", {}, "No account matches."));
+  accountsCursor = page.next_cursor;
+  show($("accounts-more"), Boolean(accountsCursor));
+}
+
+async function createAccount(event) {
+  event.preventDefault();
+  const plan = $("new-plan").value.trim();
+  try {
+    const created = await api("/v1/admin/accounts", { method: "POST", body: plan ? { plan } : {} });
+    $("search").value = created.account_id;
+    await loadAccounts();
+    await openAccount(created.account_id);
+  } catch (error) {
+    alertIn($("accounts"), problemText(error));
+  }
+}
+
+function alertIn(section, text) {
+  let box = section.querySelector(".error");
+  if (!box) section.append(box = el("p", { class: "error", role: "alert" }));
+  box.textContent = text;
+}
+
+async function openAccount(accountId) {
+  current = accountId;
+  const doc = await api(`/v1/admin/accounts/${encodeURIComponent(accountId)}`);
+  $("account-id").textContent = accountId;
+  const t = doc.balance.totals;
+  $("acct-total").textContent = fmtSeconds(t.total_seconds);
+  $("acct-total").dataset.value = String(t.total_seconds);
+  $("acct-available").textContent = fmtSeconds(t.available_seconds);
+  $("acct-plan").textContent = `${doc.balance.plan_key} (${doc.balance.subscription_status})`;
+  const rows = clear($("acct-buckets"));
+  for (const b of [...doc.balance.buckets.daily, ...doc.balance.buckets.paid]) {
+    rows.append(el("tr", {}, el("td", {}, b.source), el("td", {}, fmtSeconds(b.seconds)), el("td", {}, fmtTime(b.expires_at))));
+  }
+  const list = clear($("keys"));
+  for (const k of doc.api_keys) {
+    const item = el("li", {}, el("code", {}, `${k.prefix}…`), ` ${k.key_id} · created ${fmtTime(k.created_at)}`);
+    if (k.revoked_at) item.append(` · revoked ${fmtTime(k.revoked_at)}`);
+    else item.append(" ", el("button", { type: "button", class: "link", dataset: { revoke: k.key_id } }, "Revoke"));
+    list.append(item);
+  }
+  if (!doc.api_keys.length) list.append(el("li", {}, "No keys."));
+  show($("account"), true);
+}
+
+async function createKey() {
+  try {
+    const created = await api(`/v1/admin/accounts/${encodeURIComponent(current)}/keys`, { method: "POST", body: {} });
+    const box = $("key-new");
+    box.replaceChildren("New key (shown once — copy it now): ", el("code", { "data-testid": "admin-new-key" }, created.key));
+    show(box, true);
+    await openAccount(current);
+  } catch (error) {
+    alertIn($("account"), problemText(error));
+  }
+}
+
+async function revokeKey(keyId) {
+  if (!window.confirm(`Revoke ${keyId}? Calls with it stop at once.`)) return;
+  try {
+    await api(`/v1/admin/keys/${encodeURIComponent(keyId)}`, { method: "DELETE" });
+    await openAccount(current);
+  } catch (error) {
+    alertIn($("account"), problemText(error));
+  }
+}
+
+// A money-moving form: one idempotency key per filled-in form, kept until the form is changed or
+// the write succeeded, so a double submit (or a retry after a lost answer) applies once.
+function moneyForm(form, name, build, path, done) {
+  form.addEventListener("input", () => { keys[name] = null; });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = form.querySelector("[role=status]");
+    keys[name] = keys[name] || idempotencyKey(`console-${name}`);
+    const body = { ...build(), idempotency_key: keys[name] };
+    const account = current;
+    try {
+      const result = await api(path(account), { method: "POST", body });
+      say(status, done(result, body), "ok");
+      form.reset();
+      keys[name] = null;
+      await openAccount(account);
+      loadStats().catch(report);
+    } catch (error) {
+      say(status, problemText(error), "error");
+    }
+  });
+}
+
+// ---- usage, costs, policy, unbilled, webhooks -------------------------------------------------
+
+function groupRows(tbody, groups) {
+  clear(tbody);
+  for (const g of groups) {
+    tbody.append(el("tr", {}, el("td", {}, g.key ?? "(unknown)"), el("td", {}, g.calls),
+      el("td", {}, `${g.input_tokens} / ${g.output_tokens}`), el("td", {}, fmtSeconds(g.charged_ms / 1000)),
+      el("td", {}, fmtSeconds(g.unbilled_ms / 1000))));
+  }
+  if (!groups.length) tbody.append(el("tr", {}, el("td", { colspan: 5 }, "No calls in this period.")));
+}
+
+async function loadStats() {
+  const period = $("stats-period").value;
+  const daily = await api(`/v1/admin/stats/daily?period=${period}`);
+  dailyBars($("daily-chart"), daily.days.map((d) => d.date), daily.days.map((d) => d.charged),
+    `Charged (${daily.unit})`, (v) => fmtAmount(v, daily.unit));
+  const rows = clear($("by-operation"));
+  for (const o of daily.by_operation) {
+    rows.append(el("tr", {}, el("td", {}, o.operation), el("td", {}, o.calls), el("td", {}, fmtAmount(o.charged, daily.unit))));
+  }
+  if (!daily.by_operation.length) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No calls in this period.")));
+  await loadCosts(period === "day" ? "day" : "month");
+}
+
+// Usage by model reads every usage record of the period (GET /v1/admin/stats/usage): on demand.
+async function loadByModel() {
+  const usage = await api(`/v1/admin/stats/usage?period=${$("stats-period").value}`);
+  groupRows($("by-model"), usage.by_model);
+}
+
+async function loadCosts(period) {
+  if (!isOn(feats, "costs")) return show($("costs"), false);
+  const doc = await optional(`/v1/admin/costs/summary?period=${period}`);
+  const groups = doc && (doc.breakdown || doc.by_model || doc.groups);
+  if (!Array.isArray(groups)) return show($("costs"), false);
+  const rows = clear($("costs-rows"));
+  for (const g of groups) {
+    rows.append(el("tr", {}, el("td", {}, g.provider ?? ""), el("td", {}, g.model ?? ""),
+      el("td", {}, g.provider_cost_usd ?? ""), el("td", {}, fmtAmount(g.charged ?? 0, unit)),
+      el("td", {}, g.margin_usd ?? "—")));
+  }
+  show($("costs"), true);
+}
+
+async function loadPolicy() {
+  const p = await api("/v1/admin/policy");
+  const facts = clear($("policy-facts"));
+  const fact = (name, value) => facts.append(el("div", {}, el("dt", {}, name), el("dd", {}, value)));
+  for (const f of p.files) fact("File", `${f.path} (modified ${fmtTime(f.modified_at)})`);
+  fact("Catalog version", p.catalog_version);
+  fact("Unit", p.unit);
+  fact("Plans", p.plans.join(", "));
+  fact("Default plan", p.default_plan);
+  fact("Routes", p.routes);
+  const error = $("policy-error");
+  error.textContent = p.last_reload_error ? `Last reload failed (the previous policy is still served): ${p.last_reload_error}` : "";
+  show(error, Boolean(p.last_reload_error));
+}
+
+async function loadUnbilled() {
+  const u = await api("/v1/admin/unbilled?limit=20");
+  $("unbilled-summary").textContent = u.count
+    ? `${u.count} call(s), ${fmtSeconds(u.total_ms / 1000)} to charge, waiting in ${u.spool_path}: run \`gateway reconcile\`.`
+    : `Nothing waits for reconciliation (${u.spool_path}).`;
+  const list = clear($("unbilled-list"));
+  for (const c of u.calls) list.append(el("li", {}, `${c.request_id} · ${c.account_id} · ${c.operation} · ${fmtSeconds(c.charge_ms / 1000)}`));
+  if (u.error) list.append(el("li", { class: "error" }, u.error));
+}
+
+async function loadWebhooks() {
+  if (!isOn(feats, "webhooks")) return;
+  const doc = await optional("/v1/admin/webhook-endpoints");
+  if (!doc) return;
+  const endpoints = Array.isArray(doc) ? doc : doc.endpoints || doc.data || [];
+  const list = clear($("hooks-list"));
+  for (const ep of endpoints) {
+    const item = el("li", {}, el("code", {}, ep.url), ` · ${(ep.event_types || []).join(", ")}`);
+    list.append(item);
+    const deliveries = await optional(`/v1/admin/webhook-endpoints/${encodeURIComponent(ep.id)}/deliveries`);
+    const rows = deliveries && (Array.isArray(deliveries) ? deliveries : deliveries.deliveries || deliveries.data || []);
+    if (rows && rows.length) {
+      item.append(el("ul", {}, rows.slice(0, 10).map((d) => el("li", {},
+        `${d.event_type || d.type || ""} · ${d.status || ""} · attempts ${d.attempts ?? "?"} · ${fmtTime(d.created_at || d.last_attempt_at)}`))));
+    }
+  }
+  if (!endpoints.length) list.append(el("li", {}, "No endpoints registered."));
+  show($("webhooks"), true);
+}
+
+function report(error) {
+  alertIn($("stats"), `Some data could not be loaded: ${problemText(error)}`);
+}
+
+async function main() {
+  feats = await features();
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); loadAccounts().catch(report); });
+  $("accounts-more").addEventListener("click", () => loadAccounts(true).catch(report));
+  $("accounts-list").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-account]");
+    if (button) openAccount(button.dataset.account).catch(report);
+  });
+  $("new-account-form").addEventListener("submit", createAccount);
+  $("key-create").addEventListener("click", createKey);
+  $("keys").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-revoke]");
+    if (button) revokeKey(button.dataset.revoke);
+  });
+  moneyForm($("grant-form"), "grant", () => ({
+    minutes: Number($("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
+  }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/grants`,
+  (r, body) => (r.replayed ? `Already applied (${body.minutes} min); nothing credited twice.` : `Credited ${body.minutes} min: “${body.reason}”.`));
+  moneyForm($("adjust-form"), "adjust", () => ({
+    seconds: Number($("adjust-seconds").value), reason: $("adjust-reason").value,
+  }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/adjustments`,
+  (r) => (r.replayed ? "Already applied." : `Applied ${fmtSeconds(r.amount_ms / 1000)}` +
+    (r.unrecovered_ms ? ` (${fmtSeconds(r.unrecovered_ms / 1000)} could not be taken back).` : ".")));
+  $("stats-period").addEventListener("change", () => loadStats().catch(report));
+  $("by-model").addEventListener("click", (e) => {
+    if (e.target.id === "by-model-load") loadByModel().catch(report);
+  });
+  await Promise.all([loadAccounts(), loadStats(), loadPolicy(), loadUnbilled(), loadWebhooks()]
+    .map((p) => p.catch(report)));
+  document.body.dataset.ready = "1";
+}
+
+main();
