@@ -45,7 +45,9 @@ def test_400_concurrent_calls_on_4_processes_admit_exactly_what_the_balance_cove
 ) -> None:
     # The four replicas start together on an empty database: `serve` migrates it first, so
     # this also checks that simultaneous migrations do not trip over each other.
-    policy = write_policy(tmp_path, read_timeout_s=20)
+    # Leases long enough that a loaded machine's stalled event loop cannot let one lapse: this
+    # test is about atomic admission; lapsed leases are tests/production/test_faults.py's.
+    policy = write_policy(tmp_path, read_timeout_s=20, lease_s=30)
     procs = gateways.start(N_PROCESSES, policy, {
         "GATEWAY_DATABASE_URL": pg_url_unmigrated, "GATEWAY_REDIS_URL": redis_url,
         **upstream_env(fake_upstream.url)})
