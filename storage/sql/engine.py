@@ -96,6 +96,9 @@ class Runner:
         self._pool_lock: asyncio.Lock | None = None
         # Called with the account events (storage.sql.events) of each committed transaction.
         self.on_commit: Callable[[list[Any]], None] | None = None
+        # The policy's low-balance alert rules (storage.engine.alerts.AlertRules), seen by every
+        # transaction as `conn.info["gw_alert_rules"]` (storage.sql.events.alerts_tx).
+        self.alert_rules: Any = None
         if self.sqlite:
             self._sync = make_sqlite_engine(url)
         else:
@@ -114,7 +117,7 @@ class Runner:
         try:
             if self._sync is not None:
                 with self._sync.begin() as conn:
-                    result = _collecting(fn, sink)(conn, *args)
+                    result = _collecting(fn, sink, self.alert_rules)(conn, *args)
             else:
                 result = await self._run_async(fn, sink, args)
         except Exception as exc:
@@ -129,7 +132,7 @@ class Runner:
         async with self._async.connect() as aconn:
             try:
                 async with aconn.begin():
-                    return await aconn.run_sync(_collecting(fn, sink), *args)
+                    return await aconn.run_sync(_collecting(fn, sink, self.alert_rules), *args)
             except Exception as exc:
                 if _store_failed(exc):
                     # Whatever broke it, a connection that failed is not handed back to the
@@ -306,19 +309,21 @@ class _PgExecutor:
         return int(tail) if tail.isdigit() else 0
 
 
-def _collecting(fn: Callable[..., T], sink: list[Any]) -> Callable[..., T]:
-    """`fn` with the transaction's event sink installed on its connection (see
-    storage.sql.events.emit_tx)."""
+def _collecting(fn: Callable[..., T], sink: list[Any], alert_rules: Any = None) -> Callable[..., T]:
+    """`fn` with the transaction's event sink (and the alert rules) installed on its connection
+    (see storage.sql.events.emit_tx, alerts_tx)."""
 
     def call(conn: Connection, *args: Any) -> T:
         # Kept from before the call: reading `conn.info` of a connection invalidated by `fn`
         # raises PendingRollbackError, which would hide the driver error that invalidated it.
         info = conn.info
         info["gw_events"] = sink
+        info["gw_alert_rules"] = alert_rules
         try:
             return fn(conn, *args)
         finally:
             info.pop("gw_events", None)
+            info.pop("gw_alert_rules", None)
 
     return call
 

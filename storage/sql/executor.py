@@ -24,6 +24,18 @@ class Statement(Protocol):
     def pg(self) -> str: ...
 
 
+class Sql:
+    """One statement in both paramstyles: `lite` (`?`, sqlite3) and `pg` (`$n`, asyncpg, with
+    `pg_suffix` such as FOR UPDATE). Implements `Statement`."""
+
+    __slots__ = ("lite", "pg")
+
+    def __init__(self, text: str, pg_suffix: str = "") -> None:
+        self.lite = text
+        parts = text.split("?")
+        self.pg = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1)) + pg_suffix
+
+
 class Executor(Protocol):
     """Runs statements inside one open transaction (begun and committed by `Runner.run_raw`).
 

@@ -508,7 +508,8 @@ class SqlLedger:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
         return await self.runner.run_raw(
-            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock())
+            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock(),
+            self.runner.alert_rules)
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
         """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), then
