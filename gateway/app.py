@@ -22,12 +22,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.alerts import ALERT_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
 from gateway.api.stream import STREAM_ROUTES
+from gateway.api.webhook_endpoints import WEBHOOK_ENDPOINT_ROUTES
 from gateway.auth import KeyCache
 from gateway.body_limit import BodyLimit
 from gateway.event_bus import EventBus as InProcessEventBus
@@ -50,15 +52,19 @@ from gateway.rate_limits import RateLimiter, RedisCounters
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
+from gateway.webhooks import deliver_webhooks
+from policies.alerts import alert_rules
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
+from storage.memory.notifications import MemoryAlerts, MemoryWebhooks
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.ports import (
+    Alerts,
     Counters,
     EventBus,
     NonceStore,
@@ -66,9 +72,11 @@ from storage.ports import (
     ResumeTokenStore,
     StoreUnavailable,
     UnknownAccount,
+    Webhooks,
 )
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
+from storage.sql.notifications import SqlAlerts, SqlWebhooks
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 
@@ -129,7 +137,8 @@ class Gateway:
         await services.bus.start()
         tasks = [asyncio.ensure_future(_watch_policy(services)),
                  asyncio.ensure_future(_renew_leases(services)),
-                 asyncio.ensure_future(maintain(services))]
+                 asyncio.ensure_future(maintain(services)),
+                 asyncio.ensure_future(deliver_webhooks(services))]
         try:
             yield {"services": services}
         finally:
@@ -255,14 +264,18 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     payments: Payments
     resume: ResumeTokenStore
     nonces: NonceStore
+    alerts: Alerts
+    webhooks: Webhooks
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
+        alerts, webhooks = MemoryAlerts(ledger), MemoryWebhooks(ledger)
         resume = InProcessResumeTokens()
         nonces = InProcessNonces(ledger.store)
     else:
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
+        alerts, webhooks = SqlAlerts(ledger), SqlWebhooks(ledger)
         resume = SqlResumeTokens(ledger.runner)
         # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a
         # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
@@ -297,6 +310,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
             client, Breaker(),
             on_error=lambda step: metrics.store_errors.labels("redis_events_" + step).inc())
     ledger.on_commit = bus.publish
+    alerts.alert_rules = alert_rules(policy)
     services = Services(
         settings=settings,
         policy=policy,
@@ -313,6 +327,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         nonces=nonces,
         bus=bus,
         stripe=stripe_client(settings),
+        alerts=alerts,
+        webhooks=webhooks,
     )
     services.topups = AutoTopUps(services)
     return services
@@ -347,6 +363,8 @@ async def _watch_policy(services: Services) -> None:
         try:
             services.policy = load_policy(paths, services.settings.env)
             services.ledger.lease_s = services.policy.document.holds.lease_s
+            if services.alerts is not None:
+                services.alerts.alert_rules = alert_rules(services.policy)
             services.policy_error = None
             log.info("policy reloaded", extra={"files": [str(p) for p in paths]})
         except PolicyError as exc:
@@ -425,6 +443,8 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
     return [
         *BILLING_ROUTES,
         *ADMIN_ROUTES,
+        *ALERT_ROUTES,
+        *WEBHOOK_ENDPOINT_ROUTES,
         *PAYMENTS_ROUTES,
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,

@@ -16,12 +16,14 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy
 from storage.ports import (
     Accounts,
+    Alerts,
     EventBus,
     EventLog,
     Ledger,
     NonceStore,
     Payments,
     ResumeTokenStore,
+    Webhooks,
 )
 
 
@@ -46,5 +48,7 @@ class Services:
     bus: EventBus = field(default_factory=InProcessEventBus)
     stripe: Any = None  # stripe.StripeClient when STRIPE_SECRET_KEY is set
     topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
+    alerts: Alerts | None = None  # low-balance alert settings, set by build_services
+    webhooks: Webhooks | None = None  # outgoing webhook endpoints and outbox, likewise
     policy_error: str | None = None
     background: list[object] = field(default_factory=list)

@@ -8,6 +8,7 @@ Every model forbids unknown keys so a typo is an error naming the field, never s
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -264,6 +265,10 @@ class PlanSpec(_Strict):
     welcome_bonus_minutes: NonNeg = 0
     included_minutes: NonNeg = 0
     rollover_cap_minutes: NonNeg = 0
+    # Default low-balance alert threshold of the plan's accounts, in the API's unit (seconds,
+    # the currency or tokens; policies.alerts); accounts may set their own. None: no default.
+    low_balance_threshold: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=6)] | None = (
+        None)
 
 
 class _Sellable(_Strict):

@@ -28,7 +28,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api import admin, auto_topup, billing, models, payments, stream
+from gateway.api import (
+    admin,
+    alerts,
+    auto_topup,
+    billing,
+    models,
+    payments,
+    stream,
+    webhook_endpoints,
+)
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
 from gateway.problems import GatewayError, PayloadTooLarge
@@ -49,6 +58,8 @@ OPERATIONS: tuple[Operation, ...] = (
     *auto_topup.OPERATIONS,
     *stream.OPERATIONS,
     *admin.OPERATIONS,
+    *alerts.OPERATIONS,
+    *webhook_endpoints.OPERATIONS,
     *models.OPERATIONS,
 )
 

@@ -9,7 +9,8 @@ Rules, in sentences:
   (0 < balance < threshold) and `depleted` (balance ≤ 0).
 - Each crossing fires its event once: `balance.low` when the balance falls below the
   threshold, `balance.depleted` when it reaches zero (a change that does both fires both, low
-  first; with a threshold of 0 only depletion), `balance.recovered` when it rises back to the threshold or above (and above zero).
+  first; with a threshold of 0 only depletion), `balance.recovered` when it rises back to the
+  threshold or above (and above zero).
 - An alert is re-armed only by a recovery: a depleted account credited to a balance still
   below its threshold fires nothing, and a low account stays low until it recovers.
 - A threshold of 0 (none set, no plan default) watches only depletion and recovery from it.

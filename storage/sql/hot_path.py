@@ -37,7 +37,6 @@ from storage.sql.alerts import alerts_raw
 from storage.sql.executor import Executor, PgExecutor
 from storage.sql.executor import Sql as Sql  # re-exported (nonces, resume tokens)
 
-
 _LOCK = Sql("SELECT plan_key, debt FROM accounts WHERE id = ?", " FOR UPDATE")
 # Settlement locks the row by bumping the event sequence (one statement for both).
 _LOCK_FOR_EVENT = Sql("UPDATE accounts SET event_seq = event_seq + 1 WHERE id = ?"
