@@ -68,3 +68,27 @@ class RetrySchedule:
         if now_ms - created_ms >= self.window_ms:
             return None
         return now_ms + self.delay(attempts)
+
+
+def refund_applied(payment_intent_id: str, charge_id: str, amount_cents: int,
+                   refunded_cents: int, clawed_back: bool) -> dict[str, Any]:
+    """Data of `refund.applied`: a Stripe refund of a purchase was applied (its share of the
+    package clawed back, or nothing left to claw back); amounts in the charge's minor units."""
+    return {"payment_intent_id": payment_intent_id, "charge_id": charge_id,
+            "amount_cents": amount_cents, "refunded_cents": refunded_cents,
+            "clawed_back": clawed_back}
+
+
+def payment_failed(kind: str, reference: str, error: str) -> dict[str, Any]:
+    """Data of `payment.failed`: what failed (`auto_topup`, …), its reference (attempt or
+    invoice id) and the provider's reason (at most 200 characters)."""
+    return {"kind": kind, "reference": reference, "error": error[:200]}
+
+
+def subscription_updated(status: str, plan_key: str, subscription_key: str | None,
+                         pending: tuple[str, int] | None) -> dict[str, Any]:
+    """Data of `subscription.updated`: status, plan and subscription after the change, and the
+    scheduled downgrade if any."""
+    return {"status": status, "plan_key": plan_key, "subscription_key": subscription_key,
+            "pending_plan_key": None if pending is None else pending[0],
+            "pending_effective_at": None if pending is None else iso_utc(pending[1])}

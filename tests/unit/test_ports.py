@@ -16,11 +16,13 @@ from storage import ports
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
+from storage.memory.notifications import MemoryAlerts, MemoryWebhooks
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.redis_state import RedisResumeTokens
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
+from storage.sql.notifications import SqlAlerts, SqlWebhooks
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 
@@ -34,6 +36,8 @@ ADAPTERS: dict[type, list[type]] = {
     ports.NonceStore: [SqlNonces, InProcessNonces],
     ports.Counters: [InProcessCounters, RedisCounters],
     ports.EventBus: [InProcessEventBus, RedisEventBus],
+    ports.Alerts: [SqlAlerts, MemoryAlerts],
+    ports.Webhooks: [SqlWebhooks, MemoryWebhooks],
 }
 
 
