@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,8 +138,10 @@ class Settings(BaseSettings):
                                  validation_alias="GATEWAY_WEBHOOK_POLL_MS")
     webhook_timeout_s: int = Field(10, ge=1, le=60, validation_alias="GATEWAY_WEBHOOK_TIMEOUT_S")
     payment_challenge: bool = Field(False, validation_alias="GATEWAY_PAYMENT_CHALLENGE")
+    # Unset: a random key per process (a challenge id then verifies on the process that made it).
     payment_challenge_secret: str | None = Field(
-        None, repr=False, validation_alias="GATEWAY_PAYMENT_CHALLENGE_SECRET")
+        default_factory=lambda: secrets.token_urlsafe(32), repr=False,
+        validation_alias="GATEWAY_PAYMENT_CHALLENGE_SECRET")
     # billing, admin, webhooks (proxied routes: per route)
     max_body_bytes: int = Field(_MIB, ge=1024, le=64 * _MIB,
                                 validation_alias="GATEWAY_MAX_BODY_BYTES")
