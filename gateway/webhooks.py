@@ -128,7 +128,7 @@ async def deliver_webhooks(s: Services) -> None:
     timeout = s.settings.webhook_timeout_s
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         worker = DeliveryWorker(s.webhooks, client, schedule_of(s),
-                                lease_ms=(timeout + 30) * 1000)
+                                lease_ms=(2 * timeout + 5) * 1000)
         while True:
             sent = 0
             try:
