@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -140,8 +139,7 @@ class Settings(BaseSettings):
     payment_challenge: bool = Field(False, validation_alias="GATEWAY_PAYMENT_CHALLENGE")
     # Unset: a random key per process (a challenge id then verifies on the process that made it).
     payment_challenge_secret: str | None = Field(
-        default_factory=lambda: secrets.token_urlsafe(32), repr=False,
-        validation_alias="GATEWAY_PAYMENT_CHALLENGE_SECRET")
+        None, repr=False, validation_alias="GATEWAY_PAYMENT_CHALLENGE_SECRET")
     # billing, admin, webhooks (proxied routes: per route)
     max_body_bytes: int = Field(_MIB, ge=1024, le=64 * _MIB,
                                 validation_alias="GATEWAY_MAX_BODY_BYTES")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -76,6 +77,9 @@ class Proxy:
 
     def __init__(self, services: Services) -> None:
         self.s = services
+        # HMAC key of the 402's payment challenge ids: the configured one, else this process's
+        self.challenge_key = (services.settings.payment_challenge_secret
+                              or secrets.token_urlsafe(32)).encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
         request_id = new_request_id()
@@ -238,7 +242,7 @@ class Proxy:
                 resume_expires_at_ms=expires,
             )
             if s.settings.payment_challenge:
-                _add_payment_challenge(refusal, s, result, op_id, expires)
+                _add_payment_challenge(refusal, s, self.challenge_key, result, op_id, expires)
             raise refusal
         call.hold = result
         s.metrics.active_holds.inc()
@@ -388,7 +392,7 @@ def _force_include_usage(call: Call) -> bytes:
     return orjson.dumps(parsed)
 
 
-def _add_payment_challenge(refusal: GatewayError, s: Services, shortfall: Shortfall,
+def _add_payment_challenge(refusal: GatewayError, s: Services, key: bytes, shortfall: Shortfall,
                            operation_id: str, expires_at_ms: int) -> None:
     """Add the `WWW-Authenticate: Payment` challenge (gateway.proxy.payment_challenge) to a
     402 when the catalog has something to buy (GATEWAY_PAYMENT_CHALLENGE=true)."""
@@ -396,6 +400,5 @@ def _add_payment_challenge(refusal: GatewayError, s: Services, shortfall: Shortf
     request = purchase_request(shortfall.required - shortfall.available,
                                s.policy.document.catalog, operation_id, origin)
     if request is not None:
-        secret = (s.settings.payment_challenge_secret or "").encode()
-        refusal.headers["www-authenticate"] = payment_challenge(secret, origin, request,
+        refusal.headers["www-authenticate"] = payment_challenge(key, origin, request,
                                                                 expires_at_ms)
