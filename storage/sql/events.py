@@ -62,7 +62,7 @@ def emit_balance_tx(conn: Connection, account_id: str, at_ms: int, reason: str) 
         holds.c.account_id == account_id, holds.c.expires_at_ms > at_ms)).scalar_one())
     account = conn.execute(select(accounts.c.debt, accounts.c.plan_key,
                                   accounts.c.low_balance_threshold, accounts.c.balance_alert)
-                           .where(accounts.c.id == account_id)).one()
+                           .where(accounts.c.id == account_id).with_for_update()).one()
     debt = int(account.debt)
     event = emit_tx(conn, account_id, BALANCE_UPDATED,
                     balance_data(((r[0], int(r[1])) for r in rows), held, debt, reason), at_ms)
