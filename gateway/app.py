@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.alerts import ALERT_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
 from gateway.api.billing_account import BILLING_ACCOUNT_ROUTES
@@ -38,6 +39,7 @@ from gateway.api.reconcile import RECONCILE_ROUTES
 from gateway.api.stream import STREAM_ROUTES
 from gateway.api.stripe_calls import StripeCustomers
 from gateway.api.subscriptions import SUBSCRIPTION_ROUTES
+from gateway.api.webhook_endpoints import WEBHOOK_ENDPOINT_ROUTES
 from gateway.auth import KeyCache
 from gateway.billing_switch import BillingSwitch
 from gateway.body_limit import BodyLimit
@@ -63,6 +65,8 @@ from gateway.rate_limits import RateLimiter, RedisCounters
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.unbilled import UnbilledSpool
+from gateway.webhooks import deliver_webhooks
+from policies.alerts import alert_rules
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
 from storage.drivers import require_for_redis
@@ -71,10 +75,12 @@ from storage.memory.console import MemoryConsole
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
+from storage.memory.notifications import MemoryAlerts, MemoryWebhooks
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.memory.sessions import MemorySessions
 from storage.ports import (
+    Alerts,
     BillingRecords,
     ConsoleQueries,
     Counters,
@@ -85,11 +91,13 @@ from storage.ports import (
     ResumeTokenStore,
     StoreUnavailable,
     UnknownAccount,
+    Webhooks,
 )
 from storage.sql.billing_records import SqlBillingRecords
 from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
+from storage.sql.notifications import SqlAlerts, SqlWebhooks
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 from storage.sql.sessions import SqlSessions
@@ -155,7 +163,8 @@ class Gateway:
         await services.bus.start()
         tasks = [asyncio.ensure_future(_watch_policy(services)),
                  asyncio.ensure_future(_renew_leases(services)),
-                 asyncio.ensure_future(maintain(services))]
+                 asyncio.ensure_future(maintain(services)),
+                 asyncio.ensure_future(deliver_webhooks(services))]
         try:
             yield {"services": services}
         finally:
@@ -284,10 +293,13 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
     records: BillingRecords
     sessions: DashboardSessions
     console: ConsoleQueries
+    alerts: Alerts
+    webhooks: Webhooks
     if settings.database_url.startswith(MEMORY_URL):  # one process, nothing persisted
         ledger = MemoryLedger(lease_s=lease_s)
         payments = MemoryPayments(ledger)
         records = MemoryBillingRecords(ledger)
+        alerts, webhooks = MemoryAlerts(ledger), MemoryWebhooks(ledger)
         resume = InProcessResumeTokens()
         nonces = InProcessNonces(ledger.store)
         sessions = MemorySessions(ledger.store)
@@ -296,6 +308,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         ledger = SqlLedger(settings.database_url, lease_s=lease_s)
         payments = SqlPayments(ledger)
         records = SqlBillingRecords(ledger)
+        alerts, webhooks = SqlAlerts(ledger), SqlWebhooks(ledger)
         resume = SqlResumeTokens(ledger.runner)
         # HMAC nonces live in the SQL store only, Redis or not: one source of truth, so a
         # nonce is accepted once across Redis outages (README "Billing API"). Billing requests
@@ -332,6 +345,7 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
             client, Breaker(),
             on_error=lambda step: metrics.store_errors.labels("redis_events_" + step).inc())
     ledger.on_commit = bus.publish
+    alerts.alert_rules = alert_rules(policy)
     services = Services(
         settings=settings,
         policy=policy,
@@ -351,6 +365,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         records=records,
         sessions=sessions,
         console=console,
+        alerts=alerts,
+        webhooks=webhooks,
     )
     services.topups = AutoTopUps(services)
     services.customers = StripeCustomers(services)
@@ -386,6 +402,8 @@ async def _watch_policy(services: Services) -> None:
         try:
             services.policy = load_policy(paths, services.settings.env)
             services.ledger.lease_s = services.policy.document.holds.lease_s
+            if services.alerts is not None:
+                services.alerts.alert_rules = alert_rules(services.policy)
             services.policy_error = None
             log.info("policy reloaded", extra={"files": [str(p) for p in paths]})
         except PolicyError as exc:
@@ -464,6 +482,8 @@ def _web_routes(gw: Gateway) -> list[BaseRoute]:
     return [
         *BILLING_ROUTES,
         *ADMIN_ROUTES,
+        *ALERT_ROUTES,
+        *WEBHOOK_ENDPOINT_ROUTES,
         *PAYMENTS_ROUTES,
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,

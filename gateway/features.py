@@ -45,8 +45,11 @@ FEATURES: tuple[Feature, ...] = (
                                "`POST /v1/billing/credits/checkout` buys any amount.",
             lambda s: _payments(s) and s.policy.unit.kind is UnitKind.CURRENCY),
     Feature("stream", "The live billing stream (`/v1/billing/stream`) answers.", _billing),
-    Feature("webhooks", "Stripe events are received (STRIPE_WEBHOOK_SECRET set); the webhook "
-                        "answers even with billing off.",
+    Feature("webhooks", "Outgoing webhooks: endpoints registered through the admin API receive "
+                        "Standard Webhooks deliveries (gateway.webhooks).",
+            lambda s: s.webhooks is not None),
+    Feature("stripe_webhooks", "Stripe events are received (STRIPE_WEBHOOK_SECRET set); the "
+                               "receiver answers even with billing off.",
             lambda s: s.settings.stripe_webhook_secret is not None),
 )
 

@@ -16,6 +16,7 @@ from gateway.unbilled import UnbilledSpool
 from policies.compiled import Policy
 from storage.ports import (
     Accounts,
+    Alerts,
     BillingRecords,
     ConsoleQueries,
     DashboardSessions,
@@ -25,6 +26,7 @@ from storage.ports import (
     NonceStore,
     Payments,
     ResumeTokenStore,
+    Webhooks,
 )
 
 
@@ -51,6 +53,8 @@ class Services:
     topups: Any = None  # gateway.api.auto_topup.AutoTopUps, set by build_services
     customers: Any = None  # gateway.api.stripe_calls.StripeCustomers, set by build_services
     records: BillingRecords | None = None  # invoices, statements, reconciliation
+    alerts: Alerts | None = None  # low-balance alert settings, set by build_services
+    webhooks: Webhooks | None = None  # outgoing webhook endpoints and outbox, likewise
     policy_error: str | None = None
     sessions: DashboardSessions | None = None  # dashboard sessions (issue 12)
     console: ConsoleQueries | None = None  # the console's cross-account reads (issue 12)

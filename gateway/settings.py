@@ -24,6 +24,13 @@
 | GATEWAY_STREAM_KEEPALIVE_S | 15 | seconds between keep-alive comments on the billing stream |
 | GATEWAY_STREAM_POLL_S | 5 | a stream re-reads the event log at least this often (bus fallback) |
 | GATEWAY_MAINTENANCE_S | 30 | period of expiry/rollover, event pruning and auto top-up retries |
+| GATEWAY_WEBHOOK_BACKOFF_BASE_MS | 5000 | outgoing webhooks: wait after the first failed attempt (doubles per attempt) |
+| GATEWAY_WEBHOOK_BACKOFF_CAP_MS | 7200000 | outgoing webhooks: longest wait between attempts |
+| GATEWAY_WEBHOOK_RETRY_WINDOW_S | 86400 | outgoing webhooks: retried until an attempt fails this long after the event (≥ 24 h) |
+| GATEWAY_WEBHOOK_POLL_MS | 1000 | outgoing webhooks: how often the delivery worker looks for due deliveries |
+| GATEWAY_WEBHOOK_TIMEOUT_S | 10 | outgoing webhooks: one attempt's timeout |
+| GATEWAY_PAYMENT_CHALLENGE | false | add a `WWW-Authenticate: Payment` challenge to the 402 |
+| GATEWAY_PAYMENT_CHALLENGE_SECRET | (random per process) | HMAC key binding the challenge `id` (≥ 32 chars; set it so every replica's ids verify alike) |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
 """  # noqa: E501 - a Markdown table
 
@@ -130,6 +137,20 @@ class Settings(BaseSettings):
                                     validation_alias="GATEWAY_STREAM_KEEPALIVE_S")
     stream_poll_s: int = Field(5, ge=1, le=300, validation_alias="GATEWAY_STREAM_POLL_S")
     maintenance_s: int = Field(30, ge=1, le=3600, validation_alias="GATEWAY_MAINTENANCE_S")
+    webhook_backoff_base_ms: int = Field(5_000, ge=10, le=3_600_000,
+                                         validation_alias="GATEWAY_WEBHOOK_BACKOFF_BASE_MS")
+    webhook_backoff_cap_ms: int = Field(7_200_000, ge=10, le=86_400_000,
+                                        validation_alias="GATEWAY_WEBHOOK_BACKOFF_CAP_MS")
+    webhook_retry_window_s: int = Field(SECONDS_PER_DAY, ge=SECONDS_PER_DAY,
+                                        le=30 * SECONDS_PER_DAY,
+                                        validation_alias="GATEWAY_WEBHOOK_RETRY_WINDOW_S")
+    webhook_poll_ms: int = Field(1_000, ge=10, le=60_000,
+                                 validation_alias="GATEWAY_WEBHOOK_POLL_MS")
+    webhook_timeout_s: int = Field(10, ge=1, le=60, validation_alias="GATEWAY_WEBHOOK_TIMEOUT_S")
+    payment_challenge: bool = Field(False, validation_alias="GATEWAY_PAYMENT_CHALLENGE")
+    # Unset: a random key per process (a challenge id then verifies on the process that made it).
+    payment_challenge_secret: str | None = Field(
+        None, repr=False, validation_alias="GATEWAY_PAYMENT_CHALLENGE_SECRET")
     # billing, admin, webhooks (proxied routes: per route)
     max_body_bytes: int = Field(_MIB, ge=1024, le=64 * _MIB,
                                 validation_alias="GATEWAY_MAX_BODY_BYTES")
@@ -198,7 +219,9 @@ class Settings(BaseSettings):
         return data
 
     @field_validator("port", "key_cache_ttl_s", "event_history_s", "stream_keepalive_s",
-                     "stream_poll_s", "maintenance_s", "max_body_bytes", mode="before")
+                     "stream_poll_s", "maintenance_s", "max_body_bytes", "webhook_backoff_base_ms",
+                     "webhook_backoff_cap_ms", "webhook_retry_window_s", "webhook_poll_ms",
+                     "webhook_timeout_s", mode="before")
     @classmethod
     def _integer(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
@@ -271,6 +294,13 @@ class Settings(BaseSettings):
         if token is not None and len(token) < 32:
             raise SettingsError("GATEWAY_ADMIN_TOKEN must be at least 32 characters")
         return token
+
+    @field_validator("payment_challenge_secret")
+    @classmethod
+    def _challenge_secret(cls, secret: str | None) -> str | None:
+        if secret is not None and len(secret) < 32:
+            raise SettingsError("GATEWAY_PAYMENT_CHALLENGE_SECRET must be at least 32 characters")
+        return secret
 
     @field_validator("hmac_keys", mode="before")
     @classmethod

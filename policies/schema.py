@@ -295,6 +295,10 @@ class PlanSpec(_Strict):
     welcome_bonus: Amount | None = None
     included: Amount | None = None
     rollover_cap: Amount | None = None
+    # Default low-balance alert threshold of the plan's accounts, in the API's unit (seconds,
+    # the currency or tokens; policies.alerts); accounts may set their own. None: no default.
+    low_balance_threshold: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=6)] | None = (
+        None)
 
 
 class _Sellable(_Strict):

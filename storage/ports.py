@@ -8,7 +8,9 @@ The gateway depends on these and nothing else of storage's adapters:
 - `EventLog`: the per-account event log behind the live stream;
 - `ResumeTokenStore`, `NonceStore`, `Counters`: short-lived shared state;
 - `EventBus`: the live fan-out of committed events;
-- `Inspection`: raw reads for audits and tests (never on a request path).
+- `Inspection`: raw reads for audits and tests (never on a request path);
+- `Alerts`: low-balance alert thresholds; `Webhooks`: outgoing webhook endpoints and their
+  delivery outbox.
 Adapters: storage/sql (SQLite, PostgreSQL), storage/memory (one process), storage.redis_state.
 The money rules are not here nor in the adapters: they are the pure functions of
 storage/engine, which every adapter calls.
@@ -26,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from storage.clock import MS_PER_MINUTE
+from storage.engine.alerts import AlertRules
 from storage.engine.buckets import EventType, Source
 from storage.engine.burn_down import ShortfallRule
+from storage.engine.webhooks import RetrySchedule
 
 UsageSource = Literal["upstream", "estimate", "partial", "none"]
 # Usage-record outcomes of calls that have not settled: written at admission, and set by the
@@ -686,6 +690,82 @@ class EventBus(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+# ---- low-balance alerts and outgoing webhooks (issue 11 items 7, 8) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """An account's alert settings: its own threshold (ledger units; None = its plan's default,
+    AlertRules.threshold), its plan key and its alert state (storage.engine.alerts.AlertState)."""
+
+    own_threshold: int | None
+    plan_key: str
+    state: str
+
+
+class Alerts(Protocol):
+    """Low-balance alert settings. The crossing check itself runs inside every balance change
+    of the Ledger and Payments adapters, with `alert_rules` (set on start and policy reload)."""
+
+    alert_rules: AlertRules
+
+    async def alert_settings(self, account_id: str) -> AlertSettings:
+        """Raises UnknownAccount."""
+        ...
+
+    async def set_alert_threshold(self, account_id: str,
+                                  threshold: int | None) -> AlertSettings:
+        """Set the account's threshold (ledger units, 0..MAX_THRESHOLD; None: back to the plan's
+        default) and check the balance against it at once (an alert may fire).
+        Raises UnknownAccount."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """A webhook delivery leased to one worker until `lease_until_ms`: POST `payload_json` to
+    `url`, signed with `secret` (never logged) under the stable `message_id` (`webhook-id`)."""
+
+    delivery_id: str
+    message_id: str
+    endpoint_id: str
+    url: str
+    secret: str
+    payload_json: str
+    attempts: int
+    created_at_ms: int
+    lease_until_ms: int
+
+
+class Webhooks(Protocol):
+    """Outgoing webhook endpoints and the outbox: deliveries are written by the store in the
+    transaction of the event they carry (storage.engine.webhooks.WEBHOOK_EVENT_TYPES)."""
+
+    async def create_endpoint(self, url: str, event_types: list[str], description: str | None,
+                              secret: str) -> dict[str, Any]:
+        """Register an endpoint (validated by the caller); returns it without the secret."""
+        ...
+
+    async def list_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint (id, url, event_types, description, created_at_ms), no secrets."""
+        ...
+
+    async def deliveries(self, endpoint_id: str, limit: int) -> list[dict[str, Any]] | None:
+        """The endpoint's newest deliveries and their attempts; None for an unknown id."""
+        ...
+
+    async def claim_deliveries(self, lease_ms: int, limit: int) -> list[DeliveryClaim]:
+        """Lease due deliveries to this worker (one worker at a time per delivery)."""
+        ...
+
+    async def record_attempt(self, claim: DeliveryClaim, status_code: int | None,
+                             error: str | None, duration_ms: int,
+                             schedule: RetrySchedule) -> str:
+        """Log an attempt and schedule the next one by `schedule` (a 2xx delivers); returns
+        the delivery's status (delivered, pending, failed)."""
         ...
 
 

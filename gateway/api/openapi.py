@@ -30,6 +30,7 @@ from starlette.routing import Route as WebRoute
 
 from gateway.api import (
     admin,
+    alerts,
     auto_topup,
     billing,
     billing_account,
@@ -43,6 +44,7 @@ from gateway.api import (
     reconcile,
     stream,
     subscriptions,
+    webhook_endpoints,
 )
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
@@ -68,6 +70,8 @@ OPERATIONS: tuple[Operation, ...] = (
     *admin.OPERATIONS,
     *reconcile.OPERATIONS,
     *console.OPERATIONS,
+    *alerts.OPERATIONS,
+    *webhook_endpoints.OPERATIONS,
     *models.OPERATIONS,
     *meta.OPERATIONS,
     *billing_account.OPERATIONS,

@@ -163,6 +163,10 @@ and their `data`:
   `operation_id` (null unless bought to unblock a call).
 - `resume.ready`: `operation_id`, `instance` (`urn:op:<operation_id>`, the 402's `instance`),
   `package_key`: the blocked call can be retried with its `X-Resume-Token`.
+- `balance.low`, `balance.depleted`, `balance.recovered`: `balance`, `threshold` (in the
+  API's unit), `unit` — a low-balance alert, once per crossing (`/v1/billing/alerts/{userId}`).
+- `refund.applied`, `payment.failed`, `subscription.updated`: a refund applied, an auto
+  top-up payment failed, a subscription change (also sent to outgoing webhook endpoints).
 - `history.truncated` (no `id`): `last_event_id`, `oldest_available_id`; refetch the balance.
 
 Not for caching or buffering: `Cache-Control: no-store`, `X-Accel-Buffering: no`."""

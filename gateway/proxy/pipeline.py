@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ from gateway.proxy.forwarding import (
     read_body,
     upstream_headers,
 )
+from gateway.proxy.payment_challenge import origin_of, payment_challenge, purchase_request
 from gateway.proxy.payment_required import insufficient_balance
 from gateway.proxy.relay import relay_stream
 from gateway.proxy.resume import request_binding, well_formed
@@ -59,7 +61,7 @@ from policies.estimates import InvalidOutputLimit, output_limit
 from policies.meters import Usage
 from storage.clock import MS_PER_SECOND
 from storage.ids import new_sequential_id
-from storage.ports import Admission, StoreUnavailable, TokenRecord
+from storage.ports import Admission, Shortfall, StoreUnavailable, TokenRecord
 
 log = logging.getLogger("gateway.proxy")
 
@@ -75,6 +77,9 @@ class Proxy:
 
     def __init__(self, services: Services) -> None:
         self.s = services
+        # HMAC key of the 402's payment challenge ids: the configured one, else this process's
+        self.challenge_key = (services.settings.payment_challenge_secret
+                              or secrets.token_urlsafe(32)).encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, route: Route) -> None:
         request_id = new_request_id()
@@ -231,11 +236,14 @@ class Proxy:
                 token_out, expires = await s.resume.issue(
                     call.caller.account_id,
                     request_binding(call.method, call.path, call.body), op_id)
-            raise insufficient_balance(
+            refusal = insufficient_balance(
                 result, unit=s.policy.unit, operation_id=op_id, catalog=s.policy.document.catalog,
                 plan_key=call.caller.plan_key, resume_token=token_out,
                 resume_expires_at_ms=expires,
             )
+            if s.settings.payment_challenge:
+                _add_payment_challenge(refusal, s, self.challenge_key, result, op_id, expires)
+            raise refusal
         call.hold = result
         s.metrics.active_holds.inc()
         if token is not None:
@@ -382,3 +390,15 @@ def _force_include_usage(call: Call) -> bytes:
     options["include_usage"] = True
     parsed["stream_options"] = options
     return orjson.dumps(parsed)
+
+
+def _add_payment_challenge(refusal: GatewayError, s: Services, key: bytes, shortfall: Shortfall,
+                           operation_id: str, expires_at_ms: int) -> None:
+    """Add the `WWW-Authenticate: Payment` challenge (gateway.proxy.payment_challenge) to a
+    402 when the catalog has something to buy (GATEWAY_PAYMENT_CHALLENGE=true)."""
+    origin = origin_of(base_url_for(s.settings))
+    request = purchase_request(shortfall.required - shortfall.available,
+                               s.policy.document.catalog, operation_id, origin, s.policy.unit)
+    if request is not None:
+        refusal.headers["www-authenticate"] = payment_challenge(key, origin, request,
+                                                                expires_at_ms)

@@ -82,7 +82,8 @@ class MemoryLedger:
             "stripe_subscription_id": None, "subscription_key": None,
             "subscription_event_at_ms": 0, "pending_plan_key": None,
             "pending_effective_at_ms": None, "auto_topup_threshold": None,
-            "default_payment_method_id": None}
+            "default_payment_method_id": None,
+            "low_balance_threshold": None, "balance_alert": "ok"}
         if plan.welcome_bonus > 0:
             s.credit(account_id, Source.WELCOME, plan.welcome_bonus, "welcome_bonus", None,
                      "welcome bonus", at)
@@ -249,6 +250,7 @@ class MemoryLedger:
             record.usage_source, bool(record.streamed), record.outcome, at)
         self._roll_up(account_id, at, record.operation, 0 if counted else 1, settled.charged)
         s.queue(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at))  # live only
+        s.check_alerts(account_id, at)
         self._done()
         remaining = available(sum(r for _, r in after), held, settled.debt)
         return Settlement(charged=settled.charged, unbilled=settled.unbilled,

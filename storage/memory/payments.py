@@ -19,6 +19,14 @@ from storage.engine.events import (
     rollover_discarded,
 )
 from storage.engine.refunds import clawback, refund_status
+from storage.engine.webhooks import (
+    PAYMENT_FAILED,
+    REFUND_APPLIED,
+    SUBSCRIPTION_UPDATED,
+    payment_failed,
+    refund_applied,
+    subscription_updated,
+)
 from storage.memory.ledger import MemoryLedger
 from storage.memory.store import MemoryStore, Row, as_bucket
 from storage.ports import (
@@ -121,6 +129,8 @@ class MemoryPayments:
             outcome = "clawed_back" if taken else "nothing_to_claw_back"
             if taken:
                 s.emit_balance(row["account_id"], at, EventType.ADJUSTMENT.value)
+            s.emit(row["account_id"], REFUND_APPLIED, refund_applied(
+                payment_intent_id, charge_id, amount_cents, refunded_cents, bool(taken)), at)
         s.record_stripe_event(event_id, event_type, outcome, at)
         return self._done(outcome)
 
@@ -256,6 +266,9 @@ class MemoryPayments:
         self._set_plan(account, plan_key or account["plan_key"], status, subscription_key,
                        rules, at)
         self._pending_downgrade(account, pending, at)
+        s.emit(account_id, SUBSCRIPTION_UPDATED, subscription_updated(
+            account["subscription_status"], account["plan_key"], account["subscription_key"],
+            pending), at)
         return self._done(s.record_stripe_event(event_id, event_type, "applied", at))
 
     async def pending_change(self, event_id: str, event_type: str, event_ms: int,
@@ -268,6 +281,9 @@ class MemoryPayments:
         if not self._newer(account, event_ms):
             return self._done(s.record_stripe_event(event_id, event_type, "stale", at))
         self._pending_downgrade(account, pending, at)
+        s.emit(account_id, SUBSCRIPTION_UPDATED, subscription_updated(
+            account["subscription_status"], account["plan_key"], account["subscription_key"],
+            pending), at)
         return self._done(s.record_stripe_event(event_id, event_type, "applied", at))
 
     def _pending_downgrade(self, account: Row, pending: tuple[str, int] | None,
@@ -444,7 +460,9 @@ class MemoryPayments:
         failures = row["failures"] + 1
         row.update(pending_attempt=None, pending_since_ms=None, failures=failures,
                    next_attempt_at_ms=at + topup.backoff_ms(failures), last_error=error[:500])
-        return True
+        self._s.emit(account_id, PAYMENT_FAILED, payment_failed("auto_topup", attempt_id, error),
+                     at)
+        return self._done(True)
 
     async def due_topups(self, limit: int, at_ms: int | None = None) -> list[str]:
         at = self._at(at_ms)

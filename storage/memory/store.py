@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.clock import to_datetime
+from storage.engine.alerts import AlertRules, AlertState, alert_data, crossing
 from storage.engine.availability import Hold
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
 from storage.engine.burn_down import net_credit, priority_key
 from storage.engine.events import BALANCE_UPDATED, balance_data, credit_events
+from storage.engine.webhooks import PENDING, WEBHOOK_EVENT_TYPES, message_payload
 from storage.ids import new_id
 from storage.ports import AccountEvent, EventSink, GrantResult, UnknownAccount
 
@@ -76,6 +78,10 @@ class MemoryStore:
     reconciliation_reports: dict[str, Row] = field(default_factory=dict)  # by report id
     nonces: dict[str, int] = field(default_factory=dict)  # HMAC nonce -> expiry (epoch ms)
     dashboard_sessions: dict[str, Any] = field(default_factory=dict)  # hash -> session
+    webhook_endpoints: dict[str, Row] = field(default_factory=dict)
+    webhook_deliveries: dict[str, Row] = field(default_factory=dict)  # insertion = time order
+    webhook_attempts: list[Row] = field(default_factory=list)
+    alert_rules: AlertRules = field(default_factory=AlertRules)
     on_commit: EventSink | None = None
     _entry_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _allocation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -103,15 +109,52 @@ class MemoryStore:
         event = AccountEvent(account_id, account["event_seq"], event_type, data, at_ms)
         if logged:
             self.events.setdefault(account_id, []).append(event)
+            self.enqueue(event)
         self._pending.append(event)
         return event
+
+    def enqueue(self, event: AccountEvent) -> None:
+        """The outgoing-webhook deliveries of a logged event, one per subscribed endpoint, in
+        the same operation (storage.sql.outbox's rule)."""
+        if event.type not in WEBHOOK_EVENT_TYPES:
+            return
+        targets = [e["id"] for e in self.webhook_endpoints.values()
+                   if event.type in e["event_types"]]
+        if not targets:
+            return
+        message_id = new_id("msg")
+        payload = json.dumps(message_payload(event.type, event.account_id, event.seq,
+                                             event.data, event.at_ms), separators=(",", ":"))
+        for endpoint_id in targets:
+            delivery_id = new_id("whd")
+            self.webhook_deliveries[delivery_id] = {
+                "id": delivery_id, "message_id": message_id, "endpoint_id": endpoint_id,
+                "event_type": event.type, "payload_json": payload, "status": PENDING,
+                "attempts": 0, "next_attempt_at_ms": event.at_ms, "lease_until_ms": 0,
+                "last_status_code": None, "last_error": None, "created_at_ms": event.at_ms,
+                "delivered_at_ms": None}
+
+    def check_alerts(self, account_id: str, at_ms: int) -> None:
+        """Fire the low-balance alerts the operation's balance change crossed
+        (storage.engine.alerts.crossing on live buckets − debt), storing the new state."""
+        account = self.accounts[account_id]
+        balance = sum(b["remaining"] for b in self.live_buckets(account_id, at_ms)) \
+            - account["debt"]
+        rules = self.alert_rules
+        threshold = rules.threshold(account["low_balance_threshold"], account["plan_key"])
+        new, fired = crossing(AlertState(account["balance_alert"]), balance, threshold)
+        account["balance_alert"] = new.value
+        for event_type in fired:
+            self.emit(account_id, event_type, alert_data(balance, threshold, rules), at_ms)
 
     def emit_balance(self, account_id: str, at_ms: int, reason: str) -> AccountEvent:
         """balance.updated with the account's totals now."""
         live = [(b["source"], b["remaining"]) for b in self.live_buckets(account_id, at_ms)]
-        return self.emit(account_id, BALANCE_UPDATED,
-                         balance_data(live, self.held(account_id, at_ms),
-                                      self.accounts[account_id]["debt"], reason), at_ms)
+        event = self.emit(account_id, BALANCE_UPDATED,
+                          balance_data(live, self.held(account_id, at_ms),
+                                       self.accounts[account_id]["debt"], reason), at_ms)
+        self.check_alerts(account_id, at_ms)
+        return event
 
     # ---- reads -----------------------------------------------------------------------------
 

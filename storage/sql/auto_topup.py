@@ -23,8 +23,9 @@ from storage.engine import topup
 from storage.engine.availability import available, wants_top_up
 from storage.engine.buckets import EventType, Source
 from storage.engine.topup import STALE_PENDING_MS, backoff_ms
+from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.ports import Attempt, Purchase, UnknownAccount
-from storage.sql.events import emit_balance_tx
+from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import (
     _entry_exists,
     _held,
@@ -137,6 +138,8 @@ def failed_tx(conn: Connection, account_id: str, attempt_id: str, error: str,
     conn.execute(update(auto_topups).where(auto_topups.c.account_id == account_id).values(
         pending_attempt=None, pending_since_ms=None, failures=failures,
         next_attempt_at_ms=at_ms + backoff_ms(failures), last_error=error[:500]))
+    emit_tx(conn, account_id, PAYMENT_FAILED, payment_failed("auto_topup", attempt_id, error),
+            at_ms)
     return True
 
 

@@ -111,6 +111,9 @@ class Runner:
         self._async: AsyncEngine | None = None
         # Called with the account events (storage.sql.events) of each committed transaction.
         self.on_commit: Callable[[list[Any]], None] | None = None
+        # The policy's low-balance alert rules (storage.engine.alerts.AlertRules), seen by every
+        # transaction as `conn.info["gw_alert_rules"]` (storage.sql.events.alerts_tx).
+        self.alert_rules: Any = None
         if self.sqlite:
             self.writer = SqliteWriter(make_sqlite_engine(url), _store_failed, self._committed)
         else:
@@ -129,7 +132,7 @@ class Runner:
         caller may expect) and SQL bugs (ProgrammingError, DataError) pass through."""
         try:
             if self.writer is not None:
-                result: T = await self.writer.submit(_core_work(fn, args))
+                result: T = await self.writer.submit(_core_work(fn, args, self.alert_rules))
                 return result
             sink: list[Any] = []
             result = await self._run_async(fn, sink, args)
@@ -145,7 +148,7 @@ class Runner:
         async with self._async.connect() as aconn:
             try:
                 async with aconn.begin():
-                    return await aconn.run_sync(_collecting(fn, sink), *args)
+                    return await aconn.run_sync(_collecting(fn, sink, self.alert_rules), *args)
             except Exception as exc:
                 if _store_failed(exc):
                     # Whatever broke it, a connection that failed is not handed back to the
@@ -259,11 +262,12 @@ class Runner:
             await self._async.dispose()
 
 
-def _core_work(fn: Callable[..., T], args: tuple[Any, ...]) -> Work:
-    """`fn(conn, *args)` as a writer job, with the job's event sink on the connection."""
+def _core_work(fn: Callable[..., T], args: tuple[Any, ...], alert_rules: Any = None) -> Work:
+    """`fn(conn, *args)` as a writer job, with the job's event sink and the policy's alert
+    rules on the connection."""
 
     def work(conn: Connection, _cur: sqlite3.Cursor, sink: list[Any]) -> T:
-        return _collecting(fn, sink)(conn, *args)
+        return _collecting(fn, sink, alert_rules)(conn, *args)
 
     return work
 
@@ -340,19 +344,21 @@ class _PgExecutor:
         return int(tail) if tail.isdigit() else 0
 
 
-def _collecting(fn: Callable[..., T], sink: list[Any]) -> Callable[..., T]:
-    """`fn` with the transaction's event sink installed on its connection (see
-    storage.sql.events.emit_tx)."""
+def _collecting(fn: Callable[..., T], sink: list[Any], alert_rules: Any = None) -> Callable[..., T]:
+    """`fn` with the transaction's event sink (and the alert rules) installed on its connection
+    (see storage.sql.events.emit_tx, alerts_tx)."""
 
     def call(conn: Connection, *args: Any) -> T:
         # Kept from before the call: reading `conn.info` of a connection invalidated by `fn`
         # raises PendingRollbackError, which would hide the driver error that invalidated it.
         info = conn.info
         info["gw_events"] = sink
+        info["gw_alert_rules"] = alert_rules
         try:
             return fn(conn, *args)
         finally:
             info.pop("gw_events", None)
+            info.pop("gw_alert_rules", None)
 
     return call
 

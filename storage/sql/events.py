@@ -24,11 +24,14 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from storage.engine.alerts import AlertRules, AlertState, alert_data, crossing
 from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ports import AccountEvent
+from storage.sql.outbox import enqueue_tx
 from storage.sql.tables import account_events, accounts, buckets, holds
 
 SINK_KEY = "gw_events"
+ALERT_RULES_KEY = "gw_alert_rules"  # the runner's storage.engine.alerts.AlertRules
 
 
 def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, Any],
@@ -43,6 +46,7 @@ def emit_tx(conn: Connection, account_id: str, event_type: str, data: dict[str, 
         account_id=account_id, seq=seq, event_type=event_type,
         data_json=json.dumps(data, separators=(",", ":")), created_at_ms=at_ms))
     event = AccountEvent(account_id, seq, event_type, data, at_ms)
+    enqueue_tx(conn, event)  # the outgoing webhooks' outbox, in this same transaction
     sink = conn.info.get(SINK_KEY)
     if sink is not None:
         sink.append(event)
@@ -56,10 +60,31 @@ def emit_balance_tx(conn: Connection, account_id: str, at_ms: int, reason: str) 
     rows = conn.execute(select(buckets.c.source, buckets.c.remaining).where(live)).all()
     held = int(conn.execute(select(func.coalesce(func.sum(holds.c.amount), 0)).where(
         holds.c.account_id == account_id, holds.c.expires_at_ms > at_ms)).scalar_one())
-    debt = int(conn.execute(select(accounts.c.debt).where(accounts.c.id == account_id))
-               .scalar_one())
-    return emit_tx(conn, account_id, BALANCE_UPDATED,
-                   balance_data(((r[0], int(r[1])) for r in rows), held, debt, reason), at_ms)
+    account = conn.execute(select(accounts.c.debt, accounts.c.plan_key,
+                                  accounts.c.low_balance_threshold, accounts.c.balance_alert)
+                           .where(accounts.c.id == account_id).with_for_update()).one()
+    debt = int(account.debt)
+    event = emit_tx(conn, account_id, BALANCE_UPDATED,
+                    balance_data(((r[0], int(r[1])) for r in rows), held, debt, reason), at_ms)
+    alerts_tx(conn, account_id, sum(int(r[1]) for r in rows) - debt, account.plan_key,
+              account.low_balance_threshold, account.balance_alert, at_ms)
+    return event
+
+
+def alerts_tx(conn: Connection, account_id: str, balance: int, plan_key: str,
+              own_threshold: int | None, state: str, at_ms: int) -> list[AccountEvent]:
+    """Fire the low-balance alerts a change leaving the watched balance at `balance` (ledger
+    units: live buckets − debt) crosses (storage.engine.alerts.crossing), in the caller's
+    transaction under the account lock: the new state is stored and each alert is logged (and
+    enqueued for webhooks). The rules are the runner's (`conn.info[ALERT_RULES_KEY]`)."""
+    rules: AlertRules = conn.info.get(ALERT_RULES_KEY) or AlertRules()
+    threshold = rules.threshold(None if own_threshold is None else int(own_threshold), plan_key)
+    new, fired = crossing(AlertState(state), balance, threshold)
+    if new.value != state:
+        conn.execute(update(accounts).where(accounts.c.id == account_id)
+                     .values(balance_alert=new.value))
+    return [emit_tx(conn, account_id, t, alert_data(balance, threshold, rules), at_ms)
+            for t in fired]
 
 
 def events_after_tx(conn: Connection, account_id: str, after_seq: int,

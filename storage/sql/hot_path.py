@@ -25,6 +25,7 @@ import json
 from typing import Any, cast
 
 from storage.clock import day_start_ms, to_datetime
+from storage.engine.alerts import AlertRules
 from storage.engine.availability import Funds, available, wants_top_up
 from storage.engine.buckets import Bucket, EventType, Source
 from storage.engine.burn_down import ShortfallRule, settle_debit
@@ -40,12 +41,14 @@ from storage.ports import (
     Shortfall,
     UnknownAccount,
 )
+from storage.sql.alerts import alerts_raw
 from storage.sql.executor import Executor, PgExecutor, Sql
 
 _LOCK = Sql("SELECT plan_key, debt FROM accounts WHERE id = ?", " FOR UPDATE")
 # Settlement locks the row by bumping the event sequence (one statement for both).
 _LOCK_FOR_EVENT = Sql("UPDATE accounts SET event_seq = event_seq + 1 WHERE id = ?"
-                      " RETURNING debt, event_seq, auto_topup_threshold")
+                      " RETURNING debt, event_seq, auto_topup_threshold, plan_key,"
+                      " low_balance_threshold, balance_alert")
 _FUNDS = Sql(
     "SELECT"
     " (SELECT COALESCE(SUM(remaining), 0) FROM buckets WHERE account_id = ? AND remaining > 0"
@@ -184,19 +187,21 @@ async def extend_hold(
 
 async def settle(
     db: Executor, hold_id: str | None, record: CallRecord, charge: int,
-    on_shortfall: ShortfallRule, at_ms: int,
+    on_shortfall: ShortfallRule, at_ms: int, alert_rules: AlertRules | None = None,
 ) -> Settlement:
     """Debit `charge` in burn order, release the hold, write the usage record (completing the
     one admission opened, even when the sweep closed it as interrupted meanwhile; else a new
     one), add it to the daily rollup and emit a live balance.updated (next event id; not
     logged); idempotent by request id. `clamp`: the uncovered
     rest is unbilled; `overdraft`: it becomes debt. `Settlement.top_up` is True when the
-    account has auto top-up on and is now below its threshold."""
+    account has auto top-up on and is now below its threshold. A low-balance crossing fires its
+    alert in the same transaction (storage.sql.alerts.alerts_raw, `alert_rules`)."""
     account_id = record.account_id
     locked = await db.one(_LOCK_FOR_EVENT, (account_id,))
     if locked is None:
         raise UnknownAccount(account_id)
     debt, seq, topup_threshold = int(locked[0]), int(locked[1]), locked[2]
+    alert_row = (locked[3], None if locked[4] is None else int(locked[4]), locked[5])
     if hold_id is not None:
         await db.run(_DELETE_HOLD, (hold_id,))
     key = "call:" + record.request_id
@@ -262,6 +267,7 @@ async def settle(
     # that missed some is sent one fresh snapshot instead (gateway.api.stream). One insert per
     # call fewer on the hot path.
     db.events.append(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at_ms))
+    await alerts_raw(db, account_id, spendable - new_debt, *alert_row, alert_rules, at_ms)
     remaining = available(spendable, held, new_debt)
     threshold = None if topup_threshold is None else int(topup_threshold)
     return Settlement(charged=debited, unbilled=unbilled, remaining=remaining,

@@ -510,7 +510,7 @@ class SqlLedger:
         # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
             hot_path.settle, hold_id, record, charge, on_shortfall, self.clock(),
-            gather=bool(self._leases))
+            self.runner.alert_rules, gather=bool(self._leases))
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
         """Renew the leases of this process's in-flight holds (call every lease_s / 3 s), then

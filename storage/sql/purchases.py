@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from storage.engine.buckets import EventType, Source
 from storage.engine.events import fulfilment_events
 from storage.engine.refunds import clawback, refund_status
+from storage.engine.webhooks import REFUND_APPLIED, refund_applied
 from storage.ports import GrantResult, Purchase, SessionConflict
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import _lock, credit_tx, take_tx
@@ -137,6 +138,8 @@ def refund_tx(conn: Connection, event_id: str, event_type: str, payment_intent_i
         outcome = "clawed_back" if taken else "nothing_to_claw_back"
         if taken:
             emit_balance_tx(conn, row.account_id, at_ms, EventType.ADJUSTMENT.value)
+        emit_tx(conn, row.account_id, REFUND_APPLIED, refund_applied(
+            payment_intent_id, charge_id, amount_cents, refunded_cents, bool(taken)), at_ms)
     conn.execute(insert(stripe_events).values(event_id=event_id, event_type=event_type,
                                               outcome=outcome, processed_at_ms=at_ms))
     return outcome

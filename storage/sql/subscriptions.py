@@ -28,6 +28,7 @@ from storage.clock import MS_PER_SECOND, iso_utc
 from storage.engine import expiry
 from storage.engine.buckets import EventType, Source
 from storage.engine.events import BUCKET_EXPIRED, bucket_expired, rollover_discarded
+from storage.engine.webhooks import SUBSCRIPTION_UPDATED, subscription_updated
 from storage.ports import Invoice, PlanRules
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
@@ -105,6 +106,11 @@ def subscription_changed_tx(
     else:
         conn.execute(update(accounts).where(accounts.c.id == account_id).values(
             pending_plan_key=None, pending_effective_at_ms=None))
+    now = conn.execute(select(accounts.c.subscription_status, accounts.c.plan_key,
+                              accounts.c.subscription_key).where(
+        accounts.c.id == account_id)).one()
+    emit_tx(conn, account_id, SUBSCRIPTION_UPDATED, subscription_updated(
+        now.subscription_status, now.plan_key, now.subscription_key, pending), at_ms)
     return _done(conn, event_id, event_type, "applied", at_ms)
 
 
@@ -124,6 +130,11 @@ def pending_change_tx(conn: Connection, event_id: str, event_type: str, event_ms
     else:
         conn.execute(update(accounts).where(accounts.c.id == account_id).values(
             pending_plan_key=None, pending_effective_at_ms=None))
+    now = conn.execute(select(accounts.c.subscription_status, accounts.c.plan_key,
+                              accounts.c.subscription_key).where(
+        accounts.c.id == account_id)).one()
+    emit_tx(conn, account_id, SUBSCRIPTION_UPDATED, subscription_updated(
+        now.subscription_status, now.plan_key, now.subscription_key, pending), at_ms)
     return _done(conn, event_id, event_type, "applied", at_ms)
 
 

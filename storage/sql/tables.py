@@ -46,6 +46,10 @@ accounts = Table(
     Column("auto_topup_threshold", BigInteger, nullable=True),
     # the Stripe payment method auto top-up charges when its settings name none
     Column("default_payment_method_id", String(255), nullable=True),
+    # low-balance alerts (storage.engine.alerts): the account's own threshold (NULL = its
+    # plan's default) and where its balance stands against it, read with the row lock
+    Column("low_balance_threshold", BigInteger, nullable=True),
+    Column("balance_alert", String(16), nullable=False, server_default="ok"),
     CheckConstraint("debt >= 0", name="ck_accounts_debt_nonneg"),
 )
 
@@ -299,6 +303,7 @@ Index("ix_ledger_stripe_key", ledger_entries.c.idempotency_key,
       sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
 Index("ix_ledger_stripe_time", ledger_entries.c.created_at_ms,
       sqlite_where=text(_STRIPE_KEYED), postgresql_where=text(_STRIPE_KEYED))
+
 dashboard_sessions = Table(
     "dashboard_sessions",
     metadata,
@@ -309,4 +314,54 @@ dashboard_sessions = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
     Index("ix_dashboard_sessions_expiry", "expires_at_ms"),
+)
+
+# ---- outgoing webhooks (storage.sql.outbox): endpoints, the outbox, delivery attempts ---------
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("event_types_json", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("secret", String(100), nullable=False),  # whsec_…: signs deliveries; never shown again
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# One row per (event, endpoint subscribed to its type), written in the event's transaction.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("message_id", String(40), nullable=False),  # the stable `webhook-id`
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=False, server_default="0"),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("delivered_at_ms", BigInteger, nullable=True),
+    UniqueConstraint("message_id", "endpoint_id", name="uq_webhook_deliveries_message"),
+    Index("ix_webhook_deliveries_due", "next_attempt_at_ms",
+          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at_ms"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger(), "postgresql"), primary_key=True,
+           autoincrement=True),
+    Column("delivery_id", String(40), ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", BigInteger, nullable=False),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "attempt"),
 )

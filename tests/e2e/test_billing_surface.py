@@ -66,7 +66,7 @@ def test_config_features_and_info_describe_this_gateway(surface: Shop) -> None:
     features = httpx.get(gw.url + "/v1/meta/features").json()["features"]
     assert features == {"billing": True, "payments": True, "subscriptions": True,
                         "auto_topup": True, "credit_purchase": False, "stream": True,
-                        "webhooks": True}
+                        "webhooks": True, "stripe_webhooks": True}
     info = httpx.get(gw.url + "/v1/meta/info").json()
     assert info["catalog_version"] == "2025-09-01" and info["version"]
     assert info["unit"] == {"name": "s", "kind": "time", "currency": None}

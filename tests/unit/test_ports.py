@@ -18,6 +18,7 @@ from storage.memory.console import MemoryConsole
 from storage.memory.counters import InProcessCounters
 from storage.memory.ledger import MemoryLedger
 from storage.memory.nonces import InProcessNonces
+from storage.memory.notifications import MemoryAlerts, MemoryWebhooks
 from storage.memory.payments import MemoryPayments
 from storage.memory.resume_tokens import InProcessResumeTokens
 from storage.memory.sessions import MemorySessions
@@ -26,6 +27,7 @@ from storage.sql.billing_records import SqlBillingRecords
 from storage.sql.console import SqlConsole
 from storage.sql.ledger import SqlLedger
 from storage.sql.nonces import SqlNonces
+from storage.sql.notifications import SqlAlerts, SqlWebhooks
 from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 from storage.sql.sessions import SqlSessions
@@ -43,6 +45,8 @@ ADAPTERS: dict[type, list[type]] = {
     ports.EventBus: [InProcessEventBus, RedisEventBus],
     ports.DashboardSessions: [SqlSessions, MemorySessions],
     ports.ConsoleQueries: [SqlConsole, MemoryConsole],
+    ports.Alerts: [SqlAlerts, MemoryAlerts],
+    ports.Webhooks: [SqlWebhooks, MemoryWebhooks],
 }
 
 

@@ -1,14 +1,14 @@
 """dashboard sessions (issue 12): server-side sessions of the account pages and the console
 
 Revision ID: 0012_dashboard_sessions
-Revises: 0010_invoices_reconciliation
+Revises: 0011_alerts_webhooks
 Create Date: 2026-11-29
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_dashboard_sessions"
-down_revision = "0010_invoices_reconciliation"
+down_revision = "0011_alerts_webhooks"
 branch_labels = None
 depends_on = None
 
