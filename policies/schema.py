@@ -8,6 +8,7 @@ Every model forbids unknown keys so a typo is an error naming the field, never s
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -333,6 +334,14 @@ class HoldSpec(_Strict):
     ttl_margin_s: Positive = 30
 
 
+class EndUserLimits(_Strict):
+    """Spending limits per end user (the `user` a call is made for, within one account;
+    issue 10 item 4), in the deployment's unit of account (API amounts: seconds, USD or
+    tokens). `day`: per UTC day; None = no limit."""
+
+    day: Decimal | None = Field(None, ge=0, le=Decimal(10) ** 12)
+
+
 class PolicyDocument(_Strict):
     """One whole policy (after merging every file): the root of the YAML schema."""
 
@@ -344,3 +353,7 @@ class PolicyDocument(_Strict):
     catalog: CatalogSpec
     upstreams: dict[str, UpstreamSpec] = Field(default_factory=dict)
     routes: list[RouteSpec] = Field(default_factory=list)
+    # Provider cost (issue 10 item 3): the account's own API key may read its cost records and
+    # summaries only when this is true (HMAC and admin callers always may).
+    expose_provider_cost: bool = False
+    end_user_limits: EndUserLimits = Field(default_factory=EndUserLimits)
