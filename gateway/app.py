@@ -22,8 +22,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.admin_budgets import ADMIN_BUDGET_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
+from gateway.api.costs import COSTS_ROUTES
 from gateway.api.models import MODELS_ROUTES
 from gateway.api.openapi import openapi_route
 from gateway.api.payments import PAYMENTS_ROUTES, stripe_client
@@ -424,7 +426,9 @@ def _web_routes(gw: Gateway) -> list[WebRoute]:
 
     return [
         *BILLING_ROUTES,
+        *COSTS_ROUTES,
         *ADMIN_ROUTES,
+        *ADMIN_BUDGET_ROUTES,
         *PAYMENTS_ROUTES,
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,

@@ -439,9 +439,11 @@ class Ledger(Protocol):
         """The newest usage records (columns of `usage_records`)."""
         ...
 
-    async def usage_summary(self, account_id: str, from_ms: int,
-                            to_ms_: int) -> list[tuple[str, int, int, int]]:
-        """(operation, UTC day ms, Σ charged, calls) of the daily rollup in [from, to)."""
+    async def usage_summary(self, account_id: str, from_ms: int, to_ms_: int,
+                            key_id: str | None = None,
+                            end_user: str | None = None) -> list[tuple[str, int, int, int]]:
+        """(operation, UTC day ms, Σ charged, calls) of the daily rollup in [from, to); with
+        `key_id`/`end_user`, of the matching settled usage records instead."""
         ...
 
     async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from gateway.api import admin, auto_topup, billing, models, payments, stream
+from gateway.api import admin, admin_budgets, auto_topup, billing, costs, models, payments, stream
 from gateway.api.operations import SECURITY_SCHEMES, Operation, Param, Reply
 from gateway.api.shapes import Problem
 from gateway.problems import GatewayError, PayloadTooLarge
@@ -45,10 +45,12 @@ _PROBLEM_HEADERS = {"Cache-Control": {"required": True, "description": "Problems
 # Every operation of the API, module by module (the document lists them in this order).
 OPERATIONS: tuple[Operation, ...] = (
     *billing.OPERATIONS,
+    *costs.OPERATIONS,
     *payments.OPERATIONS,
     *auto_topup.OPERATIONS,
     *stream.OPERATIONS,
     *admin.OPERATIONS,
+    *admin_budgets.OPERATIONS,
     *models.OPERATIONS,
 )
 

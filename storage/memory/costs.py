@@ -141,3 +141,19 @@ def cost_summary(store: MemoryStore, q: CostQuery) -> list[CostGroup]:
                                          "completion_tokens", "cost", "charged")):
                     g[i] += row[col]
     return [CostGroup(p, m, *g) for (p, m), g in sorted(groups.items())]
+
+
+def usage_summary_filtered(store: MemoryStore, account_id: str, from_ms: int, to_ms_: int,
+                           key_id: str | None, end_user: str | None
+                           ) -> list[tuple[str, int, int, int]]:
+    """(operation, UTC day ms, Σ charged, calls) of the matching settled records."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for r in store.usage_records.values():
+        if (r["account_id"] == account_id and r["outcome"] != IN_FLIGHT
+                and day_start_ms(from_ms) <= r["created_at_ms"] < to_ms_
+                and (key_id is None or r.get("key_id") == key_id)
+                and (end_user is None or r.get("end_user") == end_user)):
+            g = groups.setdefault((r["operation"], day_start_ms(r["created_at_ms"])), [0, 0])
+            g[0] += r["charged"]
+            g[1] += 1
+    return [(op, day, charged, calls) for (op, day), (charged, calls) in groups.items()]

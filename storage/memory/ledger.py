@@ -418,8 +418,12 @@ class MemoryLedger:
         rows.sort(key=lambda r: (r["created_at_ms"], r["id"]), reverse=True)
         return [dict(r) for r in rows[:limit]]
 
-    async def usage_summary(self, account_id: str, from_ms: int,
-                            to_ms_: int) -> list[tuple[str, int, int, int]]:
+    async def usage_summary(self, account_id: str, from_ms: int, to_ms_: int,
+                            key_id: str | None = None,
+                            end_user: str | None = None) -> list[tuple[str, int, int, int]]:
+        if key_id is not None or end_user is not None:
+            return costs.usage_summary_filtered(self.store, account_id, from_ms, to_ms_,
+                                                key_id, end_user)
         return [(r["operation"], r["day_ms"], r["charged"], r["calls"])
                 for r in self.store.usage_daily.values()
                 if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_]

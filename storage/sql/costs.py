@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from storage.clock import day_start_ms
+from storage.clock import MS_PER_DAY, day_start_ms
 from storage.engine.budgets import Limits
 from storage.ports import IN_FLIGHT, CostGroup, CostQuery
 from storage.sql.tables import api_keys, cost_daily, usage_records
@@ -77,3 +77,21 @@ def set_key_limits_tx(conn: Connection, key_id: str, limits: Limits) -> str | No
         .values(limit_day=limits.day, limit_month=limits.month)
         .returning(api_keys.c.account_id)).first()
     return None if row is None else str(row[0])
+
+
+def usage_summary_filtered_tx(conn: Connection, account_id: str, from_ms: int, to_ms_: int,
+                              key_id: str | None, end_user: str | None
+                              ) -> list[tuple[str, int, int, int]]:
+    """(operation, UTC day ms, Σ charged, calls) of the account's settled usage records in
+    [day of from_ms, to_ms_) made with `key_id` and/or for `end_user` (a scan of the
+    account's records in the window: the rollups are not per key or end user)."""
+    day = (u.c.created_at_ms // MS_PER_DAY) * MS_PER_DAY
+    where = [u.c.account_id == account_id, u.c.created_at_ms >= day_start_ms(from_ms),
+             u.c.created_at_ms < to_ms_, u.c.outcome != IN_FLIGHT]
+    if key_id is not None:
+        where.append(u.c.key_id == key_id)
+    if end_user is not None:
+        where.append(u.c.end_user == end_user)
+    rows = conn.execute(select(u.c.operation, day, func.sum(u.c.charged), func.count())
+                        .where(*where).group_by(u.c.operation, day))
+    return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]

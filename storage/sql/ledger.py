@@ -608,8 +608,12 @@ class SqlLedger:
         return await self.runner.run(events_tx, account_id, limit, before_id)
 
     async def usage_summary(
-        self, account_id: str, from_ms: int, to_ms_: int
+        self, account_id: str, from_ms: int, to_ms_: int, key_id: str | None = None,
+        end_user: str | None = None,
     ) -> list[tuple[str, int, int, int]]:
+        if key_id is not None or end_user is not None:
+            return await self.runner.run(costs.usage_summary_filtered_tx, account_id, from_ms,
+                                         to_ms_, key_id, end_user)
         return await self.runner.run(usage_summary_tx, account_id, from_ms, to_ms_)
 
     # ---- EventLog ----------------------------------------------------------------------------
