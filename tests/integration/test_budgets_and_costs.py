@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from policies.compiled import Plan
-from storage.engine.budgets import Limits
 from storage.engine.buckets import Source
+from storage.engine.budgets import Limits
 from storage.ports import Admission, CallBudget, CallRecord, CostGroup, CostQuery, Shortfall
 from tests.integration.stores import Ledger
 from tests.support import ManualClock
