@@ -129,7 +129,7 @@ def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, fl
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(timeout=30) as client:
-            for _ in range(300):
+            for _ in range(1200):  # up to 2 minutes on a loaded machine
                 try:
                     if client.get(base + "/healthz").status_code == 200:
                         break

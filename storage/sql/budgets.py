@@ -9,6 +9,8 @@ Amounts: ledger units; costs: USD micro-units; times: UTC epoch ms.
 
 from __future__ import annotations
 
+from typing import cast
+
 from storage.clock import day_start_ms
 from storage.engine.budgets import (
     END_USER_SCOPE,
@@ -24,7 +26,7 @@ from storage.engine.budgets import (
 from storage.engine.burn_down import ShortfallRule
 from storage.ports import Admission, CallBudget, CallRecord, Settlement, Shortfall, UnknownAccount
 from storage.sql import hot_path
-from storage.sql.executor import Executor
+from storage.sql.executor import Executor, PgExecutor
 from storage.sql.hot_path import Sql
 
 
@@ -132,19 +134,37 @@ async def settle(
     return result
 
 
+def _spend_upsert(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (f"INSERT INTO spend_daily (scope, scope_id, day_ms, charged) VALUES {values}"
+            " ON CONFLICT (scope, scope_id, day_ms)"
+            " DO UPDATE SET charged = spend_daily.charged + excluded.charged")
+
+
+# PostgreSQL: the cost rollup and up to two spend rows (key, end user) in one round trip.
+_ROLLUPS_PG = {rows: Sql(f"WITH c AS ({_ADD_COST.lite} RETURNING 1) {_spend_upsert(rows)}").pg
+               for rows in (1, 2)}
+
+
 async def record_settled(db: Executor, record: CallRecord, charged: int, at_ms: int) -> None:
     """Add a settled call to the cost rollup (calls with a provider) and its charge to its
-    key's and end user's daily spend."""
+    key's and end user's daily spend (one round trip on PostgreSQL)."""
     day = day_start_ms(at_ms)
-    if record.provider is not None:
-        await db.run(_ADD_COST, (
-            record.account_id, day, record.provider, record.model or "",
-            1 if record.total_cost is None else 0, record.input_tokens, record.output_tokens,
-            record.total_cost or 0, charged))
-    if charged:
-        if record.key_id is not None:
-            await db.run(_ADD_SPEND, (KEY_SCOPE, record.key_id, day, charged))
-        if record.end_user is not None:
-            await db.run(_ADD_SPEND, (END_USER_SCOPE,
-                                      end_user_scope_id(record.account_id, record.end_user),
-                                      day, charged))
+    spend: list[tuple[str, str, int, int]] = []
+    if charged and record.key_id is not None:
+        spend.append((KEY_SCOPE, record.key_id, day, charged))
+    if charged and record.end_user is not None:
+        spend.append((END_USER_SCOPE, end_user_scope_id(record.account_id, record.end_user),
+                      day, charged))
+    cost = None if record.provider is None else (
+        record.account_id, day, record.provider, record.model or "",
+        1 if record.total_cost is None else 0, record.input_tokens, record.output_tokens,
+        record.total_cost or 0, charged)
+    if cost is not None and spend and db.postgres:
+        params = cost + tuple(v for row in spend for v in row)
+        await cast("PgExecutor", db).run_text(_ROLLUPS_PG[len(spend)], params)
+        return
+    if cost is not None:
+        await db.run(_ADD_COST, cost)
+    for row in spend:
+        await db.run(_ADD_SPEND, row)
