@@ -54,8 +54,8 @@ class CostRecord(Shape):
 
     id: str = Field(description="The usage record's id (the request id).")
     task_id: str = Field(description="The request id (`x-request-id`).")
-    agent_id: str | None = None
-    sandbox_id: str | None = None
+    agent_id: str | None = Field(description="Always null (seed 002 field).")
+    sandbox_id: str | None = Field(description="Always null (seed 002 field).")
     billing_account_id: str | None = Field(description="The account.")
     provider: str
     model: str
@@ -135,9 +135,9 @@ def _instant(raw: str, name: str) -> datetime:
             d = date.fromisoformat(raw)
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(f"{name} must be an RFC 3339 time or a date (YYYY-MM-DD).") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 async def _query(request: Request) -> tuple[CostQuery, str]:
@@ -178,7 +178,8 @@ def _privileged(request: Request) -> bool:
 def _record(r: dict[str, Any]) -> CostRecord:
     prompt, completion = int(r["input_tokens"]), int(r["output_tokens"])
     return CostRecord(
-        id=r["id"], task_id=r["id"], billing_account_id=r["account_id"],
+        id=r["id"], task_id=r["id"], agent_id=None, sandbox_id=None,
+        billing_account_id=r["account_id"],
         provider=r["provider"], model=r["model"] or "", prompt_tokens=prompt,
         completion_tokens=completion, total_tokens=prompt + completion,
         prompt_cost=_usd(r["prompt_cost"]), completion_cost=_usd(r["completion_cost"]),
