@@ -67,7 +67,9 @@ def insufficient_ai_time(
         balance_seconds=balance,
         required_seconds=required,
         breakdown_seconds={"bonus_daily": bonus_daily, "paid": balance - bonus_daily},
-        suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key),
+        # buying credit does not lift a key's or an end user's limit: nothing to suggest then
+        suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key)
+        if where is None else [],
         catalog_version=catalog.version,
         resume_token=resume_token,
         resume_expires_at=iso_utc(resume_expires_at_ms),

@@ -125,6 +125,7 @@ def test_a_key_limit_holds_under_50_concurrent_calls(costs_gw: RunningGateway):
     refused = [r for r in replies if r.status_code == 402]
     assert len(ok) + len(refused) == 50 and ok and refused
     assert {r.json()["limit_source"] for r in refused} == {"key"}
+    assert all(r.json()["suggestions"] == [] for r in refused)  # buying credit would not help
     usage = [u for u in costs_gw.ledger.usage(account) if u["key_id"] == key_id]
     assert sum(u["charged"] for u in usage) <= 200  # 0.2 s, never exceeded
     # raised later: the same key is admitted again
