@@ -38,25 +38,25 @@ def _spend(store: MemoryStore, scope: str, scope_id: str, account_id: str, colum
 
 
 def _scopes(account_id: str, budget: CallBudget | None
-            ) -> list[tuple[str, str, str, str, Limits]]:
-    """(limit source, scope, scope id, holds column, limits) of the limits a call is under."""
-    out: list[tuple[str, str, str, str, Limits]] = []
+            ) -> list[tuple[str, str, str, str, str, Limits]]:
+    """(limit source, scope, scope id, holds column, its value, limits) of a call's limits."""
+    out: list[tuple[str, str, str, str, str, Limits]] = []
     if budget is None:
         return out
     if budget.key_id is not None and budget.key_limits.any:
-        out.append(("key", KEY_SCOPE, budget.key_id, "key_id", budget.key_limits))
+        out.append(("key", KEY_SCOPE, budget.key_id, "key_id", budget.key_id,
+                    budget.key_limits))
     if budget.end_user is not None and budget.end_user_day is not None:
         out.append(("end_user", END_USER_SCOPE, end_user_scope_id(account_id, budget.end_user),
-                    "end_user", Limits(day=budget.end_user_day)))
+                    "end_user", budget.end_user, Limits(day=budget.end_user_day)))
     return out
 
 
 def refusal(store: MemoryStore, account_id: str, budget: CallBudget | None, amount: int,
             at_ms: int) -> Shortfall | None:
     """The shortfall of the first limit without `amount` of headroom, else None."""
-    for source, scope, scope_id, column, limits in _scopes(account_id, budget):
-        value = budget.key_id if column == "key_id" else budget.end_user  # type: ignore[union-attr]
-        spend = _spend(store, scope, scope_id, account_id, column, value or "", at_ms)
+    for source, scope, scope_id, column, value, limits in _scopes(account_id, budget):
+        spend = _spend(store, scope, scope_id, account_id, column, value, at_ms)
         if not admits(limits, spend, amount):
             room = max(0, headroom(limits, spend) or 0)
             return Shortfall(required=amount, available=room, daily=0, paid=room,
@@ -67,10 +67,9 @@ def refusal(store: MemoryStore, account_id: str, budget: CallBudget | None, amou
 def clamped(store: MemoryStore, account_id: str, budget: CallBudget | None, charge: int,
             at_ms: int) -> int:
     """`charge` clamped at every limit's headroom (the call's own hold already released)."""
-    for _source, scope, scope_id, column, limits in _scopes(account_id, budget):
-        value = budget.key_id if column == "key_id" else budget.end_user  # type: ignore[union-attr]
+    for _source, scope, scope_id, column, value, limits in _scopes(account_id, budget):
         charge = clamp(charge, limits, _spend(store, scope, scope_id, account_id, column,
-                                               value or "", at_ms))
+                                               value, at_ms))
     return charge
 
 
