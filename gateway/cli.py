@@ -84,8 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     kc = keys.add_parser("create", help="create an API key; prints it once")
     kc.add_argument("account_id", help="the account the key acts for")
     for parser in (kc, kl := keys.add_parser("limits", help="change an API key's limits")):
-        parser.add_argument("--limit-day", help="spending limit per UTC day, in the unit")
-        parser.add_argument("--limit-month", help="spending limit per UTC month, in the unit")
+        parser.add_argument("--limit-day", help="spending limit per UTC day, in the unit "
+                                                "(default: none)")
+        parser.add_argument("--limit-month", help="spending limit per UTC month, in the unit "
+                                                  "(default: none)")
     kl.add_argument("key_id", help="the key's id (printed by `keys create`)")
     kr = keys.add_parser("revoke", help="revoke an API key by its id")
     kr.add_argument("key_id", help="the key's id (printed by `keys create`)")
