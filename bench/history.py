@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Billing reads on long histories: latency of `GET /v1/billing/usage/{id}?period=month|day` and
-of one page of `GET /v1/billing/events/{id}` (first page and a page deep in the history) for an
-account with 10^3 and with 10^6 usage records (and as many ledger entries), through a real
-`gateway serve` on a socket, on SQLite and/or PostgreSQL.
+"""Billing reads on long histories: latency of `GET /v1/billing/usage/{id}?period=month|day`, of
+one page of `GET /v1/billing/events/{id}` (first page and a page deep in the history), and of the
+provider-cost reads (issue 10: `GET /v1/billing/costs/{id}/summary`, the first page of
+`GET /v1/billing/costs/{id}`, `GET /v1/admin/costs/summary?period=month`) for an account with
+10^3 and with 10^6 usage records (and as many ledger entries), through a real `gateway serve`
+on a socket, on SQLite and/or PostgreSQL.
 
     python bench/history.py [--store sqlite|postgres|both] [--sizes 1000,1000000] [--n 200]
 
@@ -43,6 +45,18 @@ ROLLUP = ("INSERT INTO usage_daily (account_id, day_ms, operation, calls, charge
           " GROUP BY account_id, (created_at_ms / 86400000) * 86400000, operation")
 SCAN = ("SELECT operation, SUM(charged) FROM usage_records WHERE account_id = {p}"
         " AND created_at_ms >= {p2} GROUP BY operation")
+# The history as priced calls (provider, model, cost), and the daily cost rollup built from it
+# as settlement maintains it at run time.
+PRICED = ("UPDATE usage_records SET provider = 'openai', model = 'gpt-4o-mini', input_tokens = 10,"
+          " output_tokens = 5, prompt_cost = 2, completion_cost = 3, total_cost = 5"
+          " WHERE account_id = {p}")
+COST_ROLLUP = ("INSERT INTO cost_daily (account_id, day_ms, provider, model, calls, unpriced,"
+               " prompt_tokens, completion_tokens, cost, charged)"
+               " SELECT account_id, (created_at_ms / 86400000) * 86400000, provider, model,"
+               " COUNT(*), 0, SUM(input_tokens), SUM(output_tokens), SUM(total_cost),"
+               " SUM(charged) FROM usage_records WHERE account_id = {p}"
+               " GROUP BY account_id, (created_at_ms / 86400000) * 86400000, provider, model")
+ADMIN_TOKEN = "bench-admin-token-" + "x" * 32
 
 
 def _free_port() -> int:
@@ -66,6 +80,8 @@ async def _prepare(url: str, rows: int, pg: bool) -> tuple[str, str, float]:
         await _fill_postgres(url, account, rows)
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         await conn.execute(ROLLUP.format(p="$1"), account)
+        await conn.execute(PRICED.format(p="$1"), account)
+        await conn.execute(COST_ROLLUP.format(p="$1"), account)
         await conn.execute("ANALYZE")
         t0 = time.perf_counter()
         await conn.fetch(SCAN.format(p="$1", p2="$2"), account, month_start)
@@ -79,6 +95,8 @@ async def _prepare(url: str, rows: int, pg: bool) -> tuple[str, str, float]:
         _fill_sqlite(url, account, rows)
         conn = sqlite3.connect(make_url(url).database)
         conn.execute(ROLLUP.format(p="?"), (account,))
+        conn.execute(PRICED.format(p="?"), (account,))
+        conn.execute(COST_ROLLUP.format(p="?"), (account,))
         conn.commit()
         t0 = time.perf_counter()
         conn.execute(SCAN.format(p="?", p2="?"), (account, month_start)).fetchall()
@@ -102,7 +120,7 @@ def _time(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> di
 def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, float]]:
     port = _free_port()
     env = {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_PORT": str(port),
-           "GATEWAY_LOG_LEVEL": "warning",
+           "GATEWAY_LOG_LEVEL": "warning", "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
            "GATEWAY_POLICY_PATH": str(REPO / "config/policies.yaml")}
     env.pop("GATEWAY_REDIS_URL", None)
     cmd = [sys.executable, "-m", "gateway.cli", "serve"]
@@ -111,7 +129,7 @@ def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, fl
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(timeout=30) as client:
-            for _ in range(300):
+            for _ in range(1200):  # up to 2 minutes on a loaded machine
                 try:
                     if client.get(base + "/healthz").status_code == 200:
                         break
@@ -121,6 +139,7 @@ def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, fl
             page = client.get(f"{base}/v1/billing/events/{account}?limit=50",
                               headers=headers).json()
             deep_id = int(page["next_cursor"][3:]) // 2 if page["next_cursor"] else 1
+            admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
             return {
                 "usage month": _time(client, f"{base}/v1/billing/usage/{account}?period=month",
                                      headers, n),
@@ -131,6 +150,12 @@ def _measure(url: str, account: str, key: str, n: int) -> dict[str, dict[str, fl
                 "events deep page": _time(
                     client, f"{base}/v1/billing/events/{account}?limit=50&cursor=le_{deep_id}",
                     headers, n),
+                "cost summary": _time(client, f"{base}/v1/billing/costs/{account}/summary",
+                                      admin, n),
+                "cost records page": _time(client, f"{base}/v1/billing/costs/{account}?limit=50",
+                                           admin, n),
+                "admin cost summary": _time(client, f"{base}/v1/admin/costs/summary",
+                                            admin, n),
             }
     finally:
         proc.terminate()

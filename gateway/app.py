@@ -23,11 +23,13 @@ from starlette.routing import BaseRoute
 from starlette.routing import Route as WebRoute
 
 from gateway.api.admin import ADMIN_ROUTES
+from gateway.api.admin_budgets import ADMIN_BUDGET_ROUTES
 from gateway.api.alerts import ALERT_ROUTES
 from gateway.api.auto_topup import AUTO_TOPUP_ROUTES, AutoTopUps
 from gateway.api.billing import BILLING_ROUTES
 from gateway.api.billing_account import BILLING_ACCOUNT_ROUTES
 from gateway.api.console import CONSOLE_ROUTES
+from gateway.api.costs import COSTS_ROUTES
 from gateway.api.credits import CREDIT_ROUTES
 from gateway.api.invoices import INVOICE_ROUTES
 from gateway.api.meta import META_ROUTES
@@ -481,9 +483,11 @@ def _web_routes(gw: Gateway) -> list[BaseRoute]:
 
     return [
         *BILLING_ROUTES,
+        *COSTS_ROUTES,
         *ADMIN_ROUTES,
         *ALERT_ROUTES,
         *WEBHOOK_ENDPOINT_ROUTES,
+        *ADMIN_BUDGET_ROUTES,
         *PAYMENTS_ROUTES,
         *STREAM_ROUTES,
         *AUTO_TOPUP_ROUTES,

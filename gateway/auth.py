@@ -9,8 +9,9 @@ During a store outage a known key keeps working from its last good lookup (for u
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from storage.engine.budgets import Limits
 from storage.ids import hash_key
 from storage.ports import Accounts, StoreUnavailable
 
@@ -21,11 +22,14 @@ _NEGATIVE_TTL_S = 5.0
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The authenticated account, its plan key, and `key_id` (a prefix of the key's SHA-256,
-    safe to use in counters and logs)."""
+    safe to use in counters and logs); `api_key_id` is the stored key's id (`key_…`, on usage
+    records) and `limits` its spending limits (ledger units; as of the cached lookup)."""
 
     account_id: str
     plan_key: str
     key_id: str = ""
+    api_key_id: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def key_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> str | None:
@@ -67,7 +71,8 @@ class KeyCache:
             if hit is not None and hit[2] is not None and hit[1] > now:
                 return hit[2]
             raise
-        caller = None if row is None else Caller(row[0], row[1], digest[:16])
+        caller = None if row is None else Caller(row.account_id, row.plan_key, digest[:16],
+                                                 row.key_id, row.limits)
         if len(self._cache) > 100_000:
             self._cache.clear()
         fresh = self._ttl if caller else min(self._ttl, _NEGATIVE_TTL_S)

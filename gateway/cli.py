@@ -21,6 +21,7 @@ from typing import Any
 
 import gateway
 from gateway.balance_view import balance_document
+from gateway.budgets import limits_from_api, limits_to_api
 from gateway.settings import Settings, SettingsError
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
@@ -100,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = keys.add_parser("create", help="create an API key; prints it once")
     kc.add_argument("account_id", help="the account the key acts for")
+    for parser in (kc, kl := keys.add_parser("limits", help="change an API key's limits")):
+        parser.add_argument("--limit-day", help="spending limit per UTC day, in the unit "
+                                                "(default: none)")
+        parser.add_argument("--limit-month", help="spending limit per UTC month, in the unit "
+                                                  "(default: none)")
+    kl.add_argument("key_id", help="the key's id (printed by `keys create`)")
     kr = keys.add_parser("revoke", help="revoke an API key by its id")
     kr.add_argument("key_id", help="the key's id (printed by `keys create`)")
 
@@ -393,9 +400,21 @@ async def _accounts(args: argparse.Namespace, ledger: SqlLedger, policy: Policy)
 
 
 async def _keys(args: argparse.Namespace, ledger: SqlLedger, policy: Policy) -> int:
+    limits = None
+    if args.keys_cmd in ("create", "limits"):
+        try:
+            limits = limits_from_api(policy.unit, args.limit_day, args.limit_month)
+        except ValueError as exc:
+            raise CliError(str(exc).replace("limit_", "--limit-")) from None
+    if args.keys_cmd == "limits":
+        assert limits is not None
+        if await ledger.set_key_limits(args.key_id, limits) is None:
+            raise CliError(f"no active key with id {args.key_id!r}")
+        print(f"limits of {args.key_id}: {limits_to_api(policy.unit, limits)}")
+        return 0
     if args.keys_cmd == "create":
         try:
-            key_id, key = await ledger.create_api_key(args.account_id)
+            key_id, key = await ledger.create_api_key(args.account_id, limits)
         except UnknownAccount:
             raise CliError(f"no account {args.account_id!r}") from None
         print(key)

@@ -45,6 +45,10 @@ class Metrics:
         self.upstream_errors = Counter("gateway_upstream_errors",
                                        "Upstream connection failures and timeouts",
                                        ["upstream", "kind"], registry=r)
+        self.unpriced_calls = Counter("gateway_unpriced_calls",
+                                      "Calls whose provider cost is unknown to the price source "
+                                      "(recorded with a null cost), by provider and reason",
+                                      ["provider", "reason"], registry=r)
 
     def child(self, metric: Counter | Histogram, *labels: str):  # type: ignore[no-untyped-def]
         """`metric.labels(*labels)`, memoized: the hot path skips prometheus-client's label

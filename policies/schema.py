@@ -415,6 +415,14 @@ class UnitSpec(_Strict):
         return UnitOfAccount(UnitKind(self.kind), self.currency)
 
 
+class EndUserLimits(_Strict):
+    """Spending limits per end user (the `user` a call is made for, within one account;
+    issue 10 item 4), in the deployment's unit of account (API amounts: seconds, USD or
+    tokens). `day`: per UTC day; None = no limit."""
+
+    day: Decimal | None = Field(None, ge=0, le=Decimal(10) ** 12)
+
+
 class PolicyDocument(_Strict):
     """One whole policy (after merging every file): the root of the YAML schema."""
 
@@ -429,3 +437,7 @@ class PolicyDocument(_Strict):
     catalog: CatalogSpec
     upstreams: dict[str, UpstreamSpec] = Field(default_factory=dict)
     routes: list[RouteSpec] = Field(default_factory=list)
+    # Provider cost (issue 10 item 3): the account's own API key may read its cost records and
+    # summaries only when this is true (HMAC and admin callers always may).
+    expose_provider_cost: bool = False
+    end_user_limits: EndUserLimits = Field(default_factory=EndUserLimits)

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 from storage.clock import MS_PER_MINUTE
 from storage.engine.alerts import AlertRules
 from storage.engine.buckets import EventType, Source
+from storage.engine.budgets import Limits
 from storage.engine.burn_down import ShortfallRule
 from storage.engine.webhooks import RetrySchedule
 
@@ -74,6 +75,9 @@ class Shortfall:
     available: int
     daily: int
     paid: int
+    # What refused (issue 10): "account" (its balance), "key" (the API key's limit: the account
+    # still has balance; `available` is the key's headroom) or "end_user" (the end user's).
+    limit_source: str = "account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,72 @@ class CallRecord:
     usage_source: UsageSource = "upstream"
     streamed: bool = False
     outcome: str = "ok"
+    # Provider cost (issue 10): the price source's provider, the cost in USD micro-units (None
+    # with `cost_reason` when it could not be priced) and the price data's version; the API key
+    # (`key_…`) and end user the call was made with.
+    provider: str | None = None
+    key_id: str | None = None
+    end_user: str | None = None
+    cache_write_tokens: int = 0
+    prompt_cost: int | None = None
+    completion_cost: int | None = None
+    total_cost: int | None = None
+    cost_reason: str | None = None
+    price_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallBudget:
+    """The limits a call is admitted and settled under (storage.engine.budgets): its API key
+    (`key_id`, with the key's `key_limits`) and end user (per account, with `end_user_day`:
+    the policy's daily limit per end user). Ledger units; None = no limit."""
+
+    key_id: str | None = None
+    key_limits: Limits = field(default_factory=Limits)
+    end_user: str | None = None
+    end_user_day: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    """An active API key: its account, the account's plan, the key's id and limits."""
+
+    account_id: str
+    plan_key: str
+    key_id: str
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class CostQuery:
+    """Filters of cost reads: an account (None: every account), [from_ms, to_ms) UTC epoch ms,
+    and optionally one API key id and/or one end user."""
+
+    account_id: str | None
+    from_ms: int
+    to_ms: int
+    key_id: str | None = None
+    end_user: str | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """True when a key or end-user filter applies (the rollups cannot answer it)."""
+        return self.key_id is not None or self.end_user is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CostGroup:
+    """Cost totals of one (provider, model): calls, unpriced calls, prompt/completion tokens,
+    provider `cost` in USD micro-units (priced calls only) and `charged` ledger units."""
+
+    provider: str
+    model: str
+    calls: int
+    unpriced: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+    charged: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,10 +452,13 @@ class Ledger(Protocol):
 
     async def admit(self, account_id: str, amount: int, operation: str, ttl_s: float,
                     plan: PlanTerms, *, request_id: str | None = None,
-                    model: str | None = None, streamed: bool = False) -> Admission | Shortfall:
-        """Grant today's daily bonus if due, then hold `amount` if available covers it (a
-        call's usage record opened `in_flight` with it when `request_id` is given), else
-        report the shortfall. The hold lives `ttl_s` seconds at most."""
+                    model: str | None = None, streamed: bool = False,
+                    budget: CallBudget | None = None) -> Admission | Shortfall:
+        """Grant today's daily bonus if due, then hold `amount` if available covers it and
+        the `budget`'s key and end-user limits have that headroom (one atomic step with the
+        balance check; storage.engine.budgets), a call's usage record opened `in_flight`
+        with it when `request_id` is given; else report the shortfall (`limit_source`). The
+        hold lives `ttl_s` seconds at most."""
         ...
 
     async def extend_hold(self, account_id: str, hold_id: str, new_amount: int,
@@ -394,9 +467,11 @@ class Ledger(Protocol):
         ...
 
     async def settle(self, hold_id: str | None, record: CallRecord, charge: int,
-                     on_shortfall: ShortfallRule) -> Settlement:
-        """Charge a call in burn order, release its hold, write its usage record; idempotent
-        by `record.request_id`."""
+                     on_shortfall: ShortfallRule,
+                     budget: CallBudget | None = None) -> Settlement:
+        """Charge a call in burn order (clamped at the `budget`'s key and end-user limits:
+        the rest is unbilled), release its hold, write its usage record and the cost and
+        spend rollups; idempotent by `record.request_id`."""
         ...
 
     async def release(self, hold_id: str) -> None:
@@ -439,14 +514,29 @@ class Ledger(Protocol):
         """The newest usage records (columns of `usage_records`)."""
         ...
 
-    async def usage_summary(self, account_id: str, from_ms: int,
-                            to_ms_: int) -> list[tuple[str, int, int, int]]:
-        """(operation, UTC day ms, Σ charged, calls) of the daily rollup in [from, to)."""
+    async def usage_summary(self, account_id: str, from_ms: int, to_ms_: int,
+                            key_id: str | None = None,
+                            end_user: str | None = None) -> list[tuple[str, int, int, int]]:
+        """(operation, UTC day ms, Σ charged, calls) of the daily rollup in [from, to); with
+        `key_id`/`end_user`, of the matching settled usage records instead."""
         ...
 
     async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
-        """All accounts' usage in [from, to) by `model` or `operation`: key, calls,
-        input_tokens, output_tokens, charged_ms, unbilled_ms (in-flight calls excluded)."""
+        """All accounts' usage in [from, to) by `model`, `operation`, `key_id` or `end_user`:
+        key, calls, input_tokens, output_tokens, charged_ms, unbilled_ms (ledger units;
+        in-flight calls excluded)."""
+        ...
+
+    async def cost_records(self, query: CostQuery, limit: int,
+                           after: tuple[int, str] | None) -> list[dict[str, Any]]:
+        """Settled usage records matching `query` (account required), newest first, keyset
+        pages below `after` = (created_at_ms, id): columns of `usage_records`."""
+        ...
+
+    async def cost_summary(self, query: CostQuery) -> list[CostGroup]:
+        """Cost by (provider, model) of the settled calls matching `query`, ordered by
+        provider then model. Without key/end-user filters it reads the daily cost rollup
+        (UTC days of [from, to): flat in history size); with them, the usage records."""
         ...
 
     async def ping(self) -> None:
@@ -468,19 +558,26 @@ class Accounts(Protocol):
     async def account_exists(self, account_id: str) -> bool:
         ...
 
-    async def create_api_key(self, account_id: str) -> tuple[str, str]:
-        """(key id, plaintext key) — the plaintext is shown once, never stored."""
+    async def create_api_key(self, account_id: str,
+                             limits: Limits | None = None) -> tuple[str, str]:
+        """(key id, plaintext key) — the plaintext is shown once, never stored. `limits`:
+        the key's spending limits in ledger units (default none)."""
+        ...
+
+    async def set_key_limits(self, key_id: str, limits: Limits) -> str | None:
+        """Replace an active key's limits; returns its account id, None for no active key."""
         ...
 
     async def revoke_api_key(self, key_id: str) -> bool:
         """False when no active key has that id."""
         ...
 
-    async def resolve_key(self, key: str) -> tuple[str, str] | None:
-        """(account id, plan key) of an active plaintext API key, else None."""
+    async def resolve_key(self, key: str) -> ResolvedKey | None:
+        """The account, plan key, key id and limits of an active plaintext API key, else
+        None."""
         ...
 
-    async def resolve_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+    async def resolve_key_hash(self, key_hash: str) -> ResolvedKey | None:
         """As `resolve_key`, given the key's SHA-256 hex (storage.ids.hash_key)."""
         ...
 
@@ -490,7 +587,8 @@ class Accounts(Protocol):
         ...
 
     async def account_keys(self, account_id: str) -> list[dict[str, Any]]:
-        """The account's keys: id, prefix, created_at_ms, revoked_at_ms (never hashes)."""
+        """The account's keys: id, prefix, created_at_ms, revoked_at_ms, limit_day,
+        limit_month (never hashes)."""
         ...
 
 

@@ -38,12 +38,14 @@ from gateway.api.shapes import (
     timestamp,
 )
 from gateway.balance_view import balance_document
+from gateway.budgets import limits_from_api, limits_to_api
 from gateway.dashboard.session_auth import session_for
 from gateway.problems import BadRequest, IdempotencyKeyReused, NotFound, Unauthorized
 from gateway.services import Services
 from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now_ms, to_ms
 from storage.engine.buckets import EventType, Source
+from storage.engine.budgets import Limits
 from storage.ports import IdempotencyConflict
 
 _KEY = r"^[A-Za-z0-9:_.-]{8,200}$"
@@ -113,6 +115,24 @@ class Adjustment(BaseModel):
 # --- reply shapes ----------------------------------------------------------------------------
 
 
+class KeyLimits(BaseModel):
+    """Spending limits of an API key, decimal amounts in the deployment's unit (seconds,
+    USD or tokens) per UTC day and per UTC month; null or absent = no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit_day: Decimal | None = Field(None, ge=0, le=Decimal(10) ** 12)
+    limit_month: Decimal | None = Field(None, ge=0, le=Decimal(10) ** 12)
+
+
+def parse_limits(unit: UnitOfAccount, raw: bytes) -> Limits:
+    """The ledger-unit Limits of a KeyLimits body (empty: none). Raises BadRequest."""
+    body = json_body(KeyLimits, raw or b"{}")
+    try:
+        return limits_from_api(unit, body.limit_day, body.limit_month)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 class AccountCreated(Shape):
     account_id: str
     plan_key: str
@@ -134,6 +154,9 @@ class AccountsPage(Shape):
 class ApiKeyInfo(Shape):
     key_id: str
     prefix: str = Field(description="The first 10 characters of the key.")
+    limit_day: float | int | None = Field(None, description="Spending limit per UTC day, in "
+                                                            "the unit; null = none.")
+    limit_month: float | int | None = Field(None, description="Per UTC month; null = none.")
     created_at: str = timestamp("When the key was created.")
     revoked_at: str | None = Field(description="When it was revoked; null while active.",
                                    json_schema_extra=DATE_TIME)
@@ -270,15 +293,20 @@ async def get_account(request: Request) -> Response:
         account_id=account_id,
         balance=BalanceDocument.of(balance),
         api_keys=[ApiKeyInfo(key_id=k["id"], prefix=k["prefix"],
+                             **limits_to_api(s.policy.unit, Limits(k["limit_day"],
+                                                                   k["limit_month"])),
                              created_at=iso_utc(k["created_at_ms"]),
                              revoked_at=iso_utc(k["revoked_at_ms"]) if k["revoked_at_ms"]
                              else None) for k in keys]).wire())
 
 
 async def create_key(request: Request) -> Response:
-    """`POST /v1/admin/accounts/{accountId}/keys`: a new API key (shown once)."""
+    """`POST /v1/admin/accounts/{accountId}/keys`: a new API key (shown once), optionally with
+    spending limits (body: KeyLimits)."""
     s = check(request)
-    key_id, key = await guarded(s.accounts.create_api_key, request.path_params["accountId"])
+    limits = parse_limits(s.policy.unit, await request.body())
+    key_id, key = await guarded(s.accounts.create_api_key, request.path_params["accountId"],
+                                limits)
     return json_response(KeyCreated(key_id=key_id, key=key,
                                     note="shown once; stored only hashed").wire(), status=201)
 
@@ -376,7 +404,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", "/v1/admin/accounts/{accountId}/keys", "createApiKey", "Create an API key",
         "admin", ADMIN, (Reply(201, "The new key, shown once.", KeyCreated),),
-        ADMIN_ERRORS, params=(ACCOUNT_ID,), endpoint=create_key),
+        ADMIN_ERRORS, params=(ACCOUNT_ID,), body=KeyLimits, body_required=False,
+        description="Optional spending limits in the deployment's unit (per UTC day / month).",
+        endpoint=create_key),
     Operation(
         "DELETE", "/v1/admin/keys/{keyId}", "revokeApiKey", "Revoke an API key", "admin", ADMIN,
         (Reply(200, "Revoked; it stops working at once on this replica, elsewhere within "

@@ -261,7 +261,11 @@ async def usage(request: Request) -> Response:
     s = services_for(request)
     account_id = await own_account(request)
     period, start, end = period_window(request)
-    rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end))
+    key_id, end_user = request.query_params.get("key_id"), request.query_params.get("end_user")
+    if (key_id and len(key_id) > 40) or (end_user and len(end_user) > 256):
+        raise BadRequest("key_id or end_user too long.")
+    rows = await s.ledger.usage_summary(account_id, to_ms(start), to_ms(end), key_id or None,
+                                        end_user or None)
     return json_response(usage_view(rows, period, start, end, s.policy.unit))
 
 
@@ -461,7 +465,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "billing", ACCOUNT_OR_SIGNED,
         (Reply(200, "Seconds charged (and calls) by operation, seconds by day.",
                UsageAnalytics),),
-        USER_ERRORS, params=(USER_ID, PERIOD), endpoint=usage),
+        USER_ERRORS, params=(
+            USER_ID, PERIOD,
+            Param("key_id", "query", {"type": "string", "maxLength": 40},
+                  "Only calls made with this API key (`key_…`)."),
+            Param("end_user", "query", {"type": "string", "maxLength": 256},
+                  "Only calls made for this end user.")), endpoint=usage),
     Operation(
         "POST", "/v1/billing/check-sufficient-batch", "checkSufficientBatch",
         "Preflight 1–10 operations against the balance", "billing", ACCOUNT_OR_SIGNED,

@@ -30,11 +30,13 @@ from starlette.routing import Route as WebRoute
 
 from gateway.api import (
     admin,
+    admin_budgets,
     alerts,
     auto_topup,
     billing,
     billing_account,
     console,
+    costs,
     credits,
     invoices,
     meta,
@@ -63,6 +65,7 @@ _PROBLEM_HEADERS = {"Cache-Control": {"required": True, "description": "Problems
 # Every operation of the API, module by module (the document lists them in this order).
 OPERATIONS: tuple[Operation, ...] = (
     *billing.OPERATIONS,
+    *costs.OPERATIONS,
     *payments.OPERATIONS,
     *auto_topup.OPERATIONS,
     *invoices.OPERATIONS,
@@ -72,6 +75,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *console.OPERATIONS,
     *alerts.OPERATIONS,
     *webhook_endpoints.OPERATIONS,
+    *admin_budgets.OPERATIONS,
     *models.OPERATIONS,
     *meta.OPERATIONS,
     *billing_account.OPERATIONS,

@@ -62,21 +62,28 @@ def insufficient_ai_time(
     call needs), `balance_seconds` down (what is available, as the balance's totals), and
     `breakdown_seconds` splits it as the balance does: `bonus_daily` the daily bucket's
     seconds, `paid` the rest, summing to `balance_seconds`. The `detail` never calls a non-zero
-    amount zero (`less than 1 s is available`)."""
+    amount zero (`less than 1 s is available`). `limit_source` says what refused (issue 10):
+    `account` (its balance), `key` (the API key's limit) or `end_user` (the end user's)."""
     required = ceil_seconds(shortfall.required)
     balance = floor_seconds(shortfall.available)
     bonus_daily = min(balance, floor_seconds(shortfall.daily))
+    limited = {"key": "this API key's spending limit", "end_user": "this end user's daily limit"}
+    where = limited.get(shortfall.limit_source)
     error = InsufficientBalance(
-        f"This request needs about {required} s; {available_text(shortfall.available)}.",
+        f"This request needs about {required} s; {available_text(shortfall.available)}"
+        + (f" under {where}." if where else "."),
         error="INSUFFICIENT_AI_TIME",
         http_status=402,
         balance_seconds=balance,
         required_seconds=required,
         breakdown_seconds={"bonus_daily": bonus_daily, "paid": balance - bonus_daily},
-        suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key),
+        # buying credit does not lift a key's or an end user's limit: nothing to suggest then
+        suggestions=suggestions_for(shortfall.required - shortfall.available, catalog, plan_key)
+        if where is None else [],
         catalog_version=catalog.version,
         resume_token=resume_token,
         resume_expires_at=iso_utc(resume_expires_at_ms),
+        limit_source=shortfall.limit_source,
     )
     error.operation_id = operation_id  # type: ignore[attr-defined]
     return error

@@ -32,6 +32,7 @@ from gateway.problems import (
     base_url_for,
     send_problem,
 )
+from gateway.proxy.costs import END_USER_HEADER, call_budget, end_user_of
 from gateway.proxy.disconnects import DisconnectWatch
 from gateway.proxy.forwarding import (
     ClientDisconnected,
@@ -53,7 +54,7 @@ from gateway.proxy.settlement import (
     settle_after_error,
 )
 from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
-from gateway.proxy.usage import usage_from_json
+from gateway.proxy.usage import as_usage, token_usage_from_json
 from gateway.services import Services
 from policies import meters
 from policies.compiled import Route
@@ -130,10 +131,12 @@ class Proxy:
         self, scope: dict[str, Any], receive: Any, send: Any, route: Route, request_id: str
     ) -> None:
         started = time.perf_counter()
-        auth = api_key = token = length = None
+        auth = api_key = token = length = end_user = None
         for k, v in scope["headers"]:
             if k == b"authorization":
                 auth = v
+            elif k == END_USER_HEADER:
+                end_user = v
             elif k == b"x-api-key":
                 api_key = v
             elif k == b"x-resume-token":
@@ -173,7 +176,10 @@ class Proxy:
             caller=caller, body=body, parsed=parsed,
             model=model, stream=isinstance(parsed, dict) and parsed.get("stream") is True,
             estimate=estimate, started=started, output_limit=limit,
+            end_user=end_user_of(spec.protocol, parsed, end_user),
         )
+        call.budget = call_budget(self.s.policy, caller.api_key_id, caller.limits,
+                                  call.end_user)
         record = await self._check_resume_token(call, scope, token)
         if route.rate_limited:
             call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
@@ -216,7 +222,8 @@ class Proxy:
         try:
             result = await s.ledger.admit(call.caller.account_id, call.estimate, route.operation,
                                           route.hold_ttl_s, plan, request_id=call.request_id,
-                                          model=call.model, streamed=call.stream)
+                                          model=call.model, streamed=call.stream,
+                                          budget=call.budget)
         except StoreUnavailable as exc:
             s.metrics.store_errors.labels("admit").inc()
             if route.spec.fail_mode == "allow":
@@ -318,7 +325,8 @@ class Proxy:
         usage: Usage | None = None
         source = "none"
         if resp.status < 400:
-            usage = usage_from_json(route.spec.protocol, payload)
+            call.tokens = token_usage_from_json(route.spec.protocol, payload)
+            usage = None if call.tokens is None else as_usage(call.tokens)
             if usage is not None:
                 source = "upstream"
             elif route.meter.kind == "tokens":

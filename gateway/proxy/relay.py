@@ -161,6 +161,7 @@ async def _settle_stream(
     duration_ms = int((time.perf_counter() - t0) * MS_PER_SECOND)
     if meter.final_usage_seen:
         usage, source = meter.usage, "upstream"
+        call.tokens = meter.tokens
     else:
         usage = running_usage(call, meter)
         source = "estimate" if outcome == "ok" else "partial"

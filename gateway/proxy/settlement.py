@@ -14,13 +14,15 @@ from typing import Any
 
 from gateway.auth import Caller
 from gateway.problems import GatewayError, StoreUnavailableProblem
+from gateway.proxy.costs import cost_fields
 from gateway.services import Services
 from policies.compiled import Route
 from policies.estimates import BYTES_PER_TOKEN
 from policies.meters import Usage
+from policies.provider_prices import TokenUsage
 from policies.units import UnitKind
-from storage.clock import MS_PER_SECOND, now_ms
-from storage.ports import Admission, CallRecord, Settlement, StoreUnavailable
+from storage.clock import MS_PER_SECOND, now_ms, to_datetime
+from storage.ports import Admission, CallBudget, CallRecord, Settlement, StoreUnavailable
 
 log = logging.getLogger("gateway.proxy")
 
@@ -47,6 +49,9 @@ class Call:
     token_status: str | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False  # `settle` ran (whatever its outcome)
+    end_user: str | None = None  # who the call is for (gateway.proxy.costs.end_user_of)
+    budget: CallBudget | None = None  # the key's and end user's limits it runs under
+    tokens: TokenUsage | None = None  # the upstream's usage with every priced class
 
     @property
     def input_estimate(self) -> int:
@@ -83,13 +88,18 @@ async def settle(
     StoreUnavailableProblem when the store is down under fail mode `deny` (not billed)."""
     call.settled = True
     u = usage or Usage()
+    tokens = call.tokens if call.tokens is not None and source == "upstream" else TokenUsage(
+        input_tokens=u.input_tokens, cached_input_tokens=u.cached_tokens,
+        output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens)
     record = CallRecord(
         request_id=call.request_id, account_id=call.caller.account_id,
         operation=call.route.operation, model=call.model, upstream_status=status,
         duration_ms=duration_ms, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
         cached_tokens=u.cached_tokens, reasoning_tokens=u.reasoning_tokens,
         estimated=call.estimate, usage_source=source,  # type: ignore[arg-type]
-        streamed=streamed, outcome=outcome,
+        streamed=streamed, outcome=outcome, key_id=call.caller.api_key_id,
+        end_user=call.end_user, cache_write_tokens=tokens.cache_write_tokens,
+        **cost_fields(call.route, call.model, tokens, to_datetime(now_ms()), s.metrics),
     )
     if call.hold is not None:
         s.metrics.active_holds.dec()
@@ -99,7 +109,7 @@ async def settle(
     try:
         result = await s.ledger.settle(
             call.hold.hold_id if call.hold else None, record, charge,
-            call.route.spec.on_shortfall)
+            call.route.spec.on_shortfall, call.budget)
     except StoreUnavailable:
         s.metrics.store_errors.labels("settle").inc()
         if call.route.spec.fail_mode == "allow" or streamed:

@@ -17,9 +17,11 @@ from storage.clock import MS_PER_SECOND, Clock, day_start_ms, now_ms, to_datetim
 from storage.engine import bonus
 from storage.engine.availability import Funds, available, funds, wants_top_up
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, EventType, Source
+from storage.engine.budgets import Limits
 from storage.engine.burn_down import ShortfallRule, plan_debit, settle_debit
 from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ids import hash_key, new_id, new_sequential_id
+from storage.memory import costs
 from storage.memory.store import MemoryStore, Row, as_bucket
 from storage.ports import (
     IN_FLIGHT,
@@ -28,11 +30,15 @@ from storage.ports import (
     Admission,
     BalanceSnapshot,
     BucketView,
+    CallBudget,
     CallRecord,
+    CostGroup,
+    CostQuery,
     EventSink,
     GrantResult,
     IdempotencyConflict,
     PlanTerms,
+    ResolvedKey,
     Settlement,
     Shortfall,
 )
@@ -94,15 +100,25 @@ class MemoryLedger:
     async def account_exists(self, account_id: str) -> bool:
         return account_id in self.store.accounts
 
-    async def create_api_key(self, account_id: str) -> tuple[str, str]:
+    async def create_api_key(self, account_id: str,
+                             limits: Limits | None = None) -> tuple[str, str]:
         self.store.account(account_id)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = new_id("key")
+        limits = limits or Limits()
         self.store.key_hashes[hash_key(key)] = key_id
         self.store.api_keys[key_id] = {
             "id": key_id, "account_id": account_id, "key_hash": hash_key(key),
-            "prefix": key[:10], "created_at_ms": self.clock(), "revoked_at_ms": None}
+            "prefix": key[:10], "created_at_ms": self.clock(), "revoked_at_ms": None,
+            "limit_day": limits.day, "limit_month": limits.month}
         return key_id, key
+
+    async def set_key_limits(self, key_id: str, limits: Limits) -> str | None:
+        row = self.store.api_keys.get(key_id)
+        if row is None or row["revoked_at_ms"] is not None:
+            return None
+        row["limit_day"], row["limit_month"] = limits.day, limits.month
+        return str(row["account_id"])
 
     async def revoke_api_key(self, key_id: str) -> bool:
         row = self.store.api_keys.get(key_id)
@@ -111,15 +127,16 @@ class MemoryLedger:
         row["revoked_at_ms"] = self.clock()
         return True
 
-    async def resolve_key(self, key: str) -> tuple[str, str] | None:
+    async def resolve_key(self, key: str) -> ResolvedKey | None:
         return await self.resolve_key_hash(hash_key(key))
 
-    async def resolve_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+    async def resolve_key_hash(self, key_hash: str) -> ResolvedKey | None:
         key_id = self.store.key_hashes.get(key_hash)
         row = None if key_id is None else self.store.api_keys[key_id]
         if row is None or row["revoked_at_ms"] is not None:
             return None
-        return row["account_id"], self.store.accounts[row["account_id"]]["plan_key"]
+        return ResolvedKey(row["account_id"], self.store.accounts[row["account_id"]]["plan_key"],
+                           row["id"], Limits(row["limit_day"], row["limit_month"]))
 
     async def list_accounts(self, limit: int, after_id: str | None,
                             plan_key: str | None) -> list[dict[str, Any]]:
@@ -130,7 +147,8 @@ class MemoryLedger:
 
     async def account_keys(self, account_id: str) -> list[dict[str, Any]]:
         rows = [r for r in self.store.api_keys.values() if r["account_id"] == account_id]
-        return [{k: r[k] for k in ("id", "prefix", "created_at_ms", "revoked_at_ms")}
+        return [{k: r[k] for k in ("id", "prefix", "created_at_ms", "revoked_at_ms",
+                                   "limit_day", "limit_month")}
                 for r in sorted(rows, key=lambda r: r["created_at_ms"])]
 
     # ---- admission, holds, settlement --------------------------------------------------------
@@ -166,10 +184,14 @@ class MemoryLedger:
     async def admit(
         self, account_id: str, amount: int, operation: str, ttl_s: float, plan: PlanTerms, *,
         request_id: str | None = None, model: str | None = None, streamed: bool = False,
+        budget: CallBudget | None = None,
     ) -> Admission | Shortfall:
         s, at = self.store, self.clock()
         self._ensure_daily(account_id, plan, at)
         self._done()
+        refused = costs.refusal(s, account_id, budget, amount, at)
+        if refused is not None:
+            return refused
         f = self._funds(account_id, at)
         if not f.covers(amount):
             shown, daily, paid = f.shortfall()
@@ -180,11 +202,16 @@ class MemoryLedger:
         s.holds[hold_id] = {"id": hold_id, "account_id": account_id, "amount": amount,
                             "operation": operation, "created_at_ms": at,
                             "expires_at_ms": at + int(self.lease_s * MS_PER_SECOND),
-                            "request_id": request_id}
+                            "request_id": request_id,
+                            "key_id": budget.key_id if budget else None,
+                            "end_user": budget.end_user if budget else None}
         if request_id is not None:
             s.usage_records[request_id] = _usage_row(
                 request_id, account_id, operation, model, None, 0, (0, 0, 0, 0), amount, 0, 0,
                 "none", streamed, IN_FLIGHT, at)
+            if budget is not None:
+                s.usage_records[request_id].update(key_id=budget.key_id,
+                                                   end_user=budget.end_user)
         self._leases[hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return Admission(hold_id=hold_id, amount=amount, available_after=f.available - amount)
 
@@ -205,7 +232,8 @@ class MemoryLedger:
         return True
 
     async def settle(self, hold_id: str | None, record: CallRecord, charge: int,
-                     on_shortfall: ShortfallRule) -> Settlement:
+                     on_shortfall: ShortfallRule,
+                     budget: CallBudget | None = None) -> Settlement:
         s, at = self.store, self.clock()
         account_id = record.account_id
         account = s.account(account_id)
@@ -213,9 +241,13 @@ class MemoryLedger:
             self._leases.pop(hold_id, None)
         opened = s.usage_records.get(record.request_id)
         replay = opened is not None and opened["outcome"] not in (IN_FLIGHT, INTERRUPTED)
+        hold = s.holds.pop(hold_id, None) if hold_id is not None else None
+        allowed = costs.clamped(s, account_id, budget, charge, at)
+        if hold is not None:
+            s.holds[hold["id"]] = hold  # written below, once decided
         live = s.live_buckets(account_id, at)
         settled = None if replay else settle_debit(
-            [as_bucket(b) for b in live], charge, account["debt"], to_datetime(at), on_shortfall)
+            [as_bucket(b) for b in live], allowed, account["debt"], to_datetime(at), on_shortfall)
         # Decided: now write (the event sequence moves even for a replay, as in SQL).
         account["event_seq"] += 1
         seq = account["event_seq"]
@@ -242,18 +274,21 @@ class MemoryLedger:
         data = balance_data(after, held, settled.debt, EventType.CONSUMPTION.value)
         data["charged_ms"] = settled.charged
         counted = opened is not None and opened["outcome"] == INTERRUPTED
-        s.usage_records[record.request_id] = _usage_row(
+        unbilled = settled.unbilled + charge - allowed
+        s.usage_records[record.request_id] = row = _usage_row(
             record.request_id, account_id, record.operation, record.model,
             record.upstream_status, record.duration_ms,
             (record.input_tokens, record.output_tokens, record.cached_tokens,
-             record.reasoning_tokens), record.estimated, settled.charged, settled.unbilled,
+             record.reasoning_tokens), record.estimated, settled.charged, unbilled,
             record.usage_source, bool(record.streamed), record.outcome, at)
+        row.update({k: getattr(record, k) for k in COST_COLUMNS})
         self._roll_up(account_id, at, record.operation, 0 if counted else 1, settled.charged)
+        costs.record_settled(s, record, settled.charged, at)
         s.queue(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at))  # live only
         s.check_alerts(account_id, at)
         self._done()
         remaining = available(sum(r for _, r in after), held, settled.debt)
-        return Settlement(charged=settled.charged, unbilled=settled.unbilled,
+        return Settlement(charged=settled.charged, unbilled=unbilled,
                           remaining=remaining,
                           top_up=wants_top_up(remaining, account["auto_topup_threshold"]))
 
@@ -386,20 +421,31 @@ class MemoryLedger:
         rows.sort(key=lambda r: (r["created_at_ms"], r["id"]), reverse=True)
         return [dict(r) for r in rows[:limit]]
 
-    async def usage_summary(self, account_id: str, from_ms: int,
-                            to_ms_: int) -> list[tuple[str, int, int, int]]:
+    async def usage_summary(self, account_id: str, from_ms: int, to_ms_: int,
+                            key_id: str | None = None,
+                            end_user: str | None = None) -> list[tuple[str, int, int, int]]:
+        if key_id is not None or end_user is not None:
+            return costs.usage_summary_filtered(self.store, account_id, from_ms, to_ms_,
+                                                key_id, end_user)
         return [(r["operation"], r["day_ms"], r["charged"], r["calls"])
                 for r in self.store.usage_daily.values()
                 if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_]
 
+    async def cost_records(self, query: CostQuery, limit: int,
+                           after: tuple[int, str] | None) -> list[dict[str, Any]]:
+        return costs.cost_records(self.store, query, limit, after)
+
+    async def cost_summary(self, query: CostQuery) -> list[CostGroup]:
+        return costs.cost_summary(self.store, query)
+
     async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
-        column = "model" if by == "model" else "operation"
+        column = by if by in ("model", "key_id", "end_user") else "operation"
         groups: dict[Any, dict[str, Any]] = {}
         for r in self.store.usage_records.values():
             if not from_ms <= r["created_at_ms"] < to_ms_ or r["outcome"] == IN_FLIGHT:
                 continue
-            g = groups.setdefault(r[column], {
-                "key": r[column], "calls": 0, "input_tokens": 0, "output_tokens": 0,
+            g = groups.setdefault(r.get(column), {
+                "key": r.get(column), "calls": 0, "input_tokens": 0, "output_tokens": 0,
                 "charged_ms": 0, "unbilled_ms": 0})
             g["calls"] += 1
             g["input_tokens"] += r["input_tokens"]
@@ -490,5 +536,10 @@ def _usage_row(request_id: str, account_id: str, operation: str, model: str | No
             "cached_tokens": cached_tokens, "reasoning_tokens": reasoning_tokens,
             "estimated": estimated, "charged": charged, "unbilled": unbilled,
             "usage_source": usage_source, "streamed": streamed, "outcome": outcome,
-            "created_at_ms": at_ms}
+            "created_at_ms": at_ms, **dict.fromkeys(COST_COLUMNS), "cache_write_tokens": 0}
+
+
+# The usage record's provider-cost columns, as CallRecord names them (issue 10).
+COST_COLUMNS = ("provider", "key_id", "end_user", "cache_write_tokens", "prompt_cost",
+                "completion_cost", "total_cost", "cost_reason", "price_version")
 

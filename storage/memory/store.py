@@ -69,6 +69,8 @@ class MemoryStore:
     holds: dict[str, Row] = field(default_factory=dict)
     usage_records: dict[str, Row] = field(default_factory=dict)
     usage_daily: dict[tuple[str, int, str], Row] = field(default_factory=dict)
+    cost_daily: dict[tuple[str, int, str, str], Row] = field(default_factory=dict)
+    spend_daily: dict[tuple[str, str, int], Row] = field(default_factory=dict)
     events: dict[str, list[AccountEvent]] = field(default_factory=dict)  # the logged ones
     purchases: dict[str, Row] = field(default_factory=dict)  # by session id
     stripe_events: dict[str, Row] = field(default_factory=dict)

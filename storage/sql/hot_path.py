@@ -28,6 +28,7 @@ from storage.clock import day_start_ms, to_datetime
 from storage.engine.alerts import AlertRules
 from storage.engine.availability import Funds, available, wants_top_up
 from storage.engine.buckets import Bucket, EventType, Source
+from storage.engine.budgets import Limits
 from storage.engine.burn_down import ShortfallRule, settle_debit
 from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ids import new_sequential_id
@@ -37,6 +38,7 @@ from storage.ports import (
     AccountEvent,
     Admission,
     CallRecord,
+    ResolvedKey,
     Settlement,
     Shortfall,
     UnknownAccount,
@@ -64,15 +66,15 @@ _LIVE = Sql(
 )
 _HOLD_COLUMNS = (
     "INSERT INTO holds (id, account_id, amount, operation, created_at_ms, expires_at_ms,"
-    " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " request_id, key_id, end_user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_HOLD = Sql(_HOLD_COLUMNS)
 # The call's usage record, opened with its hold (completed at settlement, or closed as
 # interrupted by the lease sweep).
 _OPEN_COLUMNS = (
     "INSERT INTO usage_records (id, account_id, operation, model, duration_ms, estimated,"
-    f" usage_source, streamed, outcome, created_at_ms) VALUES (?, ?, ?, ?, 0, ?, 'none', ?,"
-    f" '{IN_FLIGHT}', ?)"
+    " usage_source, streamed, outcome, created_at_ms, key_id, end_user)"
+    f" VALUES (?, ?, ?, ?, 0, ?, 'none', ?, '{IN_FLIGHT}', ?, ?, ?)"
 )
 _OPEN_RECORD = Sql(_OPEN_COLUMNS)
 # PostgreSQL: hold and record in the one round trip the hold alone took (a data-modifying CTE).
@@ -93,15 +95,18 @@ _INSERT_ALLOCATION = Sql("INSERT INTO allocations (entry_id, bucket_id, amount) 
 _USAGE_COLUMNS = (
     "INSERT INTO usage_records (id, account_id, operation, model, upstream_status, duration_ms,"
     " input_tokens, output_tokens, cached_tokens, reasoning_tokens, estimated, charged, unbilled,"
-    " usage_source, streamed, outcome, created_at_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " usage_source, streamed, outcome, created_at_ms, provider, key_id, end_user,"
+    " cache_write_tokens, prompt_cost, completion_cost, total_cost, cost_reason, price_version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_USAGE = Sql(_USAGE_COLUMNS)
 _COMPLETE_COLUMNS = (
     "UPDATE usage_records SET operation = ?, model = ?, upstream_status = ?, duration_ms = ?,"
     " input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?,"
     " estimated = ?, charged = ?, unbilled = ?, usage_source = ?, streamed = ?, outcome = ?,"
-    " created_at_ms = ? WHERE id = ?"
+    " created_at_ms = ?, provider = ?, key_id = ?, end_user = ?, cache_write_tokens = ?,"
+    " prompt_cost = ?, completion_cost = ?, total_cost = ?, cost_reason = ?, price_version = ?"
+    " WHERE id = ?"
 )
 _COMPLETE_USAGE = Sql(_COMPLETE_COLUMNS)
 # The daily rollup behind usage analytics: one row per (account, UTC day, operation); a call
@@ -117,8 +122,8 @@ _ROLLUP_USAGE = Sql(_ROLLUP)
 _SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
 _COMPLETE_WRITES_PG = Sql(f"WITH u AS ({_COMPLETE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
 _RESOLVE_KEY = Sql(
-    "SELECT k.account_id, a.plan_key FROM api_keys k JOIN accounts a ON a.id = k.account_id"
-    " WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
+    "SELECT k.account_id, a.plan_key, k.id, k.limit_day, k.limit_month FROM api_keys k"
+    " JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
 )
 
 
@@ -129,15 +134,17 @@ async def _lock(db: Executor, account_id: str) -> tuple[str, int]:
     return row[0], int(row[1])
 
 
-async def resolve_key(db: Executor, key_hash: str) -> tuple[str, str] | None:
-    """(account id, plan key) of an active API key with this SHA-256, else None."""
+async def resolve_key(db: Executor, key_hash: str) -> ResolvedKey | None:
+    """The account, plan key, key id and limits of an active API key with this SHA-256."""
     row = await db.one(_RESOLVE_KEY, (key_hash,))
-    return None if row is None else (row[0], row[1])
+    return None if row is None else ResolvedKey(row[0], row[1], row[2], Limits(
+        None if row[3] is None else int(row[3]), None if row[4] is None else int(row[4])))
 
 
 async def admit(
     db: Executor, account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int,
     request_id: str | None = None, model: str | None = None, streamed: bool = False,
+    key_id: str | None = None, end_user: str | None = None,
 ) -> Admission | Shortfall:
     """Place a hold of `amount` if available = spendable − holds − debt covers it (SPEC §3),
     else report the shortfall split into daily bonus and the rest. Locks the account row.
@@ -145,17 +152,20 @@ async def admit(
     tests/integration/test_sql_engine_agreement.py holds them to it); the decision is the
     engine's (`Funds`).
     With a `request_id`, the call's usage record is opened with the hold (outcome `in_flight`,
-    `estimated` = amount; no extra round trip on PostgreSQL); a refusal writes nothing."""
+    `estimated` = amount; no extra round trip on PostgreSQL); a refusal writes nothing.
+    `key_id`/`end_user` are kept on the hold and the record (budgets: storage.sql.budgets)."""
     _plan, debt = await _lock(db, account_id)
     row = await db.one(_FUNDS, (account_id, at_ms, account_id, at_ms, account_id, at_ms))
     funds = Funds(int(row[0]), int(row[1]), int(row[2]), debt)
     if funds.covers(amount):
         hold_id = new_sequential_id("hold")
-        hold = (hold_id, account_id, amount, operation, at_ms, at_ms + ttl_ms, request_id)
+        hold = (hold_id, account_id, amount, operation, at_ms, at_ms + ttl_ms, request_id,
+                key_id, end_user)
         if request_id is None:
             await db.run(_INSERT_HOLD, hold)
         else:
-            record = (request_id, account_id, operation, model, amount, streamed, at_ms)
+            record = (request_id, account_id, operation, model, amount, streamed, at_ms, key_id,
+                      end_user)
             if db.postgres:
                 await cast("PgExecutor", db).run_text(_ADMIT_WRITES_PG, hold + record)
             else:
@@ -247,7 +257,9 @@ async def settle(
              record.upstream_status, record.duration_ms, record.input_tokens,
              record.output_tokens, record.cached_tokens, record.reasoning_tokens,
              record.estimated, debited, unbilled, record.usage_source, bool(record.streamed),
-             record.outcome, at_ms)
+             record.outcome, at_ms, record.provider, record.key_id, record.end_user,
+             record.cache_write_tokens, record.prompt_cost, record.completion_cost,
+             record.total_cost, record.cost_reason, record.price_version)
     counted = opened and state[0] == INTERRUPTED  # the sweep already counted the call
     rollup = (account_id, day_start_ms(at_ms), record.operation,
               0 if counted else 1, debited)

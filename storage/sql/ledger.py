@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from storage.clock import MS_PER_SECOND, Clock, day_start_ms, now_ms, to_datetime, to_ms
 from storage.engine import bonus
 from storage.engine.buckets import CREDIT_EVENT_FOR_SOURCE, Bucket, EventType, Source
+from storage.engine.budgets import Limits
 from storage.engine.burn_down import ShortfallRule, net_credit, plan_debit, priority_key
 from storage.engine.events import credit_events
 from storage.ids import hash_key, new_id
@@ -31,17 +32,21 @@ from storage.ports import (
     Admission,
     BalanceSnapshot,
     BucketView,
+    CallBudget,
     CallRecord,
+    CostGroup,
+    CostQuery,
     EventSink,
     GrantResult,
     IdempotencyConflict,
     PlanTerms,
+    ResolvedKey,
     Settlement,
     Shortfall,
     UnknownAccount,
 )
+from storage.sql import budgets, costs, hot_path, inspection
 from storage.sql import events as log
-from storage.sql import hot_path, inspection
 from storage.sql.engine import Runner
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.tables import (
@@ -314,13 +319,17 @@ def create_account_tx(conn: Connection, plan: PlanTerms, at_ms: int,
     return account_id
 
 
-def create_api_key_tx(conn: Connection, account_id: str, at_ms: int) -> tuple[str, str]:
-    """Create an API key for the account. Returns (key_id, plaintext key) — shown once."""
+def create_api_key_tx(conn: Connection, account_id: str, at_ms: int,
+                      limits: Limits | None = None) -> tuple[str, str]:
+    """Create an API key for the account (with spending `limits`, ledger units). Returns
+    (key_id, plaintext key) — shown once."""
     _lock(conn, account_id)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = new_id("key")
+    limits = limits or Limits()
     conn.execute(insert(api_keys).values(id=key_id, account_id=account_id, key_hash=hash_key(key),
-                                         prefix=key[:10], created_at_ms=at_ms))
+                                         prefix=key[:10], created_at_ms=at_ms,
+                                         limit_day=limits.day, limit_month=limits.month))
     return key_id, key
 
 
@@ -457,21 +466,26 @@ class SqlLedger:
     async def create_account(self, plan: PlanTerms, account_id: str | None = None) -> str:
         return await self.runner.run(create_account_tx, plan, self.clock(), account_id)
 
-    async def create_api_key(self, account_id: str) -> tuple[str, str]:
-        return await self.runner.run(create_api_key_tx, account_id, self.clock())
+    async def create_api_key(self, account_id: str,
+                             limits: Limits | None = None) -> tuple[str, str]:
+        return await self.runner.run(create_api_key_tx, account_id, self.clock(), limits)
+
+    async def set_key_limits(self, key_id: str, limits: Limits) -> str | None:
+        return await self.runner.run(costs.set_key_limits_tx, key_id, limits)
 
     async def revoke_api_key(self, key_id: str) -> bool:
         return await self.runner.run(revoke_api_key_tx, key_id, self.clock())
 
-    async def resolve_key(self, key: str) -> tuple[str, str] | None:
+    async def resolve_key(self, key: str) -> ResolvedKey | None:
         return await self.runner.run_raw(hot_path.resolve_key, hash_key(key))
 
-    async def resolve_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+    async def resolve_key_hash(self, key_hash: str) -> ResolvedKey | None:
         return await self.runner.run_raw(hot_path.resolve_key, key_hash)
 
     async def admit(
         self, account_id: str, amount: int, operation: str, ttl_s: float, plan: PlanTerms, *,
         request_id: str | None = None, model: str | None = None, streamed: bool = False,
+        budget: CallBudget | None = None,
     ) -> Admission | Shortfall:
         """Place a hold of `amount` units or report the shortfall; first grants today's daily
         bonus when this process has not settled it for the account today. With `request_id`
@@ -485,8 +499,8 @@ class SqlLedger:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
         result = await self.runner.run_raw(
-            hot_path.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
-            request_id, model, streamed, gather=bool(self._leases))
+            budgets.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
+            request_id, model, streamed, budget, gather=bool(self._leases))
         if isinstance(result, Admission):
             self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
@@ -503,13 +517,14 @@ class SqlLedger:
         return ok
 
     async def settle(
-        self, hold_id: str | None, record: CallRecord, charge: int, on_shortfall: ShortfallRule
+        self, hold_id: str | None, record: CallRecord, charge: int, on_shortfall: ShortfallRule,
+        budget: CallBudget | None = None,
     ) -> Settlement:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
         # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
-            hot_path.settle, hold_id, record, charge, on_shortfall, self.clock(),
+            budgets.settle, hold_id, record, charge, on_shortfall, self.clock(), budget,
             self.runner.alert_rules, gather=bool(self._leases))
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
@@ -582,14 +597,25 @@ class SqlLedger:
     async def usage_stats(self, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
         return await self.runner.run(usage_stats_tx, from_ms, to_ms_, by)
 
+    async def cost_records(self, query: CostQuery, limit: int,
+                           after: tuple[int, str] | None) -> list[dict[str, Any]]:
+        return await self.runner.run(costs.cost_records_tx, query, limit, after)
+
+    async def cost_summary(self, query: CostQuery) -> list[CostGroup]:
+        return await self.runner.run(costs.cost_summary_tx, query)
+
     async def events(
         self, account_id: str, limit: int, before_id: int | None
     ) -> list[dict[str, Any]]:
         return await self.runner.run(events_tx, account_id, limit, before_id)
 
     async def usage_summary(
-        self, account_id: str, from_ms: int, to_ms_: int
+        self, account_id: str, from_ms: int, to_ms_: int, key_id: str | None = None,
+        end_user: str | None = None,
     ) -> list[tuple[str, int, int, int]]:
+        if key_id is not None or end_user is not None:
+            return await self.runner.run(costs.usage_summary_filtered_tx, account_id, from_ms,
+                                         to_ms_, key_id, end_user)
         return await self.runner.run(usage_summary_tx, account_id, from_ms, to_ms_)
 
     # ---- EventLog ----------------------------------------------------------------------------
@@ -723,16 +749,17 @@ def account_keys_tx(conn: Connection, account_id: str) -> list[dict[str, Any]]:
     """The account's API keys (id, prefix, created, revoked) — never hashes."""
     rows = conn.execute(
         select(api_keys.c.id, api_keys.c.prefix, api_keys.c.created_at_ms,
-               api_keys.c.revoked_at_ms)
+               api_keys.c.revoked_at_ms, api_keys.c.limit_day, api_keys.c.limit_month)
         .where(api_keys.c.account_id == account_id).order_by(api_keys.c.created_at_ms))
     return [dict(r._mapping) for r in rows]
 
 
 def usage_stats_tx(conn: Connection, from_ms: int, to_ms_: int, by: str) -> list[dict[str, Any]]:
-    """Usage across all accounts in [from_ms, to_ms_) grouped by `model` or `operation`:
+    """Usage across all accounts in [from_ms, to_ms_) grouped by `model`, `operation`,
+    `key_id` or `end_user`:
     calls, input/output tokens, charged and unbilled units (calls still in flight excluded:
     they count once settled or interrupted, as in the daily rollup)."""
-    column = usage_records.c.model if by == "model" else usage_records.c.operation
+    column = usage_records.c[by if by in ("model", "key_id", "end_user") else "operation"]
     rows = conn.execute(
         select(column.label("key"), func.count().label("calls"),
                func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),

@@ -62,6 +62,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("revoked_at_ms", BigInteger, nullable=True),
+    Column("limit_day", BigInteger, nullable=True),  # ledger units per UTC day; null = none
+    Column("limit_month", BigInteger, nullable=True),  # ledger units per UTC month
 )
 
 buckets = Table(
@@ -120,6 +122,8 @@ holds = Table(
     Column("expires_at_ms", BigInteger, nullable=False),
     # the call whose usage record (outcome `in_flight`) this hold guards; NULL: none
     Column("request_id", String(40), nullable=True),
+    Column("key_id", String(40), nullable=True),  # the API key whose budget the hold counts in
+    Column("end_user", String(256), nullable=True),
     CheckConstraint("amount >= 0", name="ck_holds_amount_nonneg"),
     Index("ix_holds_account_expiry", "account_id", "expires_at_ms"),
 )
@@ -144,6 +148,16 @@ usage_records = Table(
     Column("streamed", Boolean, nullable=False, server_default="0"),
     Column("outcome", String(32), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    # provider cost (issue 10): USD micro-units, null with `cost_reason` when unpriced
+    Column("provider", String(64), nullable=True),
+    Column("key_id", String(40), nullable=True),
+    Column("end_user", String(256), nullable=True),
+    Column("cache_write_tokens", Integer, nullable=False, server_default="0"),
+    Column("prompt_cost", BigInteger, nullable=True),
+    Column("completion_cost", BigInteger, nullable=True),
+    Column("total_cost", BigInteger, nullable=True),
+    Column("cost_reason", String(32), nullable=True),
+    Column("price_version", String(32), nullable=True),
     Index("ix_usage_account_time", "account_id", "created_at_ms"),
 )
 
@@ -215,6 +229,36 @@ usage_daily = Table(
     Column("day_ms", BigInteger, primary_key=True),  # UTC midnight, epoch ms
     Column("operation", String(64), primary_key=True),
     Column("calls", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False),
+)
+
+# Cost summaries' rollup: one row per (account, UTC day, provider, model); `cost` in USD
+# micro-units of the priced calls, `unpriced` the calls the price source did not know,
+# `charged` ledger units. Model '' = none named.
+cost_daily = Table(
+    "cost_daily",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("day_ms", BigInteger, primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("unpriced", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False),
+    Index("ix_cost_daily_day", "day_ms"),
+)
+
+# Budgets: ledger units charged per UTC day to a key (`scope` 'key', scope_id the key id) or an
+# end user (`scope` 'user', scope_id '<account id>/<end user>').
+spend_daily = Table(
+    "spend_daily",
+    metadata,
+    Column("scope", String(8), primary_key=True),
+    Column("scope_id", String(300), primary_key=True),
+    Column("day_ms", BigInteger, primary_key=True),
     Column("charged", BigInteger, nullable=False),
 )
 

@@ -31,6 +31,7 @@ SPEC_FIELDS = {
     "type", "title", "status", "detail", "instance", "error", "http_status", "balance_seconds",
     "required_seconds", "breakdown_seconds", "suggestions", "catalog_version", "resume_token",
     "resume_expires_at",
+    "limit_source",  # issue 10: what refused (account, key or end_user)
 }
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
@@ -86,6 +87,7 @@ def test_402_body_and_headers_match_the_spec_exactly(gateway, upstream):
     assert doc["title"] == "Insufficient AI time"
     assert doc["status"] == 402 and doc["http_status"] == 402
     assert doc["error"] == "INSUFFICIENT_AI_TIME"
+    assert doc["limit_source"] == "account"
     assert isinstance(doc["detail"], str)
     assert str(ceil_s(est)) in doc["detail"] and "12" in doc["detail"]
     instance = doc["instance"]
@@ -126,6 +128,7 @@ def test_openai_sdk_raises_api_status_error_402_and_nothing_is_written(gateway, 
     assert error.response.headers["content-type"] == "application/problem+json"
     doc = error.response.json()
     assert doc["error"] == "INSUFFICIENT_AI_TIME"
+    assert doc["limit_source"] == "account"
     assert TOKEN_RE.match(doc["resume_token"])
     assert_nothing_written(gateway, upstream, account, before)
     assert gateway.ledger.usage(account) == []

@@ -19,7 +19,14 @@ import pytest
 from policies.compiled import Plan
 from storage.clock import now_ms
 from storage.engine.buckets import EventType, Source
-from storage.ports import Admission, CallRecord, IdempotencyConflict, Shortfall, UnknownAccount
+from storage.ports import (
+    Admission,
+    CallRecord,
+    IdempotencyConflict,
+    ResolvedKey,
+    Shortfall,
+    UnknownAccount,
+)
 from tests.integration.stores import Ledger
 from tests.support import ManualClock
 
@@ -84,8 +91,8 @@ async def test_api_key_create_resolve_revoke_stored_hashed(ledger: Ledger,
     other_id, other_key = await ledger.create_api_key(acct)
     assert key != other_key and key_id != other_id
 
-    assert await ledger.resolve_key(key) == (acct, "pro")
-    assert await ledger.resolve_key(other_key) == (acct, "pro")
+    assert await ledger.resolve_key(key) == ResolvedKey(acct, "pro", key_id)
+    assert await ledger.resolve_key(other_key) == ResolvedKey(acct, "pro", other_id)
     assert await ledger.resolve_key(key + "x") is None
 
     stored = await ledger.api_key_rows()
@@ -98,7 +105,7 @@ async def test_api_key_create_resolve_revoke_stored_hashed(ledger: Ledger,
 
     assert await ledger.revoke_api_key(key_id) is True
     assert await ledger.resolve_key(key) is None
-    assert await ledger.resolve_key(other_key) == (acct, "pro")  # only that key is revoked
+    assert await ledger.resolve_key(other_key) == ResolvedKey(acct, "pro", other_id)  # only it
     assert await ledger.revoke_api_key(key_id) is False  # already revoked
     assert await ledger.revoke_api_key("key_nope") is False
 

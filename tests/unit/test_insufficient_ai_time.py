@@ -84,6 +84,7 @@ def test_the_402_carries_every_field_of_the_contract():
         "catalog_version": "2025-10-01",
         "resume_token": "rt_abc",
         "resume_expires_at": "2025-09-01T13:00:00Z",
+        "limit_source": "account",
     }
     assert error.operation_id == "req_op1"  # the renderer's `instance` (urn:op:<id>)
 

@@ -3,14 +3,14 @@
 purchase credits, also used by credit purchases of any amount, are revision 0007's column.)
 
 Revision ID: 0009_billing_surface
-Revises: 0007_purchase_units
+Revises: 0008_costs_budgets
 Create Date: 2026-11-29
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_billing_surface"
-down_revision = "0007_purchase_units"
+down_revision = "0008_costs_budgets"
 branch_labels = None
 depends_on = None
 
