@@ -144,8 +144,8 @@ def _spend_upsert(rows: int) -> str:
 
 
 # PostgreSQL: the cost rollup and up to two spend rows (key, end user) in one round trip.
-_ROLLUPS_PG = {rows: Sql(f"WITH c AS ({_ADD_COST.lite} RETURNING 1) {_spend_upsert(rows)}").pg
-               for rows in (1, 2)}
+_ROLLUPS_PG = {rows: Sql(f"WITH c AS ({_ADD_COST.lite} RETURNING 1) {_spend_upsert(rows)}",
+                      sqlite=False).pg for rows in (1, 2)}
 
 
 async def record_settled(db: Executor, record: CallRecord, charged: int, at_ms: int) -> None:

@@ -43,6 +43,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_database(name)
 
 
+def _await_both_workers(url: str, attempts: int = 600) -> None:
+    """Return once two workers have answered: `healthy` means one worker listens, and on a
+    loaded machine the other may still be importing. Each probe is a new connection with a
+    wrong key (a 401 problem that costs nothing) whose request id carries its worker's tag."""
+    seen: set[str] = set()
+    for _ in range(attempts):
+        resp = httpx.post(url + "/v1/chat/completions", content=b"{}",
+                          headers={"authorization": "Bearer not-a-key"}, timeout=30)
+        seen.add(tag_of(resp.headers["x-request-id"]))
+        if len(seen) >= 2:
+            return
+    raise AssertionError(f"only one worker answered {attempts} new connections: {seen}")
+
+
 def test_both_workers_serve_and_the_ledger_stays_consistent(
     tmp_path: Path, gateways: Gateways, fake_upstream: FakeUpstream, store_url: str,
 ) -> None:
@@ -53,6 +67,7 @@ def test_both_workers_serve_and_the_ledger_stays_consistent(
     funds = 200_000
     account, key = ledger.funded(funds)
     fake_upstream.delay_ms = 50  # calls overlap, so both workers get to accept some
+    _await_both_workers(gw.url)
 
     async def run() -> list[tuple[httpx.Response, int]]:
         gate = asyncio.Semaphore(CONCURRENCY)
