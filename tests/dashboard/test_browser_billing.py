@@ -296,3 +296,24 @@ def test_the_console_lists_outgoing_webhook_deliveries(shop: Shop, page: Any) ->
     rows = page.get_by_test_id("hook-delivery")
     assert rows.count() == len(deliveries)
     assert "credit.applied" in rows.first.inner_text()
+
+
+def test_a_usd_grant_made_elsewhere_appears_live_in_usd(usd_shop: Shop, page: Any) -> None:
+    gw, _ = usd_shop
+    account, key = _usd_account(gw, "3")
+    sign_in(page, gw, key)
+    page.wait_for_selector("#live-status.ok")  # the stream is open
+    page.evaluate("window.__same_document = true")
+    before = float(page.get_by_test_id("balance-total").get_attribute("data-value"))
+    with _admin() as client:
+        r = client.post(f"{gw.url}/v1/admin/accounts/{account}/grants",
+                        json={"amount": "1.25", "idempotency_key": f"live-{account}"})
+    assert r.status_code == 201, r.text
+    expected = round(before + 1.25, 6)
+    # The stream's totals are seconds; a currency page refetches the balance document instead.
+    page.wait_for_function(
+        "(v) => Math.abs(Number(document.querySelector('[data-testid=balance-total]')"
+        ".dataset.value) - v) < 1e-9", arg=expected, timeout=2_000)
+    api = httpx.get(f"{gw.url}/v1/billing/balance/{account}", headers=auth(key)).json()
+    assert api["totals"]["total"] == pytest.approx(expected)
+    assert page.evaluate("window.__same_document") is True  # no reload happened
