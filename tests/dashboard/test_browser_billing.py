@@ -259,6 +259,16 @@ def test_the_console_creates_a_key_with_limits_and_lists_them(shop: Shop, page: 
     row = page.locator(f"[data-testid=admin-key-row][data-key-id='{limited[0]['key_id']}']")
     assert row.get_by_test_id("admin-key-limits").inner_text() == "10 min/day, 1 h 40 min/month"
 
+    page.get_by_test_id("admin-key-limit-day").fill("")  # no daily limit any more
+    page.get_by_test_id("admin-key-limit-month").fill("3600")
+    row.get_by_test_id("admin-key-set-limits").click()
+    row.get_by_test_id("admin-key-limits").filter(has_text="1 h 00 min/month").wait_for()
+    assert row.get_by_test_id("admin-key-limits").inner_text() == "1 h 00 min/month"
+    with _admin() as client:
+        keys = client.get(f"{gw.url}/v1/admin/accounts/{account}").json()["api_keys"]
+    changed = next(k for k in keys if k["key_id"] == limited[0]["key_id"])
+    assert (changed["limit_day"], changed["limit_month"]) == (None, 3600)
+
 
 def test_the_console_shows_cost_and_margin_in_a_usd_deployment(usd_shop: Shop, page: Any) -> None:
     gw, _ = usd_shop

@@ -82,7 +82,11 @@ async function openAccount(accountId) {
       el("code", {}, `${k.prefix}…`), ` ${k.key_id} · created ${fmtTime(k.created_at)} · `,
       el("span", { class: "limits", "data-testid": "admin-key-limits" }, limits));
     if (k.revoked_at) item.append(` · revoked ${fmtTime(k.revoked_at)}`);
-    else item.append(" ", el("button", { type: "button", class: "link", dataset: { revoke: k.key_id } }, "Revoke"));
+    else {
+      item.append(" ", el("button", { type: "button", class: "link", dataset: { limits: k.key_id },
+        "data-testid": "admin-key-set-limits" }, "Set the limits above"),
+      " ", el("button", { type: "button", class: "link", dataset: { revoke: k.key_id } }, "Revoke"));
+    }
     list.append(item);
   }
   if (!doc.api_keys.length) list.append(el("li", {}, "No keys."));
@@ -102,6 +106,21 @@ async function createKey() {
     const box = $("key-new");
     box.replaceChildren("New key (shown once — copy it now): ", el("code", { "data-testid": "admin-new-key" }, created.key));
     show(box, true);
+    await openAccount(current);
+  } catch (error) {
+    alertIn($("account"), problemText(error));
+  }
+}
+
+// PATCH /v1/admin/keys/{keyId} (gateway/api/admin_budgets.py): replace the key's limits with
+// the form's (an empty field = no limit).
+async function setKeyLimits(keyId) {
+  try {
+    await api(`/v1/admin/keys/${encodeURIComponent(keyId)}`, {
+      method: "PATCH", body: { limit_day: limitValue("key-limit-day"), limit_month: limitValue("key-limit-month") },
+    });
+    $("key-limit-day").value = "";
+    $("key-limit-month").value = "";
     await openAccount(current);
   } catch (error) {
     alertIn($("account"), problemText(error));
@@ -264,6 +283,8 @@ async function main() {
   $("keys").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-revoke]");
     if (button) revokeKey(button.dataset.revoke);
+    const limits = e.target.closest("button[data-limits]");
+    if (limits) setKeyLimits(limits.dataset.limits);
   });
   // The grant's amount field is the unit's (gateway/api/admin.py Grant): minutes, amount, tokens.
   const grantField = timeUnit ? "minutes" : unit === "tokens" ? "tokens" : "amount";
