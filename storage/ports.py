@@ -381,12 +381,15 @@ SessionKind = Literal["account", "admin"]
 class DashboardSession:
     """A signed-in dashboard session (issue 12): `kind` "account" (an account's billing pages;
     `account_id` set) or "admin" (the operator console; `account_id` None); `csrf_token` must
-    accompany every write it makes; `expires_at_ms` is UTC epoch ms (fixed at sign-in)."""
+    accompany every write it makes; `expires_at_ms` is UTC epoch ms (fixed at sign-in);
+    `key_id` the API key an account session was opened with (None for admin sessions): the
+    session ends when that key is revoked."""
 
     kind: SessionKind
     account_id: str | None
     csrf_token: str
     expires_at_ms: int
+    key_id: str | None = None
 
 
 class DashboardSessions(Protocol):
@@ -394,12 +397,14 @@ class DashboardSessions(Protocol):
     SHA-256 hashes; a session ends at its expiry or when ended (sign-out), on every process."""
 
     async def open_session(self, kind: SessionKind, account_id: str | None,
-                           ttl_s: int) -> tuple[str, DashboardSession]:
-        """A new session living `ttl_s` seconds; returns (session id, session)."""
+                           ttl_s: int, key_id: str | None = None) -> tuple[str, DashboardSession]:
+        """A new session living `ttl_s` seconds, opened with API key `key_id` (account
+        sessions); returns (session id, session)."""
         ...
 
     async def find_session(self, session_id: str) -> DashboardSession | None:
-        """The live session of `session_id`, or None (unknown, ended or expired)."""
+        """The live session of `session_id`, or None (unknown, ended, expired, or opened with an
+        API key that has since been revoked or deleted)."""
         ...
 
     async def end_session(self, session_id: str) -> bool:

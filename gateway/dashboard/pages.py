@@ -102,11 +102,11 @@ def _login_token_ok(request: Request, form: dict[str, str]) -> bool:
 
 
 async def _sign_in(request: Request, kind: SessionKind, account_id: str | None,
-                   target: str) -> Response:
+                   target: str, key_id: str | None = None) -> Response:
     s = services_for(request)
     assert s.sessions is not None
     ttl = ACCOUNT_SESSION_S if kind == "account" else ADMIN_SESSION_S
-    session_id, _ = await s.sessions.open_session(kind, account_id, ttl)
+    session_id, _ = await s.sessions.open_session(kind, account_id, ttl, key_id)
     response = RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
     _cookie(response, request, ACCOUNT_COOKIE if kind == "account" else ADMIN_COOKIE,
             session_id, ttl)
@@ -160,7 +160,9 @@ async def dashboard_login(request: Request) -> Response:
         return _login_page(request, "account", "The billing store is unreachable; retry.", 503)
     if caller is None:
         return _login_page(request, "account", "Unknown or revoked API key.", 401)
-    return await _sign_in(request, "account", caller.account_id, "/dashboard")
+    # The session remembers its key: revoking the key ends the session (storage adapters).
+    return await _sign_in(request, "account", caller.account_id, "/dashboard",
+                          caller.api_key_id)
 
 
 async def dashboard_logout(request: Request) -> Response:

@@ -1,5 +1,6 @@
 """Dashboard sessions in this process (the `DashboardSessions` port) for a memory store: kept in
-the store's `dashboard_sessions` dict by id hash; expired ones swept on open."""
+the store's `dashboard_sessions` dict by id hash; expired ones swept on open. A session opened
+with an API key is found only while that key (the store's `api_keys`) is active."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ class MemorySessions:
         self._clock = clock
 
     async def open_session(self, kind: SessionKind, account_id: str | None,
-                           ttl_s: int) -> tuple[str, DashboardSession]:
+                           ttl_s: int, key_id: str | None = None) -> tuple[str, DashboardSession]:
         now, live = self._clock(), self._store.dashboard_sessions
         for h in [h for h, s in live.items() if s.expires_at_ms <= now]:
             del live[h]
         session_id = new_session_id()
         session = DashboardSession(kind, account_id, new_csrf_token(),
-                                   now + ttl_s * MS_PER_SECOND)
+                                   now + ttl_s * MS_PER_SECOND, key_id)
         live[session_hash(session_id)] = session
         return session_id, session
 
@@ -35,6 +36,10 @@ class MemorySessions:
             session_hash(session_id))
         if session is None or session.expires_at_ms <= self._clock():
             return None
+        if session.key_id is not None:
+            key = self._store.api_keys.get(session.key_id)
+            if key is None or key["revoked_at_ms"] is not None:
+                return None
         return session
 
     async def end_session(self, session_id: str) -> bool:

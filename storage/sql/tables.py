@@ -357,6 +357,7 @@ dashboard_sessions = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
+    Column("key_id", String(40), nullable=True),  # the API key it was opened with (account)
     Index("ix_dashboard_sessions_expiry", "expires_at_ms"),
 )
 

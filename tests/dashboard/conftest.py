@@ -43,6 +43,18 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser tab (1280×900); fails the test on any script error of the page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    tab = context.new_page()
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert errors == [], f"script errors on the page: {errors}"
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
     """Say plainly when the browser tests did not run."""
     skipped = [r for r in terminalreporter.stats.get("skipped", [])

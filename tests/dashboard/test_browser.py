@@ -34,17 +34,6 @@ def shop(tmp_path: Path, upstream_env: dict[str, str]
         yield gw_and_router
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    tab = context.new_page()
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert errors == [], f"script errors on the page: {errors}"
-
-
 def sign_in(page: Any, gw: RunningGateway, credential: str, where: str = "/dashboard") -> None:
     page.goto(gw.url + where)
     page.fill("#credential", credential)

@@ -93,6 +93,21 @@ def test_sign_out_ends_the_session_server_side(gw: RunningGateway) -> None:
         assert_problem(replay, 401, "unauthorized")
 
 
+def test_revoking_the_key_ends_the_sessions_opened_with_it(gw: RunningGateway) -> None:
+    account, _ = new_account(gw.url)
+    with httpx.Client(base_url=gw.url, headers=auth(ADMIN_TOKEN), timeout=10) as admin:
+        made = admin.post(f"/v1/admin/accounts/{account}/keys").json()
+        other_key = admin.post(f"/v1/admin/accounts/{account}/keys").json()["key"]
+        with sign_in(gw.url, "account", made["key"]) as doomed, \
+                sign_in(gw.url, "account", other_key) as kept:
+            assert doomed.get(f"/v1/billing/balance/{account}").status_code == 200
+            assert admin.delete(f"/v1/admin/keys/{made['key_id']}").status_code in (200, 204)
+            assert_problem(doomed.get(f"/v1/billing/balance/{account}"), 401, "unauthorized")
+            page = doomed.get("/dashboard")  # the page asks to sign in again
+            assert page.status_code == 200 and 'name="api_key"' in page.text
+            assert kept.get(f"/v1/billing/balance/{account}").status_code == 200
+
+
 def test_the_console_session_serves_the_admin_api_and_its_endpoints(gw: RunningGateway) -> None:
     account, _key = new_account(gw.url)
     assert httpx.get(gw.url + "/admin").status_code == 200

@@ -4,9 +4,13 @@ and ends at sign-out or at its expiry (an injected clock sits exactly on the bou
 
 from __future__ import annotations
 
+from policies.compiled import Plan
 from storage.dashboard_sessions import session_hash
 from tests.integration.stores import Ledger, sessions_of
 from tests.support import ManualClock
+
+PLAN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
+            rollover_cap=0)
 
 
 async def test_open_find_and_end_across_processes(ledger: Ledger, clock: ManualClock) -> None:
@@ -54,3 +58,22 @@ async def test_expired_sessions_are_swept_on_open(ledger: Ledger, clock: ManualC
     await sessions_of(ledger, clock).open_session("account", "acct_1", ttl_s=60)
     clock.now_ms -= 5_000  # a clock moved back cannot revive a swept session
     assert await store.find_session(old) is None
+
+
+async def test_revoking_the_key_ends_the_sessions_opened_with_it(ledger: Ledger,
+                                                                 clock: ManualClock) -> None:
+    acct = await ledger.create_account(PLAN)
+    key_id, _ = await ledger.create_api_key(acct)
+    other_key, _ = await ledger.create_api_key(acct)
+    store = sessions_of(ledger, clock)
+    sid, session = await store.open_session("account", acct, ttl_s=60, key_id=key_id)
+    kept, _ = await store.open_session("account", acct, ttl_s=60, key_id=other_key)
+    assert session.key_id == key_id
+    assert await sessions_of(ledger, clock).find_session(sid) == session
+
+    assert await ledger.revoke_api_key(key_id) is True
+    assert await store.find_session(sid) is None  # on every process: checked on lookup
+    assert await sessions_of(ledger, clock).find_session(sid) is None
+    assert (await store.find_session(kept)) is not None  # another key's session lives on
+    ghost, _ = await store.open_session("account", acct, ttl_s=60, key_id="key_unknown")
+    assert await store.find_session(ghost) is None  # a key that does not exist opens nothing

@@ -2,7 +2,7 @@
 // auto top-up, alerts, payment methods, invoices and history, all read from the public billing
 // API with the session cookie; live updates from the billing stream (EventSource).
 import {
-  api, optional, features, isOn, el, clear, show, say, fmtSeconds, fmtAmount, fmtTime,
+  api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtTime,
   safeRedirect, problemText,
 } from "./api.js";
 import { dailyBars } from "./chart.js";
@@ -10,6 +10,11 @@ import { dailyBars } from "./chart.js";
 const body = document.body;
 const account = encodeURIComponent(body.dataset.accountId);
 const unit = body.dataset.unit || "s";
+const timeUnit = unit === "s";
+// An amount of a document in the deployment's unit: `<name>_seconds` in a time deployment (the
+// seeds' fields), `<name>` (the unit document's, issue 10) in a currency or tokens one.
+const amountOf = (doc, name) => Number((timeUnit ? doc[`${name}_seconds`] : doc[name]) ?? 0);
+const fmt = (value) => fmtAmount(value, unit);
 const $ = (id) => document.getElementById(id);
 let feats = null;
 let eventsCursor = null;
@@ -17,13 +22,18 @@ let catalog = null;
 
 // ---- balance ----------------------------------------------------------------------------------
 
+// The balance's totals (`totals` of the balance document; in a time deployment also the
+// `balance.updated` event's data, whose members are the same `*_seconds`).
 function showTotals(totals) {
   const total = $("balance-total"), available = $("balance-available");
-  total.dataset.value = String(totals.total_seconds);
-  total.textContent = fmtSeconds(totals.total_seconds);
-  available.dataset.value = String(totals.available_seconds);
-  available.textContent = fmtSeconds(totals.available_seconds);
-  if (totals.held_seconds !== undefined) $("balance-held").textContent = fmtSeconds(totals.held_seconds);
+  total.dataset.value = String(amountOf(totals, "total"));
+  total.dataset.unit = unit;
+  total.textContent = fmt(amountOf(totals, "total"));
+  available.dataset.value = String(amountOf(totals, "available"));
+  available.dataset.unit = unit;
+  available.textContent = fmt(amountOf(totals, "available"));
+  const held = timeUnit ? totals.held_seconds : totals.held;
+  if (held !== undefined) $("balance-held").textContent = fmt(held);
 }
 
 async function loadBalance() {
@@ -34,25 +44,30 @@ async function loadBalance() {
   const buckets = [...b.buckets.daily, ...b.buckets.paid].sort((x, y) => x.priority - y.priority);
   for (const k of buckets) {
     rows.append(el("tr", { "data-testid": "bucket-row", dataset: { bucketId: k.id } },
-      el("td", {}, k.priority), el("td", {}, k.source), el("td", {}, fmtSeconds(k.seconds)),
+      el("td", {}, k.priority), el("td", {}, k.source), el("td", {}, fmt(timeUnit ? k.seconds : k.amount)),
       el("td", {}, fmtTime(k.expires_at)), el("td", {}, el("span", { class: `status ${k.status}` }, k.status))));
   }
   if (!buckets.length) rows.append(el("tr", {}, el("td", { colspan: 5 }, "No credit yet.")));
   const bonus = b.bonus || {};
-  const cap = bonus.monthly_cap_minutes || 0;
-  $("bonus-text").textContent = bonus.daily_minutes
-    ? `${bonus.daily_minutes} min a day; ${bonus.used_this_month_minutes} min granted this month` +
-      (cap ? ` of a ${cap} min cap.` : " (no monthly cap).")
+  // Time: whole minutes (`*_minutes`); currency and tokens: amounts in the unit.
+  const [daily, used, cap, show1] = timeUnit
+    ? [bonus.daily_minutes, bonus.used_this_month_minutes, bonus.monthly_cap_minutes || 0, (v) => `${v} min`]
+    : [bonus.daily, bonus.used_this_month, bonus.monthly_cap || 0, fmt];
+  $("bonus-text").textContent = daily
+    ? `${show1(daily)} a day; ${show1(used || 0)} granted this month` +
+      (cap ? ` of a ${show1(cap)} cap.` : " (no monthly cap).")
     : "Your plan has no daily bonus.";
   const bar = $("bonus-progress");
   bar.max = cap || 1;
-  bar.value = cap ? Math.min(cap, bonus.used_this_month_minutes || 0) : 0;
+  bar.value = cap ? Math.min(cap, used || 0) : 0;
   show(bar, Boolean(cap));
   const change = b.scheduled_change;
   const warning = $("downgrade");
   if (change) {
     warning.textContent = `Your plan changes to ${change.new_plan} on ${fmtTime(change.effective_date)}.` +
-      (change.will_discard_rollover ? ` ${change.minutes_to_discard} min of rolled-over time will be discarded.` : "");
+      (change.will_discard_rollover
+        ? ` ${timeUnit ? `${change.minutes_to_discard} min` : fmt(change.amount_to_discard)} of rolled-over credit will be discarded.`
+        : "");
   }
   show(warning, Boolean(change));
 }
@@ -63,34 +78,45 @@ async function loadUsage() {
   const period = $("period").value;
   const u = await api(`/v1/billing/usage/${account}?period=${encodeURIComponent(period)}`);
   const days = u.daily_trend.map((d) => d.date);
-  const values = u.daily_trend.map((d) => d.seconds);
-  dailyBars($("usage-chart"), days, values, "Used", (v) => fmtSeconds(v));
-  $("usage-chart").setAttribute("aria-label", `Usage by day: ${fmtSeconds(u.total_seconds)} in total`);
-  $("usage-total").textContent = `${fmtSeconds(u.total_seconds)} used from ${fmtTime(u.from)} to ${fmtTime(u.to)}.`;
+  const values = u.daily_trend.map((d) => Number((timeUnit ? d.seconds : d.amount) ?? 0));
+  const total = amountOf(u, "total");
+  dailyBars($("usage-chart"), days, values, `Used (${unit})`, fmt);
+  $("usage-chart").dataset.total = String(total);
+  $("usage-chart").setAttribute("aria-label", `Usage by day: ${fmt(total)} in total`);
+  $("usage-total").textContent = `${fmt(total)} used from ${fmtTime(u.from)} to ${fmtTime(u.to)}.`;
   const rows = clear($("usage-ops"));
   for (const [op, seconds] of Object.entries(u.by_operation)) {
-    rows.append(el("tr", {}, el("td", {}, op), el("td", {}, u.count_by_operation[op] ?? 0), el("td", {}, fmtSeconds(seconds))));
+    rows.append(el("tr", {}, el("td", {}, op), el("td", {}, u.count_by_operation[op] ?? 0), el("td", {}, fmt(seconds))));
   }
   if (!rows.firstChild) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No usage in this period.")));
 }
 
 async function loadCosts() {
   const section = $("costs");
-  if (unit === "s" || unit === "tokens" || !isOn(feats, "costs")) return show(section, false);
+  // GET /v1/billing/costs/{id}/summary (gateway/api/costs.py CostSummary): providers' cost in
+  // USD per provider and model; shown where the unit is a currency (issue 12).
+  if (timeUnit || unit === "tokens") return show(section, false);
   const summary = await optional(`/v1/billing/costs/${account}/summary`);
   if (!summary || !Array.isArray(summary.breakdown)) return show(section, false);
   const rows = clear($("costs-rows"));
   for (const r of summary.breakdown) {
-    rows.append(el("tr", {}, el("td", {}, r.provider), el("td", {}, r.model), el("td", {}, r.records),
-      el("td", {}, r.tokens), el("td", {}, `${Number(r.cost).toFixed(4)} USD`)));
+    rows.append(el("tr", { "data-testid": "cost-row" }, el("td", {}, r.provider), el("td", {}, r.model),
+      el("td", {}, r.records), el("td", {}, r.tokens), el("td", {}, `${Number(r.cost).toFixed(6)} USD`),
+      el("td", {}, r.unpriced_records)));
   }
+  if (!summary.breakdown.length) rows.append(el("tr", {}, el("td", { colspan: 6 }, "No priced calls yet.")));
+  const total = $("costs-total");
+  total.dataset.value = String(summary.total_cost);
+  total.textContent = `${Number(summary.total_cost).toFixed(6)} USD over ${summary.record_count} call(s), ` +
+    `${summary.total_tokens} tokens.`;
   show(section, true);
 }
 
 // ---- history ----------------------------------------------------------------------------------
 
 function eventRow(e) {
-  const amount = e.seconds >= 0 ? `+${fmtSeconds(e.seconds)}` : fmtSeconds(e.seconds);
+  const value = Number((timeUnit ? e.seconds : e.amount) ?? 0);
+  const amount = value >= 0 ? `+${fmt(value)}` : fmt(value);
   return el("li", { "data-testid": "event-row", dataset: { eventId: e.id } },
     el("span", { class: "etype" }, e.type), " ", el("strong", {}, amount), " ",
     el("span", { class: "reason" }, e.reason), " ", el("time", { datetime: e.timestamp }, fmtTime(e.timestamp)));
@@ -109,6 +135,12 @@ async function loadEvents(more = false) {
 
 // ---- buying -----------------------------------------------------------------------------------
 
+// What a package grants: minutes (time), credits in the currency, or tokens.
+function grants(p) {
+  if (p.minutes !== undefined && p.minutes !== null) return `${p.minutes} min`;
+  return fmt(p.credits ?? p.tokens ?? 0);
+}
+
 async function loadCatalog() {
   show($("buy"), isOn(feats, "payments"));
   const currency = $("currency").value;
@@ -122,14 +154,14 @@ async function loadCatalog() {
   const list = clear($("packages"));
   for (const p of catalog.packages) {
     list.append(el("li", {},
-      el("span", {}, el("strong", {}, p.name), ` — ${p.minutes} min`), " ",
+      el("span", {}, el("strong", {}, p.name), ` — ${grants(p)}`), " ",
       el("span", { class: "price" }, p.display_price_text), " ",
       el("button", { type: "button", "data-testid": "buy-package", dataset: { package: p.key } }, `Buy ${p.name}`)));
   }
   const select = $("topup-package");
   const chosen = select.value;
   clear(select);
-  for (const p of catalog.packages) select.append(el("option", { value: p.key }, `${p.name} (${p.minutes} min)`));
+  for (const p of catalog.packages) select.append(el("option", { value: p.key }, `${p.name} (${grants(p)})`));
   if (chosen) select.value = chosen;
 }
 
@@ -187,17 +219,22 @@ async function loadAlerts() {
   if (!isOn(feats, "alerts")) return;
   const a = await optional(`/v1/billing/alerts/${account}`);
   if (!a) return;
+  // GET /v1/billing/alerts/{id} (gateway/api/alerts.py AlertSettingsView).
   $("alert-threshold").value = a.low_balance_threshold ?? "";
+  const state = $("alert-state");
+  state.dataset.state = a.state;
+  state.textContent = `Now: ${a.state === "ok" ? "above the threshold" : a.state}` +
+    (a.default ? " (the plan's default threshold)." : ".");
   show($("alerts"), true);
 }
 
 async function saveAlerts(event) {
   event.preventDefault();
   try {
-    await api(`/v1/billing/alerts/${account}`, {
+    const saved = await api(`/v1/billing/alerts/${account}`, {
       method: "PUT", body: { low_balance_threshold: Number($("alert-threshold").value) },
     });
-    say($("alerts-status"), "Saved.");
+    say($("alerts-status"), `Saved: alert below ${fmtAmount(saved.low_balance_threshold, saved.unit)}.`);
   } catch (error) {
     say($("alerts-status"), problemText(error), "error");
   }
@@ -205,12 +242,12 @@ async function saveAlerts(event) {
 
 async function loadPaymentMethods() {
   if (!isOn(feats, "payments")) return;
-  const doc = await optional(`/v1/billing/payment-methods/${account}`);
-  if (!doc) return;
-  const methods = Array.isArray(doc) ? doc : doc.payment_methods || doc.data || [];
+  // GET /v1/billing/payment-methods/{id}: a JSON array, default first (payment_methods.py).
+  const methods = await optional(`/v1/billing/payment-methods/${account}`);
+  if (!Array.isArray(methods)) return;
   const list = clear($("pm-list"));
   for (const m of methods) {
-    list.append(el("li", {}, `${m.card_brand || m.type} •••• ${m.card_last4 || "????"}`,
+    list.append(el("li", { "data-testid": "pm-row", dataset: { pm: m.id } }, `${m.card_brand || m.type} •••• ${m.card_last4 || "????"}`,
       m.exp_month ? ` (expires ${m.exp_month}/${m.exp_year})` : "", m.is_default ? " — default" : ""));
   }
   if (!methods.length) list.append(el("li", {}, "No saved payment method."));
@@ -221,6 +258,8 @@ async function loadPaymentMethods() {
 async function openPortal() {
   try {
     const doc = await api(`/v1/billing/portal/${account}`, { method: "POST", body: {} });
+    $("pm-status").replaceChildren("Continue to ",
+      el("a", { href: doc.portal_url, "data-testid": "portal-link" }, "the billing portal"), ".");
     safeRedirect(doc.portal_url);
   } catch (error) {
     say($("pm-status"), problemText(error), "error");
@@ -229,18 +268,37 @@ async function openPortal() {
 
 async function loadInvoices() {
   if (!isOn(feats, "invoices") || !isOn(feats, "payments")) return;
+  // GET /v1/billing/invoices/{id} (gateway/api/invoices.py InvoiceList): {invoices, next_cursor}.
   const doc = await optional(`/v1/billing/invoices/${account}`);
-  if (!doc) return;
-  const invoices = Array.isArray(doc) ? doc : doc.invoices || doc.data || [];
+  if (!doc || !Array.isArray(doc.invoices)) return;
+  const invoices = doc.invoices;
   const rows = clear($("inv-rows"));
   for (const inv of invoices) {
-    const pdf = `/v1/billing/invoices/${account}/${encodeURIComponent(inv.id)}/pdf`;
-    rows.append(el("tr", {}, el("td", {}, inv.invoice_number || inv.id), el("td", {}, inv.status),
-      el("td", {}, `${inv.total} ${inv.currency || ""}`), el("td", {}, fmtTime(inv.created_at || inv.period_start)),
-      el("td", {}, el("a", { href: pdf }, "PDF"))));
+    rows.append(el("tr", { "data-testid": "invoice-row", dataset: { invoiceId: inv.id } },
+      el("td", {}, inv.invoice_number || inv.id), el("td", {}, inv.status),
+      el("td", {}, `${Number(inv.total).toFixed(2)} ${inv.currency}`),
+      el("td", {}, fmtTime(inv.created_at || inv.period_start)),
+      el("td", {}, el("a", { href: inv.pdf_url, "data-testid": "invoice-pdf", download: "" }, "PDF"))));
   }
   if (!invoices.length) rows.append(el("tr", {}, el("td", { colspan: 5 }, "No invoices yet.")));
   show($("invoices"), true);
+}
+
+async function loadSubscription() {
+  // GET /v1/billing/subscription/{id} (gateway/api/subscriptions.py): 404 without one.
+  if (!isOn(feats, "subscriptions")) return;
+  const sub = await optional(`/v1/billing/subscription/${account}`);
+  if (!sub) return;
+  const facts = clear($("sub-facts"));
+  const fact = (name, value, testid) => facts.append(el("div", {}, el("dt", {}, name),
+    el("dd", testid ? { "data-testid": testid } : {}, value)));
+  fact("Plan", `${sub.plan || sub.tier} (${sub.status})`, "subscription-plan");
+  fact("Current period", `${fmtTime(sub.current_period_start)} – ${fmtTime(sub.current_period_end)}`);
+  fact("Included this period", fmtAmount(sub.included, sub.unit));
+  fact("Used", fmtAmount(sub.used, sub.unit));
+  fact("Remaining", fmtAmount(sub.remaining, sub.unit), "subscription-remaining");
+  if (sub.cancel_at_period_end) fact("Ends", `at the period end (${fmtTime(sub.current_period_end)})`);
+  show($("subscription"), true);
 }
 
 // ---- live updates -----------------------------------------------------------------------------
@@ -262,7 +320,10 @@ function connect() {
   source.addEventListener("error", () => say($("live-status"), "Live updates interrupted; reconnecting…", "warn"));
   source.addEventListener("balance.updated", (e) => {
     const data = JSON.parse(e.data);
-    if (data.total_seconds !== undefined) showTotals(data);
+    // The event's totals are whole seconds: shown as they come in a time deployment; in a
+    // currency or tokens one the balance document is fetched again.
+    if (timeUnit && data.total_seconds !== undefined) showTotals(data);
+    else if (!timeUnit && data.reason === "snapshot") refreshSoon(false);
     if (data.reason !== "snapshot") refreshSoon(data.reason === "consumption");
   });
   for (const type of ["credit.applied", "bucket.created", "bucket.expired", "package.fulfilled", "rollover.created", "history.truncated"]) {
@@ -290,7 +351,8 @@ async function main() {
   $("portal").addEventListener("click", openPortal);
   await Promise.all([loadBalance(), loadEvents(), loadCatalog()].map((p) => p.catch(report)));
   connect();
-  await Promise.all([loadUsage(), loadTopUp(), loadAlerts(), loadPaymentMethods(), loadInvoices(), loadCosts()]
+  await Promise.all([loadUsage(), loadTopUp(), loadAlerts(), loadPaymentMethods(), loadInvoices(), loadCosts(),
+    loadSubscription()]
     .map((p) => p.catch(report)));
   body.dataset.ready = "1";
 }

@@ -2,13 +2,22 @@
 // adjustments), usage by day/model/operation, costs and margin, the policy in force, unbilled
 // calls and outgoing webhooks — all read from the admin API with the console's session.
 import {
-  api, optional, features, isOn, el, clear, show, say, fmtSeconds, fmtAmount, fmtTime,
+  api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtTime,
   idempotencyKey, problemText,
 } from "./api.js";
 import { dailyBars } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const unit = document.body.dataset.unit || "s";
+const timeUnit = unit === "s";
+const fmt = (value) => fmtAmount(value, unit);
+// Ledger units (the admin API's `*_ms` members) in the unit: ms of AI time, micro-units of a
+// currency, tokens (policies/units.py).
+const fromLedger = (v) => Number(v || 0) / (timeUnit ? 1000 : unit === "tokens" ? 1 : 1_000_000);
+// The balance document's amount `name`: `<name>_seconds` (time) or `<name>` (unit document).
+const amountOf = (doc, name) => Number((timeUnit ? doc[`${name}_seconds`] : doc[name]) ?? 0);
+// A limit for the key API from a form field: empty = none.
+const limitValue = (id) => ($(id).value.trim() === "" ? null : Number($(id).value));
 let feats = null;
 let accountsCursor = null;
 let current = null; // the account shown
@@ -57,19 +66,27 @@ async function openAccount(accountId) {
   const doc = await api(`/v1/admin/accounts/${encodeURIComponent(accountId)}`);
   $("account-id").textContent = accountId;
   const t = doc.balance.totals;
-  $("acct-total").textContent = fmtSeconds(t.total_seconds);
-  $("acct-total").dataset.value = String(t.total_seconds);
-  $("acct-available").textContent = fmtSeconds(t.available_seconds);
+  $("acct-total").textContent = fmt(amountOf(t, "total"));
+  $("acct-total").dataset.value = String(amountOf(t, "total"));
+  $("acct-available").textContent = fmt(amountOf(t, "available"));
   $("acct-plan").textContent = `${doc.balance.plan_key} (${doc.balance.subscription_status})`;
   const rows = clear($("acct-buckets"));
   for (const b of [...doc.balance.buckets.daily, ...doc.balance.buckets.paid]) {
-    rows.append(el("tr", {}, el("td", {}, b.source), el("td", {}, fmtSeconds(b.seconds)), el("td", {}, fmtTime(b.expires_at))));
+    rows.append(el("tr", {}, el("td", {}, b.source), el("td", {}, fmt(timeUnit ? b.seconds : b.amount)), el("td", {}, fmtTime(b.expires_at))));
   }
   const list = clear($("keys"));
   for (const k of doc.api_keys) {
-    const item = el("li", {}, el("code", {}, `${k.prefix}…`), ` ${k.key_id} · created ${fmtTime(k.created_at)}`);
+    const limits = [k.limit_day != null ? `${fmt(k.limit_day)}/day` : "", k.limit_month != null ? `${fmt(k.limit_month)}/month` : ""]
+      .filter(Boolean).join(", ") || "no limit";
+    const item = el("li", { "data-testid": "admin-key-row", dataset: { keyId: k.key_id } },
+      el("code", {}, `${k.prefix}…`), ` ${k.key_id} · created ${fmtTime(k.created_at)} · `,
+      el("span", { class: "limits", "data-testid": "admin-key-limits" }, limits));
     if (k.revoked_at) item.append(` · revoked ${fmtTime(k.revoked_at)}`);
-    else item.append(" ", el("button", { type: "button", class: "link", dataset: { revoke: k.key_id } }, "Revoke"));
+    else {
+      item.append(" ", el("button", { type: "button", class: "link", dataset: { limits: k.key_id },
+        "data-testid": "admin-key-set-limits" }, "Set the limits above"),
+      " ", el("button", { type: "button", class: "link", dataset: { revoke: k.key_id } }, "Revoke"));
+    }
     list.append(item);
   }
   if (!doc.api_keys.length) list.append(el("li", {}, "No keys."));
@@ -78,10 +95,32 @@ async function openAccount(accountId) {
 
 async function createKey() {
   try {
-    const created = await api(`/v1/admin/accounts/${encodeURIComponent(current)}/keys`, { method: "POST", body: {} });
+    // POST …/keys with KeyLimits (gateway/api/admin.py): per-day/per-month limits in the unit.
+    const body = {};
+    const day = limitValue("key-limit-day"), month = limitValue("key-limit-month");
+    if (day !== null) body.limit_day = day;
+    if (month !== null) body.limit_month = month;
+    const created = await api(`/v1/admin/accounts/${encodeURIComponent(current)}/keys`, { method: "POST", body });
+    $("key-limit-day").value = "";
+    $("key-limit-month").value = "";
     const box = $("key-new");
     box.replaceChildren("New key (shown once — copy it now): ", el("code", { "data-testid": "admin-new-key" }, created.key));
     show(box, true);
+    await openAccount(current);
+  } catch (error) {
+    alertIn($("account"), problemText(error));
+  }
+}
+
+// PATCH /v1/admin/keys/{keyId} (gateway/api/admin_budgets.py): replace the key's limits with
+// the form's (an empty field = no limit).
+async function setKeyLimits(keyId) {
+  try {
+    await api(`/v1/admin/keys/${encodeURIComponent(keyId)}`, {
+      method: "PATCH", body: { limit_day: limitValue("key-limit-day"), limit_month: limitValue("key-limit-month") },
+    });
+    $("key-limit-day").value = "";
+    $("key-limit-month").value = "";
     await openAccount(current);
   } catch (error) {
     alertIn($("account"), problemText(error));
@@ -127,8 +166,8 @@ function groupRows(tbody, groups) {
   clear(tbody);
   for (const g of groups) {
     tbody.append(el("tr", {}, el("td", {}, g.key ?? "(unknown)"), el("td", {}, g.calls),
-      el("td", {}, `${g.input_tokens} / ${g.output_tokens}`), el("td", {}, fmtSeconds(g.charged_ms / 1000)),
-      el("td", {}, fmtSeconds(g.unbilled_ms / 1000))));
+      el("td", {}, `${g.input_tokens} / ${g.output_tokens}`), el("td", {}, fmt(fromLedger(g.charged_ms))),
+      el("td", {}, fmt(fromLedger(g.unbilled_ms)))));
   }
   if (!groups.length) tbody.append(el("tr", {}, el("td", { colspan: 5 }, "No calls in this period.")));
 }
@@ -155,14 +194,18 @@ async function loadByModel() {
 async function loadCosts(period) {
   if (!isOn(feats, "costs")) return show($("costs"), false);
   const doc = await optional(`/v1/admin/costs/summary?period=${period}`);
-  const groups = doc && (doc.breakdown || doc.by_model || doc.groups);
-  if (!Array.isArray(groups)) return show($("costs"), false);
+  // GET /v1/admin/costs/summary (gateway/api/costs.py AdminCostSummary): by_model groups.
+  if (!doc || !Array.isArray(doc.by_model)) return show($("costs"), false);
+  const usd = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(6)} USD`);
   const rows = clear($("costs-rows"));
-  for (const g of groups) {
-    rows.append(el("tr", {}, el("td", {}, g.provider ?? ""), el("td", {}, g.model ?? ""),
-      el("td", {}, g.provider_cost_usd ?? ""), el("td", {}, fmtAmount(g.charged ?? 0, unit)),
-      el("td", {}, g.margin_usd ?? "—")));
+  for (const g of doc.by_model) {
+    rows.append(el("tr", { "data-testid": "admin-cost-row" }, el("td", {}, g.provider), el("td", {}, g.model),
+      el("td", {}, g.calls), el("td", {}, usd(g.provider_cost_usd)), el("td", {}, fmtAmount(g.charged, doc.unit)),
+      el("td", {}, usd(g.margin_usd))));
   }
+  if (!doc.by_model.length) rows.append(el("tr", {}, el("td", { colspan: 6 }, "No calls in this period.")));
+  $("costs-total").textContent = `Provider cost ${usd(doc.provider_cost_usd)}; charged ` +
+    `${fmtAmount(doc.charged, doc.unit)}; margin ${usd(doc.margin_usd)} (${fmtTime(doc.from)} – ${fmtTime(doc.to)}).`;
   show($("costs"), true);
 }
 
@@ -184,28 +227,33 @@ async function loadPolicy() {
 async function loadUnbilled() {
   const u = await api("/v1/admin/unbilled?limit=20");
   $("unbilled-summary").textContent = u.count
-    ? `${u.count} call(s), ${fmtSeconds(u.total_ms / 1000)} to charge, waiting in ${u.spool_path}: run \`gateway reconcile\`.`
+    ? `${u.count} call(s), ${fmt(fromLedger(u.total_ms))} to charge, waiting in ${u.spool_path}: run \`gateway reconcile\`.`
     : `Nothing waits for reconciliation (${u.spool_path}).`;
   const list = clear($("unbilled-list"));
-  for (const c of u.calls) list.append(el("li", {}, `${c.request_id} · ${c.account_id} · ${c.operation} · ${fmtSeconds(c.charge_ms / 1000)}`));
+  for (const c of u.calls) list.append(el("li", {}, `${c.request_id} · ${c.account_id} · ${c.operation} · ${fmt(fromLedger(c.charge_ms))}`));
   if (u.error) list.append(el("li", { class: "error" }, u.error));
 }
 
 async function loadWebhooks() {
   if (!isOn(feats, "webhooks")) return;
+  // GET /v1/admin/webhook-endpoints → {endpoints}; …/{id}/deliveries → {deliveries}, newest
+  // first (gateway/api/webhook_endpoints.py).
   const doc = await optional("/v1/admin/webhook-endpoints");
-  if (!doc) return;
-  const endpoints = Array.isArray(doc) ? doc : doc.endpoints || doc.data || [];
+  if (!doc || !Array.isArray(doc.endpoints)) return;
+  const endpoints = doc.endpoints;
   const list = clear($("hooks-list"));
   for (const ep of endpoints) {
-    const item = el("li", {}, el("code", {}, ep.url), ` · ${(ep.event_types || []).join(", ")}`);
+    const item = el("li", { "data-testid": "hook-endpoint" }, el("code", {}, ep.url),
+      ` · ${ep.event_types.join(", ")}`, ep.description ? ` · ${ep.description}` : "");
     list.append(item);
-    const deliveries = await optional(`/v1/admin/webhook-endpoints/${encodeURIComponent(ep.id)}/deliveries`);
-    const rows = deliveries && (Array.isArray(deliveries) ? deliveries : deliveries.deliveries || deliveries.data || []);
-    if (rows && rows.length) {
-      item.append(el("ul", {}, rows.slice(0, 10).map((d) => el("li", {},
-        `${d.event_type || d.type || ""} · ${d.status || ""} · attempts ${d.attempts ?? "?"} · ${fmtTime(d.created_at || d.last_attempt_at)}`))));
-    }
+    const page = await optional(`/v1/admin/webhook-endpoints/${encodeURIComponent(ep.id)}/deliveries?limit=10`);
+    const rows = page && Array.isArray(page.deliveries) ? page.deliveries : [];
+    item.append(el("ul", {}, rows.length ? rows.map((d) => el("li", { "data-testid": "hook-delivery", dataset: { status: d.status } },
+      `${d.event_type} · ${d.status} · ${d.attempts} attempt(s)` +
+      (d.last_status_code ? ` · last HTTP ${d.last_status_code}` : "") +
+      (d.last_error ? ` · ${d.last_error}` : "") +
+      (d.status === "pending" && d.next_attempt_at ? ` · next ${fmtTime(d.next_attempt_at)}` : "") +
+      ` · ${fmtTime(d.delivered_at || d.created_at)}`)) : el("li", {}, "No deliveries yet.")));
   }
   if (!endpoints.length) list.append(el("li", {}, "No endpoints registered."));
   show($("webhooks"), true);
@@ -217,6 +265,13 @@ function report(error) {
 
 async function main() {
   feats = await features();
+  if (!timeUnit) {
+    $("grant-label").textContent = unit === "tokens" ? "Tokens" : `Amount (${unit})`;
+    $("grant-minutes").step = unit === "tokens" ? "1" : "0.000001";
+    $("grant-minutes").min = unit === "tokens" ? "1" : "0.000001";
+    // POST …/adjustments counts seconds of AI time only: not offered in other units.
+    show($("adjust"), false);
+  }
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); loadAccounts().catch(report); });
   $("accounts-more").addEventListener("click", () => loadAccounts(true).catch(report));
   $("accounts-list").addEventListener("click", (e) => {
@@ -228,16 +283,21 @@ async function main() {
   $("keys").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-revoke]");
     if (button) revokeKey(button.dataset.revoke);
+    const limits = e.target.closest("button[data-limits]");
+    if (limits) setKeyLimits(limits.dataset.limits);
   });
+  // The grant's amount field is the unit's (gateway/api/admin.py Grant): minutes, amount, tokens.
+  const grantField = timeUnit ? "minutes" : unit === "tokens" ? "tokens" : "amount";
+  const grantText = (body) => (timeUnit ? `${body.minutes} min` : fmt(body[grantField]));
   moneyForm($("grant-form"), "grant", () => ({
-    minutes: Number($("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
+    [grantField]: Number($("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/grants`,
-  (r, body) => (r.replayed ? `Already applied (${body.minutes} min); nothing credited twice.` : `Credited ${body.minutes} min: “${body.reason}”.`));
+  (r, body) => (r.replayed ? `Already applied (${grantText(body)}); nothing credited twice.` : `Credited ${grantText(body)}: “${body.reason}”.`));
   moneyForm($("adjust-form"), "adjust", () => ({
     seconds: Number($("adjust-seconds").value), reason: $("adjust-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/adjustments`,
-  (r) => (r.replayed ? "Already applied." : `Applied ${fmtSeconds(r.amount_ms / 1000)}` +
-    (r.unrecovered_ms ? ` (${fmtSeconds(r.unrecovered_ms / 1000)} could not be taken back).` : ".")));
+  (r) => (r.replayed ? "Already applied." : `Applied ${fmt(fromLedger(r.amount_ms))}` +
+    (r.unrecovered_ms ? ` (${fmt(fromLedger(r.unrecovered_ms))} could not be taken back).` : ".")));
   $("stats-period").addEventListener("change", () => loadStats().catch(report));
   $("by-model").addEventListener("click", (e) => {
     if (e.target.id === "by-model-load") loadByModel().catch(report);
