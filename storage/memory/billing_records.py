@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.engine.invoices import supersedes
+from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.invoice_rows import (
     credit_keys,
     credit_kind,
@@ -18,7 +19,6 @@ from storage.invoice_rows import (
     report_row,
     version_of_row,
 )
-from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.memory.ledger import MemoryLedger
 from storage.memory.store import MemoryStore
 from storage.ports import (

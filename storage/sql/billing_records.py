@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.engine.invoices import supersedes
+from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.invoice_rows import (
     STRIPE_KEYED_SQL,
     credit_keys,
@@ -33,7 +34,6 @@ from storage.ports import (
     StripeCredit,
     UsageLine,
 )
-from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.sql.events import emit_tx
 from storage.sql.ledger import SqlLedger, _lock
 from storage.sql.purchases import event_seen_tx, record_event_tx
