@@ -34,6 +34,7 @@ from tests.e2e.billing_surface_support import (
 from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import STRIPE_BASE, _event, _mock_checkout, stripe_gateway
 from tests.support import TEST_POLICY, RunningGateway
+from tests.unit.test_issue11_paths import ISSUE_PATHS
 
 HMAC_SECRET = "g" * 40
 ENV = {"STRIPE_PUBLISHABLE_KEY": "pk_test_abc", "GATEWAY_HMAC_KEYS": f"k1:{HMAC_SECRET}",
@@ -91,7 +92,10 @@ def test_billing_disabled_answers_503_but_the_webhook_and_the_proxy_keep_working
                              ("POST", "/v1/billing/packages/purchase"),
                              ("GET", f"/v1/billing/payment-methods/{account}"),
                              ("POST", f"/v1/billing/subscription/{account}/cancel"),
-                             ("GET", "/v1/billing/anything/at/all")):
+                             ("GET", "/v1/billing/anything/at/all"),
+                             *((m, p.replace("{userId}", account).replace("{month}", "2026-01")
+                                .replace("{", "x").replace("}", ""))
+                               for m, p in ISSUE_PATHS if p.startswith("/v1/billing/"))):
             r = httpx.request(method, gw.url + path, headers=auth(key), json={})
             assert r.status_code == 503, (method, path, r.text)
             assert r.headers["content-type"] == "application/problem+json"
