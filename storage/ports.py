@@ -1015,9 +1015,10 @@ class BillingRecords(Protocol):
         """In one transaction: mirror the invoice (as `mirror_invoice`), record the Stripe
         event `event_id` (outcome `mirrored`) and, when `failure` (the provider's reason) is
         given, emit `payment.failed` (kind `invoice`, reference the invoice id) on the
-        account's log and the outgoing-webhook outbox. Returns the mirror's outcome, or
-        `duplicate` (nothing written) when the event was already recorded. Raises
-        UnknownAccount."""
+        account's log and the outgoing-webhook outbox — only when the stored invoice is that
+        account's (an id already mirrored for another account emits nothing). Returns the
+        mirror's outcome, or `duplicate` (nothing written) when the event was already
+        recorded. Raises UnknownAccount."""
         ...
 
     async def invoice(self, account_id: str, invoice_id: str) -> MirroredInvoice | None:

@@ -56,7 +56,8 @@ class MemoryBillingRecords:
             return "duplicate"
         outcome = await self.mirror_invoice(invoice)
         self._s.record_stripe_event(event_id, event_type, "mirrored", at_ms)
-        if failure is not None:
+        owner = self._s.invoices[invoice.invoice_id]["account_id"]
+        if failure is not None and owner == invoice.account_id:  # never another account's
             self._s.emit(invoice.account_id, PAYMENT_FAILED,
                          payment_failed("invoice", invoice.invoice_id, failure), at_ms)
         self._s.commit()

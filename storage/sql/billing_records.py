@@ -74,7 +74,9 @@ def mirror_invoice_event_tx(conn: Connection, inv: MirroredInvoice, event_id: st
         return "duplicate"
     outcome = mirror_invoice_tx(conn, inv)
     record_event_tx(conn, event_id, event_type, "mirrored", at_ms)
-    if failure is not None:
+    owner = conn.execute(select(invoices.c.account_id).where(
+        invoices.c.invoice_id == inv.invoice_id)).scalar()
+    if failure is not None and owner == inv.account_id:  # never on another account's log
         emit_tx(conn, inv.account_id, PAYMENT_FAILED,
                 payment_failed("invoice", inv.invoice_id, failure), at_ms)
     return outcome

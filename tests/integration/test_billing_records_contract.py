@@ -205,6 +205,14 @@ async def test_a_failed_invoice_payment_emits_payment_failed_once_per_stripe_eve
         inv(account, "in_g"), "evt_g", "invoice.finalized", None, T0) == "created"
     assert len([e for e in await ledger.events_after(account, 0, 50)
                 if e.type == "payment.failed"]) == 2
+    # the id of another account's invoice: recorded, but neither moved nor announced to it
+    intruder = await new_account(PLAIN)
+    assert await records.mirror_invoice_event(
+        inv(intruder, "in_f", "open", attempts=3), "evt_f3", "invoice.payment_failed", "x",
+        T0 + 2) == "stale"
+    assert [e for e in await ledger.events_after(intruder, 0, 50)
+            if e.type == "payment.failed"] == []
+    assert len(await hooks.deliveries(endpoint["id"], 10) or []) == 2
     # an unknown account writes nothing, not even the event record
     with pytest.raises(UnknownAccount):
         await records.mirror_invoice_event(inv("acct_nope", "in_h"), "evt_h",
