@@ -1014,6 +1014,18 @@ class BillingRecords(Protocol):
         `updated`, or `stale` (an older or identical state; nothing changed)."""
         ...
 
+    async def mirror_invoice_event(self, invoice: MirroredInvoice, event_id: str,
+                                   event_type: str, failure: str | None,
+                                   at_ms: int) -> str:
+        """In one transaction: mirror the invoice (as `mirror_invoice`), record the Stripe
+        event `event_id` (outcome `mirrored`) and, when `failure` (the provider's reason) is
+        given, emit `payment.failed` (kind `invoice`, reference the invoice id) on the
+        account's log and the outgoing-webhook outbox — only when the stored invoice is that
+        account's (an id already mirrored for another account emits nothing). Returns the
+        mirror's outcome, or `duplicate` (nothing written) when the event was already
+        recorded. Raises UnknownAccount."""
+        ...
+
     async def invoice(self, account_id: str, invoice_id: str) -> MirroredInvoice | None:
         """The account's invoice `invoice_id`; None when it does not exist or is another
         account's."""

@@ -247,7 +247,8 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
                          extra: dict[str, Any]) -> Any:
     """Create a Checkout Session (`mode` payment, or subscription billed monthly) selling one
     catalog `item` at `cents` in `currency`, carrying the account in `metadata`; `extra` adds
-    mode-specific parameters. Raises PaymentsNotConfigured (no STRIPE_SECRET_KEY), NotFound
+    mode-specific parameters; the account's linked Stripe customer, if any, is the session's
+    `customer`. Raises PaymentsNotConfigured (no STRIPE_SECRET_KEY), NotFound
     (unknown account), PaymentProviderError (Stripe refused), StoreUnavailable (answered 503)."""
     if s.stripe is None:
         raise PaymentsNotConfigured("Set STRIPE_SECRET_KEY to sell packages and subscriptions.")
@@ -264,8 +265,12 @@ async def _open_checkout(s: Any, account_id: str, mode: str, item: Any, currency
     try:
         if not await s.accounts.account_exists(account_id):
             raise NotFound(f"No account {account_id!r}.")
+        # The account's linked Stripe customer pays (else Stripe would create a second one,
+        # whose id the webhook could not link: the first link wins).
+        customer = (await s.payments.billing_profile(account_id)).customer_id
         return await s.stripe.v1.checkout.sessions.create_async(params={
             "mode": mode, "client_reference_id": account_id,
+            **({"customer": customer} if customer else {}),
             "line_items": [{"quantity": 1, "price_data": price}], "metadata": metadata,
             "success_url": s.settings.checkout_success_url,
             "cancel_url": s.settings.checkout_cancel_url, **extra})

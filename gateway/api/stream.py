@@ -166,7 +166,7 @@ and their `data`:
 - `balance.low`, `balance.depleted`, `balance.recovered`: `balance`, `threshold` (in the
   API's unit), `unit` — a low-balance alert, once per crossing (`/v1/billing/alerts/{userId}`).
 - `refund.applied`, `payment.failed`, `subscription.updated`: a refund applied, an auto
-  top-up payment failed, a subscription change (also sent to outgoing webhook endpoints).
+  top-up or invoice payment failed, a subscription change (also sent to outgoing webhook endpoints).
 - `history.truncated` (no `id`): `last_event_id`, `oldest_available_id`; refetch the balance.
 
 Not for caching or buffering: `Cache-Control: no-store`, `X-Accel-Buffering: no`."""

@@ -19,6 +19,7 @@ about one object apply once too; and none depends on another having arrived firs
 | payment_intent.succeeded (auto top-up) | the top-up's package bucket |
 | payment_intent.payment_failed (auto top-up) | attempt cleared, backoff |
 | invoice.finalized/paid/payment_failed/voided/marked_uncollectible | invoice mirrored (gateway.invoicing.mirror) |
+| invoice.payment_failed | also `payment.failed` (outgoing webhooks), in the mirror's transaction |
 
 A subscription maps to a catalog subscription by `metadata.subscription_key` (set by the
 gateway's subscription checkout on the subscription) or its price's `lookup_key`; the account
@@ -101,12 +102,13 @@ async def apply_object(s: Services, event_id: str, kind: str, created_ms: int,
 async def _dispatch(s: Services, event_id: str, kind: str, created_ms: int,
                     obj: dict[str, Any]) -> str:
     at = now_ms()
-    if kind in invoice_mirror.MIRRORED_EVENTS:
-        mirrored = await invoice_mirror.mirror(s, obj, created_ms)
-        if kind != "invoice.paid":  # invoice.paid goes on to credit a subscription period
-            if mirrored is None:
-                return await _unattributed(s, event_id, kind, "unknown_account")
-            return await _record(s, event_id, kind, "mirrored")
+    if kind in invoice_mirror.MIRRORED_EVENTS and kind != "invoice.paid":
+        outcome = await invoice_mirror.mirror_event(s, obj, event_id, kind, created_ms, at)
+        if outcome is None:
+            return await _unattributed(s, event_id, kind, "unknown_account")
+        return outcome
+    if kind == "invoice.paid":  # mirrored, then goes on to credit a subscription period
+        await invoice_mirror.mirror(s, obj, created_ms)
     if kind == "checkout.session.completed":
         if obj.get("mode") == "subscription":
             return await _subscription_checkout(s, event_id, kind, created_ms, obj)

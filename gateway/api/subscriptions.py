@@ -65,8 +65,9 @@ class ChangeRequest(BaseModel):
 
 
 class Subscription(Shape):
-    """Seed 002's SubscriptionResponse (the fields this gateway has), the period's allowance
-    in the unit, and a scheduled change."""
+    """Seed 002's SubscriptionResponse (its field names; `agents_limit` and `storage_*` are
+    left out: this gateway meters neither), the period's allowance in the unit, and a
+    scheduled change."""
 
     id: str | None = Field(description="The Stripe subscription (`sub_…`), or null.")
     organization_id: str
@@ -89,6 +90,15 @@ class Subscription(Shape):
     workflows_used: int | float = Field(ge=0, description="= used.")
     workflows_remaining: int | float = Field(ge=0, description="= remaining.")
     unit: str = Field(description="`s`, a currency code or `tokens`.")
+    is_lifetime: bool = Field(description="Always false: this gateway sells no lifetime plan.")
+    lifetime_purchase_date: str | None = Field(description="Always null (no lifetime plan).")
+    lifetime_purchase_amount: int | None = Field(description="Always null (no lifetime plan).")
+    is_byo: bool = Field(description="Always false: the gateway's upstreams are its own.")
+    byo_providers_configured: list[str] | None = Field(description="Always null.")
+    created_at: str | None = Field(json_schema_extra=DATE_TIME,
+                                   description="When Stripe created the subscription, or null.")
+    updated_at: str | None = Field(json_schema_extra=DATE_TIME,
+                                   description="Always null: Stripe does not say.")
     scheduled_change: ScheduledChange | None = Field(
         description="A downgrade at the period end and the rollover it will discard, or null.")
 
@@ -151,8 +161,10 @@ def _document(s: Services, account_id: str, snap: BalanceSnapshot, profile: Bill
         trial_start=_seconds((sub or {}).get("trial_start")),
         trial_end=_seconds((sub or {}).get("trial_end")),
         workflows_limit=amounts["included"], workflows_used=amounts["used"],
-        workflows_remaining=amounts["remaining"], unit=unit.api_name,
-        scheduled_change=change, **amounts).wire()
+        workflows_remaining=amounts["remaining"], unit=unit.api_name, is_lifetime=False,
+        lifetime_purchase_date=None, lifetime_purchase_amount=None, is_byo=False,
+        byo_providers_configured=None, created_at=_seconds((sub or {}).get("created")),
+        updated_at=None, scheduled_change=change, **amounts).wire()
 
 
 async def _state(request: Request) -> tuple[Services, str, BalanceSnapshot, BillingProfile]:

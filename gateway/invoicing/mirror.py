@@ -173,6 +173,42 @@ async def mirror(s: Services, obj: dict[str, Any], event_ms: int) -> str | None:
         return None
 
 
+def failure_reason(obj: dict[str, Any]) -> str:
+    """The reason an invoice's payment failed, as Stripe gives it on the invoice's
+    `last_finalization_error` or its payment intent's `last_payment_error` (when expanded),
+    else a generic one; at most 200 characters."""
+    for path in (("last_payment_error", "message"), ("payment_intent", "last_payment_error",
+                                                     "message"),
+                 ("last_finalization_error", "message")):
+        text = _text(_dig(obj, *path), 200)
+        if text:
+            return text
+    return "invoice payment failed"
+
+
+async def mirror_event(s: Services, obj: dict[str, Any], event_id: str, kind: str,
+                       event_ms: int, at_ms: int) -> str | None:
+    """Mirror the invoice of Stripe event `event_id` (one of MIRRORED_EVENTS but
+    `invoice.paid`) and record the event in one transaction; `invoice.payment_failed` also
+    emits `payment.failed` there (so it lands in the outgoing-webhook outbox), once per Stripe
+    event. Returns `mirrored` or `duplicate`; None when the invoice cannot be attributed to a
+    known account or is malformed (nothing stored). Raises StoreUnavailable."""
+    if s.records is None:
+        return None
+    account_id = await invoice_account(s, obj)
+    if account_id is None:
+        return None
+    failure = failure_reason(obj) if kind == "invoice.payment_failed" else None
+    try:
+        outcome = await s.records.mirror_invoice_event(
+            to_mirror(s, obj, account_id, event_ms), event_id, kind, failure, at_ms)
+    except (ValueError, UnknownAccount) as exc:
+        log.warning("stripe invoice not mirrored", extra={"invoice": obj.get("id"),
+                                                          "reason": str(exc)})
+        return None
+    return "duplicate" if outcome == "duplicate" else "mirrored"
+
+
 def subscription_units(s: Services, obj: dict[str, Any]) -> int | None:
     """The ledger units a paid invoice credits by itself — a subscription invoice of a period
     (`subscription_create`/`subscription_cycle`) its subscription's minutes, as the webhook

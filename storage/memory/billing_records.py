@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.engine.invoices import supersedes
+from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.invoice_rows import (
     credit_keys,
     credit_kind,
@@ -46,6 +47,21 @@ class MemoryBillingRecords:
             return "stale"
         self._s.invoices[invoice.invoice_id] = invoice_row(invoice)
         return "updated"
+
+    async def mirror_invoice_event(self, invoice: MirroredInvoice, event_id: str,
+                                   event_type: str, failure: str | None,
+                                   at_ms: int) -> str:
+        self._s.account(invoice.account_id)  # UnknownAccount, before anything is written
+        if event_id in self._s.stripe_events:
+            return "duplicate"
+        outcome = await self.mirror_invoice(invoice)
+        self._s.record_stripe_event(event_id, event_type, "mirrored", at_ms)
+        owner = self._s.invoices[invoice.invoice_id]["account_id"]
+        if failure is not None and owner == invoice.account_id:  # never another account's
+            self._s.emit(invoice.account_id, PAYMENT_FAILED,
+                         payment_failed("invoice", invoice.invoice_id, failure), at_ms)
+        self._s.commit()
+        return outcome
 
     async def invoice(self, account_id: str, invoice_id: str) -> MirroredInvoice | None:
         row = self._s.invoices.get(invoice_id)

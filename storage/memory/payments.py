@@ -6,6 +6,7 @@ Amounts are ledger units (ms); prices minor units (cents); times UTC epoch ms.""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 
 from storage.clock import MS_PER_SECOND, iso_utc
@@ -38,6 +39,8 @@ from storage.ports import (
     Purchase,
     SessionConflict,
 )
+
+log = logging.getLogger("storage.stripe")
 
 T = TypeVar("T")
 _PURCHASE_FIELDS = ("session_id", "account_id", "package_key", "minutes", "currency",
@@ -221,7 +224,11 @@ class MemoryPayments:
 
     @staticmethod
     def _link(account: Row, customer_id: str | None, subscription_id: str | None) -> None:
-        if customer_id:
+        linked = account["stripe_customer_id"]
+        if customer_id and linked and linked != customer_id:  # the first link wins
+            log.warning("stripe customer not relinked", extra={
+                "account_id": account["id"], "linked": linked, "customer": customer_id})
+        elif customer_id:
             account["stripe_customer_id"] = customer_id
         if subscription_id:
             account["stripe_subscription_id"] = subscription_id

@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.engine.invoices import supersedes
+from storage.engine.webhooks import PAYMENT_FAILED, payment_failed
 from storage.invoice_rows import (
     STRIPE_KEYED_SQL,
     credit_keys,
@@ -33,7 +34,9 @@ from storage.ports import (
     StripeCredit,
     UsageLine,
 )
+from storage.sql.events import emit_tx
 from storage.sql.ledger import SqlLedger, _lock
+from storage.sql.purchases import event_seen_tx, record_event_tx
 from storage.sql.tables import (
     invoices,
     ledger_entries,
@@ -60,6 +63,23 @@ def mirror_invoice_tx(conn: Connection, inv: MirroredInvoice) -> str:
         return "stale"
     conn.execute(update(invoices).where(invoices.c.invoice_id == inv.invoice_id).values(**values))
     return "updated"
+
+
+def mirror_invoice_event_tx(conn: Connection, inv: MirroredInvoice, event_id: str,
+                            event_type: str, failure: str | None, at_ms: int) -> str:
+    """The mirror, the event record and its `payment.failed` in one transaction (the port's
+    `mirror_invoice_event`). Raises UnknownAccount."""
+    _lock(conn, inv.account_id)
+    if event_seen_tx(conn, event_id):
+        return "duplicate"
+    outcome = mirror_invoice_tx(conn, inv)
+    record_event_tx(conn, event_id, event_type, "mirrored", at_ms)
+    owner = conn.execute(select(invoices.c.account_id).where(
+        invoices.c.invoice_id == inv.invoice_id)).scalar()
+    if failure is not None and owner == inv.account_id:  # never on another account's log
+        emit_tx(conn, inv.account_id, PAYMENT_FAILED,
+                payment_failed("invoice", inv.invoice_id, failure), at_ms)
+    return outcome
 
 
 def invoice_tx(conn: Connection, account_id: str, invoice_id: str) -> MirroredInvoice | None:
@@ -160,6 +180,12 @@ class SqlBillingRecords:
 
     async def mirror_invoice(self, invoice: MirroredInvoice) -> str:
         return await self._run(mirror_invoice_tx, invoice)
+
+    async def mirror_invoice_event(self, invoice: MirroredInvoice, event_id: str,
+                                   event_type: str, failure: str | None,
+                                   at_ms: int) -> str:
+        return await self._run(mirror_invoice_event_tx, invoice, event_id, event_type,
+                               failure, at_ms)
 
     async def invoice(self, account_id: str, invoice_id: str) -> MirroredInvoice | None:
         return await self._run(invoice_tx, account_id, invoice_id)

@@ -19,6 +19,7 @@ account row itself.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -34,6 +35,8 @@ from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.ledger import _entry_exists, _insert_entry, _lock, credit_tx, take_tx
 from storage.sql.purchases import event_seen_tx
 from storage.sql.tables import accounts, buckets, stripe_events
+
+log = logging.getLogger("storage.stripe")
 
 
 def _done(conn: Connection, event_id: str, event_type: str, outcome: str, at_ms: int) -> str:
@@ -147,8 +150,15 @@ def account_for_customer_tx(conn: Connection, customer_id: str) -> str | None:
 
 def _link(conn: Connection, account_id: str, customer_id: str | None,
           subscription_id: str | None) -> None:
-    """Remember the account's Stripe customer and subscription ids (when given)."""
-    values = {k: v for k, v in (("stripe_customer_id", customer_id),
+    """Remember the account's Stripe customer and subscription ids (when given). The customer
+    link is the first one (Payments.link_customer's rule): a different customer in a later
+    event is logged and not linked, so an account's cards and invoices stay on one customer."""
+    linked = conn.execute(select(accounts.c.stripe_customer_id).where(
+        accounts.c.id == account_id)).scalar()
+    if customer_id and linked and linked != customer_id:
+        log.warning("stripe customer not relinked", extra={
+            "account_id": account_id, "linked": linked, "customer": customer_id})
+    values = {k: v for k, v in (("stripe_customer_id", None if linked else customer_id),
                                 ("stripe_subscription_id", subscription_id)) if v}
     if values:
         conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))

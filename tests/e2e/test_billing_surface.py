@@ -27,12 +27,14 @@ from tests.e2e.billing_surface_support import (
     deliver,
     key_of,
     mock_customer,
+    payload,
     sent,
     stripe_calls,
 )
 from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import STRIPE_BASE, _event, _mock_checkout, stripe_gateway
 from tests.support import TEST_POLICY, RunningGateway
+from tests.unit.test_issue11_paths import ISSUE_PATHS
 
 HMAC_SECRET = "g" * 40
 ENV = {"STRIPE_PUBLISHABLE_KEY": "pk_test_abc", "GATEWAY_HMAC_KEYS": f"k1:{HMAC_SECRET}",
@@ -90,7 +92,10 @@ def test_billing_disabled_answers_503_but_the_webhook_and_the_proxy_keep_working
                              ("POST", "/v1/billing/packages/purchase"),
                              ("GET", f"/v1/billing/payment-methods/{account}"),
                              ("POST", f"/v1/billing/subscription/{account}/cancel"),
-                             ("GET", "/v1/billing/anything/at/all")):
+                             ("GET", "/v1/billing/anything/at/all"),
+                             *((m, p.replace("{userId}", account).replace("{month}", "2026-01")
+                                .replace("{", "x").replace("}", ""))
+                               for m, p in ISSUE_PATHS if p.startswith("/v1/billing/"))):
             r = httpx.request(method, gw.url + path, headers=auth(key), json={})
             assert r.status_code == 503, (method, path, r.text)
             assert r.headers["content-type"] == "application/problem+json"
@@ -386,3 +391,42 @@ def test_a_product_backend_signs_for_any_account_and_strangers_are_refused(
     assert r.status_code == 200 and r.json()["portal_url"].endswith("bps_s")
     sub = f"/v1/billing/subscription/{account}"
     assert httpx.get(gw.url + sub, headers=_signed("GET", sub)).json()["status"] == "none"
+
+
+def test_checkout_pays_with_the_linked_customer_and_a_webhook_never_relinks_it(
+        surface: Shop) -> None:
+    """An account with a Stripe customer (made for its portal) buys on that customer, for a
+    package and a subscription alike (`customer=` sent to Checkout, so Stripe creates no second
+    customer); a checkout.session.completed naming another customer keeps the first link."""
+    gw, router = surface
+    account, key = gw.ledger.funded(0)
+    fresh = _mock_checkout(router, "cs_nolink")
+    r = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key),
+                   json={"package_key": "mini"})
+    assert r.status_code == 200, r.text
+    assert "customer" not in sent(fresh)  # no customer yet: none is invented
+    customers = mock_customer(router, "cus_first")
+    portal = router.post(f"{STRIPE_BASE}/v1/billing_portal/sessions").mock(
+        return_value=httpx.Response(200, json={"id": "bps_1", "object": "billing_portal.session",
+                                               "url": "https://billing.stripe.com/p/bps_1"}))
+    assert httpx.post(f"{gw.url}/v1/billing/portal/{account}", headers=auth(key)).status_code \
+        == 200
+    checkout = _mock_checkout(router, "cs_linked")
+    bought = httpx.post(gw.url + "/v1/billing/packages/purchase", headers=auth(key),
+                        json={"package_key": "mini"})
+    assert bought.status_code == 200, bought.text
+    assert sent(checkout)["customer"] == ["cus_first"]
+    sub = httpx.post(gw.url + "/v1/billing/subscriptions/checkout", headers=auth(key),
+                     json={"subscription_key": "pro"})
+    assert sub.status_code == 200, sub.text
+    assert sent(checkout)["customer"] == ["cus_first"] and sent(checkout)["mode"] == [
+        "subscription"]
+    completed = payload("evt_relink", "checkout.session.completed", {
+        "id": "cs_linked_sub", "object": "checkout.session", "mode": "subscription",
+        "customer": "cus_second", "subscription": "sub_relink", "client_reference_id": account,
+        "metadata": {"account_id": account, "subscription_key": "pro"}})
+    assert deliver(gw, completed) == "applied"
+    assert deliver(gw, completed) == "duplicate"
+    assert httpx.post(f"{gw.url}/v1/billing/portal/{account}", headers=auth(key)).status_code \
+        == 200
+    assert sent(portal)["customer"] == ["cus_first"] and customers.call_count == 1

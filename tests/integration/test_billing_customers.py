@@ -8,7 +8,7 @@ import asyncio
 from policies.compiled import Plan
 from storage.clock import now_ms
 from storage.engine.buckets import Source
-from storage.ports import Payments, Purchase
+from storage.ports import Payments, PlanRules, Purchase
 from tests.integration.stores import Ledger
 
 PLAN = Plan(key="starter", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
@@ -83,3 +83,22 @@ async def test_a_credit_purchase_credits_its_exact_units_and_a_refund_claws_them
     assert (await ledger.balance(acct)).spendable == 6_170_000  # half refunded, half taken
     t = await ledger.totals(acct)
     assert t["remaining"] - t["debt"] == t["deltas"]
+
+
+async def test_a_subscription_event_naming_another_customer_keeps_the_first_link(
+        ledger: Ledger, payments: Payments) -> None:
+    rules = PlanRules(rollover_caps={"starter": 0}, rollover_ms=DAY, default_plan="starter")
+    acct = await ledger.create_account(PLAN)
+    assert await payments.link_customer(acct, "cus_first") == "cus_first"
+    outcome = await payments.subscription_changed(
+        "evt_relink", "customer.subscription.updated", now_ms(), acct, "active", "starter",
+        None, None, rules, stripe_ids=("cus_second", "sub_1"))
+    assert outcome == "applied"
+    profile = await payments.billing_profile(acct)
+    assert (profile.customer_id, profile.subscription_id) == ("cus_first", "sub_1")
+    assert await payments.account_for_customer("cus_second") is None
+    fresh = await ledger.create_account(PLAN)  # no link yet: the event's customer is linked
+    await payments.subscription_changed(
+        "evt_link", "customer.subscription.updated", now_ms(), fresh, "active", "starter",
+        None, None, rules, stripe_ids=("cus_fresh", None))
+    assert (await payments.billing_profile(fresh)).customer_id == "cus_fresh"

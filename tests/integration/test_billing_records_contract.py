@@ -23,6 +23,7 @@ from storage.ports import (
     UsageLine,
 )
 from tests.integration.stores import Ledger, payments_of, records_of
+from tests.integration.test_balance_alerts import webhooks_of
 
 NewAccount = Callable[[Plan], Awaitable[str]]
 PLAIN = Plan(key="it", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
@@ -170,3 +171,50 @@ async def test_concurrent_deliveries_of_one_invoice_keep_the_newest(
     assert outcomes.count("created") == 1
     stored = await records.invoice(account, "in_race")
     assert stored is not None and stored.stripe_status == "paid"
+
+
+async def test_a_failed_invoice_payment_emits_payment_failed_once_per_stripe_event(
+        ledger: Ledger, new_account: NewAccount) -> None:
+    """`invoice.payment_failed` → the mirror, the event record and `payment.failed` (on the
+    account's log and in the outbox of subscribed endpoints) in one transaction; the same Stripe
+    event delivered again writes nothing."""
+    records, hooks = records_of(ledger), webhooks_of(ledger)
+    account = await new_account(PLAIN)
+    endpoint = await hooks.create_endpoint("https://ops.example/pay", ["payment.failed"], None,
+                                           "whsec_" + "A" * 32)
+    failed = inv(account, "in_f", "open", attempts=1)
+    for _ in range(2):
+        outcome = await records.mirror_invoice_event(
+            failed, "evt_f1", "invoice.payment_failed", "Your card was declined.", T0)
+    assert outcome == "duplicate"
+    assert await records.invoice(account, "in_f") == failed
+    events = [e for e in await ledger.events_after(account, 0, 50)
+              if e.type == "payment.failed"]
+    assert [e.data for e in events] == [{"kind": "invoice", "reference": "in_f",
+                                         "error": "Your card was declined."}]
+    rows = await hooks.deliveries(endpoint["id"], 10)
+    assert rows is not None and len(rows) == 1
+    assert await payments_of(ledger).record_event("evt_f1", "x", "y", T0) is False
+    # a second failed attempt is another Stripe event: another payment.failed
+    assert await records.mirror_invoice_event(
+        inv(account, "in_f", "open", attempts=2), "evt_f2", "invoice.payment_failed",
+        "Insufficient funds.", T0 + 1) == "updated"
+    assert len(await hooks.deliveries(endpoint["id"], 10) or []) == 2
+    # other mirrored events emit nothing
+    assert await records.mirror_invoice_event(
+        inv(account, "in_g"), "evt_g", "invoice.finalized", None, T0) == "created"
+    assert len([e for e in await ledger.events_after(account, 0, 50)
+                if e.type == "payment.failed"]) == 2
+    # the id of another account's invoice: recorded, but neither moved nor announced to it
+    intruder = await new_account(PLAIN)
+    assert await records.mirror_invoice_event(
+        inv(intruder, "in_f", "open", attempts=3), "evt_f3", "invoice.payment_failed", "x",
+        T0 + 2) == "stale"
+    assert [e for e in await ledger.events_after(intruder, 0, 50)
+            if e.type == "payment.failed"] == []
+    assert len(await hooks.deliveries(endpoint["id"], 10) or []) == 2
+    # an unknown account writes nothing, not even the event record
+    with pytest.raises(UnknownAccount):
+        await records.mirror_invoice_event(inv("acct_nope", "in_h"), "evt_h",
+                                           "invoice.payment_failed", "x", T0)
+    assert await payments_of(ledger).record_event("evt_h", "x", "y", T0) is True
