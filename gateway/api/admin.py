@@ -240,8 +240,15 @@ class UsageGroup(Shape):
     calls: int = Field(ge=0)
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
-    charged_ms: int = Field(ge=0)
-    unbilled_ms: int = Field(ge=0)
+    charged_ms: int = Field(ge=0, description="Ledger units charged (ms of AI time; "
+                                              "micro-units or tokens in those deployments).")
+    unbilled_ms: int = Field(ge=0, description="Ledger units served but not charged.")
+    charged: float | None = omitted("`charged_ms` in `unit` (currency and tokens "
+                                    "deployments).", ge=0)
+    charged_micros: int | None = omitted("`charged` in micro-units (currency units).", ge=0)
+    unbilled: float | None = omitted("`unbilled_ms` in `unit` (currency and tokens "
+                                     "deployments).", ge=0)
+    unbilled_micros: int | None = omitted("`unbilled` in micro-units (currency units).", ge=0)
 
 
 class UsageStats(PeriodWindow):
@@ -249,6 +256,16 @@ class UsageStats(PeriodWindow):
 
     by_model: list[UsageGroup]
     by_operation: list[UsageGroup]
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
+
+
+def usage_groups(rows: list[dict[str, Any]], unit: UnitOfAccount) -> list[dict[str, Any]]:
+    """Store usage groups (ledger units) with their amounts in the unit added in a currency or
+    tokens deployment (`charged`, `unbilled` + `_micros` twins); time rows are unchanged."""
+    if unit.kind is UnitKind.TIME:
+        return rows
+    return [{**r, **unit.json_fields("charged", int(r["charged_ms"])),
+             **unit.json_fields("unbilled", int(r["unbilled_ms"]))} for r in rows]
 
 
 def _body(model: type[BaseModel], raw: bytes) -> Any:
@@ -409,9 +426,12 @@ async def usage_stats(request: Request) -> Response:
     period, start, end = period_window(request)
     by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
     by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
+    unit = s.policy.unit
+    extra: dict[str, Any] = {} if unit.kind is UnitKind.TIME else {"unit": unit.api_name}
     return json_response(UsageStats(
         period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
-        by_model=by_model, by_operation=by_op).wire())
+        by_model=usage_groups(by_model, unit), by_operation=usage_groups(by_op, unit),
+        **extra).wire())
 
 
 ACCOUNT_ID = path_param("accountId", "The account id (`acct_…`).")

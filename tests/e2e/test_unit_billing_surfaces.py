@@ -7,6 +7,7 @@ test_stripe_lifecycle, test_purchases)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,7 +16,7 @@ import httpx
 import pytest
 import respx
 
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import auth, chat_body
 from tests.e2e.stripe_support import _deliver, _event, _mock_checkout, stripe_gateway
 from tests.e2e.test_billing_stream import open_stream
 from tests.support import RunningGateway
@@ -137,3 +138,19 @@ def test_a_tokens_deployment_speaks_tokens_on_the_same_surfaces(tokens_shop):
         "One million tokens (1000000 tokens)"]
     assert (event["amount"], event["unit"]) == (1_000_000, "tokens")
     assert "minutes" not in event
+
+
+def test_admin_usage_stats_speak_the_unit(usd_shop):
+    gw, _router = usd_shop
+    _account, key = gw.ledger.funded(1_000_000)
+    r = httpx.post(gw.url + "/v1/chat/completions", headers=auth(key),
+                   json=chat_body("Hi", model="gpt-4o-mini"))
+    assert r.status_code == 200, r.text
+    charged = int(Decimal(r.headers["x-gateway-charged"]) * 1_000_000)
+    doc = httpx.get(gw.url + "/v1/admin/stats/usage", params={"period": "day"},
+                    headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert doc["unit"] == "USD"
+    [group] = doc["by_model"]
+    assert group["key"] == "gpt-4o-mini" and group["charged_micros"] == charged > 0
+    assert group["charged"] == float(Decimal(charged) / 1_000_000)
+    assert (group["unbilled"], group["unbilled_micros"]) == (0, 0)
