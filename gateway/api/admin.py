@@ -214,7 +214,7 @@ class GrantApplied(Shape):
                                                "replay).")
     amount_ms: int = Field(gt=0, description="Ledger units credited (ms of AI time; "
                                             "micro-units or tokens in those deployments).")
-    amount: float | None = omitted("The amount in `unit` (currency and tokens deployments).")
+    amount: int | float | None = omitted("The amount in `unit` (currency and tokens deployments).")
     amount_micros: int | None = omitted("`amount` in micro-units (currency units).")
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     replayed: bool = Field(description="The same request was already applied under this "
@@ -227,10 +227,10 @@ class AdjustmentApplied(Shape):
     replayed: bool = Field(description="The same request was already applied under this "
                                        "idempotency key: this is its original result (200).")
     unrecovered_ms: int = Field(ge=0, description="Ledger units a take-back could not find.")
-    amount: float | None = omitted("The signed amount applied in `unit` (currency and tokens "
+    amount: int | float | None = omitted("The signed amount applied in `unit` (currency and tokens "
                                    "deployments).")
     amount_micros: int | None = omitted("`amount` in micro-units (currency units).")
-    unrecovered: float | None = omitted("What a take-back could not find, in `unit`.", ge=0)
+    unrecovered: int | float | None = omitted("What a take-back could not find, in `unit`.", ge=0)
     unrecovered_micros: int | None = omitted("`unrecovered` in micro-units.", ge=0)
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
 
@@ -243,10 +243,10 @@ class UsageGroup(Shape):
     charged_ms: int = Field(ge=0, description="Ledger units charged (ms of AI time; "
                                               "micro-units or tokens in those deployments).")
     unbilled_ms: int = Field(ge=0, description="Ledger units served but not charged.")
-    charged: float | None = omitted("`charged_ms` in `unit` (currency and tokens "
+    charged: int | float | None = omitted("`charged_ms` in `unit` (currency and tokens "
                                     "deployments).", ge=0)
     charged_micros: int | None = omitted("`charged` in micro-units (currency units).", ge=0)
-    unbilled: float | None = omitted("`unbilled_ms` in `unit` (currency and tokens "
+    unbilled: int | float | None = omitted("`unbilled_ms` in `unit` (currency and tokens "
                                      "deployments).", ge=0)
     unbilled_micros: int | None = omitted("`unbilled` in micro-units (currency units).", ge=0)
 

@@ -153,7 +153,7 @@ class AutoTopUp(Shape):
     enabled: bool
     threshold_minutes: int | None = omitted("Top up when a settlement leaves fewer minutes "
                                             "(time deployments).", ge=1)
-    threshold: float | None = omitted("Top up when a settlement leaves less than this amount "
+    threshold: int | float | None = omitted("Top up when a settlement leaves less than this amount "
                                       "of `unit` (currency and tokens deployments).", gt=0)
     threshold_micros: int | None = omitted("`threshold` in micro-units (currency units).")
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")

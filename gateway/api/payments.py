@@ -92,7 +92,7 @@ class PurchaseResult(CheckoutSession):
 
     package_minutes: int | None = omitted("Minutes of AI time the package grants (time "
                                           "deployments).", ge=0)
-    package_credits: float | None = omitted("Credits the package grants, in `unit` (currency "
+    package_credits: int | float | None = omitted("Credits the package grants, in `unit` (currency "
                                             "deployments).", ge=0)
     package_credits_micros: int | None = omitted("`package_credits` in micro-units.", ge=0)
     package_tokens: int | None = omitted("Tokens the package grants (tokens deployments).",
@@ -107,7 +107,7 @@ class SubscriptionCheckoutResult(CheckoutSession):
     plan_key: str = Field(description="The plan the account moves to once Stripe confirms.")
     minutes_per_period: int | None = omitted("Minutes of AI time credited per period (time "
                                              "deployments).", ge=0)
-    credits_per_period: float | None = omitted("Credits per period, in `unit` (currency "
+    credits_per_period: int | float | None = omitted("Credits per period, in `unit` (currency "
                                                "deployments).", ge=0)
     credits_per_period_micros: int | None = omitted("`credits_per_period` in micro-units.",
                                                     ge=0)

@@ -138,6 +138,14 @@ def test_a_tokens_deployment_speaks_tokens_on_the_same_surfaces(tokens_shop):
         "One million tokens (1000000 tokens)"]
     assert (event["amount"], event["unit"]) == (1_000_000, "tokens")
     assert "minutes" not in event
+    # whole tokens are JSON integers on every surface (`1000000`, never `1000000.0`)
+    balance = httpx.get(f"{gw.url}/v1/billing/balance/{account}", headers=auth(key)).json()
+    usage = httpx.get(f"{gw.url}/v1/billing/usage/{account}", headers=auth(key)).json()
+    amounts = [up["amount"], down["unrecovered"], topup["threshold"], reply["package_tokens"],
+               event["amount"], *balance["totals"].values(), *balance["bonus"].values(),
+               *(b["amount"] for b in balance["buckets"]["paid"]), usage["total"]]
+    assert balance["totals"]["available"] == 1_000_000
+    assert [a for a in amounts if isinstance(a, float)] == [], amounts
 
 
 def test_admin_usage_stats_speak_the_unit(usd_shop):
