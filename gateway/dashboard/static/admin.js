@@ -229,15 +229,21 @@ async function main() {
     const button = e.target.closest("button[data-revoke]");
     if (button) revokeKey(button.dataset.revoke);
   });
+  // the amount in the deployment's unit: minutes/seconds of AI time, `amount` (decimal string,
+  // exact) in a currency, whole `tokens` (issue 10)
+  const amountField = (timeName, raw) => (unit === "s" ? { [timeName]: Number(raw) }
+    : unit === "tokens" ? { tokens: Number(raw) } : { amount: String(raw) });
+  const granted = (body) => (unit === "s" ? `${body.minutes} min` : fmtAmount(body.tokens ?? body.amount, unit));
   moneyForm($("grant-form"), "grant", () => ({
-    minutes: Number($("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
+    ...amountField("minutes", $("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/grants`,
-  (r, body) => (r.replayed ? `Already applied (${body.minutes} min); nothing credited twice.` : `Credited ${body.minutes} min: “${body.reason}”.`));
+  (r, body) => (r.replayed ? `Already applied (${granted(body)}); nothing credited twice.` : `Credited ${granted(body)}: “${body.reason}”.`));
+  const applied = (r, name) => (unit === "s" ? fmtSeconds(r[`${name}_ms`] / 1000) : fmtAmount(r[name], unit));
   moneyForm($("adjust-form"), "adjust", () => ({
-    seconds: Number($("adjust-seconds").value), reason: $("adjust-reason").value,
+    ...amountField("seconds", $("adjust-seconds").value), reason: $("adjust-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/adjustments`,
-  (r) => (r.replayed ? "Already applied." : `Applied ${fmtSeconds(r.amount_ms / 1000)}` +
-    (r.unrecovered_ms ? ` (${fmtSeconds(r.unrecovered_ms / 1000)} could not be taken back).` : ".")));
+  (r) => (r.replayed ? "Already applied." : `Applied ${applied(r, "amount")}` +
+    (r.unrecovered_ms ? ` (${applied(r, "unrecovered")} could not be taken back).` : ".")));
   $("stats-period").addEventListener("change", () => loadStats().catch(report));
   $("by-model").addEventListener("click", (e) => {
     if (e.target.id === "by-model-load") loadByModel().catch(report);
