@@ -61,6 +61,7 @@ from gateway.problems import (
     render,
     send_problem,
 )
+from gateway.proxy.costs import warm_prices
 from gateway.proxy.pipeline import Proxy, new_request_id
 from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter, RedisCounters
@@ -162,6 +163,7 @@ class Gateway:
         self.services = services
         _tune_gc()
         self.proxy = Proxy(services)
+        await warm_prices(services.policy)
         await services.bus.start()
         tasks = [asyncio.ensure_future(_watch_policy(services)),
                  asyncio.ensure_future(_renew_leases(services)),

@@ -6,6 +6,7 @@ The crossing rule itself is storage.engine.alerts'."""
 from __future__ import annotations
 
 from policies.compiled import Policy
+from policies.units import UnitKind
 from storage.engine.alerts import AlertRules
 
 
@@ -16,4 +17,5 @@ def alert_rules(policy: Policy) -> AlertRules:
     defaults = {key: unit.from_api(spec.low_balance_threshold, round_up=True)
                 for key, spec in policy.document.plans.items()
                 if spec.low_balance_threshold is not None}
-    return AlertRules(defaults=defaults, render=unit.to_json, unit=unit.api_name)
+    return AlertRules(defaults=defaults, render=unit.to_json, unit=unit.api_name,
+                      amount_fields=None if unit.kind is UnitKind.TIME else unit.json_fields)

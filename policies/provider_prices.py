@@ -24,7 +24,9 @@ is priced by the library on every call instead.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -227,6 +229,16 @@ class PriceBook:
             return snapshot.find_provider_model(model, None, provider, None)
         except LookupError:
             return UnpricedModel(provider, model, "unknown-model")
+
+    def warm(self, providers: Iterable[str]) -> None:
+        """Load the bundled price data (genai-prices parses it on first use: tenths of a second
+        of CPU, more on a cold start) and look each provider up once, so that the first priced
+        call does not pay for it. Blocking: call it off the event loop. Unknown providers are
+        ignored (their calls are recorded unpriced)."""
+        snapshot = data_snapshot.get_snapshot()
+        for provider in providers:
+            with contextlib.suppress(LookupError):
+                snapshot.find_provider(None, provider, None)
 
     def knows(self, provider: str, model: str | None) -> bool:
         """True when `quote` can price this pair."""

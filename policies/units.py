@@ -15,7 +15,7 @@ that conversions and rounding live in one place. The policy's `unit:` key select
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 from enum import StrEnum
 
 
@@ -94,8 +94,10 @@ class UnitOfAccount:
             raise ValueError(f"not a decimal amount: {amount!r}") from exc
         if not value.is_finite():
             raise ValueError(f"not a finite amount: {amount!r}")
-        scaled = value * self.scale
-        whole = scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR)
+        with localcontext() as ctx:  # exact: enough digits for the amount times the scale
+            ctx.prec = max(28, len(value.as_tuple().digits) + 8)
+            scaled = value * self.scale
+            whole = scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR)
         if whole != scaled and not round_up:
             raise ValueError(f"{amount} has more precision than the ledger unit of {self.api_name}")
         return int(whole)

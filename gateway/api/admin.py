@@ -102,14 +102,45 @@ class Grant(BaseModel):
 
 
 class Adjustment(BaseModel):
-    """A signed correction in seconds: positive credits a gift bucket, negative takes balance
-    back in burn order (never below zero)."""
+    """A signed correction in the deployment's unit — whole `seconds` (time), a decimal
+    `amount` (currency, at most 6 decimals) or whole `tokens` (tokens): positive credits a gift
+    bucket, negative takes balance back in burn order (never below zero)."""
 
-    model_config = ConfigDict(extra="forbid")
-    # Zero is refused by the handler (400); the schema says so too.
-    seconds: int = Field(ge=-600_000_000, le=600_000_000, json_schema_extra={"not": {"const": 0}})
+    # Exactly one amount (the handler checks it is the deployment's); zero is refused (400).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["seconds"]}, {"required": ["amount"]}, {"required": ["tokens"]}]})
+    seconds: int | None = Field(None, ge=-600_000_000, le=600_000_000,
+                                json_schema_extra={"not": {"const": 0}})
+    amount: Decimal | None = Field(None, ge=-10_000_000, le=10_000_000, allow_inf_nan=False,
+                                   description="In the currency (at most 6 decimals).")
+    tokens: int | None = Field(None, ge=-10**12, le=10**12)
     reason: str = Field(min_length=1, max_length=500)
     idempotency_key: str = Field(pattern=_KEY)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Adjustment:
+        if sum(v is not None for v in (self.seconds, self.amount, self.tokens)) != 1:
+            raise ValueError("give exactly one of seconds, amount or tokens")
+        return self
+
+    def units(self, unit: UnitOfAccount) -> int:
+        """Signed ledger units of the correction. Raises BadRequest for zero, an amount of
+        another unit than the deployment's, or one finer than its ledger unit."""
+        field, value = next((f, v) for f, v in (("seconds", self.seconds),
+                                                 ("amount", self.amount),
+                                                 ("tokens", self.tokens)) if v is not None)
+        want = {UnitKind.TIME: "seconds", UnitKind.CURRENCY: "amount",
+                UnitKind.TOKENS: "tokens"}[unit.kind]
+        if field != want:
+            raise BadRequest(f"this deployment counts {unit.api_name}: give {want}")
+        if value == 0:
+            raise BadRequest(f"{field}: an adjustment must not be zero")
+        if unit.kind is UnitKind.TIME:
+            return int(value) * MS_PER_SECOND
+        try:
+            return unit.from_api(value)
+        except ValueError as exc:
+            raise BadRequest(f"{field}: {exc}") from None
 
 
 # --- reply shapes ----------------------------------------------------------------------------
@@ -183,7 +214,7 @@ class GrantApplied(Shape):
                                                "replay).")
     amount_ms: int = Field(gt=0, description="Ledger units credited (ms of AI time; "
                                             "micro-units or tokens in those deployments).")
-    amount: float | None = omitted("The amount in `unit` (currency and tokens deployments).")
+    amount: int | float | None = omitted("The amount in `unit` (currency and tokens deployments).")
     amount_micros: int | None = omitted("`amount` in micro-units (currency units).")
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     replayed: bool = Field(description="The same request was already applied under this "
@@ -191,10 +222,17 @@ class GrantApplied(Shape):
 
 
 class AdjustmentApplied(Shape):
-    amount_ms: int = Field(description="Signed amount applied (credit > 0, take-back < 0).")
+    amount_ms: int = Field(description="Signed ledger units applied (credit > 0, take-back < "
+                                       "0; ms of AI time, micro-units or tokens).")
     replayed: bool = Field(description="The same request was already applied under this "
                                        "idempotency key: this is its original result (200).")
-    unrecovered_ms: int = Field(ge=0, description="What a take-back could not find.")
+    unrecovered_ms: int = Field(ge=0, description="Ledger units a take-back could not find.")
+    amount: int | float | None = omitted("The signed amount applied in `unit` (currency and tokens "
+                                   "deployments).")
+    amount_micros: int | None = omitted("`amount` in micro-units (currency units).")
+    unrecovered: int | float | None = omitted("What a take-back could not find, in `unit`.", ge=0)
+    unrecovered_micros: int | None = omitted("`unrecovered` in micro-units.", ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
 
 
 class UsageGroup(Shape):
@@ -202,8 +240,15 @@ class UsageGroup(Shape):
     calls: int = Field(ge=0)
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
-    charged_ms: int = Field(ge=0)
-    unbilled_ms: int = Field(ge=0)
+    charged_ms: int = Field(ge=0, description="Ledger units charged (ms of AI time; "
+                                              "micro-units or tokens in those deployments).")
+    unbilled_ms: int = Field(ge=0, description="Ledger units served but not charged.")
+    charged: int | float | None = omitted("`charged_ms` in `unit` (currency and tokens "
+                                    "deployments).", ge=0)
+    charged_micros: int | None = omitted("`charged` in micro-units (currency units).", ge=0)
+    unbilled: int | float | None = omitted("`unbilled_ms` in `unit` (currency and tokens "
+                                     "deployments).", ge=0)
+    unbilled_micros: int | None = omitted("`unbilled` in micro-units (currency units).", ge=0)
 
 
 class UsageStats(PeriodWindow):
@@ -211,6 +256,16 @@ class UsageStats(PeriodWindow):
 
     by_model: list[UsageGroup]
     by_operation: list[UsageGroup]
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
+
+
+def usage_groups(rows: list[dict[str, Any]], unit: UnitOfAccount) -> list[dict[str, Any]]:
+    """Store usage groups (ledger units) with their amounts in the unit added in a currency or
+    tokens deployment (`charged`, `unbilled` + `_micros` twins); time rows are unchanged."""
+    if unit.kind is UnitKind.TIME:
+        return rows
+    return [{**r, **unit.json_fields("charged", int(r["charged_ms"])),
+             **unit.json_fields("unbilled", int(r["unbilled_ms"]))} for r in rows]
 
 
 def _body(model: type[BaseModel], raw: bytes) -> Any:
@@ -346,21 +401,23 @@ async def adjust(request: Request) -> Response:
     body: Adjustment = _body(Adjustment, await request.body())
     account_id = request.path_params["accountId"]
     key = "admin:" + body.idempotency_key
-    if body.seconds == 0:
-        raise BadRequest("seconds: an adjustment must not be zero")
-    if body.seconds > 0:
-        result = await guarded(s.ledger.grant, account_id, Source.GIFT,
-                               body.seconds * MS_PER_SECOND,
+    unit = s.policy.unit
+    units = body.units(unit)
+    if units > 0:
+        result = await guarded(s.ledger.grant, account_id, Source.GIFT, units,
                                key, None, body.reason, None, EventType.ADJUSTMENT)
         applied = result.amount
     else:
-        result = await guarded(s.ledger.adjust_down, account_id,
-                               -body.seconds * MS_PER_SECOND, key, body.reason)
+        result = await guarded(s.ledger.adjust_down, account_id, -units, key, body.reason)
         applied = -result.amount
+    unrecovered = int(result.metadata.get("unrecovered", 0))
+    extra: dict[str, Any] = ({} if unit.kind is UnitKind.TIME else
+                             {**unit.json_fields("amount", applied),
+                              **unit.json_fields("unrecovered", unrecovered),
+                              "unit": unit.api_name})
     return json_response(AdjustmentApplied(
-        amount_ms=applied, replayed=result.replayed,
-        unrecovered_ms=result.metadata.get("unrecovered", 0)).wire(),
-        status=200 if result.replayed else 201)
+        amount_ms=applied, replayed=result.replayed, unrecovered_ms=unrecovered,
+        **extra).wire(), status=200 if result.replayed else 201)
 
 
 async def usage_stats(request: Request) -> Response:
@@ -369,9 +426,12 @@ async def usage_stats(request: Request) -> Response:
     period, start, end = period_window(request)
     by_model = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "model")
     by_op = await guarded(s.ledger.usage_stats, to_ms(start), to_ms(end), "operation")
+    unit = s.policy.unit
+    extra: dict[str, Any] = {} if unit.kind is UnitKind.TIME else {"unit": unit.api_name}
     return json_response(UsageStats(
         period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
-        by_model=by_model, by_operation=by_op).wire())
+        by_model=usage_groups(by_model, unit), by_operation=usage_groups(by_op, unit),
+        **extra).wire())
 
 
 ACCOUNT_ID = path_param("accountId", "The account id (`acct_…`).")

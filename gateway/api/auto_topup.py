@@ -9,13 +9,17 @@ idempotency key; the credit waits for `payment_intent.succeeded` (gateway.api.st
 A decline (`CardError`, e.g. authentication_required) or any Stripe error backs off.
 
 Routes: `GET|PUT /v1/billing/auto-topup/{userId}` (own key or HMAC) read and set
-{enabled, threshold_minutes, package_key, currency, payment_method_id, customer_id}.
+{enabled, threshold_minutes, package_key, currency, payment_method_id, customer_id}. The
+threshold is in the deployment's unit of account (issue 10): whole `threshold_minutes` of AI
+time (seed field, time deployments), else a decimal `threshold` in the currency or tokens
+(replies add `threshold_micros` for a currency, and `unit`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -37,6 +41,7 @@ from gateway.problems import BadRequest, validation_problem
 from gateway.services import Services
 from policies.catalog import effective_currency
 from policies.schema import Currency
+from policies.units import UnitKind, UnitOfAccount
 from storage.clock import MS_PER_MINUTE, iso_utc, now_ms
 from storage.ports import Attempt, StoreUnavailable
 
@@ -128,7 +133,12 @@ class AutoTopUpSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool
-    threshold_minutes: int = Field(ge=1, le=1_000_000)
+    threshold_minutes: int | None = Field(None, ge=1, le=1_000_000,
+                                          description="Time deployments: whole minutes.")
+    threshold: Decimal | None = Field(None, gt=0, le=10**9, allow_inf_nan=False,
+                                      description="Currency and tokens deployments: an amount "
+                                                  "of the unit (at most 6 decimals; whole "
+                                                  "tokens).")
     package_key: str = Field(min_length=1, max_length=64)
     currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
     payment_method_id: str | None = Field(None, pattern=r"^pm_[A-Za-z0-9_]{1,200}$")
@@ -141,8 +151,12 @@ class AutoTopUp(Shape):
 
     configured: bool = Field(description="Settings were saved at least once.")
     enabled: bool
-    threshold_minutes: int | None = omitted("Top up when a settlement leaves fewer minutes.",
-                                            ge=1)
+    threshold_minutes: int | None = omitted("Top up when a settlement leaves fewer minutes "
+                                            "(time deployments).", ge=1)
+    threshold: int | float | None = omitted("Top up when a settlement leaves less than this amount "
+                                      "of `unit` (currency and tokens deployments).", gt=0)
+    threshold_micros: int | None = omitted("`threshold` in micro-units (currency units).")
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
     package_key: str | None = omitted("The catalog package bought each time.")
     currency: Currency | None = omitted("A catalog currency; the charge falls back to USD when "
                                         "the package has no price in it.")
@@ -162,13 +176,35 @@ class AutoTopUp(Shape):
     last_error: str | None = Field(None, description="Why the last attempt failed, or null.")
 
 
-def _view(row: dict[str, Any] | None) -> dict[str, Any]:
+def threshold_units(body: AutoTopUpSettings, unit: UnitOfAccount) -> int:
+    """Ledger units of the settings' threshold: `threshold_minutes` in a time deployment, the
+    decimal `threshold` in the others. Raises BadRequest for the other unit's field, a missing
+    one, or an amount finer than the ledger unit."""
+    if unit.kind is UnitKind.TIME:
+        if body.threshold is not None or body.threshold_minutes is None:
+            raise BadRequest("this deployment counts AI time: give threshold_minutes")
+        return body.threshold_minutes * MS_PER_MINUTE
+    if body.threshold_minutes is not None or body.threshold is None:
+        raise BadRequest(f"this deployment counts {unit.api_name}: give threshold")
+    try:
+        return unit.from_api(body.threshold)
+    except ValueError as exc:
+        raise BadRequest(f"threshold: {exc}") from None
+
+
+def _threshold_fields(ledger_units: int, unit: UnitOfAccount) -> dict[str, Any]:
+    if unit.kind is UnitKind.TIME:
+        return {"threshold_minutes": ledger_units // MS_PER_MINUTE}
+    return {**unit.json_fields("threshold", ledger_units), "unit": unit.api_name}
+
+
+def _view(row: dict[str, Any] | None, unit: UnitOfAccount) -> dict[str, Any]:
     if row is None:
         return AutoTopUp(enabled=False, configured=False).wire()
     next_at = int(row["next_attempt_at_ms"])
     return AutoTopUp(
         configured=True, enabled=bool(row["enabled"]),
-        threshold_minutes=int(row["threshold"]) // MS_PER_MINUTE,
+        **_threshold_fields(int(row["threshold"]), unit),
         package_key=row["package_key"], currency=row["currency"],
         payment_method_id=row["payment_method_id"], customer_id=row["stripe_customer_id"],
         pending=row["pending_attempt"] is not None,
@@ -182,7 +218,7 @@ async def read(request: Request) -> Response:
     """`GET /v1/billing/auto-topup/{userId}`: the account's auto top-up settings."""
     s = services_for(request)
     account_id = await own_account(request)
-    return json_response(_view(await s.payments.topup_settings(account_id)))
+    return json_response(_view(await s.payments.topup_settings(account_id), s.policy.unit))
 
 
 async def write(request: Request) -> Response:
@@ -194,6 +230,7 @@ async def write(request: Request) -> Response:
         body = AutoTopUpSettings.model_validate_json(await request.body())
     except ValidationError as exc:
         raise validation_problem(exc) from None
+    threshold = threshold_units(body, s.policy.unit)
     catalog = s.policy.document.catalog
     if not any(p.key == body.package_key for p in catalog.packages):
         raise BadRequest(f"package_key: no package {body.package_key!r} in the catalog")
@@ -213,12 +250,11 @@ async def write(request: Request) -> Response:
                          "use.")
     row = await s.payments.configure_topup(
         account_id, body.enabled,
-        body.threshold_minutes * MS_PER_MINUTE,
-        body.package_key, currency, body.customer_id, body.payment_method_id,
+        threshold, body.package_key, currency, body.customer_id, body.payment_method_id,
         now_ms())
     if body.enabled:
         s.topups.trigger(account_id)  # already below the new threshold? top up now
-    return json_response(_view(row))
+    return json_response(_view(row, s.policy.unit))
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -232,7 +268,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Set an account's auto top-up", "payments", ACCOUNT_OR_SIGNED,
         (Reply(200, "The saved settings.", AutoTopUp),),
         USER_ERRORS, params=(USER_ID,), body=AutoTopUpSettings,
-        description="When a settlement leaves the account below `threshold_minutes`, the "
+        description="When a settlement leaves the account below `threshold_minutes` (time; "
+                    "`threshold` in the unit of a currency or tokens deployment), the "
                     "gateway charges the saved payment method off-session for `package_key` "
                     "(one pending attempt per account; the credit follows Stripe's "
                     "`payment_intent.succeeded`; declines back off). `package_key` must be in "

@@ -67,7 +67,7 @@ class CatalogPackage(_Priced):
     key: str
     name: str
     minutes: int | None = omitted("Minutes it grants (time deployments).", ge=0)
-    credits: float | None = omitted("Credits it grants, in the unit's currency.", ge=0)
+    credits: int | float | None = omitted("Credits it grants, in the unit's currency.", ge=0)
     credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
     tokens: int | None = omitted("Tokens it grants (tokens deployments).", ge=0)
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
@@ -85,7 +85,7 @@ class CatalogSubscription(_Priced):
     name: str
     plan: str
     minutes: int | None = omitted("Minutes per period (time deployments).", ge=0)
-    credits: float | None = omitted("Credits per period (currency deployments).", ge=0)
+    credits: int | float | None = omitted("Credits per period (currency deployments).", ge=0)
     credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
     tokens: int | None = omitted("Tokens per period (tokens deployments).", ge=0)
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
@@ -125,7 +125,8 @@ class BillingEvent(Shape):
                                     "time deployments.")
     amount_ms: int | None = omitted("Signed exact amount in ledger units (ms); time "
                                     "deployments.")
-    amount: float | None = omitted("Signed amount in `unit`; currency and tokens deployments.")
+    amount: int | float | None = omitted("Signed amount in `unit`; currency and tokens "
+                                         "deployments.")
     amount_micros: int | None = omitted("Signed exact amount in micro-units; currency units.")
     unit: str | None = omitted("`USD` or `tokens`; currency and tokens deployments.")
     reason: str
@@ -142,7 +143,7 @@ class EventsPage(Shape):
 class TrendDay(Shape):
     date: str = Field(json_schema_extra={"format": "date"})
     seconds: float | None = omitted("Seconds charged that day (time deployments).", ge=0)
-    amount: float | None = omitted("Charged that day in `unit` (currency, tokens).", ge=0)
+    amount: int | float | None = omitted("Charged that day in `unit` (currency, tokens).", ge=0)
 
 
 class UsageAnalytics(PeriodWindow):
@@ -151,10 +152,10 @@ class UsageAnalytics(PeriodWindow):
 
     total_seconds: float | None = omitted("Seconds charged (time deployments).", ge=0)
     unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
-    total: float | None = omitted("Charged in `unit` (currency, tokens).", ge=0)
+    total: int | float | None = omitted("Charged in `unit` (currency, tokens).", ge=0)
     total_micros: int | None = omitted("`total` in micro-units (currency units).", ge=0)
-    by_operation: dict[str, float] = Field(description="Seconds (or amounts in `unit`) charged "
-                                                       "per operation.")
+    by_operation: dict[str, int | float] = Field(description="Seconds (or amounts in `unit`) "
+                                                             "charged per operation.")
     count_by_operation: dict[str, int] = Field(description="Calls settled per operation.")
     daily_trend: list[TrendDay] = Field(description="Every UTC day of the period, oldest first.")
 
@@ -163,7 +164,7 @@ class PackageSuggestion(Shape):
     type: Literal["package"]
     key: str
     minutes: int | None = omitted("Minutes the package grants (time deployments).", ge=0)
-    credits: float | None = omitted("Credits it grants (currency deployments).", ge=0)
+    credits: int | float | None = omitted("Credits it grants (currency deployments).", ge=0)
     credits_micros: int | None = omitted("`credits` in micro-units.", ge=0)
     tokens: int | None = omitted("Tokens it grants (tokens deployments).", ge=0)
 
@@ -187,13 +188,13 @@ class BatchCheckItem(Shape):
     required_seconds: int | None = omitted("Sum of the estimates up to this one.", ge=0)
     balance_seconds: int | None = omitted("The available balance checked against (whole "
                                           "seconds, rounded down).", ge=0)
-    deficit: float | None = omitted("`deficit_seconds` in `unit` (currency, tokens).", ge=0)
+    deficit: int | float | None = omitted("`deficit_seconds` in `unit` (currency, tokens).", ge=0)
     deficit_micros: int | None = omitted("Exact twin (currency units).", ge=0)
-    estimate: float | None = omitted("`estimate_seconds` in `unit`.", ge=0)
+    estimate: int | float | None = omitted("`estimate_seconds` in `unit`.", ge=0)
     estimate_micros: int | None = omitted("Exact twin (currency units).", ge=0)
-    required: float | None = omitted("`required_seconds` in `unit`.", ge=0)
+    required: int | float | None = omitted("`required_seconds` in `unit`.", ge=0)
     required_micros: int | None = omitted("Exact twin (currency units).", ge=0)
-    balance: float | None = omitted("`balance_seconds` in `unit` (exact).", ge=0)
+    balance: int | float | None = omitted("`balance_seconds` in `unit` (exact).", ge=0)
     balance_micros: int | None = omitted("Exact twin (currency units).", ge=0)
     unit: str = Field(description="`seconds` (time: the `*_seconds` members), else `USD` or "
                                   "`tokens` (the plain members).")

@@ -71,14 +71,14 @@ class UsageDay(Shape):
     date: str = Field(description="The UTC day, `YYYY-MM-DD`.")
     calls: int = Field(ge=0)
     charged_ms: int = Field(ge=0, description="Charged, ledger units.")
-    charged: float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
+    charged: int | float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
 
 
 class OperationUsage(Shape):
     operation: str
     calls: int = Field(ge=0)
     charged_ms: int = Field(ge=0, description="Charged, ledger units.")
-    charged: float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
+    charged: int | float = Field(ge=0, description="Charged, in the API's unit (`unit`).")
 
 
 class DailyUsage(PeriodWindow):
@@ -160,9 +160,9 @@ async def usage_by_day(request: Request) -> Response:
                                    itertools.count(start_ms, MS_PER_DAY)):
         calls, charged = per_day.get(day, (0, 0))
         days.append(UsageDay(date=iso_utc(day)[:10], calls=calls, charged_ms=charged,
-                             charged=float(unit.to_json(charged))))
+                             charged=unit.to_json(charged)))
     by_op = [OperationUsage(operation=op, calls=calls, charged_ms=charged,
-                            charged=float(unit.to_json(charged)))
+                            charged=unit.to_json(charged))
              for op, (calls, charged) in sorted(per_op.items())]
     return json_response(DailyUsage(period=period, from_=iso_utc(start_ms), to=iso_utc(end_ms),
                                     unit=unit.api_name, days=days, by_operation=by_op).wire())

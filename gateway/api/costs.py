@@ -107,7 +107,7 @@ class AdminCostGroup(Shape):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     provider_cost_usd: float = Field(ge=0)
-    charged: float = Field(description="Charged, in the deployment's unit (`unit`).")
+    charged: int | float = Field(description="Charged, in the deployment's unit (`unit`).")
     charged_units: int = Field(description="Charged, ledger units (exact).")
     charged_usd: float | None = Field(description="Charged in USD (USD deployments), else null.")
     margin_usd: float | None = Field(description="charged_usd − provider_cost_usd, or null.")
@@ -119,7 +119,7 @@ class AdminCostSummary(Shape):
     to: str
     unit: str = Field(description="The unit `charged` is in: `s`, `USD` or `tokens`.")
     provider_cost_usd: float
-    charged: float
+    charged: int | float
     charged_usd: float | None
     margin_usd: float | None
     by_model: list[AdminCostGroup]
@@ -250,14 +250,14 @@ async def admin_cost_summary(request: Request) -> Response:
     rows = [AdminCostGroup(
         provider=g.provider, model=g.model, calls=g.calls, unpriced_calls=g.unpriced,
         prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-        provider_cost_usd=_usd(g.cost) or 0.0, charged=float(unit.to_api(g.charged)),
+        provider_cost_usd=_usd(g.cost) or 0.0, charged=unit.to_json(g.charged),
         charged_units=g.charged, charged_usd=charged_usd(g.charged),
         margin_usd=margin(g.charged, g.cost)) for g in groups]
     cost, charged = sum(g.cost for g in groups), sum(g.charged for g in groups)
     return json_response(AdminCostSummary(
         period=period, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
         unit=unit.api_name, provider_cost_usd=_usd(cost) or 0.0,
-        charged=float(unit.to_api(charged)), charged_usd=charged_usd(charged),
+        charged=unit.to_json(charged), charged_usd=charged_usd(charged),
         margin_usd=margin(charged, cost), by_model=rows).wire())
 
 

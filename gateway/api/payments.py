@@ -31,7 +31,7 @@ from gateway.api.operations import (
     Reply,
     web_routes,
 )
-from gateway.api.shapes import Shape
+from gateway.api.shapes import Shape, omitted
 from gateway.api.stripe_webhooks import apply_event
 from gateway.problems import (
     BadRequest,
@@ -42,8 +42,8 @@ from gateway.problems import (
     StoreUnavailableProblem,
 )
 from policies.catalog import effective_currency, price_fields
-from policies.schema import Currency
-from policies.units import UnitKind
+from policies.schema import Currency, PackageSpec, SubscriptionSpec
+from policies.units import UnitKind, UnitOfAccount
 from storage.clock import now_ms
 from storage.ports import Purchase, SessionConflict
 
@@ -86,9 +86,18 @@ class CheckoutSession(Shape):
 
 
 class PurchaseResult(CheckoutSession):
-    """A Stripe Checkout Session for one package."""
+    """A Stripe Checkout Session for one package. What it grants: `package_minutes` (time
+    deployments, seed field), else `package_credits` (+ `package_credits_micros`) or
+    `package_tokens`, and `unit` (issue 10)."""
 
-    package_minutes: int = Field(ge=0)
+    package_minutes: int | None = omitted("Minutes of AI time the package grants (time "
+                                          "deployments).", ge=0)
+    package_credits: int | float | None = omitted("Credits the package grants, in `unit` (currency "
+                                            "deployments).", ge=0)
+    package_credits_micros: int | None = omitted("`package_credits` in micro-units.", ge=0)
+    package_tokens: int | None = omitted("Tokens the package grants (tokens deployments).",
+                                         ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
 
 
 class SubscriptionCheckoutResult(CheckoutSession):
@@ -96,7 +105,34 @@ class SubscriptionCheckoutResult(CheckoutSession):
 
     subscription_key: str
     plan_key: str = Field(description="The plan the account moves to once Stripe confirms.")
-    minutes_per_period: int = Field(ge=0)
+    minutes_per_period: int | None = omitted("Minutes of AI time credited per period (time "
+                                             "deployments).", ge=0)
+    credits_per_period: int | float | None = omitted("Credits per period, in `unit` (currency "
+                                               "deployments).", ge=0)
+    credits_per_period_micros: int | None = omitted("`credits_per_period` in micro-units.",
+                                                    ge=0)
+    tokens_per_period: int | None = omitted("Tokens per period (tokens deployments).", ge=0)
+    unit: str | None = omitted("`USD` or `tokens` (currency and tokens deployments).")
+
+
+def grants_fields(item: PackageSpec | SubscriptionSpec, unit: UnitOfAccount,
+                  time_name: str, name: str) -> dict[str, Any]:
+    """What a catalog item grants, for a checkout reply: `{time_name: minutes}` in a time
+    deployment (seed fields `package_minutes`, `minutes_per_period`); else `name` with
+    `credits`/`tokens` put for `{}` (+ its `_micros` twin for a currency) and `unit`."""
+    if unit.kind is UnitKind.TIME:
+        return {time_name: item.minutes}
+    word = "credits" if unit.kind is UnitKind.CURRENCY else "tokens"
+    return {**unit.json_fields(name.format(word), item.ledger_units(unit)),
+            "unit": unit.api_name}
+
+
+def item_label(item: PackageSpec | SubscriptionSpec, unit: UnitOfAccount) -> str:
+    """The amount an item grants as Stripe's product line shows it: `10 min`, `10 USD`,
+    `50000 tokens`."""
+    if unit.kind is UnitKind.TIME:
+        return f"{item.minutes} min"
+    return f"{unit.to_text(item.ledger_units(unit))} {unit.api_name}"
 
 
 class StripeEvent(BaseModel):
@@ -137,7 +173,7 @@ async def purchase(request: Request) -> Response:
                 **({"operation_id": operation_id} if operation_id else {})}
     session = await _open_checkout(
         s, account_id, "payment", package, currency, cents,
-        f"{package.name} ({package.minutes} min)", metadata,
+        f"{package.name} ({item_label(package, s.policy.unit)})", metadata,
         {"payment_intent_data": {"metadata": metadata}})
     try:
         unit = s.policy.unit
@@ -150,8 +186,9 @@ async def purchase(request: Request) -> Response:
             "Stripe returned a Checkout Session that belongs to another purchase; "
             "retry.") from None
     doc = PurchaseResult(checkout_url=session.url, session_id=session.id, currency=currency,
-                         **price_fields(cents, currency), package_minutes=package.minutes,
-                         currency_fallback_from=fallback)
+                         **price_fields(cents, currency), currency_fallback_from=fallback,
+                         **grants_fields(package, s.policy.unit, "package_minutes",
+                                         "package_{}"))
     return json_response(doc.wire())
 
 
@@ -168,12 +205,13 @@ async def subscribe(request: Request) -> Response:
     metadata = {"account_id": account_id, "subscription_key": sub.key, "plan_key": sub.plan}
     session = await _open_checkout(
         s, account_id, "subscription", sub, currency, cents,
-        f"{sub.name} ({sub.minutes} min / month)", metadata,
+        f"{sub.name} ({item_label(sub, s.policy.unit)} / month)", metadata,
         {"subscription_data": {"metadata": metadata}})
     doc = SubscriptionCheckoutResult(
         checkout_url=session.url, session_id=session.id, currency=currency,
         **price_fields(cents, currency), subscription_key=sub.key, plan_key=sub.plan,
-        minutes_per_period=sub.minutes, currency_fallback_from=fallback)
+        currency_fallback_from=fallback,
+        **grants_fields(sub, s.policy.unit, "minutes_per_period", "{}_per_period"))
     return json_response(doc.wire())
 
 

@@ -169,17 +169,17 @@ def _amount(description: str = _AMOUNT) -> Any:
 
 
 class UnitTotals(Shape):
-    total: float = _amount("`paid` + `bonus`: the sum of every listed bucket's amount.")
+    total: int | float = _amount("`paid` + `bonus`: the sum of every listed bucket's amount.")
     total_micros: int | None = omitted(_MICROS, ge=0)
-    paid: float = _amount("The sum of `buckets.paid[].amount`.")
+    paid: int | float = _amount("The sum of `buckets.paid[].amount`.")
     paid_micros: int | None = omitted(_MICROS, ge=0)
-    bonus: float = _amount("The sum of `buckets.daily[].amount`.")
+    bonus: int | float = _amount("The sum of `buckets.daily[].amount`.")
     bonus_micros: int | None = omitted(_MICROS, ge=0)
-    available: float = _amount("What a call can use now (after holds and debt).")
+    available: int | float = _amount("What a call can use now (after holds and debt).")
     available_micros: int | None = omitted(_MICROS, ge=0)
-    held: float = _amount("Held by calls in flight.")
+    held: int | float = _amount("Held by calls in flight.")
     held_micros: int | None = omitted(_MICROS, ge=0)
-    debt: float = _amount("Overdraft to be netted against the next credit.")
+    debt: int | float = _amount("Overdraft to be netted against the next credit.")
     debt_micros: int | None = omitted(_MICROS, ge=0)
     next_expiry_at: str | None = Field(description="Earliest bucket expiry, or null.",
                                        json_schema_extra=DATE_TIME)
@@ -191,7 +191,7 @@ class UnitBucket(Shape):
     id: str
     source: Literal["daily", "subscription", "rollover", "package", "welcome", "gift"]
     type: Literal["daily", "paid"]
-    amount: float = _amount()
+    amount: int | float = _amount()
     amount_micros: int | None = omitted(_MICROS, ge=0)
     expires_at: str | None = Field(description="Null for buckets that never expire.",
                                    json_schema_extra=DATE_TIME)
@@ -205,11 +205,11 @@ class UnitBuckets(Shape):
 
 
 class UnitBonus(Shape):
-    daily: float = _amount("The plan's daily bonus.")
+    daily: int | float = _amount("The plan's daily bonus.")
     daily_micros: int | None = omitted(_MICROS, ge=0)
-    used_this_month: float = _amount("Daily bonus granted this month.")
+    used_this_month: int | float = _amount("Daily bonus granted this month.")
     used_this_month_micros: int | None = omitted(_MICROS, ge=0)
-    monthly_cap: float = _amount("Monthly cap of the daily bonus (0: none).")
+    monthly_cap: int | float = _amount("Monthly cap of the daily bonus (0: none).")
     monthly_cap_micros: int | None = omitted(_MICROS, ge=0)
 
 
@@ -219,7 +219,7 @@ class UnitScheduledChange(Shape):
     new_plan: str
     effective_date: str = timestamp("When the new plan takes effect (the period end).")
     will_discard_rollover: bool
-    amount_to_discard: float = _amount()
+    amount_to_discard: int | float = _amount()
     amount_to_discard_micros: int | None = omitted(_MICROS, ge=0)
 
 

@@ -159,8 +159,9 @@ and their `data`:
 - `bucket.expired`: `bucket_id`, `source`, `seconds` (what was left); at expiry also
   `expired_at` and `rolled_over_seconds`, when a rollover is discarded (downgrade,
   cancellation) `reason` instead.
-- `package.fulfilled`: `package_key`, `minutes`, `session_id` (the Checkout Session),
-  `operation_id` (null unless bought to unblock a call).
+- `package.fulfilled`: `package_key`, `minutes` (time deployments; `amount`, `amount_micros`
+  for a currency, and `unit` in currency and tokens deployments), `session_id` (the Checkout
+  Session), `operation_id` (null unless bought to unblock a call).
 - `resume.ready`: `operation_id`, `instance` (`urn:op:<operation_id>`, the 402's `instance`),
   `package_key`: the blocked call can be retried with its `X-Resume-Token`.
 - `balance.low`, `balance.depleted`, `balance.recovered`: `balance`, `threshold` (in the

@@ -5,21 +5,22 @@ the limits it is admitted under, and its cost at the provider's list price.
   or the `X-Gateway-End-User` header, in that order (the providers' documented fields); a
   string of at most `END_USER_MAX` characters after trimming, else the call is a 400.
 - Provider cost: quoted by policies.provider_prices (genai-prices) in USD micro-units for the
-  route's provider (its protocol's provider by default); a model the price source does not
-  know is recorded with a null cost and `cost_reason`, and counted by the
-  `gateway_unpriced_calls` metric.
+  route's provider (its upstream's `price_provider`, else its protocol's provider: the same
+  source a `prices: provider` meter charges by); a model the price source does not know is
+  recorded with a null cost and `cost_reason`, and counted by `gateway_unpriced_calls`.
+  The price data is loaded at startup (`warm_prices`), not by the first call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
 from gateway.metrics import Metrics
 from gateway.problems import BadRequest
-from policies.compiled import Policy, Route
+from policies.compiled import Policy, Route, price_provider_of
 from policies.provider_prices import (
-    DEFAULT_PROVIDERS,
     PRICE_DATA_VERSION,
     TokenUsage,
     UnpricedModel,
@@ -66,9 +67,26 @@ def call_budget(policy: Policy, api_key_id: str | None, limits: Limits,
 
 
 def provider_for(route: Route) -> str | None:
-    """The price source's provider of a route: its protocol's provider (`openai`,
-    `anthropic`), None for protocols that report no token usage."""
-    return DEFAULT_PROVIDERS.get(route.spec.protocol)
+    """The price source's provider of a route: its upstream's `price_provider` when set (the
+    same source a `prices: provider` meter charges by, policies.compiled.price_provider_of),
+    else its protocol's provider (`openai`, `anthropic`); None for `plain` without one."""
+    return price_provider_of(route.upstream.spec, route.spec.protocol)
+
+
+def price_providers(policy: Policy) -> set[str]:
+    """The price source's providers the policy's routes need (cost recording and `prices:
+    provider` meters alike, see provider_for): empty when no route is priced."""
+    return {p for p in (provider_for(route) for route in policy.routes) if p is not None}
+
+
+async def warm_prices(policy: Policy) -> set[str]:
+    """Load the price data the policy needs before the first call (issue 10: the first priced
+    call would otherwise parse genai-prices' bundled data), in a worker thread so the event
+    loop stays free. Returns the providers warmed (empty: nothing needed, nothing loaded)."""
+    providers = price_providers(policy)
+    if providers:
+        await asyncio.to_thread(price_book().warm, providers)
+    return providers
 
 
 def cost_fields(route: Route, model: str | None, tokens: TokenUsage, at: datetime,

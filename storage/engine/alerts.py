@@ -50,11 +50,15 @@ class AlertRules:
     """What the store needs of the policy to decide and describe alerts: `defaults` maps a
     plan key to its default threshold (ledger units; absent = 0), `render` writes ledger units
     as a JSON number of the API's unit (policies.units.UnitOfAccount.to_json), `unit` names it
-    (`s`, `USD`, `tokens`). Set by the gateway on start and on every policy reload."""
+    (`s`, `USD`, `tokens`); `amount_fields(name, units)` writes an amount of a currency or
+    tokens deployment as `{name: amount}` plus its exact integer twin (UnitOfAccount.json_fields;
+    None in a time deployment, whose events keep their seconds/minutes fields: package.fulfilled).
+    Set by the gateway on start and on every policy reload."""
 
     defaults: Mapping[str, int] = field(default_factory=dict)
     render: Callable[[int], int | float] = _seconds
     unit: str = "s"
+    amount_fields: Callable[[str, int], dict[str, int | float]] | None = None
 
     def threshold(self, own: int | None, plan_key: str) -> int:
         """The threshold in force: the account's own when set, else its plan's default."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from storage.clock import floor_seconds, iso_utc
+from storage.engine.alerts import AlertRules
 from storage.engine.buckets import Source
 
 BALANCE_UPDATED = "balance.updated"
@@ -92,11 +93,18 @@ def rollover_discarded(bucket_id: str, unused: int, reason: str) -> dict[str, An
 
 
 def fulfilment_events(package_key: str, minutes: int, session_id: str,
-                      operation_id: str | None) -> list[tuple[str, dict[str, Any]]]:
+                      operation_id: str | None, units: int | None = None,
+                      rules: AlertRules | None = None) -> list[tuple[str, dict[str, Any]]]:
     """package.fulfilled and, for a purchase made to unblock an operation, resume.ready
-    (naming the operation id of the 402's `instance`, never a resume token)."""
+    (naming the operation id of the 402's `instance`, never a resume token). The package's
+    amount: `minutes` in a time deployment (seed field); for a purchase of `units` ledger units
+    in a currency or tokens deployment (`rules.amount_fields` set), `amount` (+ `amount_micros`
+    for a currency) and `unit` instead (issue 10: every surface speaks the unit)."""
+    amount: dict[str, Any] = {"minutes": minutes}
+    if units is not None and rules is not None and rules.amount_fields is not None:
+        amount = {**rules.amount_fields("amount", units), "unit": rules.unit}
     out: list[tuple[str, dict[str, Any]]] = [(PACKAGE_FULFILLED, {
-        "package_key": package_key, "minutes": minutes, "session_id": session_id,
+        "package_key": package_key, **amount, "session_id": session_id,
         "operation_id": operation_id})]
     if operation_id:
         out.append((RESUME_READY, {"operation_id": operation_id,

@@ -106,7 +106,7 @@ class MemoryPayments:
 
     def _announce(self, p: Purchase, at_ms: int) -> None:
         for name, data in fulfilment_events(p.package_key, p.minutes, p.session_id,
-                                            p.operation_id):
+                                            p.operation_id, p.units, self._s.alert_rules):
             self._s.emit(p.account_id, name, data, at_ms)
 
     async def refund(self, event_id: str, event_type: str, payment_intent_id: str,

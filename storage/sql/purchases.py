@@ -20,7 +20,7 @@ from storage.engine.events import fulfilment_events
 from storage.engine.refunds import clawback, refund_status
 from storage.engine.webhooks import REFUND_APPLIED, refund_applied
 from storage.ports import GrantResult, Purchase, SessionConflict
-from storage.sql.events import emit_balance_tx, emit_tx
+from storage.sql.events import ALERT_RULES_KEY, emit_balance_tx, emit_tx
 from storage.sql.ledger import _lock, credit_tx, take_tx
 from storage.sql.tables import buckets, pending_refunds, purchases, stripe_events
 
@@ -96,7 +96,7 @@ def announce_fulfilment_tx(conn: Connection, p: Purchase, at_ms: int) -> None:
     """Emit package.fulfilled and, for a purchase made to unblock an operation, resume.ready
     (naming the operation id of the 402's `instance`, never a resume token)."""
     for name, data in fulfilment_events(p.package_key, p.minutes, p.session_id,
-                                        p.operation_id):
+                                        p.operation_id, p.units, conn.info.get(ALERT_RULES_KEY)):
         emit_tx(conn, p.account_id, name, data, at_ms)
 
 

@@ -5,9 +5,10 @@ explicit prices, token weights, and provider list prices with a markup."""
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import genai_prices
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.proxy.payment_required import insufficient_balance
@@ -39,14 +40,17 @@ def test_ledger_to_api_and_back_is_exact(unit: UnitOfAccount, units: int) -> Non
 
 @given(UNITS, st.decimals(min_value=-10**9, max_value=10**9, allow_nan=False,
                           allow_infinity=False))
+@example(TIME, Decimal("5.0000000000000000000000000005000E-31"))  # found by Hypothesis
+@example(TOKENS, Decimal("5.00000000000000000000000000050E-29"))  # found by Hypothesis
+@example(USD, Decimal("1.0000000000000000000000000001"))  # 29 digits: beyond Decimal's default
 def test_converting_an_amount_never_creates_money(unit: UnitOfAccount, amount: Decimal) -> None:
-    exact = amount * unit.scale
+    exact = Fraction(amount) * unit.scale  # exact rational arithmetic (Decimal rounds at 28)
     charged = unit.from_api(amount, round_up=True)
     assert exact <= charged < exact + 1  # a charge: < one ledger unit in the operator's favour
     try:
         credited = unit.from_api(amount)
     except ValueError:
-        assert exact != exact.to_integral_value()  # only amounts finer than the ledger unit fail
+        assert exact.denominator != 1  # only amounts finer than the ledger unit fail
     else:
         assert credited == exact  # a credit is exact or refused, never rounded up
 

@@ -191,7 +191,7 @@ async function loadTopUp() {
   const t = await optional(`/v1/billing/auto-topup/${account}`);
   if (!t) return show($("topup"), false);
   $("topup-enabled").checked = Boolean(t.enabled);
-  $("topup-threshold").value = t.threshold_minutes ?? 10;
+  $("topup-threshold").value = (unit === "s" ? t.threshold_minutes : t.threshold) ?? 10;
   if (t.package_key) $("topup-package").value = t.package_key;
   $("topup-pm").value = t.payment_method_id || "";
   $("topup-customer").value = t.customer_id || "";
@@ -202,7 +202,10 @@ async function loadTopUp() {
 async function saveTopUp(event) {
   event.preventDefault();
   const body = {
-    enabled: $("topup-enabled").checked, threshold_minutes: Number($("topup-threshold").value),
+    enabled: $("topup-enabled").checked,
+    // the threshold in the deployment's unit (issue 10): minutes of AI time, else `threshold`
+    ...(unit === "s" ? { threshold_minutes: Number($("topup-threshold").value) }
+      : { threshold: String($("topup-threshold").value) }),
     package_key: $("topup-package").value, currency: $("currency").value,
   };
   if ($("topup-pm").value) body.payment_method_id = $("topup-pm").value.trim();

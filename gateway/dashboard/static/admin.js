@@ -2,7 +2,7 @@
 // adjustments), usage by day/model/operation, costs and margin, the policy in force, unbilled
 // calls and outgoing webhooks — all read from the admin API with the console's session.
 import {
-  api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtTime,
+  api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtSeconds, fmtTime,
   idempotencyKey, problemText,
 } from "./api.js";
 import { dailyBars } from "./chart.js";
@@ -269,8 +269,6 @@ async function main() {
     $("grant-label").textContent = unit === "tokens" ? "Tokens" : `Amount (${unit})`;
     $("grant-minutes").step = unit === "tokens" ? "1" : "0.000001";
     $("grant-minutes").min = unit === "tokens" ? "1" : "0.000001";
-    // POST …/adjustments counts seconds of AI time only: not offered in other units.
-    show($("adjust"), false);
   }
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); loadAccounts().catch(report); });
   $("accounts-more").addEventListener("click", () => loadAccounts(true).catch(report));
@@ -286,18 +284,21 @@ async function main() {
     const limits = e.target.closest("button[data-limits]");
     if (limits) setKeyLimits(limits.dataset.limits);
   });
-  // The grant's amount field is the unit's (gateway/api/admin.py Grant): minutes, amount, tokens.
-  const grantField = timeUnit ? "minutes" : unit === "tokens" ? "tokens" : "amount";
-  const grantText = (body) => (timeUnit ? `${body.minutes} min` : fmt(body[grantField]));
+  // the amount in the deployment's unit: minutes/seconds of AI time, `amount` (decimal string,
+  // exact) in a currency, whole `tokens` (issue 10)
+  const amountField = (timeName, raw) => (unit === "s" ? { [timeName]: Number(raw) }
+    : unit === "tokens" ? { tokens: Number(raw) } : { amount: String(raw) });
+  const granted = (body) => (unit === "s" ? `${body.minutes} min` : fmtAmount(body.tokens ?? body.amount, unit));
   moneyForm($("grant-form"), "grant", () => ({
-    [grantField]: Number($("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
+    ...amountField("minutes", $("grant-minutes").value), source: $("grant-source").value, reason: $("grant-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/grants`,
-  (r, body) => (r.replayed ? `Already applied (${grantText(body)}); nothing credited twice.` : `Credited ${grantText(body)}: “${body.reason}”.`));
+  (r, body) => (r.replayed ? `Already applied (${granted(body)}); nothing credited twice.` : `Credited ${granted(body)}: “${body.reason}”.`));
+  const applied = (r, name) => (unit === "s" ? fmtSeconds(r[`${name}_ms`] / 1000) : fmtAmount(r[name], unit));
   moneyForm($("adjust-form"), "adjust", () => ({
-    seconds: Number($("adjust-seconds").value), reason: $("adjust-reason").value,
+    ...amountField("seconds", $("adjust-seconds").value), reason: $("adjust-reason").value,
   }), (a) => `/v1/admin/accounts/${encodeURIComponent(a)}/adjustments`,
-  (r) => (r.replayed ? "Already applied." : `Applied ${fmt(fromLedger(r.amount_ms))}` +
-    (r.unrecovered_ms ? ` (${fmt(fromLedger(r.unrecovered_ms))} could not be taken back).` : ".")));
+  (r) => (r.replayed ? "Already applied." : `Applied ${applied(r, "amount")}` +
+    (r.unrecovered_ms ? ` (${applied(r, "unrecovered")} could not be taken back).` : ".")));
   $("stats-period").addEventListener("change", () => loadStats().catch(report));
   $("by-model").addEventListener("click", (e) => {
     if (e.target.id === "by-model-load") loadByModel().catch(report);
