@@ -169,6 +169,17 @@ class CostGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class CostDay:
+    """Cost totals of one UTC day (`day_ms`: its 00:00 UTC, epoch ms) from the daily cost
+    rollup: calls, provider `cost` in USD micro-units and `charged` ledger units."""
+
+    day_ms: int
+    calls: int
+    cost: int
+    charged: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     """The outcome of settling one call: `charged` debited (ledger delta is −charged, or
     −requested under overdraft), `unbilled` not collected (clamp), `remaining` available after;
@@ -542,6 +553,13 @@ class Ledger(Protocol):
         """Cost by (provider, model) of the settled calls matching `query`, ordered by
         provider then model. Without key/end-user filters it reads the daily cost rollup
         (UTC days of [from, to): flat in history size); with them, the usage records."""
+        ...
+
+    async def cost_by_day(self, account_id: str | None, from_ms: int,
+                          to_ms_: int) -> list[CostDay]:
+        """Per-UTC-day cost totals of the daily cost rollup for the days of [from, to) (the day
+        of `from_ms` included), of one account or (None) every account, oldest first; days
+        without calls are absent."""
         ...
 
     async def ping(self) -> None:

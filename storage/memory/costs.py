@@ -22,7 +22,15 @@ from storage.engine.budgets import (
     month_start_ms,
 )
 from storage.memory.store import MemoryStore
-from storage.ports import IN_FLIGHT, CallBudget, CallRecord, CostGroup, CostQuery, Shortfall
+from storage.ports import (
+    IN_FLIGHT,
+    CallBudget,
+    CallRecord,
+    CostDay,
+    CostGroup,
+    CostQuery,
+    Shortfall,
+)
 
 
 def _spend(store: MemoryStore, scope: str, scope_id: str, account_id: str, column: str,
@@ -140,6 +148,20 @@ def cost_summary(store: MemoryStore, q: CostQuery) -> list[CostGroup]:
                                          "completion_tokens", "cost", "charged")):
                     g[i] += row[col]
     return [CostGroup(p, m, *g) for (p, m), g in sorted(groups.items())]
+
+
+def cost_by_day(store: MemoryStore, account_id: str | None, from_ms: int,
+                to_ms_: int) -> list[CostDay]:
+    """Per-UTC-day totals of the cost rollup for the days of [from, to), oldest first."""
+    days: dict[int, list[int]] = {}
+    for row in store.cost_daily.values():
+        if ((account_id is None or row["account_id"] == account_id)
+                and day_start_ms(from_ms) <= row["day_ms"] < to_ms_):
+            d = days.setdefault(row["day_ms"], [0, 0, 0])
+            d[0] += row["calls"]
+            d[1] += row["cost"]
+            d[2] += row["charged"]
+    return [CostDay(day, *d) for day, d in sorted(days.items())]
 
 
 def usage_summary_filtered(store: MemoryStore, account_id: str, from_ms: int, to_ms_: int,

@@ -32,6 +32,7 @@ from storage.ports import (
     BucketView,
     CallBudget,
     CallRecord,
+    CostDay,
     CostGroup,
     CostQuery,
     EventSink,
@@ -434,6 +435,10 @@ class MemoryLedger:
     async def cost_records(self, query: CostQuery, limit: int,
                            after: tuple[int, str] | None) -> list[dict[str, Any]]:
         return costs.cost_records(self.store, query, limit, after)
+
+    async def cost_by_day(self, account_id: str | None, from_ms: int,
+                          to_ms_: int) -> list[CostDay]:
+        return costs.cost_by_day(self.store, account_id, from_ms, to_ms_)
 
     async def cost_summary(self, query: CostQuery) -> list[CostGroup]:
         return costs.cost_summary(self.store, query)

@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from storage.clock import MS_PER_DAY, day_start_ms
 from storage.engine.budgets import Limits
-from storage.ports import IN_FLIGHT, CostGroup, CostQuery
+from storage.ports import IN_FLIGHT, CostDay, CostGroup, CostQuery
 from storage.sql.tables import api_keys, cost_daily, usage_records
 
 u = usage_records
@@ -68,6 +68,19 @@ def cost_summary_tx(conn: Connection, q: CostQuery) -> list[CostGroup]:
                        func.sum(c.cost), func.sum(c.charged))
                 .where(*where).group_by(c.provider, c.model).order_by(c.provider, c.model))
     return [CostGroup(r[0], r[1], *(int(v) for v in r[2:])) for r in conn.execute(stmt)]
+
+
+def cost_by_day_tx(conn: Connection, account_id: str | None, from_ms: int,
+                   to_ms_: int) -> list[CostDay]:
+    """Per-UTC-day totals of the cost rollup for the days of [from, to), oldest first
+    (≤ days × accounts × models rows read, whatever the number of calls)."""
+    c = cost_daily.c
+    where = [c.day_ms >= day_start_ms(from_ms), c.day_ms < to_ms_]
+    if account_id is not None:
+        where.append(c.account_id == account_id)
+    stmt = (select(c.day_ms, func.sum(c.calls), func.sum(c.cost), func.sum(c.charged))
+            .where(*where).group_by(c.day_ms).order_by(c.day_ms))
+    return [CostDay(*(int(v) for v in r)) for r in conn.execute(stmt)]
 
 
 def set_key_limits_tx(conn: Connection, key_id: str, limits: Limits) -> str | None:

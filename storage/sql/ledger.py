@@ -34,6 +34,7 @@ from storage.ports import (
     BucketView,
     CallBudget,
     CallRecord,
+    CostDay,
     CostGroup,
     CostQuery,
     EventSink,
@@ -600,6 +601,10 @@ class SqlLedger:
     async def cost_records(self, query: CostQuery, limit: int,
                            after: tuple[int, str] | None) -> list[dict[str, Any]]:
         return await self.runner.run(costs.cost_records_tx, query, limit, after)
+
+    async def cost_by_day(self, account_id: str | None, from_ms: int,
+                          to_ms_: int) -> list[CostDay]:
+        return await self.runner.run(costs.cost_by_day_tx, account_id, from_ms, to_ms_)
 
     async def cost_summary(self, query: CostQuery) -> list[CostGroup]:
         return await self.runner.run(costs.cost_summary_tx, query)

@@ -12,7 +12,15 @@ from collections.abc import Awaitable, Callable
 from policies.compiled import Plan
 from storage.engine.buckets import Source
 from storage.engine.budgets import Limits
-from storage.ports import Admission, CallBudget, CallRecord, CostGroup, CostQuery, Shortfall
+from storage.ports import (
+    Admission,
+    CallBudget,
+    CallRecord,
+    CostDay,
+    CostGroup,
+    CostQuery,
+    Shortfall,
+)
 from tests.integration.stores import Ledger
 from tests.support import ManualClock
 
@@ -167,3 +175,22 @@ async def test_cost_records_page_newest_first_and_summaries_add_up(
     assert {(g["key"], g["calls"]) for g in stats} >= {("u1", 2), (None, 3)}
     by_key = await ledger.usage_stats(window.from_ms, window.to_ms, "key_id")
     assert {(g["key"], g["charged_ms"]) for g in by_key} >= {(key_a, 50)}
+
+
+async def test_cost_by_day_totals_each_utc_day_of_the_rollup(
+        ledger: Ledger, new_account: NewAccount, clock: ManualClock) -> None:
+    ledger.clock = clock
+    acct = await funded(ledger, new_account)
+    first_day = clock() // DAY_MS * DAY_MS
+    for i, cost in enumerate((100, 250, None)):
+        if i == 2:
+            clock.advance(DAY_MS)
+        got = await ledger.admit(acct, 10, "chat", 60, PLAIN, request_id=f"d{i}")
+        assert isinstance(got, Admission)
+        await ledger.settle(got.hold_id, record(acct, f"d{i}", cost=cost), 7 + i, "clamp")
+    days = await ledger.cost_by_day(acct, first_day + 1, first_day + 2 * DAY_MS)
+    assert days == [CostDay(first_day, 2, 350, 15), CostDay(first_day + DAY_MS, 1, 0, 9)]
+    assert await ledger.cost_by_day(acct, first_day + DAY_MS, first_day + 2 * DAY_MS) == [
+        CostDay(first_day + DAY_MS, 1, 0, 9)]
+    everyone = await ledger.cost_by_day(None, first_day, first_day + 2 * DAY_MS)
+    assert sum(d.calls for d in everyone) >= 3
