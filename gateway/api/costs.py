@@ -6,6 +6,7 @@
 - `GET /v1/billing/costs/{userId}/summary`: seed 002 `CostSummaryResponse` by provider/model.
 - `GET /v1/admin/costs/summary?period=day|month`: every account, by provider and model, with
   the provider cost, what was charged (in the unit) and the margin.
+- `GET /v1/admin/costs/daily?period=day|month`: the same totals per UTC day (console chart).
 
 Provider cost is the operator's business: the account's own API key reads these only when the
 policy says `expose_provider_cost: true` (otherwise a 404, as if absent); server-signed (HMAC)
@@ -123,6 +124,22 @@ class AdminCostSummary(Shape):
     charged_usd: float | None
     margin_usd: float | None
     by_model: list[AdminCostGroup]
+
+
+class AdminCostDay(Shape):
+    day: str = Field(description="The UTC day, `YYYY-MM-DD`.")
+    calls: int = Field(ge=0)
+    provider_cost_usd: float = Field(ge=0, description="Provider cost of the day's priced calls.")
+    charged: int | float = Field(description="Charged, in the deployment's unit (`unit`).")
+    charged_usd: float | None = Field(description="Charged in USD (USD deployments), else null.")
+    margin_usd: float | None = Field(description="charged_usd − provider_cost_usd, or null.")
+
+
+class AdminCostDaily(Shape):
+    unit: str = Field(description="The unit `charged` is in: `s`, `USD` or `tokens`.")
+    from_: str = Field(alias="from")
+    to: str
+    days: list[AdminCostDay] = Field(description="UTC days with calls, oldest first.")
 
 
 def _usd(micros: int | None) -> float | None:
@@ -261,6 +278,29 @@ async def admin_cost_summary(request: Request) -> Response:
         margin_usd=margin(charged, cost), by_model=rows).wire())
 
 
+async def admin_cost_daily(request: Request) -> Response:
+    """`GET /v1/admin/costs/daily?period=day|month`: system-wide provider cost, charge and
+    margin per UTC day of today or this calendar month, from the daily cost rollup. USD
+    members are decimal numbers; `charged_usd`/`margin_usd` are null unless the unit is USD."""
+    s = check(request)
+    period = request.query_params.get("period", "month")
+    if period not in ("day", "month"):
+        raise BadRequest("period must be 'day' or 'month'.")
+    now = datetime.now(UTC)
+    start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
+    end = bonus.day_end(now)
+    days = await s.ledger.cost_by_day(None, to_ms(start), to_ms(end))
+    unit = s.policy.unit
+    usd_unit = unit.kind is UnitKind.CURRENCY and unit.currency == "USD"
+    return json_response(AdminCostDaily(
+        unit=unit.api_name, from_=iso_utc(to_ms(start)), to=iso_utc(to_ms(end)),
+        days=[AdminCostDay(
+            day=iso_utc(d.day_ms)[:10], calls=d.calls, provider_cost_usd=_usd(d.cost) or 0.0,
+            charged=unit.to_json(d.charged),
+            charged_usd=_usd(d.charged) if usd_unit else None,
+            margin_usd=_usd(d.charged - d.cost) if usd_unit else None) for d in days]).wire())
+
+
 _WINDOW = (
     Param("from", "query", {"type": "string", "maxLength": 40},
           "Start (RFC 3339, or a date = its 00:00 UTC); default this UTC month's start."),
@@ -302,5 +342,14 @@ OPERATIONS: tuple[Operation, ...] = (
                                           "default": "month"},
                       "`day`: today (UTC); `month`: this calendar month (UTC)."),),
         endpoint=admin_cost_summary),
+    Operation(
+        "GET", "/v1/admin/costs/daily", "getAdminCostDaily",
+        "System-wide provider cost, charges and margin per UTC day", "admin", ADMIN,
+        (Reply(200, "Per UTC day with calls, from the daily rollup.", AdminCostDaily),),
+        ADMIN_ERRORS,
+        params=(Param("period", "query", {"type": "string", "enum": ["day", "month"],
+                                          "default": "month"},
+                      "`day`: today (UTC); `month`: this calendar month (UTC)."),),
+        endpoint=admin_cost_daily),
 )
 COSTS_ROUTES = web_routes(OPERATIONS)

@@ -60,6 +60,19 @@ def usd_shop(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[Shop]:
         yield gw_and_router
 
 
+@pytest.fixture
+def priced_usd_shop(tmp_path: Path, upstream_env: dict[str, str]) -> Iterator[Shop]:
+    """The USD shop with gpt-4o-mini served, so calls carry a provider cost (genai-prices)."""
+    policy = tmp_path / "priced.yaml"
+    policy.write_text(TEST_POLICY.read_text().replace(
+        '{ "gpt-fake*": { input: 1000000, output: 2000000 } }',
+        '{ "gpt-fake*": { input: 1000000, output: 2000000 },'
+        ' "gpt-4o-mini*": { input: 1000000, output: 2000000 } }'))
+    env = {**ENV, "GATEWAY_POLICY_PATH": f"{policy},{BILLING_POLICY}"}
+    with stripe_gateway(tmp_path, upstream_env, env, policy_transform=_in_usd) as gw_and_router:
+        yield gw_and_router
+
+
 def _admin() -> httpx.Client:
     return httpx.Client(headers=auth(ADMIN_TOKEN), timeout=10)
 
@@ -74,9 +87,9 @@ def _usd_account(gw: RunningGateway, amount: str) -> tuple[str, str]:
     return account, key
 
 
-def _calls(gw: RunningGateway, key: str, n: int) -> None:
+def _calls(gw: RunningGateway, key: str, n: int, model: str = "gpt-fake") -> None:
     for _ in range(n):
-        r = httpx.post(gw.url + "/v1/chat/completions", content=encode(chat_body()),
+        r = httpx.post(gw.url + "/v1/chat/completions", content=encode(chat_body(model=model)),
                        headers={**auth(key), "content-type": "application/json"})
         assert r.status_code == 200, r.text
 
@@ -284,6 +297,25 @@ def test_the_console_shows_cost_and_margin_in_a_usd_deployment(usd_shop: Shop, p
     assert doc["by_model"][0]["model"] in rows.first.inner_text()
     assert "USD" in rows.first.inner_text()
     assert "margin" in page.get_by_test_id("admin-costs-total").inner_text()
+
+
+def test_the_console_charts_cost_and_margin_by_day_as_the_api_reports(
+        priced_usd_shop: Shop, page: Any) -> None:
+    gw, _ = priced_usd_shop
+    _account, key = _usd_account(gw, "10")
+    _calls(gw, key, 2, model="gpt-4o-mini")  # priced by genai-prices' data
+    with _admin() as client:
+        doc = client.get(f"{gw.url}/v1/admin/costs/daily?period=month").json()
+    assert doc["unit"] == "USD" and doc["days"]
+    today = doc["days"][-1]
+    assert today["calls"] >= 2 and today["provider_cost_usd"] > 0
+    assert today["margin_usd"] == pytest.approx(today["charged_usd"] - today["provider_cost_usd"])
+    sign_in(page, gw, ADMIN_TOKEN, "/admin")
+    chart = page.get_by_test_id("cost-chart")
+    chart.locator("canvas").wait_for()
+    assert chart.get_attribute("data-points") == str(len(doc["days"]))
+    assert float(chart.get_attribute("data-last") or "nan") == today["provider_cost_usd"]
+    assert "Margin (USD)" in chart.inner_text()
 
 
 def test_the_console_lists_outgoing_webhook_deliveries(shop: Shop, page: Any) -> None:

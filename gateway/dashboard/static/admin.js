@@ -207,6 +207,21 @@ async function loadCosts(period) {
   $("costs-total").textContent = `Provider cost ${usd(doc.provider_cost_usd)}; charged ` +
     `${fmtAmount(doc.charged, doc.unit)}; margin ${usd(doc.margin_usd)} (${fmtTime(doc.from)} – ${fmtTime(doc.to)}).`;
   show($("costs"), true);
+  await loadCostChart(period);
+}
+
+// Provider cost (bars) and margin (line, USD deployments) per UTC day: GET /v1/admin/costs/daily
+// (gateway/api/costs.py AdminCostDaily); the chart stays hidden when the endpoint is absent.
+async function loadCostChart(period) {
+  const chart = $("cost-chart");
+  const doc = await optional(`/v1/admin/costs/daily?period=${period}`);
+  if (!doc || !Array.isArray(doc.days)) return show(chart, false);
+  show(chart, true);
+  const usd = (v) => `${Number(v).toFixed(v >= 1 || v <= -1 ? 2 : 6)} USD`;
+  const margins = doc.days.map((d) => d.margin_usd);
+  const lines = margins.some((m) => m !== null) ? [{ label: "Margin (USD)", values: margins }] : [];
+  dailyBars(chart, doc.days.map((d) => d.day), doc.days.map((d) => d.provider_cost_usd),
+    "Provider cost (USD)", usd, lines);
 }
 
 async function loadPolicy() {

@@ -4,8 +4,9 @@ import uPlot from "./vendor/uPlot.esm.js";
 const charts = new WeakMap();
 
 // Draw `values` (numbers) for `days` ("YYYY-MM-DD", UTC) into `container`, replacing any chart
-// there; `format` labels the y axis and the legend.
-export function dailyBars(container, days, values, label, format = (v) => String(v)) {
+// there; `format` labels the y axis and the legend. `lines` ([{label, values, stroke}]) are
+// further series on the same scale, drawn as lines over the bars.
+export function dailyBars(container, days, values, label, format = (v) => String(v), lines = []) {
   const old = charts.get(container);
   if (old) old.destroy();
   container.replaceChildren();
@@ -16,7 +17,7 @@ export function dailyBars(container, days, values, label, format = (v) => String
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     legend: { show: true },
     cursor: { y: false },
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max) * 1.1] } },
+    scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min) * 1.1, Math.max(1, max) * 1.1] } },
     axes: [
       { stroke: "#333", grid: { stroke: "#e3e3e3" } },
       { stroke: "#333", grid: { stroke: "#e3e3e3" }, size: 70, values: (_u, ticks) => ticks.map(format) },
@@ -28,11 +29,16 @@ export function dailyBars(container, days, values, label, format = (v) => String
         paths: uPlot.paths.bars({ size: [0.7, 48] }), points: { show: false },
         value: (_u, v) => (v == null ? "–" : format(v)),
       },
+      ...lines.map((line) => ({
+        label: line.label, stroke: line.stroke || "#b5551d", width: 2,
+        value: (_u, v) => (v == null ? "–" : format(v)),
+      })),
     ],
-  }, [xs, values], container);
+  }, [xs, values, ...lines.map((line) => line.values)], container);
   charts.set(container, plot);
   container.dataset.points = String(values.length);
   container.dataset.total = String(values.reduce((a, b) => a + b, 0));
+  container.dataset.last = values.length ? String(values[values.length - 1]) : "";
   if (!container.dataset.observed && "ResizeObserver" in window) {
     container.dataset.observed = "1";
     new ResizeObserver(() => {
