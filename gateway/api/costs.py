@@ -244,16 +244,22 @@ async def cost_summary(request: Request) -> Response:
         record_count=sum(g.calls for g in groups), breakdown=_breakdown(groups)).wire())
 
 
-async def admin_cost_summary(request: Request) -> Response:
-    """`GET /v1/admin/costs/summary?period=day|month`: system-wide cost, charge and margin by
-    provider and model, from the daily cost rollup."""
-    s = check(request)
+def _admin_window(request: Request) -> tuple[str, datetime, datetime]:
+    """`?period=day|month` (default month) → (period, start, end): today or this calendar
+    month in UTC, ending at the end of today. Raises BadRequest for any other period."""
     period = request.query_params.get("period", "month")
     if period not in ("day", "month"):
         raise BadRequest("period must be 'day' or 'month'.")
     now = datetime.now(UTC)
     start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
-    end = bonus.day_end(now)
+    return period, start, bonus.day_end(now)
+
+
+async def admin_cost_summary(request: Request) -> Response:
+    """`GET /v1/admin/costs/summary?period=day|month`: system-wide cost, charge and margin by
+    provider and model, from the daily cost rollup."""
+    s = check(request)
+    period, start, end = _admin_window(request)
     groups = await s.ledger.cost_summary(CostQuery(None, to_ms(start), to_ms(end)))
     unit = s.policy.unit
     usd_unit = unit.kind is UnitKind.CURRENCY and unit.currency == "USD"
@@ -283,12 +289,7 @@ async def admin_cost_daily(request: Request) -> Response:
     margin per UTC day of today or this calendar month, from the daily cost rollup. USD
     members are decimal numbers; `charged_usd`/`margin_usd` are null unless the unit is USD."""
     s = check(request)
-    period = request.query_params.get("period", "month")
-    if period not in ("day", "month"):
-        raise BadRequest("period must be 'day' or 'month'.")
-    now = datetime.now(UTC)
-    start = bonus.day_start(now) if period == "day" else bonus.month_start(now)
-    end = bonus.day_end(now)
+    _period, start, end = _admin_window(request)
     days = await s.ledger.cost_by_day(None, to_ms(start), to_ms(end))
     unit = s.policy.unit
     usd_unit = unit.kind is UnitKind.CURRENCY and unit.currency == "USD"
@@ -314,6 +315,9 @@ _WINDOW = (
 _WHO = ("Provider cost is shown to the account's own API key only when the policy sets "
         "`expose_provider_cost: true` (else 404); server-signed and admin callers always.")
 
+_PERIOD = Param("period", "query", {"type": "string", "enum": ["day", "month"], "default": "month"},
+                "`day`: today (UTC); `month`: this calendar month (UTC).")
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/billing/costs/{userId}", "getCostRecords", "Provider cost per call",
@@ -338,18 +342,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "System-wide provider cost, charges and margin", "admin", ADMIN,
         (Reply(200, "By provider and model, from the daily rollup.", AdminCostSummary),),
         ADMIN_ERRORS,
-        params=(Param("period", "query", {"type": "string", "enum": ["day", "month"],
-                                          "default": "month"},
-                      "`day`: today (UTC); `month`: this calendar month (UTC)."),),
+        params=(_PERIOD,),
         endpoint=admin_cost_summary),
     Operation(
         "GET", "/v1/admin/costs/daily", "getAdminCostDaily",
         "System-wide provider cost, charges and margin per UTC day", "admin", ADMIN,
         (Reply(200, "Per UTC day with calls, from the daily rollup.", AdminCostDaily),),
         ADMIN_ERRORS,
-        params=(Param("period", "query", {"type": "string", "enum": ["day", "month"],
-                                          "default": "month"},
-                      "`day`: today (UTC); `month`: this calendar month (UTC)."),),
+        params=(_PERIOD,),
         endpoint=admin_cost_daily),
 )
 COSTS_ROUTES = web_routes(OPERATIONS)
