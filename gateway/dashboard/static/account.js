@@ -5,7 +5,7 @@ import {
   api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtTime,
   safeRedirect, problemText,
 } from "./api.js";
-import { dailyBars } from "./chart.js";
+import { categoryBars, dailyBars } from "./chart.js";
 
 const body = document.body;
 const account = encodeURIComponent(body.dataset.accountId);
@@ -89,6 +89,12 @@ async function loadUsage() {
     rows.append(el("tr", {}, el("td", {}, op), el("td", {}, u.count_by_operation[op] ?? 0), el("td", {}, fmt(seconds))));
   }
   if (!rows.firstChild) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No usage in this period.")));
+  const ops = Object.keys(u.by_operation);
+  categoryBars($("usage-ops-chart"), ops, [
+    { label: `Used (${unit})`, values: ops.map((op) => Number(u.by_operation[op])) },
+    { label: "Calls", values: ops.map((op) => u.count_by_operation[op] ?? 0), scale: "b",
+      format: (v) => (Number.isInteger(v) ? String(v) : "") },
+  ], fmt, "Operation");
 }
 
 async function loadCosts() {

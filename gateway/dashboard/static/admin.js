@@ -5,7 +5,7 @@ import {
   api, optional, features, isOn, el, clear, show, say, fmtAmount, fmtSeconds, fmtTime,
   idempotencyKey, problemText,
 } from "./api.js";
-import { dailyBars } from "./chart.js";
+import { categoryBars, dailyBars } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const unit = document.body.dataset.unit || "s";
@@ -182,6 +182,10 @@ async function loadStats() {
     rows.append(el("tr", {}, el("td", {}, o.operation), el("td", {}, o.calls), el("td", {}, fmtAmount(o.charged, daily.unit))));
   }
   if (!daily.by_operation.length) rows.append(el("tr", {}, el("td", { colspan: 3 }, "No calls in this period.")));
+  categoryBars($("ops-chart"), daily.by_operation.map((o) => o.operation), [
+    { label: `Charged (${daily.unit})`, values: daily.by_operation.map((o) => Number(o.charged)) },
+    { label: "Calls", values: daily.by_operation.map((o) => o.calls), scale: "b", format: wholeNumber },
+  ], (v) => fmtAmount(v, daily.unit), "Operation");
   await loadCosts(period === "day" ? "day" : "month");
 }
 
@@ -189,6 +193,43 @@ async function loadStats() {
 async function loadByModel() {
   const usage = await api(`/v1/admin/stats/usage?period=${$("stats-period").value}`);
   groupRows($("by-model"), usage.by_model);
+  $("by-model").closest(".scroll").scrollLeft = 0; // reaching the link may have scrolled it
+  categoryBars($("model-usage-chart"), usage.by_model.map((g) => g.key ?? "(unknown)"), [
+    { label: `Charged (${unit})`, values: usage.by_model.map((g) => fromLedger(g.charged_ms)) },
+    { label: "Calls", values: usage.by_model.map((g) => g.calls), scale: "b", format: wholeNumber },
+  ], fmt, "Model");
+}
+
+// USD on a chart: cents from 1 USD up, else two significant digits (a call costs fractions of
+// a cent), so axis ticks stay short and distinct.
+function usdShort(v) {
+  const n = Number(v);
+  if (n === 0) return "0 USD";
+  return `${Math.abs(n) >= 1 ? n.toFixed(2) : String(Number(n.toPrecision(2)))} USD`;
+}
+
+// Axis ticks of counts: whole numbers only (a fractional tick of calls reads as nonsense).
+function wholeNumber(v) {
+  return Number.isInteger(v) ? String(v) : "";
+}
+
+// Provider cost, and what was charged and the margin where the unit is USD, per model (one row
+// per provider and model; the provider is named only where two share a model name). In a
+// time or token deployment the charged amount gets its own axis, in the unit.
+function modelCostChart(doc) {
+  const groups = doc.by_model;
+  const names = groups.map((g) => g.model);
+  const labels = groups.map((g, i) => (names.indexOf(g.model) !== names.lastIndexOf(g.model) || !g.model
+    ? `${g.provider}/${g.model || "?"}` : names[i]));
+  const series = [{ label: "Provider cost (USD)", values: groups.map((g) => g.provider_cost_usd) }];
+  if (groups.length && groups.every((g) => g.charged_usd !== null)) {
+    series.push({ label: "Charged (USD)", values: groups.map((g) => g.charged_usd) },
+      { label: "Margin (USD)", values: groups.map((g) => g.margin_usd) });
+  } else {
+    series.push({ label: `Charged (${doc.unit})`, values: groups.map((g) => Number(g.charged)), scale: "b",
+      format: (v) => fmtAmount(v, doc.unit) });
+  }
+  categoryBars($("model-cost-chart"), labels, series, usdShort, "Model");
 }
 
 async function loadCosts(period) {
@@ -207,6 +248,7 @@ async function loadCosts(period) {
   $("costs-total").textContent = `Provider cost ${usd(doc.provider_cost_usd)}; charged ` +
     `${fmtAmount(doc.charged, doc.unit)}; margin ${usd(doc.margin_usd)} (${fmtTime(doc.from)} – ${fmtTime(doc.to)}).`;
   show($("costs"), true);
+  modelCostChart(doc);
   await loadCostChart(period);
 }
 
@@ -217,11 +259,10 @@ async function loadCostChart(period) {
   const doc = await optional(`/v1/admin/costs/daily?period=${period}`);
   if (!doc || !Array.isArray(doc.days)) return show(chart, false);
   show(chart, true);
-  const usd = (v) => `${Number(v).toFixed(v >= 1 || v <= -1 ? 2 : 6)} USD`;
   const margins = doc.days.map((d) => d.margin_usd);
   const lines = margins.some((m) => m !== null) ? [{ label: "Margin (USD)", values: margins }] : [];
   dailyBars(chart, doc.days.map((d) => d.day), doc.days.map((d) => d.provider_cost_usd),
-    "Provider cost (USD)", usd, lines);
+    "Provider cost (USD)", usdShort, lines);
 }
 
 async function loadPolicy() {
