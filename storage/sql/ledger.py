@@ -46,7 +46,7 @@ from storage.ports import (
     Shortfall,
     UnknownAccount,
 )
-from storage.sql import budgets, costs, hot_path, inspection
+from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
 from storage.sql import events as log
 from storage.sql.engine import Runner
 from storage.sql.events import emit_balance_tx, emit_tx
@@ -499,9 +499,18 @@ class SqlLedger:
             if len(self._daily_done) > 100_000:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
-        result = await self.runner.run_raw(
-            budgets.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
-            request_id, model, streamed, budget, gather=bool(self._leases))
+        ttl_ms = int(self.lease_s * MS_PER_SECOND)
+        result: Admission | Shortfall
+        if not self.runner.sqlite and not budgets.has_limits(account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_admit).
+            result = await self.runner.run_single(
+                hot_path_pg.admit, account_id, amount, operation, ttl_ms, at, request_id,
+                model, streamed, budget.key_id if budget else None,
+                budget.end_user if budget else None)
+        else:
+            result = await self.runner.run_raw(
+                budgets.admit, account_id, amount, operation, ttl_ms, at, request_id, model,
+                streamed, budget, gather=bool(self._leases))
         if isinstance(result, Admission):
             self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
@@ -523,9 +532,21 @@ class SqlLedger:
     ) -> Settlement:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
+        at = self.clock()
+        if not self.runner.sqlite and not budgets.has_limits(record.account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_settle);
+            # a low-balance crossing (rare) is fired in a second, locked transaction.
+            done = await self.runner.run_single(
+                hot_path_pg.settle, hold_id, record, charge, on_shortfall, at,
+                self.runner.alert_rules)
+            if done.alert is not None:
+                balance, rules = done.alert
+                await self.runner.run_raw(hot_path_pg.fire_alerts, record.account_id, balance,
+                                          rules, at)
+            return done.settlement
         # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
-            budgets.settle, hold_id, record, charge, on_shortfall, self.clock(), budget,
+            budgets.settle, hold_id, record, charge, on_shortfall, at, budget,
             self.runner.alert_rules, gather=bool(self._leases))
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
