@@ -34,6 +34,18 @@ from storage.sql.executor import Executor, Sql
 GW_ADMIT = Sql("SELECT * FROM gw_admit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sqlite=False)
 GW_SETTLE = Sql("SELECT * FROM gw_settle(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sqlite=False)
+# Several admissions in one statement (group commit, storage.sql.admit_batches): one row per
+# call, in the order given; each gw_admit call sees the holds the ones before it placed (a
+# VOLATILE function's statements see the earlier commands of the same transaction).
+GW_ADMIT_MANY = Sql(
+    "SELECT r.* FROM unnest(CAST(? AS text[]), CAST(? AS bigint[]), CAST(? AS bigint[]),"
+    " CAST(? AS text[]), CAST(? AS text[]), CAST(? AS bigint[]), CAST(? AS text[]),"
+    " CAST(? AS text[]), CAST(? AS boolean[]), CAST(? AS text[]), CAST(? AS text[]))"
+    " WITH ORDINALITY AS x(account_id, amount, at_ms, hold_id, operation, expires_at_ms,"
+    " request_id, model, streamed, key_id, end_user, n)"
+    " CROSS JOIN LATERAL gw_admit(x.account_id, x.amount, x.at_ms, x.hold_id, x.operation,"
+    " x.expires_at_ms, x.request_id, x.model, x.streamed, x.key_id, x.end_user) AS r"
+    " ORDER BY x.n", sqlite=False)
 # A low-balance crossing seen after a settlement: the alert inputs read again under the lock.
 _ALERT_STATE = Sql("SELECT plan_key, low_balance_threshold, balance_alert FROM accounts"
                    " WHERE id = ?", " FOR UPDATE")
@@ -48,14 +60,30 @@ async def admit(
     available covers it (the usage record opened with it when `request_id` is given; both
     carry `key_id`/`end_user`), else the shortfall split by
     storage.engine.availability.Funds. Raises UnknownAccount."""
-    hold_id = new_sequential_id("hold")
-    row = await db.one(GW_ADMIT, (account_id, amount, at_ms, hold_id, operation,
-                                  at_ms + ttl_ms, request_id, model, streamed, key_id, end_user))
+    params = admit_params(account_id, amount, operation, ttl_ms, at_ms, request_id, model,
+                          streamed, key_id, end_user)
+    return admission_of(params, await db.one(GW_ADMIT, params))
+
+
+def admit_params(
+    account_id: str, amount: int, operation: str, ttl_ms: int, at_ms: int,
+    request_id: str | None = None, model: str | None = None, streamed: bool = False,
+    key_id: str | None = None, end_user: str | None = None,
+) -> tuple[Any, ...]:
+    """The parameters of one `gw_admit` call (its order), with a new hold id (index 3)."""
+    return (account_id, amount, at_ms, new_sequential_id("hold"), operation, at_ms + ttl_ms,
+            request_id, model, streamed, key_id, end_user)
+
+
+def admission_of(params: tuple[Any, ...], row: Any) -> Admission | Shortfall:
+    """The Admission or Shortfall a `gw_admit` row (found, admitted, spendable, held, daily,
+    debt) means for the call of `params` (admit_params). Raises UnknownAccount."""
     if not row[0]:
-        raise UnknownAccount(account_id)
+        raise UnknownAccount(params[0])
+    amount = params[1]
     funds = Funds(int(row[2]), int(row[3]), int(row[4]), int(row[5]))
     if row[1]:
-        return Admission(hold_id=hold_id, amount=amount,
+        return Admission(hold_id=params[3], amount=amount,
                          available_after=funds.available - amount)
     shown, daily, paid = funds.shortfall()
     return Shortfall(required=amount, available=shown, daily=daily, paid=paid)
@@ -101,6 +129,13 @@ class SettledPg:
                  alert: tuple[int, AlertRules | None] | None = None) -> None:
         self.settlement = settlement
         self.alert = alert
+
+
+async def admit_many(db: Executor, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """The `gw_admit` rows of `calls` (admit_params tuples), run in order as ONE statement
+    (one lock, one commit for all); a failure of any call fails them all (nothing written)."""
+    columns = [list(column) for column in zip(*calls, strict=True)]
+    return await db.all(GW_ADMIT_MANY, tuple(columns))
 
 
 async def settle(

@@ -48,6 +48,7 @@ from storage.ports import (
 )
 from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
 from storage.sql import events as log
+from storage.sql.admit_batches import AdmitBatches
 from storage.sql.engine import Runner
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.tables import (
@@ -448,6 +449,8 @@ class SqlLedger:
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
         self._daily_done: dict[str, str] = {}
         self._leases: dict[str, int] = {}  # hold id -> last moment (epoch ms) to renew it
+        # PostgreSQL: concurrent admissions of one account share a statement (group commit)
+        self.admit_batches = None if self.runner.sqlite else AdmitBatches(self.runner)
 
     async def close(self) -> None:
         await self.runner.close()
@@ -501,12 +504,12 @@ class SqlLedger:
             self._daily_done[account_id] = day
         ttl_ms = int(self.lease_s * MS_PER_SECOND)
         result: Admission | Shortfall
-        if not self.runner.sqlite and not budgets.has_limits(account_id, budget):
-            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_admit).
-            result = await self.runner.run_single(
-                hot_path_pg.admit, account_id, amount, operation, ttl_ms, at, request_id,
-                model, streamed, budget.key_id if budget else None,
-                budget.end_user if budget else None)
+        if self.admit_batches is not None and not budgets.has_limits(account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_admit),
+            # shared with the account's other admissions waiting meanwhile (admit_batches).
+            result = await self.admit_batches.admit(hot_path_pg.admit_params(
+                account_id, amount, operation, ttl_ms, at, request_id, model, streamed,
+                budget.key_id if budget else None, budget.end_user if budget else None))
         else:
             result = await self.runner.run_raw(
                 budgets.admit, account_id, amount, operation, ttl_ms, at, request_id, model,
