@@ -12,6 +12,7 @@ Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledge
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from storage.ports import (
     ResolvedKey,
     Settlement,
     Shortfall,
+    StoreUnavailable,
     UnknownAccount,
 )
 from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
@@ -62,6 +64,7 @@ from storage.sql.tables import (
     usage_records,
 )
 
+_log = logging.getLogger("storage.sql.ledger")
 KEY_PREFIX = "gw_"
 
 
@@ -544,8 +547,14 @@ class SqlLedger:
                 self.runner.alert_rules)
             if done.alert is not None:
                 balance, rules = done.alert
-                await self.runner.run_raw(hot_path_pg.fire_alerts, record.account_id, balance,
-                                          rules, at)
+                try:
+                    await self.runner.run_raw(hot_path_pg.fire_alerts, record.account_id,
+                                              balance, rules, at)
+                except StoreUnavailable:
+                    # The settlement is committed: not reported as failed. The alert state is
+                    # unchanged, so the account's next balance change finds the crossing again.
+                    _log.warning("low-balance alert check failed after settling %s",
+                                 record.request_id)
             return done.settlement
         # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
