@@ -192,9 +192,12 @@ class Runner:
         call is one round trip instead of BEGIN, statement, COMMIT (the request path's
         `gw_admit` / `gw_settle` functions, storage/sql/hot_path_pg.py). Same failure rules as
         `run_raw`: StoreUnavailable when the store is unreachable, and a statement that failed
-        on a dead pooled connection is retried once on a fresh one (the functions are safe to
-        run twice: see their docstrings in migration 0015). The account events `fn` puts on
-        `db.events` are handed to `on_commit` after it returns."""
+        on a dead pooled connection is retried once on a fresh one. Unlike a transaction, a
+        statement that failed that way may have committed before its reply was lost, so what
+        runs here must be safe to run twice: `gw_admit` reports its hold id placed already as
+        admitted (no second hold), `gw_settle` finds its request id settled and answers
+        `replayed` (no second charge). The account events `fn` puts on `db.events` are handed
+        to `on_commit` after it returns."""
         assert self.writer is None, "run_single is PostgreSQL-only"
         return await self._pg_raw(fn, args, transaction=False)
 
