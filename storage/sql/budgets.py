@@ -71,6 +71,13 @@ def _scopes(account_id: str, budget: CallBudget | None
     return out
 
 
+def has_limits(account_id: str, budget: CallBudget | None) -> bool:
+    """True when a key or end-user limit applies to the call (`admit`/`settle` then read and
+    clamp to spend); False for the common call, which PostgreSQL runs as one statement
+    (storage.sql.hot_path_pg)."""
+    return bool(_scopes(account_id, budget))
+
+
 _LOCK = Sql("SELECT id FROM accounts WHERE id = ?", " FOR UPDATE")
 _ADD_UNBILLED = Sql("UPDATE usage_records SET unbilled = unbilled + ? WHERE id = ?")
 

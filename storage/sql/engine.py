@@ -184,6 +184,25 @@ class Runner:
                 if _store_failed(exc):
                     raise StoreUnavailable(_first_line(exc)) from exc
                 raise
+        return await self._pg_raw(fn, args, transaction=True)
+
+    async def run_single(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """PostgreSQL only: run `await fn(db, *args)` where `fn` issues ONE statement, outside
+        an explicit transaction — the statement commits on its own (autocommit), so the whole
+        call is one round trip instead of BEGIN, statement, COMMIT (the request path's
+        `gw_admit` / `gw_settle` functions, storage/sql/hot_path_pg.py). Same failure rules as
+        `run_raw`: StoreUnavailable when the store is unreachable, and a statement that failed
+        on a dead pooled connection is retried once on a fresh one. Unlike a transaction, a
+        statement that failed that way may have committed before its reply was lost, so what
+        runs here must be safe to run twice: `gw_admit` reports its hold id placed already as
+        admitted (no second hold), `gw_settle` finds its request id settled and answers
+        `replayed` (no second charge). The account events `fn` puts on `db.events` are handed
+        to `on_commit` after it returns."""
+        assert self.writer is None, "run_single is PostgreSQL-only"
+        return await self._pg_raw(fn, args, transaction=False)
+
+    async def _pg_raw(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                      transaction: bool) -> T:
         import asyncpg
 
         unavailable = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -193,26 +212,30 @@ class Runner:
                        OSError, ConnectionError, asyncio.TimeoutError, DBAPIError, PoolTimeout)
         db = _PgExecutor()
         try:
-            result = await self._run_pg_raw(fn, args, db)
+            result = await self._run_pg_raw(fn, args, db, transaction)
         except unavailable as exc:
             if db.statements:
                 raise StoreUnavailable(_first_line(exc)) from exc
             db = _PgExecutor()
             try:
-                result = await self._run_pg_raw(fn, args, db)
+                result = await self._run_pg_raw(fn, args, db, transaction)
             except unavailable as exc:
                 raise StoreUnavailable(_first_line(exc)) from exc
         self._committed(db.events)
         return result
 
     async def _run_pg_raw(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], db: _PgExecutor
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], db: _PgExecutor,
+        transaction: bool = True,
     ) -> T:
         assert self._async is not None
         pooled = await self._checkout()
         try:
             db.conn = pooled.driver_connection
-            async with db.conn.transaction():
+            if transaction:
+                async with db.conn.transaction():
+                    result = await fn(db, *args)
+            else:
                 result = await fn(db, *args)
         except BaseException as exc:
             # A connection that broke, or that a cancellation left inside its transaction, is

@@ -12,6 +12,7 @@ Invariant kept by every write: Σ buckets.remaining − accounts.debt = Σ ledge
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from datetime import datetime
 from typing import Any
@@ -44,10 +45,12 @@ from storage.ports import (
     ResolvedKey,
     Settlement,
     Shortfall,
+    StoreUnavailable,
     UnknownAccount,
 )
-from storage.sql import budgets, costs, hot_path, inspection
+from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
 from storage.sql import events as log
+from storage.sql.admit_batches import AdmitBatches
 from storage.sql.engine import Runner
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.tables import (
@@ -61,6 +64,7 @@ from storage.sql.tables import (
     usage_records,
 )
 
+_log = logging.getLogger("storage.sql.ledger")
 KEY_PREFIX = "gw_"
 
 
@@ -448,6 +452,8 @@ class SqlLedger:
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
         self._daily_done: dict[str, str] = {}
         self._leases: dict[str, int] = {}  # hold id -> last moment (epoch ms) to renew it
+        # PostgreSQL: concurrent admissions of one account share a statement (group commit)
+        self.admit_batches = None if self.runner.sqlite else AdmitBatches(self.runner)
 
     async def close(self) -> None:
         await self.runner.close()
@@ -499,9 +505,18 @@ class SqlLedger:
             if len(self._daily_done) > 100_000:
                 self._daily_done.clear()
             self._daily_done[account_id] = day
-        result = await self.runner.run_raw(
-            budgets.admit, account_id, amount, operation, int(self.lease_s * MS_PER_SECOND), at,
-            request_id, model, streamed, budget, gather=bool(self._leases))
+        ttl_ms = int(self.lease_s * MS_PER_SECOND)
+        result: Admission | Shortfall
+        if self.admit_batches is not None and not budgets.has_limits(account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_admit),
+            # shared with the account's other admissions waiting meanwhile (admit_batches).
+            result = await self.admit_batches.admit(hot_path_pg.admit_params(
+                account_id, amount, operation, ttl_ms, at, request_id, model, streamed,
+                budget.key_id if budget else None, budget.end_user if budget else None))
+        else:
+            result = await self.runner.run_raw(
+                budgets.admit, account_id, amount, operation, ttl_ms, at, request_id, model,
+                streamed, budget, gather=bool(self._leases))
         if isinstance(result, Admission):
             self._leases[result.hold_id] = at + int(ttl_s * MS_PER_SECOND)
         return result
@@ -523,9 +538,27 @@ class SqlLedger:
     ) -> Settlement:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
+        at = self.clock()
+        if not self.runner.sqlite and not budgets.has_limits(record.account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_settle);
+            # a low-balance crossing (rare) is fired in a second, locked transaction.
+            done = await self.runner.run_single(
+                hot_path_pg.settle, hold_id, record, charge, on_shortfall, at,
+                self.runner.alert_rules)
+            if done.alert is not None:
+                balance, rules = done.alert
+                try:
+                    await self.runner.run_raw(hot_path_pg.fire_alerts, record.account_id,
+                                              balance, rules, at)
+                except StoreUnavailable:
+                    # The settlement is committed: not reported as failed. The alert state is
+                    # unchanged, so the account's next balance change finds the crossing again.
+                    _log.warning("low-balance alert check failed after settling %s",
+                                 record.request_id)
+            return done.settlement
         # Other calls in flight in this process: share a commit with them (SQLite group commit).
         return await self.runner.run_raw(
-            budgets.settle, hold_id, record, charge, on_shortfall, self.clock(), budget,
+            budgets.settle, hold_id, record, charge, on_shortfall, at, budget,
             self.runner.alert_rules, gather=bool(self._leases))
 
     async def renew_leases(self, at_ms: int | None = None) -> int:
