@@ -4,6 +4,7 @@ token usage and the charge; a 402 stops at admission. With tracing off nothing i
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,42 @@ async def test_the_standard_variables_turn_tracing_on(
         assert gw.services.tracing is not None
         resource = gw.services.tracing.provider.resource
         assert resource.attributes["service.name"] == "ai-metering-gateway"
+
+
+async def test_a_client_leaving_mid_stream_ends_the_upstream_span_before_settlement(
+        tmp_path: Path, upstream_env: dict[str, str]) -> None:
+    exporter = InMemorySpanExporter()
+    async with in_process_gateway(tmp_path, upstream_env, span_exporter=exporter) as gw:
+        _account, key = await gw.funded(60_000)
+        raw = orjson.dumps(chat_body("a long story", max_tokens=100, model="gpt-fake-slow",
+                                     stream=True))
+        first_event = asyncio.Event()
+        messages = [{"type": "http.request", "body": raw, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await first_event.wait()  # the client leaves once the stream has begun
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                first_event.set()
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": CHAT, "raw_path": CHAT.encode(),
+                 "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+                 "server": ("gateway.test", 80),
+                 "headers": [(b"authorization", f"Bearer {key}".encode()),
+                             (b"content-type", b"application/json"),
+                             (b"content-length", str(len(raw)).encode())]}
+        await gw.app(scope, receive, send)
+    spans = by_name(exporter.get_finished_spans())
+    upstream, settlement = spans["chat gpt-fake-slow"], spans["settlement"]
+    assert attrs(upstream)["gateway.outcome"] == "client_disconnected"
+    assert upstream.status.status_code is not StatusCode.ERROR
+    assert attrs(settlement)["gateway.outcome"] == "client_disconnected"
+    assert 0 < attrs(settlement)["gateway.charge.ledger_units"] < prompt_tokens_for(
+        orjson.loads(raw)) + 2 * 100
+    assert upstream.end_time is not None and settlement.start_time is not None
+    assert upstream.end_time <= settlement.start_time
