@@ -12,7 +12,7 @@ COPY gateway ./gateway
 COPY policies ./policies
 COPY storage ./storage
 COPY config ./config
-RUN pip install '.[postgres,redis]' \
+RUN pip install '.[postgres,redis,otel]' \
     && useradd --system --uid 10001 --home-dir /app gateway \
     && mkdir -p /data && chown gateway /data
 

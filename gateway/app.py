@@ -13,7 +13,7 @@ import gc
 import html
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -67,6 +67,8 @@ from gateway.proxy.upstream import UpstreamClient
 from gateway.rate_limits import RateLimiter, RedisCounters
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.tracing import start_tracing
+from gateway.tracing_config import TracingConfig, tracing_config
 from gateway.unbilled import UnbilledSpool
 from gateway.webhooks import deliver_webhooks
 from policies.alerts import alert_rules
@@ -105,6 +107,9 @@ from storage.sql.payments import SqlPayments
 from storage.sql.resume_tokens import SqlResumeTokens
 from storage.sql.sessions import SqlSessions
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger("gateway.app")
 POLICY_POLL_S = 2.0
 MEMORY_URL = "memory://"  # the store in this process (storage/memory): tests, demos
@@ -113,8 +118,15 @@ MEMORY_URL = "memory://"  # the store in this process (storage/memory): tests, d
 class Gateway:
     """The ASGI app: dispatches policy routes to the proxy, the rest to Starlette."""
 
-    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+    def __init__(self, settings: Settings, policy: Policy | None = None, *,
+                 span_exporter: SpanExporter | None = None) -> None:
+        """`span_exporter` (tests): trace every proxied call to it, whatever OTEL_* say.
+        Raises SettingsError on an invalid OTEL_* value (gateway.tracing_config)."""
         self.settings = settings
+        self.tracing = tracing_config(settings.env)
+        if span_exporter is not None and self.tracing is None:
+            self.tracing = TracingConfig(exporters=())
+        self._span_exporter = span_exporter
         self.services: Services | None = None
         self._initial_policy = policy
         self.base_url = base_url_for(settings)
@@ -137,7 +149,11 @@ class Gateway:
             route = self.services.policy.match(scope["method"], scope["path"])
             if route is not None:
                 assert self.proxy is not None
-                await self.proxy(scope, receive, send, route)
+                tracing = self.services.tracing
+                if tracing is None:
+                    await self.proxy(scope, receive, send, route)
+                else:
+                    await tracing.call(self.proxy, scope, receive, send, route)
                 return
         if scope["type"] == "http" and _has_nul(scope):
             # PostgreSQL cannot store U+0000 in text: refuse it before any handler can pass it
@@ -160,6 +176,8 @@ class Gateway:
             log.warning("GATEWAY_PUBLIC_URL is unset and the gateway listens on a wildcard "
                         "address: problem type URLs will name it; set GATEWAY_PUBLIC_URL to the "
                         "address clients reach", extra={"host": self.settings.host})
+        if self.tracing is not None:  # one tracer provider per process (each worker's lifespan)
+            services.tracing = start_tracing(self.tracing, self._span_exporter)
         self.services = services
         _tune_gc()
         self.proxy = Proxy(services)
@@ -179,6 +197,8 @@ class Gateway:
             await services.bus.close()
             await services.upstream.close()
             await services.ledger.close()
+            if services.tracing is not None:
+                await services.tracing.shutdown()
             close = getattr(services.resume, "close", None)
             if close is not None:
                 await close()

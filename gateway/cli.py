@@ -23,6 +23,8 @@ import gateway
 from gateway.balance_view import balance_document
 from gateway.budgets import limits_from_api, limits_to_api
 from gateway.settings import Settings, SettingsError
+from gateway.tracing import require_sdk
+from gateway.tracing_config import tracing_config
 from policies import PACKAGED_POLICY
 from policies.compiled import Policy, load_policy
 from policies.loader import PolicyError
@@ -226,6 +228,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     require_for_database(settings.database_url)
     require_for_redis(settings.redis_url)
     policy = load_policy(settings.policy_paths, settings.env)  # fail fast on a bad policy
+    tracing = tracing_config(settings.env)  # likewise on a bad OTEL_* value (SettingsError)
+    if tracing is not None:
+        require_sdk(tracing)
     # Bind before migrating or announcing anything: a taken port is one error line, not a
     # start-up banner followed by a server log. uvicorn (and each worker) serves this socket.
     sock = _listen(settings.host, settings.port)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import KeyCache
 from gateway.event_bus import EventBus as InProcessEventBus
@@ -28,6 +28,9 @@ from storage.ports import (
     ResumeTokenStore,
     Webhooks,
 )
+
+if TYPE_CHECKING:
+    from gateway.tracing import CallTracing
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Services:
     alerts: Alerts | None = None  # low-balance alert settings, set by build_services
     webhooks: Webhooks | None = None  # outgoing webhook endpoints and outbox, likewise
     policy_error: str | None = None
+    tracing: CallTracing | None = None  # OpenTelemetry spans (gateway.tracing); None = off
     sessions: DashboardSessions | None = None  # dashboard sessions (issue 12)
     console: ConsoleQueries | None = None  # the console's cross-account reads (issue 12)
     background: list[object] = field(default_factory=list)

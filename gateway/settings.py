@@ -32,6 +32,7 @@
 | GATEWAY_PAYMENT_CHALLENGE | false | add a `WWW-Authenticate: Payment` challenge to the 402 |
 | GATEWAY_PAYMENT_CHALLENGE_SECRET | (random per process) | HMAC key binding the challenge `id` (≥ 32 chars; set it so every replica's ids verify alike) |
 | OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY | | read by the policy's upstreams (`base_url_env`, `api_key_env`) |
+| OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT, … | (unset: off) | OpenTelemetry tracing, read from `Settings.env` by gateway/tracing_config.py |
 """  # noqa: E501 - a Markdown table
 
 from __future__ import annotations

@@ -185,7 +185,9 @@ class Proxy:
             call.extra_headers = await self.s.limiter.admit(spec.rate_limits, caller.key_id,
                                                             caller.account_id)
         try:
-            await self._admit(call, record, token)
+            admitting = self._admit(call, record, token)
+            tracing = self.s.tracing
+            await (admitting if tracing is None else tracing.admission(call, admitting))
             await self._forward(call, scope, receive, send)
         except Exception:
             # Admitted (a hold, or unbilled under fail mode allow) but not settled: never leave
@@ -268,6 +270,8 @@ class Proxy:
         upstream = route.upstream
         headers = upstream_headers(scope["headers"], route.forward, upstream.auth_header,
                                    upstream.extra_headers)
+        if self.s.tracing is not None:
+            self.s.tracing.upstream_started(call, headers)
         url = route.upstream_url(scope["path"], scope.get("query_string", b"").decode("latin-1"))
         t0 = time.perf_counter()
         watch = DisconnectWatch(receive)  # a client leaving cancels the wait for the upstream

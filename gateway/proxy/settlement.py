@@ -52,6 +52,7 @@ class Call:
     end_user: str | None = None  # who the call is for (gateway.proxy.costs.end_user_of)
     budget: CallBudget | None = None  # the key's and end user's limits it runs under
     tokens: TokenUsage | None = None  # the upstream's usage with every priced class
+    trace: Any = None  # the open upstream span while tracing is on (gateway.tracing)
 
     @property
     def input_estimate(self) -> int:
@@ -85,7 +86,19 @@ async def settle(
 ) -> Settlement | None:
     """Debit `charge`, release the hold, write the usage record. Returns None when the call
     is unbilled (store down under fail mode `allow`, or while streaming: spooled). Raises
-    StoreUnavailableProblem when the store is down under fail mode `deny` (not billed)."""
+    StoreUnavailableProblem when the store is down under fail mode `deny` (not billed).
+    Traced (the upstream span ends, a `settlement` span runs) when tracing is on."""
+    settling = _settle(s, call, status, duration_ms, usage, source, charge, streamed=streamed,
+                       outcome=outcome)
+    if s.tracing is None:
+        return await settling
+    return await s.tracing.settlement(call, status, usage, source, charge, outcome, settling)
+
+
+async def _settle(
+    s: Services, call: Call, status: int | None, duration_ms: int, usage: Usage | None,
+    source: str, charge: int, *, streamed: bool, outcome: str,
+) -> Settlement | None:
     call.settled = True
     u = usage or Usage()
     tokens = call.tokens if call.tokens is not None and source == "upstream" else TokenUsage(
