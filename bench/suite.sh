@@ -6,7 +6,7 @@
 #
 #   bench/suite.sh
 #   GATEWAY_CMDS="new=/work/main/.venv/bin/gateway base=/tmp/base-venv/bin/gateway" bench/suite.sh
-#   WORKERS="1 2" ACCOUNTS=1 PEERS= bench/suite.sh      # CPU per call, 1 vs 2 worker processes
+#   WORKERS="1 2" PEERS= RT_N=0 SHARED_CPUS=1 bench/suite.sh   # CPU per call, 1 vs 2 workers
 #
 # Each gateway is started before its turn and stopped after it (an idle gateway never shares the
 # measured one's core); its database is set up once (SQLite file, or a scratch PostgreSQL
@@ -24,15 +24,18 @@
 #                                  N = N accounts, one key each, wrk spreads calls over the keys
 #   WORKERS="1"                    `gateway serve --workers N` (a list measures each)
 #   PEERS="portkey"                peers measured beside direct (empty: none); Portkey is
-#                                  started from PORTKEY_DIR=/tmp/portkey (see README)
-#   ROUNDS=2 LAT_D=8 LOAD_D=10     rounds; seconds of the 1- and 16-connection wrk tests
+#                                  started from PORTKEY_DIR=/tmp/portkey (see README);
+#                                  PEER_WARM_D=5 s of warm-up (Node's JIT) instead of WARM_D
+#   ROUNDS=2 LAT_D=6 LOAD_D=8      rounds; seconds of the 1- and 16-connection wrk tests
 #   SKIP_MANY="stream_c1 stream_c16 stream_paced"   measure.sh tests skipped with N>1 accounts
 #   SKIP_OTHER=""                  tests skipped for every gateway label but the first
 #   RT_N=50 RT_WARM=20             round-trip window: counted calls; warm-up calls before it
-#                                  (RT_WARM + one per account, so every key is cached)
+#                                  (RT_WARM + one per account, so every key is cached); RT_N=0: none
 #   PG_ADMIN_URL=postgresql://postgres@127.0.0.1:5432/test   where scratch databases are made
 #   PG_DB_PREFIX=h_bench  PG_LOG=/var/log/postgresql/postgresql-15-main.log
 #   REDIS_HOST=127.0.0.1 REDIS_PORT=6379 REDIS_DB=13   (flushed before every gateway start)
+#   SOLO_CPUS=1 SHARED_CPUS=0,1    CPUs of a one-worker / several-worker gateway (SHARED_CPUS=1:
+#                                  all workers beside the same neighbours as one worker)
 #   EXTRA_ENV="NAME=value ..."     added to every gateway's environment
 #   BENCH_VENV=/tmp/bench-venv KEEP_TMP=0   and measure.sh's own knobs (SKIP, WARM_D, STREAM_D …)
 set -euo pipefail
@@ -46,7 +49,7 @@ case "${1:-}" in
   *) die "unknown argument: $1 (try --help)" ;;
 esac
 
-export LAT_D="${LAT_D:-8}" LOAD_D="${LOAD_D:-10}"
+export LAT_D="${LAT_D:-6}" LOAD_D="${LOAD_D:-8}"
 ROUNDS="${ROUNDS:-2}"
 read -r -a STORES <<<"${STORES:-sqlite pg}"
 read -r -a ACCOUNTS <<<"${ACCOUNTS:-1 100}"
@@ -59,7 +62,7 @@ PG_ADMIN_URL="${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 PG_DB_PREFIX="${PG_DB_PREFIX:-h_bench}"
 PG_LOG="${PG_LOG:-/var/log/postgresql/postgresql-15-main.log}"
 REDIS_HOST="${REDIS_HOST:-127.0.0.1}"; REDIS_PORT="${REDIS_PORT:-6379}"; REDIS_DB="${REDIS_DB:-13}"
-PORTKEY_DIR="${PORTKEY_DIR:-/tmp/portkey}"
+PORTKEY_DIR="${PORTKEY_DIR:-/tmp/portkey}"; PEER_WARM_D="${PEER_WARM_D:-5}"
 BENCH_VENV="${BENCH_VENV:-/tmp/bench-venv}"
 GRANT_MINUTES="${GRANT_MINUTES:-10000000}"
 export LOADGEN_CPUS="${LOADGEN_CPUS:-0}"
@@ -124,9 +127,9 @@ GATEWAY_PORT="$(free_port "${GATEWAY_PORT:-8080}")"
 PORTKEY_PORT="$(free_port "${PORTKEY_PORT:-8787}")"
 log "upstream :$UPSTREAM_PORT, gateways :$GATEWAY_PORT, portkey :$PORTKEY_PORT; run $RUN_ID"
 
-commit_of() {  # CMD: the git commit of the gateway package that CMD runs (best effort)
-  local dir
-  dir="$("$(dirname "$1")/python" -c 'import gateway, os; print(os.path.dirname(gateway.__file__))' 2>/dev/null)" \
+commit_of() {  # CMD: the git commit of the gateway package that CMD runs (best effort; from /, so
+  local dir   # a `gateway` folder in the current directory is not the one imported)
+  dir="$(cd / && "$(dirname "$1")/python" -c 'import gateway, os; print(os.path.dirname(gateway.__file__))' 2>/dev/null)" \
     && git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo unknown
 }
 
@@ -222,7 +225,7 @@ turn() {  # TARGET ROUND: one measure.sh run against the target
         --port="$PORTKEY_PORT" --headless
       local pk=$STARTED_PID
       wait_http "http://127.0.0.1:$PORTKEY_PORT/" 60 "$pk" portkey "$TMP/portkey.log" &&
-      BENCH_META="$(meta portkey peer)" API_KEY=sk-bench run_bg "$HERE/measure.sh" \
+      BENCH_META="$(meta portkey peer)" API_KEY=sk-bench WARM_D="$PEER_WARM_D" run_bg "$HERE/measure.sh" \
         -u "http://127.0.0.1:$PORTKEY_PORT/v1" -n portkey -p "$pk" -o "$OUT" -r "$r" \
         -H 'x-portkey-provider: openai' -H "x-portkey-custom-host: http://127.0.0.1:$UPSTREAM_PORT/v1" \
         || FAILED+=("$t/r$r")
@@ -299,7 +302,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 for c in "${CONFIGS[@]}"; do
-  if [[ "${C_STORE[$c]}" == pg ]]; then roundtrips "$c"; fi
+  if [[ "${C_STORE[$c]}" == pg && "$RT_N" -gt 0 ]]; then roundtrips "$c"; fi
 done
 
 # ---- report --------------------------------------------------------------------
