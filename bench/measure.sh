@@ -20,6 +20,8 @@
 # Each test appends one JSON line to the output file (and prints it).
 # Load generators run pinned to LOADGEN_CPUS (default: CPU 0) with taskset.
 # With -p, the CPU time of that PID and its descendants is recorded per test.
+# `timeout --foreground`: the load generators stay in this script's process group, so stopping
+# the group (run.sh / suite.sh on exit or Ctrl-C) stops them too.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -93,7 +95,7 @@ assert r["choices"][0]["message"]["content"], "no content"
 assert u.get("total_tokens"), "no usage.total_tokens"
 print("# preflight non-stream ok: usage=%s" % json.dumps(u), file=sys.stderr)
 ' || { echo "preflight: bad non-streaming response: ${resp:0:400}" >&2; exit 1; }
-pf="$(timeout 30 "${PIN[@]}" "$PY" "$HERE/stream_client.py" --base "$BASE" --model "$MODEL" \
+pf="$(timeout --foreground 30 "${PIN[@]}" "$PY" "$HERE/stream_client.py" --base "$BASE" --model "$MODEL" \
       --n 1 --warmup 0 --deadline 20 "${PY_H[@]+"${PY_H[@]}"}" --body-file "$BODY_FILE" | grep '^STREAMJSON' | cut -d' ' -f2-)"
 echo "$pf" | "$PY" -c '
 import json, sys
@@ -106,7 +108,7 @@ print("# preflight stream ok: events=%s usage+[DONE] seen" % r["events_per_strea
 wrk_test() {  # TEST CONNS SECS
   local test="$1" c="$2" d="$3" raw j
   snap "$TMP/a.json"
-  raw="$(timeout $((d + 20)) "${PIN[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 10s \
+  raw="$(timeout --foreground $((d + 20)) "${PIN[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 10s \
          -s "$HERE/post.lua" "${WRK_H[@]+"${WRK_H[@]}"}" "$URL" 2>&1)" || true
   snap "$TMP/b.json"
   j="$(echo "$raw" | grep '^WRKJSON' | cut -d' ' -f2-)"
@@ -118,7 +120,7 @@ wrk_test() {  # TEST CONNS SECS
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 
 echo "# warmup ${WARM_D}s c=$LOAD_C" >&2
-timeout $((WARM_D + 20)) "${PIN[@]}" wrk -t1 -c"$LOAD_C" -d"${WARM_D}s" --timeout 10s \
+timeout --foreground $((WARM_D + 20)) "${PIN[@]}" wrk -t1 -c"$LOAD_C" -d"${WARM_D}s" --timeout 10s \
   -s "$HERE/post.lua" "${WRK_H[@]+"${WRK_H[@]}"}" "$URL" >/dev/null 2>&1 || true
 
 skip lat_c1   || wrk_test lat_c1 1 "$LAT_D"
@@ -127,7 +129,7 @@ skip load_c16 || wrk_test "load_c$LOAD_C" "$LOAD_C" "$LOAD_D"
 # ---- streaming tests -------------------------------------------------------
 stream_test() {  # TEST N C ENGINE DURATION [MODEL]
   local test="$1" n="$2" c="$3" eng="$4" dur="$5" model="${6:-$MODEL}" j
-  j="$(timeout $((STREAM_DEADLINE + 30)) "${PIN[@]}" "$PY" "$HERE/stream_client.py" --base "$BASE" \
+  j="$(timeout --foreground $((STREAM_DEADLINE + 30)) "${PIN[@]}" "$PY" "$HERE/stream_client.py" --base "$BASE" \
         --model "$model" --n "$n" -c "$c" --warmup $((c * 5)) --deadline "$STREAM_DEADLINE" --engine "$eng" --cpu-pid "${PID:-0}" --duration "$dur" \
         "${PY_H[@]+"${PY_H[@]}"}" --body-file "$BODY_FILE" | grep '^STREAMJSON' | cut -d' ' -f2-)" || true
   if [[ -z "$j" ]]; then echo "stream client failed" >&2; return 1; fi

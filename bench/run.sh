@@ -48,30 +48,18 @@ UPSTREAM_CPUS="${UPSTREAM_CPUS:-0}"
 export LOADGEN_CPUS="${LOADGEN_CPUS:-0}"
 if [[ "$WORKERS" -gt 1 ]]; then GATEWAY_CPUS="${GATEWAY_CPUS:-0,1}"; else GATEWAY_CPUS="${GATEWAY_CPUS:-1}"; fi
 
-log() { echo "# $*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"   # log, die, start, run_bg, cleanup on exit, …
 
 # ---- prerequisites -----------------------------------------------------------
-command -v wrk >/dev/null || die "wrk not found. Install it:  apt-get update && apt-get install -y wrk"
-command -v curl >/dev/null || die "curl not found. Install it:  apt-get install -y curl"
-command -v taskset >/dev/null || die "taskset not found. Install it:  apt-get install -y util-linux"
-command -v setsid >/dev/null || die "setsid not found. Install it:  apt-get install -y util-linux"
+need wrk wrk; need curl curl; need taskset util-linux; need setsid util-linux
 NCPU="$(nproc)"
 if [[ "$NCPU" -lt 2 ]]; then
   log "WARNING: only $NCPU CPU: everything pinned to CPU 0, the gateway shares it with the load"
   UPSTREAM_CPUS=0; LOADGEN_CPUS=0; GATEWAY_CPUS=0
 fi
 
-PY="$BENCH_VENV/bin/python"
-if ! "$PY" -c 'import httpx, httptools, uvloop, orjson' 2>/dev/null; then
-  log "setting up $BENCH_VENV (httpx httptools uvloop orjson)"
-  [[ -x "$PY" ]] || python3 -m venv "$BENCH_VENV" \
-    || die "cannot create $BENCH_VENV (apt-get install -y python3-venv ?)"
-  timeout 300 "$BENCH_VENV/bin/pip" install -q httpx httptools uvloop orjson >&2 \
-    || die "pip install into $BENCH_VENV failed"
-  "$PY" -c 'import httpx, httptools, uvloop, orjson' || die "$BENCH_VENV is unusable"
-fi
-export PY
+bench_venv
 
 GW=()
 if [[ "$MODE" == full ]]; then
@@ -85,56 +73,9 @@ fi
 
 # ---- processes, cleanup --------------------------------------------------------
 TMP="$(mktemp -d /tmp/bench.XXXXXX)"
-PIDS=()
-cleanup() {
-  local rc=$? pid
-  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  done
-  if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit() { if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi; }
+install_cleanup
 
-free_port() {  # the wanted port if nothing listens on it, else any free one
-  "$PY" - "$1" <<'EOF'
-import socket, sys
-want = int(sys.argv[1])
-for port in (want, 0):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        print(s.getsockname()[1]); break
-    except OSError:
-        pass
-    finally:
-        s.close()
-EOF
-}
-
-wait_http() {  # URL SECONDS PID NAME LOG
-  local url="$1" secs="$2" pid="$3" name="$4" logf="$5"
-  for _ in $(seq $((secs * 10))); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "--- $name exited; last lines of its log:" >&2; tail -n 40 "$logf" >&2; die "$name did not start"
-    fi
-    curl -sf -m 1 -o /dev/null "$url" && return 0
-    sleep 0.1
-  done
-  echo "--- last lines of the $name log:" >&2; tail -n 40 "$logf" >&2
-  die "$name not healthy at $url after ${secs}s"
-}
-
-start() {  # NAME CPUS LOG CMD... -> sets STARTED_PID; own process group, so cleanup gets children
-  local name="$1" cpus="$2" logf="$3"; shift 3
-  setsid taskset -c "$cpus" "$@" >"$logf" 2>&1 </dev/null &
-  STARTED_PID=$!
-  PIDS+=("$STARTED_PID")
-}
 
 RUN_ID="$(date +%Y%m%d-%H%M%S)"
 RES="$HERE/results"; mkdir -p "$RES"
@@ -143,7 +84,7 @@ OUT="$RES/$RUN_ID.jsonl"
 UPSTREAM_PORT="$(free_port "${UPSTREAM_PORT:-18000}")"
 start upstream "$UPSTREAM_CPUS" "$TMP/upstream.log" "$PY" "$HERE/upstream.py" --port "$UPSTREAM_PORT"
 UP_PID=$STARTED_PID
-wait_http "http://127.0.0.1:$UPSTREAM_PORT/health" 10 "$UP_PID" upstream "$TMP/upstream.log"
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/health" 10 "$UP_PID" upstream "$TMP/upstream.log" || exit 1
 log "upstream on 127.0.0.1:$UPSTREAM_PORT pid=$UP_PID cpu=$UPSTREAM_CPUS"
 
 DB_KIND=none
@@ -175,7 +116,7 @@ if [[ "$MODE" == full ]]; then
   start gateway "$GATEWAY_CPUS" "$TMP/gateway.log" \
     bash -c 'cd "$1" && shift && exec "$@"' _ "$TMP" env "${GW_ENV[@]}" "${GW[@]}" "${SERVE[@]}"
   GW_PID=$STARTED_PID
-  wait_http "http://127.0.0.1:$GATEWAY_PORT/healthz" 60 "$GW_PID" gateway "$TMP/gateway.log"
+  wait_http "http://127.0.0.1:$GATEWAY_PORT/healthz" 60 "$GW_PID" gateway "$TMP/gateway.log" || exit 1
   log "gateway on 127.0.0.1:$GATEWAY_PORT pid=$GW_PID cpu=$GATEWAY_CPUS workers=$WORKERS"
 fi
 
@@ -186,14 +127,6 @@ export BENCH_META
 
 # ---- measure -------------------------------------------------------------------
 FAILED=()
-run_bg() {  # CMD... : in its own process group (so cleanup can stop it and its wrk at once),
-  local pid rc=0  # waited for in the background so INT/TERM traps act at once
-  setsid "$@" >&2 </dev/null &
-  pid=$!; PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  unset 'PIDS[${#PIDS[@]}-1]'
-  return "$rc"
-}
 measure() {  # TARGET ROUND
   local t="$1" r="$2"
   log "=== round $r: $t"
