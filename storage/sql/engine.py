@@ -4,12 +4,11 @@ One engine — one connection pool — per runner, serving both ways of writing 
 ledger operations as plain synchronous functions on a SQLAlchemy `Connection` (`run`), and the
 request path's fixed SQL on a small executor over the driver connection (`run_raw`, see
 storage/sql/hot_path.py). Each call is one transaction:
-- SQLite (embedded default): through the writer (storage/sql/sqlite_writer.py). Core work, and
-  request-path work made while other calls are in flight, when the write lock is taken or
-  other jobs are queued, runs on its thread, never on the event loop, the jobs waiting at that
-  moment sharing one `BEGIN IMMEDIATE … COMMIT` (group commit, one savepoint per job); a lone
-  request-path call finding the lock free runs at once on the loop (zero busy timeout: it never
-  waits there).
+- SQLite (embedded default): through the writer (storage/sql/sqlite_writer.py). Whatever can
+  wait — Core work, and request-path work when the write lock is taken or other jobs are
+  queued — runs on its thread, never on the event loop, the jobs waiting at that moment sharing
+  one `BEGIN IMMEDIATE … COMMIT` (group commit, one savepoint per job); a lone request-path call
+  finding the lock free runs at once on the loop (zero busy timeout: it never waits there).
   `BEGIN IMMEDIATE` takes the write lock up front (no lock upgrades, correct with several
   processes on one file); WAL mode.
 - PostgreSQL (`postgresql+asyncpg://`): Core on the async engine via `AsyncConnection.run_sync`;
