@@ -170,9 +170,8 @@ class Runner:
         the write lock is free and nothing is queued, else on the writer thread (`fn` never
         suspends there: SqliteWriter.submit_raw), or on a native asyncpg connection of the pool.
         Raises StoreUnavailable when the store is unreachable. `gather=True` when other calls
-        are in flight: on SQLite the call then goes to the writer thread, whose transaction it
-        shares with every call waiting there (group commit; see SqliteWriter.submit_raw);
-        PostgreSQL ignores it.
+        are in flight: on SQLite the calls of one loop turn then share a transaction (group
+        commit; see SqliteWriter.submit_raw); PostgreSQL ignores it.
 
         On PostgreSQL a transaction whose very first statement failed — a dead pooled
         connection, e.g. after a server restart — is retried once on a fresh connection, so a

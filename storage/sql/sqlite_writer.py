@@ -1,32 +1,26 @@
 """The SQLite store's connections, kept from stalling the event loop: a writer thread with
-group commit, and the loop's own connection for a lone call.
+group commit, and the loop's own connection for what cannot wait.
 
 Every SQLite transaction of the process goes through one `SqliteWriter`, on the two pooled
 connections of the runner's SQLAlchemy engine (storage/sql/engine.py):
-- The writer thread runs SQLAlchemy Core work (admin, payments, reads) and the request path's
-  jobs whenever other calls are in flight or the write lock is taken (by another process or by
-  this thread). It takes every job waiting when it wakes (up to MAX_BATCH) into one
-  `BEGIN IMMEDIATE … COMMIT`: while it runs one batch the next one gathers, so under load one
-  commit serves many calls, and `busy_timeout` (up to 10 s of another process's lock) stalls
-  this thread, never the loop.
-- A lone request-path call (storage.sql.hot_path: short, never suspends; nothing else in
-  flight) runs on the loop's connection when nothing of the thread is queued or undelivered and
-  the write lock is free at once (zero busy timeout): no thread hop for a call that has nobody
-  to share a commit with. The loop's connection never checkpoints the WAL (an fsync); the
-  thread does, every CHECKPOINT_EVERY loop transactions.
+- The writer thread runs what may wait: SQLAlchemy Core work (admin, payments, reads) and any
+  request-path job that found the write lock taken (by another process or by this thread). It
+  takes every job waiting when it wakes (up to MAX_BATCH) into one `BEGIN IMMEDIATE … COMMIT`,
+  so `busy_timeout` (up to 10 s of another process's lock) stalls this thread, never the loop.
+- The request path (storage.sql.hot_path: short, never suspends) runs on the loop's connection
+  only when it cannot wait there: nothing of the thread queued or undelivered, and the write
+  lock free at once (zero busy timeout). A lone call runs immediately, with no thread hop; calls
+  made while others are in flight are gathered for one loop turn and share one commit. The
+  loop's connection never checkpoints the WAL (an fsync); the thread does, every
+  CHECKPOINT_EVERY loop transactions.
 
-Why this split (measured, bench/store_calls.py and the gateway under wrk, issue 13): a thread
-hop costs a lone call ≈25 % more CPU than running it on the loop, while 16 concurrent callers
-sharing the thread's commits cost ≈35 % less store CPU per call than the same calls committed
-one loop turn at a time on the loop. A commit's cost is mostly its WAL frames (a page per table
-and index touched: ≈6 for an admission, ≈19 for a settlement), which a batch shares.
-
-Group commit: one savepoint per job, in arrival order. A job that raises is rolled back to its
-savepoint and gets its exception; the others commit. Each job sees exactly what it would have
-seen alone after the jobs before it, so its outcome is the one it would have had alone
-(admission of a hot account stays serialized; SPEC §3). When the store itself fails (a driver
-error: locked past the timeout, I/O error, full disk), the whole transaction is rolled back and
-every job of it gets the error; nothing of it is kept. A lone job runs without a savepoint.
+Group commit, on either side: one savepoint per job, in arrival order. A job that raises is
+rolled back to its savepoint and gets its exception; the others commit. Each job sees exactly
+what it would have seen alone after the jobs before it, so its outcome is the one it would have
+had alone (admission of a hot account stays serialized; SPEC §3). When the store itself fails
+(a driver error: locked past the timeout, I/O error, full disk), the whole transaction is rolled
+back and every job of it gets the error; nothing of it is kept. A lone job runs without a
+savepoint.
 
 Results of the thread go back with one `call_soon_threadsafe` per batch; on the loop each job's
 future is resolved and its account events are published (`on_commit`) in commit order (the loop
@@ -82,6 +76,7 @@ class SqliteWriter:
         self._cur: sqlite3.Cursor | None = None  # reused by every transaction of `_conn`
         self._lock = threading.Lock()
         self._pending = 0  # jobs submitted and not yet delivered (loop side)
+        self._gathering: list[_Job] = []  # request-path jobs of this loop turn (submit_raw)
         self._inline: Connection | None = None  # the loop's connection (submit_raw)
         self._inline_cur: sqlite3.Cursor | None = None
         self._inline_commits = 0
@@ -91,21 +86,28 @@ class SqliteWriter:
 
     async def submit_raw(self, work: Work, gather: bool = False) -> Any:
         """Run a request-path job (short, never suspends: storage.sql.hot_path) on the loop
-        when it is alone, else on the writer thread. Returns the job's result; raises what it
-        raised or the store's driver error.
+        when it cannot wait there, else on the writer thread. Returns the job's result; raises
+        what it raised or the store's driver error.
 
-        `gather=False` (a lone call: nothing else in flight) runs at once on the loop's
-        connection, no thread hop, provided no job of the writer thread is queued, running or
-        undelivered and the write lock is free right now (`BEGIN IMMEDIATE` with a zero busy
-        timeout): the loop never waits. `gather=True` (other calls are in flight), a taken
-        lock, or queued work send the job to the writer thread, which takes every job waiting
-        when it wakes into one transaction: while it commits one batch the next one gathers,
-        so under load one commit serves many calls and the loop never runs SQLite."""
+        On the loop only while no job of the writer thread is queued, running or undelivered,
+        and only when the write lock is free right now (`BEGIN IMMEDIATE` with a zero busy
+        timeout): the loop never waits. When the lock is taken — by another process or the
+        writer thread — the job goes to the thread, which does the waiting.
+        `gather=False` (a lone call): run at once, no hop and no extra loop turn.
+        `gather=True` (other calls are in flight, so more jobs are likely this turn): wait for
+        the end of this loop turn and run every job gathered by then in one transaction on the
+        loop's connection (group commit, a savepoint per job)."""
         loop = asyncio.get_running_loop()
-        if gather or self._pending:
+        if self._pending or (self._gathering and self._gathering[0][2] is not loop):
             return await self._enqueue(work, loop)
-        ran, result = self._run_now(work)
-        return result if ran else await self._enqueue(work, loop)
+        if not gather and not self._gathering:
+            ran, result = self._run_now(work)
+            return result if ran else await self._enqueue(work, loop)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._gathering.append((work, fut, loop))
+        if len(self._gathering) == 1:
+            loop.call_soon(self._flush)
+        return await fut
 
     def _run_now(self, work: Work) -> tuple[bool, Any]:
         """(True, result) of `work` run alone on the loop's connection, or (False, None) when
@@ -141,6 +143,31 @@ class SqliteWriter:
         if self._inline_commits >= CHECKPOINT_EVERY:
             self._inline_commits = 0
             self._put(_CHECKPOINT)
+
+    def _flush(self) -> None:
+        """On the loop: run the gathered jobs in one transaction, or hand them to the thread."""
+        batch, self._gathering = self._gathering, []
+        if self._pending:  # the thread has work: keep commit (and event) order, queue behind
+            self._hand_over(batch)
+            return
+        try:
+            conn, cur = self._inline_connection()
+            cur.execute("BEGIN IMMEDIATE")
+        except Exception as exc:  # noqa: BLE001 - every gathered job gets it
+            if isinstance(exc, sqlite3.OperationalError) and \
+                    exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                self._hand_over(batch)
+                return
+            self._drop_inline()
+            self._resolve([(fut, None, exc, []) for _work, fut, _loop in batch])
+            return
+        self._resolve(self._run(batch, conn, cur, self._drop_inline, begun=True))
+        self._inline_committed()
+
+    def _hand_over(self, batch: list[_Job]) -> None:
+        for job in batch:
+            self._pending += 1
+            self._put(job)
 
     def _inline_connection(self) -> tuple[Connection, sqlite3.Cursor]:
         """The loop's connection: no busy wait, and no WAL checkpoint (that fsyncs) — the
@@ -237,9 +264,9 @@ class SqliteWriter:
                 self._drop()
                 outcomes = [(fut, None, exc, []) for _work, fut, _loop in batch]
             else:
-                outcomes = self._run(batch, self._conn, self._cur, self._drop)
+                outcomes = self._run(batch, self._conn, self._cur, self._drop, begun=False)
         else:
-            outcomes = self._run(batch, self._conn, self._cur, self._drop)
+            outcomes = self._run(batch, self._conn, self._cur, self._drop, begun=False)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for (_work, _fut, loop), outcome in zip(batch, outcomes, strict=True):
             done = by_loop.get(loop)
@@ -252,30 +279,31 @@ class SqliteWriter:
                 loop.call_soon_threadsafe(self._deliver, done)
 
     def _run(self, batch: list[_Job], conn: Connection, cur: sqlite3.Cursor,
-             drop: Callable[[], None]) -> list[_Outcome]:
+             drop: Callable[[], None], *, begun: bool) -> list[_Outcome]:
         """Each job's outcome of running `batch` as one transaction on `conn`; when the store
         failed, the transaction is rolled back, `drop` drops the connection and every job gets
         the error."""
         self.transactions += 1
         self.jobs += len(batch)
         try:
-            return self._transaction(batch, conn, cur)
+            return self._transaction(batch, conn, cur, begun)
         except _Refused as refused:  # a lone job's own error, its transaction rolled back
             return [(batch[0][1], None, refused.__cause__, [])]
         except BaseException as exc:  # noqa: BLE001 - the store failed: every job gets it
             drop()
             return [(fut, None, exc, []) for _work, fut, _loop in batch]
 
-    def _transaction(self, batch: list[_Job], conn: Connection,
-                     cur: sqlite3.Cursor) -> list[_Outcome]:
-        """Run the batch as one transaction; raises (after rolling back) when the store failed,
-        else returns each job's outcome."""
+    def _transaction(self, batch: list[_Job], conn: Connection, cur: sqlite3.Cursor,
+                     begun: bool) -> list[_Outcome]:
+        """Run the batch as one transaction (begun already when `begun`); raises (after
+        rolling back) when the store failed, else returns each job's outcome."""
         alone = len(batch) == 1
         outcomes: list[_Outcome] = []
         # On the driver cursor, not through SQLAlchemy's transaction API: a batch of request-path
         # jobs never touches SQLAlchemy's statement layer. A Core job autobegins SQLAlchemy's
         # transaction (no statement: the driver is in autocommit mode), which `_end` closes.
-        cur.execute("BEGIN IMMEDIATE")
+        if not begun:
+            cur.execute("BEGIN IMMEDIATE")
         try:
             for work, fut, _loop in batch:
                 sink: list[Any] = []

@@ -85,29 +85,23 @@ async def test_waiting_admits_and_refusals_commit_as_one_batch_each_as_if_alone(
     assert totals["holds"] == 3 and totals["remaining"] - totals["debt"] == totals["deltas"]
 
 
-async def test_calls_made_while_others_are_in_flight_share_one_commit_off_the_loop(
+async def test_calls_gathered_in_one_loop_turn_share_one_commit_on_the_loop(
         ledger: SqlLedger) -> None:
     acct = await ledger.create_account(PLAN)
     await ledger.grant(acct, Source.GIFT, 3 * ESTIMATE, "fund", None, "funds")
     writer = ledger.runner.writer
     assert writer is not None
-    running, release = await _hold_writer(ledger)
     transactions, inline = writer.transactions, writer.inline
     at = ledger.clock()
 
     def admit(account: str) -> Any:
-        return asyncio.ensure_future(ledger.runner.run_raw(
-            hot_path.admit, account, ESTIMATE, "it.op", 60_000, at, gather=True))
+        return ledger.runner.run_raw(hot_path.admit, account, ESTIMATE, "it.op", 60_000, at,
+                                     gather=True)
 
-    calls = [admit(acct) for _ in range(3)] + [admit("acct_missing")] + \
-        [admit(acct) for _ in range(3)]
-    await asyncio.sleep(0)  # every call has queued its job behind the blocker
-    release.set()
-    await running
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    outcomes = await asyncio.gather(*(admit(acct) for _ in range(3)), admit("acct_missing"),
+                                    *(admit(acct) for _ in range(3)), return_exceptions=True)
 
-    # the blocker's transaction, then one for the seven calls; none ran on the loop
-    assert (writer.transactions, writer.inline) == (transactions + 1, inline)
+    assert (writer.transactions, writer.inline) == (transactions + 1, inline + 1)
     assert [type(r) for r in outcomes] == [Admission] * 3 + [UnknownAccount] + [Shortfall] * 3
     assert [r.available_after for r in outcomes[:3]] == [2 * ESTIMATE, ESTIMATE, 0]
     totals = await ledger.totals(acct)
