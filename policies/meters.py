@@ -13,6 +13,7 @@ from policies.units import TIME, UnitKind, UnitOfAccount
 from storage.clock import MS_PER_SECOND
 
 _PER_TOKENS = 1_000_000
+_MATCHED_MAX = 1024  # pattern-priced model names remembered per pricer
 
 
 class UnpricedModel(Exception):
@@ -94,15 +95,20 @@ class TokenPricer:
         self.fallback = ONE_FOR_ONE if unit.kind is UnitKind.TOKENS else None
         self._exact = {k: ledger_price(v, unit) for k, v in prices.items()}
         self._patterns = [(k, v) for k, v in self._exact.items() if any(c in k for c in "*?[")]
+        # Models a pattern priced, so a call pays one dict lookup, not a glob match per pattern
+        # (bounded: model names come from requests).
+        self._matched: dict[str, LedgerPrice] = {}
 
     def lookup(self, model: str | None) -> LedgerPrice | None:
         """The explicit price of `model` (exact key, then patterns in order), else None."""
         if model:
-            hit = self._exact.get(model)
+            hit = self._exact.get(model) or self._matched.get(model)
             if hit is not None:
                 return hit
             for pattern, price in self._patterns:
                 if fnmatch.fnmatchcase(model, pattern):
+                    if len(self._matched) < _MATCHED_MAX:
+                        self._matched[model] = price
                     return price
         return None
 

@@ -17,6 +17,7 @@ import asyncio
 import time
 from typing import Any
 
+from gateway.proxy.disconnects import DisconnectWatch
 from gateway.proxy.forwarding import downstream_headers
 from gateway.proxy.settlement import Call, charge_headers, failure_charge, settle
 from gateway.proxy.upstream import UpstreamFailure, UpstreamResponse
@@ -43,19 +44,19 @@ async def relay_stream(
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
 
     meter = StreamMeter(call.route.spec.protocol)
-    pump = asyncio.ensure_future(_pump(s, call, resp, meter, t0, send))
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    # The pump runs in this task (no task of its own, no loop turn before the first event);
+    # a client leaving cancels it here, from the watch's own small task.
+    watch = DisconnectWatch(receive, after_s=0.0)
     outcome = "ok"
     try:
-        done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if pump in done:
-            outcome = pump.result()
-        else:
+        try:
+            outcome = await watch.guard(_pump(s, call, resp, meter, t0, send))
+        except asyncio.CancelledError:
+            if not watch.caused_cancel():
+                raise
             outcome = "client_disconnected"
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
     finally:
-        watcher.cancel()
+        watch.close()
         resp.close()
         settling = asyncio.ensure_future(_settle_stream(s, call, resp, meter, t0, outcome))
         try:
@@ -67,13 +68,6 @@ async def relay_stream(
         await send({"type": "http.response.body", "body": comment, "more_body": False})
     m = s.metrics
     m.child(m.requests, call.route.operation, str(resp.status)).inc()
-
-
-async def _wait_disconnect(receive: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def _pump(
@@ -98,13 +92,18 @@ async def _pump(
                             continue
                         event = stripped
                     out.append(event)
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out),
+                                "more_body": True})
             else:
-                for event in events:
-                    meter.feed(event)
-                out = events
-            if out:
-                await send({"type": "http.response.body", "body": b"".join(out),
-                            "more_body": True})
+                # Sent first, metered right after (also when the send fails or is cancelled):
+                # the meter reads events it does not change, and the first byte does not wait.
+                try:
+                    await send({"type": "http.response.body", "body": b"".join(events),
+                                "more_body": True})
+                finally:
+                    for event in events:
+                        meter.feed(event)
             since_check += len(events)
             if since_check >= _CHECK_EVERY:
                 since_check = 0

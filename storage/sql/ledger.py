@@ -499,12 +499,13 @@ class SqlLedger:
         the call's usage record is opened in the same transaction (outcome `in_flight`, see
         hot_path.admit), completed by `settle` or closed as interrupted by the lease sweep."""
         at = self.clock()
-        day = bonus.daily_idempotency_key(to_datetime(at))
-        if plan.daily_bonus > 0 and self._daily_done.get(account_id) != day:
-            await self.runner.run(_ensure_daily_locked, account_id, plan, at)
-            if len(self._daily_done) > 100_000:
-                self._daily_done.clear()
-            self._daily_done[account_id] = day
+        if plan.daily_bonus > 0:
+            day = bonus.daily_idempotency_key(to_datetime(at))
+            if self._daily_done.get(account_id) != day:
+                await self.runner.run(_ensure_daily_locked, account_id, plan, at)
+                if len(self._daily_done) > 100_000:
+                    self._daily_done.clear()
+                self._daily_done[account_id] = day
         ttl_ms = int(self.lease_s * MS_PER_SECOND)
         result: Admission | Shortfall
         if self.admit_batches is not None and not budgets.has_limits(account_id, budget):
