@@ -60,11 +60,13 @@ async def _measure(url: str, n: int, concurrency: int) -> list[dict[str, object]
                 async with gate:
                     await _cycle(ledger, account, f"{mode}_{i}")
 
+            batched0 = _batched(ledger)
             cpu0, wall0 = time.process_time(), time.perf_counter()
             await asyncio.gather(*(one(i) for i in ids))
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            batched = {k: v - batched0[k] for k, v in _batched(ledger).items()}
             out.append({"mode": mode, "calls": n, "cpu_us_per_call": round(cpu / n * 1e6, 1),
-                        "wall_us_per_call": round(wall / n * 1e6, 1)})
+                        "wall_us_per_call": round(wall / n * 1e6, 1), **batched})
         totals = await ledger.totals(account)
         assert totals["remaining"] - totals["debt"] == totals["deltas"], totals
         assert totals["holds"] == 0, totals
@@ -73,10 +75,22 @@ async def _measure(url: str, n: int, concurrency: int) -> list[dict[str, object]
     return out
 
 
-async def _with_postgres(admin: str, n: int, concurrency: int) -> list[dict[str, object]]:
+def _batched(ledger: SqlLedger) -> dict[str, int]:
+    """Calls that went in PostgreSQL group-commit batches so far, per kind (when the tree has
+    them): `admit_batched`, `settle_batched`."""
+    out: dict[str, int] = {}
+    for kind in ("admit", "settle"):
+        batches = getattr(ledger, f"{kind}_batches", None)
+        if batches is not None:
+            out[f"{kind}_batched"] = batches.batched
+    return out
+
+
+async def _with_postgres(admin: str, n: int, concurrency: int,
+                         prefix: str = "gw_bench_") -> list[dict[str, object]]:
     import asyncpg
 
-    name = "gw_bench_" + uuid.uuid4().hex[:8]
+    name = prefix + uuid.uuid4().hex[:8]
     conn = await asyncpg.connect(admin)
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
@@ -97,6 +111,8 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--label", default="", help="added to every line (e.g. base / new)")
     ap.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--pg-db-prefix", default="gw_bench_",
+                    help="name prefix of the scratch PostgreSQL database")
     args = ap.parse_args()
     for store in (["sqlite", "postgres"] if args.store == "both" else [args.store]):
         if store == "sqlite":
@@ -105,7 +121,8 @@ async def main() -> None:
                 await asyncio.to_thread(migrate.upgrade, url)
                 rows = await _measure(url, args.n, args.concurrency)
         else:
-            rows = await _with_postgres(args.pg_admin_url, args.n, args.concurrency)
+            rows = await _with_postgres(args.pg_admin_url, args.n, args.concurrency,
+                                       args.pg_db_prefix)
         for row in rows:
             print(json.dumps({"label": args.label, "store": store, **row}), flush=True)
 

@@ -34,9 +34,11 @@ from storage.sql.executor import Executor, Sql
 GW_ADMIT = Sql("SELECT * FROM gw_admit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sqlite=False)
 GW_SETTLE = Sql("SELECT * FROM gw_settle(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sqlite=False)
-# Several admissions in one statement (group commit, storage.sql.admit_batches): one row per
+# Several admissions in one statement (group commit, storage.sql.account_batches): one row per
 # call, in the order given; each gw_admit call sees the holds the ones before it placed (a
-# VOLATILE function's statements see the earlier commands of the same transaction).
+# VOLATILE function's statements see the earlier commands of the same transaction). The
+# function is called once per unnest row, in array order: the LATERAL call is the inner side of
+# a nested loop driven by the unnest scan (tests/integration/test_*_batches.py check the order).
 GW_ADMIT_MANY = Sql(
     "SELECT r.* FROM unnest(CAST(? AS text[]), CAST(? AS bigint[]), CAST(? AS bigint[]),"
     " CAST(? AS text[]), CAST(? AS text[]), CAST(? AS bigint[]), CAST(? AS text[]),"
@@ -45,6 +47,30 @@ GW_ADMIT_MANY = Sql(
     " request_id, model, streamed, key_id, end_user, n)"
     " CROSS JOIN LATERAL gw_admit(x.account_id, x.amount, x.at_ms, x.hold_id, x.operation,"
     " x.expires_at_ms, x.request_id, x.model, x.streamed, x.key_id, x.end_user) AS r"
+    " ORDER BY x.n", sqlite=False)
+# Several settlements in one statement, the same way (each sees what the earlier ones wrote: the
+# holds they released, the usage records they completed — a repeated request id is a replay).
+# The spend scopes (a text[] per call, 0-2 long) travel as JSON arrays: unnest would flatten a
+# text[][] column.
+_SETTLE_COLUMNS = (
+    ("account_id", "text"), ("hold_id", "text"), ("request_id", "text"), ("charge", "bigint"),
+    ("overdraft", "boolean"), ("at_ms", "bigint"), ("day_ms", "bigint"), ("operation", "text"),
+    ("model", "text"), ("upstream_status", "integer"), ("duration_ms", "integer"),
+    ("input_tokens", "integer"), ("output_tokens", "integer"), ("cached_tokens", "integer"),
+    ("reasoning_tokens", "integer"), ("estimated", "bigint"), ("usage_source", "text"),
+    ("streamed", "boolean"), ("outcome", "text"), ("provider", "text"), ("key_id", "text"),
+    ("end_user", "text"), ("cache_write_tokens", "integer"), ("prompt_cost", "bigint"),
+    ("completion_cost", "bigint"), ("total_cost", "bigint"), ("cost_reason", "text"),
+    ("price_version", "text"), ("entry_type", "text"), ("reason", "text"), ("meta", "text"),
+    ("scopes", "text"), ("scope_ids", "text"))
+GW_SETTLE_MANY = Sql(
+    "SELECT r.* FROM unnest("
+    + ", ".join(f"CAST(? AS {kind}[])" for _, kind in _SETTLE_COLUMNS)
+    + ") WITH ORDINALITY AS x(" + ", ".join(name for name, _ in _SETTLE_COLUMNS) + ", n)"
+    " CROSS JOIN LATERAL gw_settle("
+    + ", ".join(f"x.{name}" for name, _ in _SETTLE_COLUMNS[:-2])
+    + ", ARRAY(SELECT jsonb_array_elements_text(CAST(x.scopes AS jsonb))),"
+    " ARRAY(SELECT jsonb_array_elements_text(CAST(x.scope_ids AS jsonb)))) AS r"
     " ORDER BY x.n", sqlite=False)
 # A low-balance crossing seen after a settlement: the alert inputs read again under the lock.
 _ALERT_STATE = Sql("SELECT plan_key, low_balance_threshold, balance_alert FROM accounts"
@@ -131,11 +157,20 @@ class SettledPg:
         self.alert = alert
 
 
+async def admit_one(db: Executor, params: tuple[Any, ...]) -> Any:
+    """The `gw_admit` row of one call (admit_params), one statement."""
+    return await db.one(GW_ADMIT, params)
+
+
 async def admit_many(db: Executor, calls: list[tuple[Any, ...]]) -> list[Any]:
     """The `gw_admit` rows of `calls` (admit_params tuples), run in order as ONE statement
     (one lock, one commit for all); a failure of any call fails them all (nothing written)."""
     columns = [list(column) for column in zip(*calls, strict=True)]
     return await db.all(GW_ADMIT_MANY, tuple(columns))
+
+
+# One settlement for settle_one / settle_many: its settle_params, and the alert rules.
+SettleCall = tuple[tuple[Any, ...], AlertRules | None]
 
 
 async def settle(
@@ -148,8 +183,34 @@ async def settle(
     The live balance.updated event goes on `db.events`. A low-balance crossing is not written
     here: `SettledPg.alert` asks the caller to run `fire_alerts` (a second, locked
     transaction). Raises UnknownAccount."""
-    account_id = record.account_id
-    row = await db.one(GW_SETTLE, settle_params(hold_id, record, charge, on_shortfall, at_ms))
+    return await settle_one(
+        db, (settle_params(hold_id, record, charge, on_shortfall, at_ms), alert_rules))
+
+
+async def settle_one(db: Executor, call: SettleCall) -> SettledPg:
+    """`settle` for the settle_params of one call: one `gw_settle` statement."""
+    params, alert_rules = call
+    return settled_of(db, params, await db.one(GW_SETTLE, params), alert_rules)
+
+
+async def settle_many(db: Executor, calls: list[SettleCall]) -> list[SettledPg]:
+    """`settle` for several calls of ONE account, in order, as ONE statement (one lock, one
+    commit for all); each call's outcome, event seq and balance.updated data are its own, as
+    if it ran alone after the ones before it. A failure of any call fails them all (nothing
+    written). Raises UnknownAccount (nothing written: gw_settle writes nothing then)."""
+    columns = [list(column) for column in zip(*(params for params, _ in calls), strict=True)]
+    columns[-2] = [json.dumps(scopes) for scopes in columns[-2]]
+    columns[-1] = [json.dumps(ids) for ids in columns[-1]]
+    rows = await db.all(GW_SETTLE_MANY, tuple(columns))
+    return [settled_of(db, params, row, alert_rules)
+            for (params, alert_rules), row in zip(calls, rows, strict=True)]
+
+
+def settled_of(db: Executor, params: tuple[Any, ...], row: Any,
+               alert_rules: AlertRules | None) -> SettledPg:
+    """What the `gw_settle` `row` means for the call of `params` (settle_params); its
+    balance.updated event is appended to `db.events`. Raises UnknownAccount."""
+    account_id, at_ms = params[0], params[5]
     if not row[0]:
         raise UnknownAccount(account_id)
     if row[1]:

@@ -50,9 +50,10 @@ from storage.ports import (
 )
 from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
 from storage.sql import events as log
-from storage.sql.admit_batches import AdmitBatches
+from storage.sql.account_batches import AccountBatches
 from storage.sql.engine import Runner
 from storage.sql.events import emit_balance_tx, emit_tx
+from storage.sql.hot_path_pg import SettledPg
 from storage.sql.tables import (
     accounts,
     allocations,
@@ -452,8 +453,15 @@ class SqlLedger:
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
         self._daily_done: dict[str, str] = {}
         self._leases: dict[str, int] = {}  # hold id -> last moment (epoch ms) to renew it
-        # PostgreSQL: concurrent admissions of one account share a statement (group commit)
-        self.admit_batches = None if self.runner.sqlite else AdmitBatches(self.runner)
+        # PostgreSQL: concurrent admissions of one account share a statement (group commit),
+        # and so do its concurrent settlements
+        self.admit_batches: AccountBatches[tuple[Any, ...], Any] | None = None
+        self.settle_batches: AccountBatches[hot_path_pg.SettleCall, SettledPg] | None = None
+        if not self.runner.sqlite:
+            self.admit_batches = AccountBatches(
+                self.runner, hot_path_pg.admit_one, hot_path_pg.admit_many)
+            self.settle_batches = AccountBatches(
+                self.runner, hot_path_pg.settle_one, hot_path_pg.settle_many)
 
     async def close(self) -> None:
         await self.runner.close()
@@ -511,9 +519,11 @@ class SqlLedger:
         if self.admit_batches is not None and not budgets.has_limits(account_id, budget):
             # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_admit),
             # shared with the account's other admissions waiting meanwhile (admit_batches).
-            result = await self.admit_batches.admit(hot_path_pg.admit_params(
+            params = hot_path_pg.admit_params(
                 account_id, amount, operation, ttl_ms, at, request_id, model, streamed,
-                budget.key_id if budget else None, budget.end_user if budget else None))
+                budget.key_id if budget else None, budget.end_user if budget else None)
+            result = hot_path_pg.admission_of(
+                params, await self.admit_batches.run(account_id, params))
         else:
             result = await self.runner.run_raw(
                 budgets.admit, account_id, amount, operation, ttl_ms, at, request_id, model,
@@ -540,12 +550,13 @@ class SqlLedger:
         if hold_id is not None:
             self._leases.pop(hold_id, None)
         at = self.clock()
-        if not self.runner.sqlite and not budgets.has_limits(record.account_id, budget):
-            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_settle);
+        if self.settle_batches is not None and not budgets.has_limits(record.account_id, budget):
+            # PostgreSQL, no key or end-user limit: one statement, one round trip (gw_settle),
+            # shared with the account's other settlements waiting meanwhile (account_batches);
             # a low-balance crossing (rare) is fired in a second, locked transaction.
-            done = await self.runner.run_single(
-                hot_path_pg.settle, hold_id, record, charge, on_shortfall, at,
-                self.runner.alert_rules)
+            done = await self.settle_batches.run(record.account_id, (
+                hot_path_pg.settle_params(hold_id, record, charge, on_shortfall, at),
+                self.runner.alert_rules))
             if done.alert is not None:
                 balance, rules = done.alert
                 try:

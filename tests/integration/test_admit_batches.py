@@ -1,4 +1,4 @@
-"""Group commit of a hot account's admissions on PostgreSQL (storage/sql/admit_batches.py): the
+"""Group commit of a hot account's admissions on PostgreSQL (storage/sql/account_batches.py): the
 admissions arriving while one is in flight go in one statement, and each call's outcome is the
 one it would have had alone, in arrival order — admits and 402s mixed, nothing overspent; a
 batch that fails because of one call is retried one by one, so only that call fails.
