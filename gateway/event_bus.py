@@ -121,10 +121,16 @@ class RedisEventBus(EventBus):
             for event in batch:
                 by_account.setdefault(event.account_id, []).append(event.to_json())
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                for account_id, docs in by_account.items():
-                    pipe.publish(CHANNEL_PREFIX + account_id, "[" + ",".join(docs) + "]")
-                await pipe.execute()
+                if len(by_account) == 1:  # the usual batch: a plain PUBLISH costs ~2/3 of a
+                    # one-command pipeline's client CPU (redis-py; issue 13's profile)
+                    [(account_id, docs)] = by_account.items()
+                    await self._redis.publish(CHANNEL_PREFIX + account_id,
+                                              "[" + ",".join(docs) + "]")
+                else:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for account_id, docs in by_account.items():
+                        pipe.publish(CHANNEL_PREFIX + account_id, "[" + ",".join(docs) + "]")
+                    await pipe.execute()
             except Exception as exc:  # noqa: BLE001 - any Redis failure: the log still has it
                 self._failed("publish", exc)
                 self._outbox.clear()
