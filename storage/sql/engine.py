@@ -49,10 +49,12 @@ from storage.sql.executor import Statement
 from storage.sql.sqlite_writer import SqliteWriter, Work
 
 T = TypeVar("T")
-PG_POOL_SIZE = 20  # pooled PostgreSQL connections per process (request path and Core alike);
-# 20, not 10: with 16 concurrent calls on different accounts, 10 + overflow closed and reopened a
-# connection per call (bench/suite.sh, 100 accounts: 196 → 359 req/s, CPU per call 0.74×)
-PG_POOL_OVERFLOW = 10  # more opened under load, closed when returned
+PG_POOL_SIZE = 20  # pooled PostgreSQL connections per process (request path and Core alike)
+# 20 kept open, none opened beyond (a caller waits for a free one): 10 + 10 overflow closed and
+# reopened a connection per call with 16 concurrent calls on different accounts (bench/suite.sh,
+# 100 accounts: 196 → 359 req/s, CPU per call 0.74× with 20 kept), and overflow on top of 20 let
+# 4 busy processes exceed PostgreSQL's default max_connections (100).
+PG_POOL_OVERFLOW = 0
 
 
 def sync_url(url: str) -> str:
