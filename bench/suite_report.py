@@ -14,28 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
-ERR_KEYS = ("err_connect", "err_read", "err_write", "err_timeout", "err_status")
+from report import ERR_KEYS  # same folder: the shared bench helpers
+from summarize import f as fmt
+from summarize import med
+
 Row = dict[str, Any]
-
-
-def med(xs: Iterable[float | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return statistics.median(vals) if vals else None
-
-
-def fmt(x: float | None, nd: int = 2) -> str:
-    if x is None:
-        return "-"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.{nd}f}"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
