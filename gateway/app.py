@@ -329,7 +329,8 @@ async def build_services(settings: Settings, policy: Policy | None = None) -> Se
         sessions = MemorySessions(ledger.store)
         console = MemoryConsole(ledger.store)
     else:
-        ledger = SqlLedger(settings.database_url, lease_s=lease_s)
+        ledger = SqlLedger(settings.database_url, lease_s=lease_s,
+                           pool_size=settings.db_pool_size)
         payments = SqlPayments(ledger)
         records = SqlBillingRecords(ledger)
         alerts, webhooks = SqlAlerts(ledger), SqlWebhooks(ledger)

@@ -62,6 +62,7 @@ from pydantic_settings import (
 
 from policies import PACKAGED_POLICY
 from storage.clock import SECONDS_PER_DAY
+from storage.sql.engine import PG_POOL_SIZE
 
 LOCAL_POLICY = Path("config/policies.yaml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -106,6 +107,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field("sqlite:///./gateway.db", validation_alias="GATEWAY_DATABASE_URL")
+    # PostgreSQL connections each process keeps (no overflow): processes × this ≤ the server's
+    # max_connections (100 by default) minus what else connects; ignored on SQLite.
+    db_pool_size: int = Field(PG_POOL_SIZE, ge=1, le=500, validation_alias="GATEWAY_DB_POOL_SIZE")
     policy_paths: Annotated[tuple[Path, ...], NoDecode] = Field(
         default_factory=default_policy_paths, validation_alias="GATEWAY_POLICY_PATH")
     redis_url: str | None = Field(None, validation_alias="GATEWAY_REDIS_URL")

@@ -49,7 +49,7 @@ from storage.sql.executor import Statement
 from storage.sql.sqlite_writer import SqliteWriter, Work
 
 T = TypeVar("T")
-PG_POOL_SIZE = 20  # pooled PostgreSQL connections per process (request path and Core alike)
+PG_POOL_SIZE = 20  # default pooled PostgreSQL connections per process (GATEWAY_DB_POOL_SIZE)
 # 20 kept open, none opened beyond (a caller waits for a free one): 10 + 10 overflow closed and
 # reopened a connection per call with 16 concurrent calls on different accounts (bench/suite.sh,
 # 100 accounts: 196 → 359 req/s, CPU per call 0.74× with 20 kept), and overflow on top of 20 let
@@ -104,13 +104,17 @@ class Runner:
     thread (storage/sql/sqlite_writer.py), or an asyncpg connection checked out of the async
     engine's pool — so a process opens one set of connections per database.
 
+    `pool_size`: PostgreSQL connections kept open by the process (none opened beyond; a caller
+    waits for a free one); ignored on SQLite.
+
     Raises StoreUnavailable when the database cannot be reached or the driver fails; the
     constructor raises storage.drivers.MissingDriver for PostgreSQL without asyncpg installed.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = PG_POOL_SIZE) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
+        self.pool_size = pool_size  # PostgreSQL connections kept per process (SQLite: 2, fixed)
         self.writer: SqliteWriter | None = None  # SQLite: the thread every transaction runs on
         self._async: AsyncEngine | None = None
         # Called with the account events (storage.sql.events) of each committed transaction.
@@ -125,7 +129,7 @@ class Runner:
             # No pre-ping (a round trip per checkout on the hot path): a connection that fails
             # is invalidated where the failure is seen, and the next checkout gets a new one.
             self._async = create_async_engine(
-                url, pool_size=PG_POOL_SIZE, max_overflow=PG_POOL_OVERFLOW,
+                url, pool_size=pool_size, max_overflow=PG_POOL_OVERFLOW,
                 connect_args={"timeout": 5, "command_timeout": 30})
             event.listen(self._async.sync_engine, "handle_error", _lost_connection)
 
@@ -258,7 +262,7 @@ class Runner:
         whose server end went away as soon as the loop sees it: such ones are invalidated and
         the next is taken, as asyncpg's own pool does on acquire)."""
         assert self._async is not None
-        for _ in range(PG_POOL_SIZE + PG_POOL_OVERFLOW):
+        for _ in range(self.pool_size + PG_POOL_OVERFLOW):
             pooled = await self._async.raw_connection()
             if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
                 return pooled

@@ -51,7 +51,7 @@ from storage.ports import (
 from storage.sql import budgets, costs, hot_path, hot_path_pg, inspection
 from storage.sql import events as log
 from storage.sql.account_batches import AccountBatches
-from storage.sql.engine import Runner
+from storage.sql.engine import PG_POOL_SIZE, Runner
 from storage.sql.events import emit_balance_tx, emit_tx
 from storage.sql.hot_path_pg import SettledPg
 from storage.sql.tables import (
@@ -443,12 +443,13 @@ class SqlLedger:
     Keeps a small per-process cache of which accounts already had today's daily bonus settled,
     so the hot path skips that lookup (a stale cache only costs one extra idempotent check).
     `clock` (epoch ms, default the wall clock) stamps every operation: hold expiries and leases,
-    bucket expiry, the day of the daily bonus.
+    bucket expiry, the day of the daily bonus. `pool_size`: PostgreSQL connections per process
+    (storage.sql.engine.Runner; GATEWAY_DB_POOL_SIZE).
     """
 
     def __init__(self, url: str, lease_s: float = 30.0,
-                 clock: Clock = now_ms) -> None:
-        self.runner = Runner(url)
+                 clock: Clock = now_ms, pool_size: int = PG_POOL_SIZE) -> None:
+        self.runner = Runner(url, pool_size)
         self.lease_s = lease_s
         self.clock = clock  # epoch ms: the time every operation is stamped with (tests set it)
         self._daily_done: dict[str, str] = {}

@@ -54,6 +54,8 @@ def test_values_are_parsed_from_their_variables() -> None:
 def test_the_whole_environment_is_kept_for_the_policy_upstreams_and_survives_overrides() -> None:
     settings = Settings.from_env({"OPENAI_API_KEY": "sk-up", "GATEWAY_PORT": "9000"})
     assert settings.env["OPENAI_API_KEY"] == "sk-up"
+    assert settings.db_pool_size == 20
+    assert Settings.from_env({"GATEWAY_DB_POOL_SIZE": "8"}).db_pool_size == 8
     overridden = settings.with_overrides(port=9001)
     assert overridden.port == 9001 and overridden.env["OPENAI_API_KEY"] == "sk-up"
     assert Settings().env == {}
@@ -66,6 +68,7 @@ def test_the_whole_environment_is_kept_for_the_policy_upstreams_and_survives_ove
     ({"GATEWAY_EVENT_HISTORY_S": "59"}, "GATEWAY_EVENT_HISTORY_S=59 is outside 60..7776000"),
     ({"GATEWAY_MAX_BODY_BYTES": "1023"},
      "GATEWAY_MAX_BODY_BYTES=1023 is outside 1024..67108864"),
+    ({"GATEWAY_DB_POOL_SIZE": "0"}, "GATEWAY_DB_POOL_SIZE=0 is outside 1..500"),
     ({"GATEWAY_LOG_LEVEL": "Loud"},
      "GATEWAY_LOG_LEVEL='loud': use debug, info, warning or error"),
     ({"GATEWAY_DATABASE_URL": "mysql://x"},
