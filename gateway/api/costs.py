@@ -41,9 +41,9 @@ from gateway.api.operations import (
 from gateway.api.shapes import Shape
 from gateway.problems import BadRequest, NotFound
 from policies.units import UnitKind, UnitOfAccount
-from storage.clock import iso_utc, to_ms
+from storage.clock import MS_PER_DAY, iso_utc, to_ms
 from storage.engine import bonus
-from storage.ports import CostGroup, CostQuery
+from storage.ports import CostDay, CostGroup, CostQuery
 
 USD = UnitOfAccount(UnitKind.CURRENCY, "USD")
 _CURSOR = re.compile(r"c_([0-9]{1,15})_([A-Za-z0-9_]{1,40})")
@@ -139,7 +139,8 @@ class AdminCostDaily(Shape):
     unit: str = Field(description="The unit `charged` is in: `s`, `USD` or `tokens`.")
     from_: str = Field(alias="from")
     to: str
-    days: list[AdminCostDay] = Field(description="UTC days with calls, oldest first.")
+    days: list[AdminCostDay] = Field(
+        description="Every UTC day of the window, oldest first (zeros on days without calls).")
 
 
 def _usd(micros: int | None) -> float | None:
@@ -286,11 +287,15 @@ async def admin_cost_summary(request: Request) -> Response:
 
 async def admin_cost_daily(request: Request) -> Response:
     """`GET /v1/admin/costs/daily?period=day|month`: system-wide provider cost, charge and
-    margin per UTC day of today or this calendar month, from the daily cost rollup. USD
+    margin per UTC day of today or this calendar month (every day up to today, zeros where
+    nothing was called), from the daily cost rollup. USD
     members are decimal numbers; `charged_usd`/`margin_usd` are null unless the unit is USD."""
     s = check(request)
     _period, start, end = _admin_window(request)
-    days = await s.ledger.cost_by_day(None, to_ms(start), to_ms(end))
+    rolled = {d.day_ms: d for d in await s.ledger.cost_by_day(None, to_ms(start), to_ms(end))}
+    # every day of the window, zeros where nothing was called (a chart's x axis stays linear)
+    days = [rolled.get(day) or CostDay(day, 0, 0, 0)
+            for day in range(to_ms(start), to_ms(end), MS_PER_DAY)]
     unit = s.policy.unit
     usd_unit = unit.kind is UnitKind.CURRENCY and unit.currency == "USD"
     return json_response(AdminCostDaily(

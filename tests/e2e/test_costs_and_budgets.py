@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,12 @@ def test_cost_records_and_summaries_equal_the_sum_of_the_calls(costs_gw: Running
     assert stats["totals"]["calls"] == 5 and stats["totals"]["charged_units"] == charged
     assert {(g["key"], g["calls"]) for g in stats["by_end_user"]} == {("alice", 3), ("bob", 2)}
     assert [g["calls"] for g in stats["by_key"]] == [5]
+    daily = get(costs_gw, "/v1/admin/costs/daily", ADMIN, period="month")
+    days = [d["day"] for d in daily["days"]]  # every day of the month so far, none skipped
+    assert days[0] == daily["from"][:10] and len(days) == len(set(days))
+    assert [date.fromisoformat(d).toordinal() for d in days] == list(range(
+        date.fromisoformat(days[0]).toordinal(), date.fromisoformat(days[-1]).toordinal() + 1))
+    assert sum(d["calls"] for d in daily["days"]) == daily["days"][-1]["calls"] == 5
 
 
 async def _burst(gw: RunningGateway, key: str, n: int,
