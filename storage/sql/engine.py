@@ -13,7 +13,8 @@ storage/sql/hot_path.py). Each call is one transaction:
   processes on one file); WAL mode.
 - PostgreSQL (`postgresql+asyncpg://`): Core on the async engine via `AsyncConnection.run_sync`;
   the request path on the asyncpg connection of a connection checked out of the same pool
-  (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache).
+  (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache),
+  a few of them kept checked out between request-path statements (PG_SPARES).
   Per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
 Driver errors become `StoreUnavailable` here, at the adapter edge (`_store_failed` says which),
 and a connection that failed is dropped rather than returned to the pool (with the pooled ones
