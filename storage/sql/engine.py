@@ -13,7 +13,8 @@ storage/sql/hot_path.py). Each call is one transaction:
   processes on one file); WAL mode.
 - PostgreSQL (`postgresql+asyncpg://`): Core on the async engine via `AsyncConnection.run_sync`;
   the request path on the asyncpg connection of a connection checked out of the same pool
-  (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache).
+  (`driver_connection`: no SQLAlchemy statement layer, asyncpg's own prepared-statement cache),
+  a few of them kept checked out between request-path statements (PG_SPARES).
   Per-account serialization comes from `SELECT … FOR UPDATE` on the account row.
 Driver errors become `StoreUnavailable` here, at the adapter edge (`_store_failed` says which),
 and a connection that failed is dropped rather than returned to the pool (with the pooled ones
@@ -55,6 +56,10 @@ PG_POOL_SIZE = 20  # default pooled PostgreSQL connections per process (GATEWAY_
 # 100 accounts: 196 → 359 req/s, CPU per call 0.74× with 20 kept), and overflow on top of 20 let
 # 4 busy processes exceed PostgreSQL's default max_connections (100).
 PG_POOL_OVERFLOW = 0
+# Request-path connections kept checked out between statements (Runner._checkout): a round
+# through SQLAlchemy's pool (greenlet hop, fairy, reset) cost ~50 µs of CPU per statement,
+# twice a call; never kept while anyone waits for the pool, handed back when it runs dry.
+PG_SPARES = 4
 
 
 def sync_url(url: str) -> str:
@@ -132,6 +137,9 @@ class Runner:
                 url, pool_size=pool_size, max_overflow=PG_POOL_OVERFLOW,
                 connect_args={"timeout": 5, "command_timeout": 30})
             event.listen(self._async.sync_engine, "handle_error", _lost_connection)
+        # Request-path connections out of the pool, idle (see PG_SPARES), the last used last.
+        self._spares: list[PoolProxiedConnection] = []
+        self._waiting = 0  # callers waiting for the pool: no connection is kept as a spare
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` as one transaction. Raises StoreUnavailable when the database
@@ -153,18 +161,27 @@ class Runner:
 
     async def _run_async(self, fn: Callable[..., T], sink: list[Any], args: tuple[Any, ...]) -> T:
         assert self._async is not None
-        async with self._async.connect() as aconn:
-            try:
-                async with aconn.begin():
-                    return await aconn.run_sync(_collecting(fn, sink, self.alert_rules), *args)
-            except Exception as exc:
-                if _store_failed(exc):
-                    # Whatever broke it, a connection that failed is not handed back to the
-                    # pool (the pooled ones opened before it are recycled too when the driver
-                    # error was a lost connection: see _lost_connection).
-                    with contextlib.suppress(Exception):
-                        await aconn.invalidate(exc)
-                raise
+        if self._spares and self._pool_dry():
+            await self._release_spares()  # the pool's last connections idle as spares
+        aconn = self._async.connect()
+        self._waiting += 1
+        try:
+            await aconn.start()
+        finally:
+            self._waiting -= 1
+        try:
+            async with aconn.begin():
+                return await aconn.run_sync(_collecting(fn, sink, self.alert_rules), *args)
+        except Exception as exc:
+            if _store_failed(exc):
+                # Whatever broke it, a connection that failed is not handed back to the
+                # pool (the pooled ones opened before it are recycled too when the driver
+                # error was a lost connection: see _lost_connection).
+                with contextlib.suppress(Exception):
+                    await aconn.invalidate(exc)
+            raise
+        finally:
+            await aconn.close()
 
     def _committed(self, events: list[Any]) -> None:
         """Hand a committed transaction's account events to `on_commit` (the live fan-out)."""
@@ -260,17 +277,52 @@ class Runner:
     async def _checkout(self) -> PoolProxiedConnection:
         """A pooled connection whose asyncpg connection is open (asyncpg closes a connection
         whose server end went away as soon as the loop sees it: such ones are invalidated and
-        the next is taken, as asyncpg's own pool does on acquire)."""
+        the next is taken, as asyncpg's own pool does on acquire): the last spare put back
+        (`_checkin`) when there is one, else one from the pool."""
         assert self._async is not None
-        for _ in range(self.pool_size + PG_POOL_OVERFLOW):
-            pooled = await self._async.raw_connection()
+        while self._spares:
+            pooled = self._spares.pop()
             if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
                 return pooled
             await greenlet_spawn(pooled.invalidate)
-            await self._checkin(pooled)
-        return await self._async.raw_connection()
+            await self._to_pool(pooled)
+        self._waiting += 1
+        try:
+            for _ in range(self.pool_size + PG_POOL_OVERFLOW):
+                pooled = await self._async.raw_connection()
+                if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
+                    return pooled
+                await greenlet_spawn(pooled.invalidate)
+                await self._to_pool(pooled)
+            return await self._async.raw_connection()
+        finally:
+            self._waiting -= 1
 
     async def _checkin(self, pooled: PoolProxiedConnection) -> None:
+        """Keep `pooled` as a spare for the next `_checkout` — when it is sound (valid, open,
+        outside a transaction), fewer than PG_SPARES are kept and nobody waits for the pool
+        (a waiter gets it through the pool instead) — else return it to the pool."""
+        conn: Any = pooled.driver_connection
+        if (self._waiting == 0 and len(self._spares) < PG_SPARES and pooled.is_valid
+                and not conn.is_closed() and not conn.is_in_transaction()):
+            self._spares.append(pooled)
+            return
+        await self._to_pool(pooled)
+
+    def _pool_dry(self) -> bool:
+        """Every connection the pool may open is checked out (a spare counts as one)."""
+        assert self._async is not None
+        pool = self._async.sync_engine.pool
+        return (isinstance(pool, QueuePool) and pool.checkedin() == 0
+                and pool.checkedout() >= pool.size() + PG_POOL_OVERFLOW)
+
+    async def _release_spares(self) -> None:
+        """Return every spare to the pool."""
+        spares, self._spares = self._spares, []
+        for pooled in spares:
+            await self._to_pool(pooled)
+
+    async def _to_pool(self, pooled: PoolProxiedConnection) -> None:
         """Return `pooled` to the pool. Synchronous (no greenlet hop) unless the pool is over
         its size: then the connection may be closed on return, which awaits the driver."""
         assert self._async is not None
@@ -290,6 +342,7 @@ class Runner:
         if self.writer is not None:
             await self.writer.close()
         if self._async is not None:
+            await self._release_spares()
             await self._async.dispose()
 
 

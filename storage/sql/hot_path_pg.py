@@ -3,7 +3,9 @@
 `gw_admit` and `gw_settle` are PL/pgSQL functions that migration 0015
 (storage/migrations/versions/0015_pg_functions.py) installs; each call here is one statement run
 outside an explicit transaction (`Runner.run_single`: autocommit, so BEGIN and COMMIT cost no
-round trip). They do what storage.sql.hot_path.admit / settle and
+round trip). `gw_admit` makes its transaction's commit asynchronous (migration 0017: it does not
+wait for the WAL flush, the larger part of a statement's latency; the settlement's commit
+does). They do what storage.sql.hot_path.admit / settle and
 storage.sql.budgets.record_settled do for a call without key or end-user limits (calls with
 limits keep the multi-statement path of storage.sql.budgets). Python still decides what the
 engine owns: the shortfall split (storage.engine.availability.Funds), the balance.updated data

@@ -278,3 +278,46 @@ def test_gw_settle_writes_what_the_statement_path_writes(ledger_url: str) -> Non
             same()
         finally:
             loop.run(ledger.close())
+
+
+# --- commit durability (migration 0017) -----------------------------------------------------
+
+def test_admission_commits_without_waiting_for_the_wal_flush_and_settlement_waits(
+        ledger_url: str) -> None:
+    """gw_admit makes the commit of its own transaction asynchronous (a hold lost in a server
+    crash costs no money: a settlement without its hold or opened record charges as usual, the
+    `fresh` flavour above), and the hold is seen at once by other connections; gw_settle and
+    the transactions after an admission keep the server's setting (a charge is durable when
+    it is answered)."""
+    async def setting(db: Any) -> str:
+        return str(await db.conn.fetchval("SELECT current_setting('synchronous_commit')"))
+
+    async def admitted_then(db: Any, account_id: str, request_id: str) -> tuple[Any, str]:
+        got = await hot_path_pg.admit(db, account_id, 0, "t.op", 60_000, AT, request_id)
+        return got, await setting(db)
+
+    async def settled_then(db: Any, account_id: str, request_id: str) -> str:
+        await hot_path_pg.settle(db, None, _record(account_id, request_id), 0, "clamp", AT)
+        return await setting(db)
+
+    async def check() -> tuple[str, ...]:
+        ledger = SqlLedger(ledger_url)
+        try:
+            account_id = await ledger.create_account(PLAN)
+            request_id = f"r{next(_serial):06d}sync"
+            server = await ledger.runner.run_raw(setting)
+            got, in_admission = await ledger.runner.run_raw(admitted_then, account_id,
+                                                            request_id)
+            assert isinstance(got, Admission)
+            seen = await ledger.runner.run(lambda c: c.execute(
+                select(holds.c.amount).where(holds.c.id == got.hold_id)).scalar_one())
+            assert seen == 0
+            after = await ledger.runner.run_raw(setting)
+            in_settlement = await ledger.runner.run_raw(settled_then, account_id, request_id)
+        finally:
+            await ledger.close()
+        return server, in_admission, after, in_settlement
+
+    server, in_admission, after, in_settlement = asyncio.run(check())
+    assert in_admission == "off"
+    assert (after, in_settlement) == (server, server)

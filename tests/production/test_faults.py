@@ -458,10 +458,14 @@ def test_store_unreachable_deny_answers_503_allow_proxies_unbilled_and_it_recove
     assert gw.alive()
     usage = {u["id"]: u for u in ledger.usage(account)}
     # the unbilled calls are not in the ledger (yet); the in-flight stream has the record its
-    # admission opened, not charged (in flight, or interrupted once its hold lapsed)
-    assert set(usage) == set(settled) | {inflight.request_id}, usage.keys()
-    assert usage[inflight.request_id]["outcome"] in ("in_flight", "interrupted")
-    assert usage[inflight.request_id]["charged"] == 0
+    # admission opened, not charged (in flight, or interrupted once its hold lapsed) — unless
+    # the immediate shutdown (a crash) came before that admission's asynchronous commit reached
+    # the WAL on disk (migration 0017_pg_fast): then neither its record nor its hold survived,
+    # and the reconciliation below records and charges the call all the same
+    assert set(usage) - {inflight.request_id} == set(settled), usage.keys()
+    if inflight.request_id in usage:
+        assert usage[inflight.request_id]["outcome"] in ("in_flight", "interrupted")
+        assert usage[inflight.request_id]["charged"] == 0
     # the in-flight stream's hold is no longer renewed: it lapses within a lease
     assert wait_until(lambda: ledger.balance(account).held == 0, timeout_s=LEASE_S + 3)
     assert_money_consistent(ledger, account, funds)  # (the lapsed hold's row stays, expired)
