@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.error: BaseException | None = None  # why the connection failed mid-response
         self.waiter: asyncio.Future[None] | None = None
+        self.idle = False  # pooled, between two requests: any byte arriving now is an error
         self.idle_since = 0.0
         self._reset()
 
@@ -79,6 +80,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.idle:  # e.g. a 408 before closing: this connection is not reusable
+            self.abort()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -98,6 +102,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.done:  # bytes after the response's end: the connection is not reusable
+            raise ConnectionError("the upstream sent more than one response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -324,6 +332,7 @@ class UpstreamClient:
         while idle:
             conn = idle.pop()
             if not conn.lost and now - conn.idle_since <= IDLE_S:
+                conn.idle = False
                 return conn
             conn.abort()
         return None
@@ -333,6 +342,7 @@ class UpstreamClient:
             conn.abort()
             return
         conn._reset()
+        conn.idle = True
         conn.idle_since = conn.loop.time()
         idle = self._idle.setdefault(origin, [])
         if len(idle) >= self._max_idle:

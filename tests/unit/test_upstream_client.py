@@ -67,7 +67,7 @@ class Server:
             self.closed.set()
 
 
-async def answer(response: bytes) -> Handler:
+def answer(response: bytes) -> Handler:
     async def handler(_request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(response)
         await writer.drain()
@@ -84,7 +84,7 @@ async def client() -> AsyncIterator[UpstreamClient]:
 
 
 async def test_requests_are_framed_and_a_kept_alive_connection_is_reused() -> None:
-    async with Server(await answer(OK)) as server, client() as c:
+    async with Server(answer(OK)) as server, client() as c:
         for _ in range(3):
             resp = await c.send("POST", server.url + "/v1/chat?x=1",
                                 [("content-type", "application/json"), ("x-a", "b")],
@@ -103,7 +103,7 @@ async def test_requests_are_framed_and_a_kept_alive_connection_is_reused() -> No
 
 
 async def test_the_callers_framing_headers_are_replaced_and_its_host_and_accept_kept() -> None:
-    async with Server(await answer(OK)) as server, client() as c:
+    async with Server(answer(OK)) as server, client() as c:
         resp = await c.send("POST", server.url + "/", [
             ("Host", "upstream.example"), ("Accept", "text/event-stream"),
             ("Content-Length", "999"), ("Transfer-Encoding", "chunked")], b"abc", SPEC)
@@ -115,7 +115,7 @@ async def test_the_callers_framing_headers_are_replaced_and_its_host_and_accept_
 
 
 async def test_a_header_value_with_a_line_break_is_refused() -> None:
-    async with Server(await answer(OK)) as server, client() as c:
+    async with Server(answer(OK)) as server, client() as c:
         with pytest.raises(ValueError):
             await c.send("POST", server.url + "/", [("x-a", "b\r\nx-evil: 1")], b"", SPEC)
         assert server.requests == []
@@ -125,7 +125,7 @@ async def test_a_chunked_body_is_decoded_read_whole_or_as_it_arrives() -> None:
     chunked = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                b"transfer-encoding: chunked\r\n\r\n"
                b"6\r\ndata: \r\n3\r\n1\n\n\r\n0\r\n\r\n")
-    async with Server(await answer(chunked)) as server, client() as c:
+    async with Server(answer(chunked)) as server, client() as c:
         resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
         assert resp.content_type == "text/event-stream"
         assert await resp.read() == b"data: 1\n\n"
@@ -166,7 +166,7 @@ async def test_a_body_ended_by_the_connection_is_whole_and_the_connection_not_re
 
 async def test_connection_close_from_the_upstream_is_honoured() -> None:
     closing = OK.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
-    async with Server(await answer(closing)) as server, client() as c:
+    async with Server(answer(closing)) as server, client() as c:
         for _ in range(2):
             resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
             assert await resp.read() == b"{}"
@@ -217,7 +217,7 @@ async def test_no_answer_within_the_read_timeout_is_a_timeout() -> None:
 
 
 async def test_an_unreachable_upstream_is_a_connection_failure() -> None:
-    async with Server(await answer(OK)) as server:
+    async with Server(answer(OK)) as server:
         url = server.url
     async with client() as c:  # the server is gone: its port refuses connections
         with pytest.raises(UpstreamFailure) as err:
@@ -265,3 +265,14 @@ async def test_a_cancelled_send_drops_its_connection() -> None:
         resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
         assert server.connections == 2  # not the cancelled call's connection
         resp.close()
+
+
+async def test_bytes_after_the_response_keep_it_whole_but_drop_the_connection() -> None:
+    extra = OK + b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nX"
+    async with Server(answer(extra)) as server, client() as c:
+        resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
+        assert await resp.read() == b"{}"
+        assert len(resp.headers) == 2
+        resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
+        await resp.read()
+        assert server.connections == 2
