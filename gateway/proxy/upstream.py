@@ -291,12 +291,13 @@ class UpstreamClient:
     """Pooled HTTP/1.1 client to every upstream. Create inside a running loop;
     `await close()`."""
 
-    def __init__(self, *, limit: int = 512) -> None:
-        """`limit`: idle connections kept per origin at most (MAX_IDLE_PER_ORIGIN by default
-        when larger)."""
+    def __init__(self, *, limit: int = 512, ssl_context: ssl.SSLContext | None = None) -> None:
+        """`limit`: idle connections kept per origin at most (MAX_IDLE_PER_ORIGIN when
+        larger); `ssl_context`: TLS of https upstreams (default: certificates verified
+        against the system's trust store, `ssl.create_default_context()`)."""
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._max_idle = min(limit, MAX_IDLE_PER_ORIGIN)
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self._urls: dict[str, tuple[_Origin, bytes]] = {}  # scheme://host:port -> parsed
         self._closed = False
 

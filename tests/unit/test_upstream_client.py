@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +280,41 @@ async def test_bytes_after_the_response_keep_it_whole_but_drop_the_connection() 
         resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
         await resp.read()
         assert server.connections == 2
+
+
+async def test_https_upstreams_are_reached_over_verified_tls(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                requests.append(await reader.readuntil(b"\r\n\r\n{}"))
+                writer.write(OK)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    url = f"https://localhost:{port}/v1/x"
+    try:
+        trusting = UpstreamClient(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        for _ in range(2):
+            resp = await trusting.send("POST", url, [], b"{}", SPEC)
+            assert (resp.status, await resp.read()) == (200, b"{}")
+        await trusting.close()
+        assert len(requests) == 2 and f"host: localhost:{port}\r\n".encode() in requests[0]
+        default = UpstreamClient()  # the system's trust store does not know this certificate
+        with pytest.raises(UpstreamFailure) as err:
+            await default.send("POST", url, [], b"{}", SPEC)
+        assert not err.value.timeout
+        await default.close()
+    finally:
+        server.close()
