@@ -30,6 +30,8 @@ from policies.schema import UpstreamSpec
 IDLE_S = 15.0  # a pooled connection idle longer than this is closed, not reused
 MAX_IDLE_PER_ORIGIN = 256  # idle connections kept per (scheme, host, port)
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading from the upstream pauses
+# Methods sent without `Content-Length: 0` when they carry no body (as aiohttp did)
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 
 
 class UpstreamFailure(Exception):
@@ -209,7 +211,7 @@ def _request_bytes(method: str, target: str, host_line: bytes,
         head.append(host_line)
     if not seen_accept:
         head.append(b"accept: */*\r\n")
-    if body or method not in ("GET", "HEAD", "OPTIONS", "DELETE", "TRACE"):
+    if body or method not in _NO_BODY_METHODS:
         head.append(b"content-length: %d\r\n" % len(body))
     head.append(b"\r\n")
     if body:
