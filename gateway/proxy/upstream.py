@@ -110,7 +110,8 @@ class _Connection(asyncio.Protocol):
             raise ConnectionError("the upstream sent more than one response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if not self.head_done:  # after the head: a chunked body's trailer, dropped
+            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()

@@ -138,6 +138,15 @@ async def test_a_chunked_body_is_decoded_read_whole_or_as_it_arrives() -> None:
         assert server.connections == 1
 
 
+async def test_a_chunked_bodys_trailer_is_not_taken_for_headers() -> None:
+    trailer = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+               b"2\r\n{}\r\n0\r\nx-trailer: 1\r\n\r\n")
+    async with Server(answer(trailer)) as server, client() as c:
+        resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
+        assert await resp.read() == b"{}"
+        assert resp.headers == [("transfer-encoding", "chunked")]
+
+
 async def test_a_streamed_body_is_handed_over_before_it_ends() -> None:
     more = asyncio.Event()
 
