@@ -267,16 +267,22 @@ def without_usage(event: bytes) -> bytes | None:
 
 def split_events(buffer: bytearray) -> list[bytes]:
     """Remove and return the complete SSE events (each with its terminator) at the head of
-    `buffer`; a partial event stays in it. Accepts LF and CRLF line endings."""
+    `buffer`; a partial event stays in it. Accepts LF and CRLF line endings.
+
+    One pass: each terminator is searched from the end of the previous event (the first CRLF
+    one is remembered until passed), and the buffer is cut once, not once per event."""
     out: list[bytes] = []
+    start = 0
+    crlf = buffer.find(b"\r\n\r\n")
     while True:
-        i = buffer.find(b"\n\n")
-        j = buffer.find(b"\r\n\r\n")
-        if i < 0 and j < 0:
-            return out
-        if j >= 0 and (i < 0 or j < i):
-            end = j + 4
-        else:
-            end = i + 2
-        out.append(bytes(buffer[:end]))
-        del buffer[:end]
+        lf = buffer.find(b"\n\n", start)
+        if 0 <= crlf < start:
+            crlf = buffer.find(b"\r\n\r\n", start)
+        if lf < 0 and crlf < 0:
+            break
+        end = crlf + 4 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
+        out.append(bytes(buffer[start:end]))
+        start = end
+    if start:
+        del buffer[:start]
+    return out

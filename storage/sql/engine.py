@@ -77,9 +77,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_sqlite_engine(url: str) -> Engine:
-    """A pysqlite engine with WAL, NORMAL sync and a busy timeout; its pool holds the two
-    connections of the writer (storage/sql/sqlite_writer.py: its thread's and the loop's),
-    which opens every
+    """A pysqlite engine with WAL, NORMAL sync, a busy timeout and temporary storage in
+    memory; its pool holds the two connections of the writer (storage/sql/sqlite_writer.py:
+    its thread's and the loop's), which opens every
     transaction itself with `BEGIN IMMEDIATE` (the driver is in autocommit mode, so SQLAlchemy's
     own begin emits nothing)."""
     engine = create_engine(
@@ -96,6 +96,11 @@ def make_sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=10000")
+        # Statement journals (the undo of a savepoint: SqliteWriter's group commit takes one per
+        # job) and temporary tables in memory, not in temporary files opened, written page by
+        # page and unlinked in every batch: they are never needed after a crash. Issue 13:
+        # ~49 → ~12 pwrite calls per proxied call, ~10% less gateway CPU per call.
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     return engine
