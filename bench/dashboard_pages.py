@@ -55,7 +55,7 @@ def seed(db: Path, account: str, others: list[str], records: int) -> None:
     days = month_start.tm_mday
     span = max(1, now - (first_day - first_day % MS_PER_DAY))
     conn = sqlite3.connect(db)
-    rollup: dict[tuple[str, int, str], list[int]] = {}
+    rollup: dict[tuple[str, int, str, str], list[int]] = {}
 
     def rows():
         for i in range(records):
@@ -64,9 +64,11 @@ def seed(db: Path, account: str, others: list[str], records: int) -> None:
             op = i % len(OPERATIONS)
             charged = 500 + i % 2000
             day = at - at % MS_PER_DAY
-            r = rollup.setdefault((owner, day, OPERATIONS[op]), [0, 0])
+            r = rollup.setdefault((owner, day, OPERATIONS[op], MODELS[op]), [0, 0, 0, 0])
             r[0] += 1
             r[1] += charged
+            r[2] += 50
+            r[3] += 20
             yield (f"req_bench_{i}", owner, OPERATIONS[op], MODELS[op], 200, 800, 50, 20,
                    0, 0, 1000, charged, 0, "upstream", 0, "settled", at)
 
@@ -81,10 +83,10 @@ def seed(db: Path, account: str, others: list[str], records: int) -> None:
         ((account, -(500 + i % 2000), f"req_bench_{i}", now - (records - i) * 10)
          for i in range(0, records, 2)))
     conn.executemany(
-        "INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, day_ms, operation) DO UPDATE SET"
-        " calls = calls + excluded.calls, charged = charged + excluded.charged",
-        ((a, d, o, c, ch) for (a, d, o), (c, ch) in rollup.items()))
+        "INSERT INTO usage_daily (account_id, day_ms, operation, provider, model, key_id, calls,"
+        " late, charged, unpriced, prompt_tokens, completion_tokens, cost)"
+        " VALUES (?, ?, ?, '', ?, '', ?, 0, ?, 0, ?, ?, 0)",
+        ((a, d, o, m, *sums) for (a, d, o, m), sums in rollup.items()))
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()

@@ -39,23 +39,22 @@ from storage import migrate
 from storage.sql.ledger import SqlLedger
 
 REPO = Path(__file__).resolve().parent.parent
-ROLLUP = ("INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
-          " SELECT account_id, (created_at_ms / 86400000) * 86400000, operation, COUNT(*),"
-          " SUM(charged) FROM usage_records WHERE account_id = {p}"
-          " GROUP BY account_id, (created_at_ms / 86400000) * 86400000, operation")
 SCAN = ("SELECT operation, SUM(charged) FROM usage_records WHERE account_id = {p}"
         " AND created_at_ms >= {p2} GROUP BY operation")
-# The history as priced calls (provider, model, cost), and the daily cost rollup built from it
-# as settlement maintains it at run time.
+# The history as priced calls (provider, model, cost), and the daily rollup (usage, cost, key
+# spend: one row per day, operation, provider, model, key) built from it as settlement
+# maintains it at run time, with the grouping of migration 0016's backfill.
 PRICED = ("UPDATE usage_records SET provider = 'openai', model = 'gpt-4o-mini', input_tokens = 10,"
           " output_tokens = 5, prompt_cost = 2, completion_cost = 3, total_cost = 5"
           " WHERE account_id = {p}")
-COST_ROLLUP = ("INSERT INTO cost_daily (account_id, day_ms, provider, model, calls, unpriced,"
-               " prompt_tokens, completion_tokens, cost, charged)"
-               " SELECT account_id, (created_at_ms / 86400000) * 86400000, provider, model,"
-               " COUNT(*), 0, SUM(input_tokens), SUM(output_tokens), SUM(total_cost),"
-               " SUM(charged) FROM usage_records WHERE account_id = {p}"
-               " GROUP BY account_id, (created_at_ms / 86400000) * 86400000, provider, model")
+ROLLUP = ("INSERT INTO usage_daily (account_id, day_ms, operation, provider, model, key_id, calls,"
+          " late, charged, unpriced, prompt_tokens, completion_tokens, cost)"
+          " SELECT account_id, (created_at_ms / 86400000) * 86400000, operation,"
+          " COALESCE(provider, ''), COALESCE(model, ''), COALESCE(key_id, ''), COUNT(*), 0,"
+          " SUM(charged), 0, SUM(input_tokens), SUM(output_tokens), SUM(COALESCE(total_cost, 0))"
+          " FROM usage_records WHERE account_id = {p} AND outcome <> 'in_flight'"
+          " GROUP BY account_id, (created_at_ms / 86400000) * 86400000, operation,"
+          " COALESCE(provider, ''), COALESCE(model, ''), COALESCE(key_id, '')")
 ADMIN_TOKEN = "bench-admin-token-" + "x" * 32
 
 
@@ -79,9 +78,8 @@ async def _prepare(url: str, rows: int, pg: bool) -> tuple[str, str, float]:
 
         await _fill_postgres(url, account, rows)
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-        await conn.execute(ROLLUP.format(p="$1"), account)
         await conn.execute(PRICED.format(p="$1"), account)
-        await conn.execute(COST_ROLLUP.format(p="$1"), account)
+        await conn.execute(ROLLUP.format(p="$1"), account)
         await conn.execute("ANALYZE")
         t0 = time.perf_counter()
         await conn.fetch(SCAN.format(p="$1", p2="$2"), account, month_start)
@@ -94,9 +92,8 @@ async def _prepare(url: str, rows: int, pg: bool) -> tuple[str, str, float]:
 
         _fill_sqlite(url, account, rows)
         conn = sqlite3.connect(make_url(url).database)
-        conn.execute(ROLLUP.format(p="?"), (account,))
         conn.execute(PRICED.format(p="?"), (account,))
-        conn.execute(COST_ROLLUP.format(p="?"), (account,))
+        conn.execute(ROLLUP.format(p="?"), (account,))
         conn.commit()
         t0 = time.perf_counter()
         conn.execute(SCAN.format(p="?", p2="?"), (account, month_start)).fetchall()

@@ -6,6 +6,12 @@ less noisy on a shared machine than the end-to-end bench (CPU time, not wall tim
 
     python bench/store_calls.py [--store sqlite|postgres|both] [--n 2000] [--concurrency 16]
     BENCH_TREE=/path/to/other/checkout python bench/store_calls.py ...   # A/B two trees
+    python bench/store_calls.py --proxy ...   # calls as the proxy settles them (below)
+
+`--proxy`: each call made with an API key (no limits) and settled with a provider, a priced
+cost and the key on its record, as gateway/proxy/settlement.py builds it (issue 10: the
+settlement then also updates the cost and key spend rollups); trees before issue 10 cannot run
+it (CallBudget, CallRecord.provider).
 
 Prints one JSON line per (store, mode): process CPU µs per call (all threads: the SQLite writer
 thread counts), wall µs per call, calls. PostgreSQL: a fresh database on --pg-admin-url, dropped
@@ -36,29 +42,46 @@ PLAN = Plan(key="bench", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0,
             rollover_cap=0)
 
 
-async def _cycle(ledger: SqlLedger, account: str, request_id: str) -> None:
-    hold = await ledger.admit(account, 1000, "chat", 600, PLAN, request_id=request_id, model="m")
+async def _cycle(ledger: SqlLedger, account: str, request_id: str,
+                 key_id: str | None = None) -> None:
+    if key_id is None:
+        hold = await ledger.admit(account, 1000, "chat", 600, PLAN, request_id=request_id,
+                                  model="m")
+        assert isinstance(hold, Admission)
+        await ledger.settle(hold.hold_id, CallRecord(
+            request_id=request_id, account_id=account, operation="chat", model="m",
+            upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10), 500, "clamp")
+        return
+    from storage.ports import CallBudget
+
+    budget = CallBudget(key_id=key_id)
+    hold = await ledger.admit(account, 1000, "chat", 600, PLAN, request_id=request_id,
+                              model="m", budget=budget)
     assert isinstance(hold, Admission)
     await ledger.settle(hold.hold_id, CallRecord(
         request_id=request_id, account_id=account, operation="chat", model="m",
-        upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10), 500, "clamp")
+        upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10, key_id=key_id,
+        provider="openai", prompt_cost=20, completion_cost=40, total_cost=60,
+        price_version="bench"), 500, "clamp", budget)
 
 
-async def _measure(url: str, n: int, concurrency: int) -> list[dict[str, object]]:
+async def _measure(url: str, n: int, concurrency: int,
+                   proxy: bool = False) -> list[dict[str, object]]:
     ledger = SqlLedger(url)
     out: list[dict[str, object]] = []
     try:
         account = await ledger.create_account(PLAN)
         await ledger.grant(account, Source.GIFT, 10**12, "bench:funds", None, "bench")
+        key_id = (await ledger.create_api_key(account))[0] if proxy else None
         for i in range(200):  # warm-up: connections, statement caches
-            await _cycle(ledger, account, f"warm_{i}")
+            await _cycle(ledger, account, f"warm_{i}", key_id)
         for mode, width in (("c1", 1), (f"c{concurrency}", concurrency)):
             ids = iter(range(n))
             gate = asyncio.Semaphore(width)
 
             async def one(i: int, mode: str = mode, gate: asyncio.Semaphore = gate) -> None:
                 async with gate:
-                    await _cycle(ledger, account, f"{mode}_{i}")
+                    await _cycle(ledger, account, f"{mode}_{i}", key_id)
 
             batched0 = _batched(ledger)
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -86,8 +109,8 @@ def _batched(ledger: SqlLedger) -> dict[str, int]:
     return out
 
 
-async def _with_postgres(admin: str, n: int, concurrency: int,
-                         prefix: str = "gw_bench_") -> list[dict[str, object]]:
+async def _with_postgres(admin: str, n: int, concurrency: int, prefix: str = "gw_bench_",
+                         proxy: bool = False) -> list[dict[str, object]]:
     import asyncpg
 
     name = prefix + uuid.uuid4().hex[:8]
@@ -97,7 +120,7 @@ async def _with_postgres(admin: str, n: int, concurrency: int,
     url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
     try:
         await asyncio.to_thread(migrate.upgrade, url)
-        return await _measure(url, n, concurrency)
+        return await _measure(url, n, concurrency, proxy)
     finally:
         conn = await asyncpg.connect(admin)
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -109,6 +132,8 @@ async def main() -> None:
     ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--proxy", action="store_true",
+                    help="calls with an API key and a priced provider, as the proxy makes")
     ap.add_argument("--label", default="", help="added to every line (e.g. base / new)")
     ap.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--pg-db-prefix", default="gw_bench_",
@@ -119,12 +144,13 @@ async def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{tmp}/bench.db"
                 await asyncio.to_thread(migrate.upgrade, url)
-                rows = await _measure(url, args.n, args.concurrency)
+                rows = await _measure(url, args.n, args.concurrency, args.proxy)
         else:
             rows = await _with_postgres(args.pg_admin_url, args.n, args.concurrency,
-                                       args.pg_db_prefix)
+                                       args.pg_db_prefix, args.proxy)
         for row in rows:
-            print(json.dumps({"label": args.label, "store": store, **row}), flush=True)
+            print(json.dumps({"label": args.label, "store": store, "proxy": args.proxy, **row}),
+                  flush=True)
 
 
 if __name__ == "__main__":

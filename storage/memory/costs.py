@@ -32,12 +32,31 @@ from storage.ports import (
     Shortfall,
 )
 
+_SUMS = ("calls", "late", "charged", "unpriced", "prompt_tokens", "completion_tokens", "cost")
+
+
+def roll_up(store: MemoryStore, key: tuple[str, int, str, str, str, str], **sums: int) -> None:
+    """Add `sums` (columns of storage/sql/tables.py usage_daily) to the rollup row of `key`
+    (account, UTC day ms, operation, provider, model, key id; '' for none)."""
+    row = store.usage_daily.get(key)
+    if row is None:
+        row = store.usage_daily[key] = dict(zip(
+            ("account_id", "day_ms", "operation", "provider", "model", "key_id"), key,
+            strict=True))
+        row.update(dict.fromkeys(_SUMS, 0))
+    for name, value in sums.items():
+        row[name] += value
+
 
 def _spend(store: MemoryStore, scope: str, scope_id: str, account_id: str, column: str,
            value: str, at_ms: int) -> Spend:
     day, month = day_start_ms(at_ms), month_start_ms(at_ms)
-    rows = [r for (sc, sid, d), r in store.spend_daily.items()
-            if sc == scope and sid == scope_id and d >= month]
+    if scope == KEY_SCOPE:
+        rows = [r for (a, d, _op, _p, _m, k), r in store.usage_daily.items()
+                if a == account_id and k == scope_id and d >= month]
+    else:
+        rows = [r for (sc, sid, d), r in store.spend_daily.items()
+                if sc == scope and sid == scope_id and d >= month]
     held = sum(h["amount"] for h in store.holds.values()
                if h["account_id"] == account_id and h.get(column) == value
                and h["expires_at_ms"] > at_ms)
@@ -81,32 +100,24 @@ def clamped(store: MemoryStore, account_id: str, budget: CallBudget | None, char
     return charge
 
 
-def record_settled(store: MemoryStore, record: CallRecord, charged: int, at_ms: int) -> None:
-    """Add a settled call to the cost rollup (calls with a provider) and to its key's and end
-    user's daily spend."""
+def record_settled(store: MemoryStore, record: CallRecord, charged: int, at_ms: int,
+                   counted: bool) -> None:
+    """Add a settled call to the one rollup (usage, cost, key spend; `counted`: the lease
+    sweep already counted it, so it counts in `late`) and its charge to its end user's daily
+    spend."""
     day = day_start_ms(at_ms)
-    if record.provider is not None:
-        key = (record.account_id, day, record.provider, record.model or "")
-        row = store.cost_daily.setdefault(key, {
-            "account_id": key[0], "day_ms": day, "provider": key[2], "model": key[3],
-            "calls": 0, "unpriced": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0,
-            "charged": 0})
-        row["calls"] += 1
-        row["unpriced"] += 1 if record.total_cost is None else 0
-        row["prompt_tokens"] += record.input_tokens
-        row["completion_tokens"] += record.output_tokens
-        row["cost"] += record.total_cost or 0
-        row["charged"] += charged
-    if charged:
-        scopes = []
-        if record.key_id is not None:
-            scopes.append((KEY_SCOPE, record.key_id))
-        if record.end_user is not None:
-            scopes.append((END_USER_SCOPE, end_user_scope_id(record.account_id, record.end_user)))
-        for scope, scope_id in scopes:
-            spent = store.spend_daily.setdefault((scope, scope_id, day), {
-                "scope": scope, "scope_id": scope_id, "day_ms": day, "charged": 0})
-            spent["charged"] += charged
+    priced = record.provider is not None
+    roll_up(store, (record.account_id, day, record.operation, record.provider or "",
+                    record.model or "", record.key_id or ""),
+            calls=0 if counted else 1, late=1 if counted else 0, charged=charged,
+            unpriced=1 if priced and record.total_cost is None else 0,
+            prompt_tokens=record.input_tokens, completion_tokens=record.output_tokens,
+            cost=record.total_cost or 0)
+    if charged and record.end_user is not None:
+        scope_id = end_user_scope_id(record.account_id, record.end_user)
+        spent = store.spend_daily.setdefault((END_USER_SCOPE, scope_id, day), {
+            "scope": END_USER_SCOPE, "scope_id": scope_id, "day_ms": day, "charged": 0})
+        spent["charged"] += charged
 
 
 def _matches(r: dict[str, Any], q: CostQuery) -> bool:
@@ -140,12 +151,13 @@ def cost_summary(store: MemoryStore, q: CostQuery) -> list[CostGroup]:
                 g[4] += r.get("total_cost") or 0
                 g[5] += r["charged"]
     else:
-        for row in store.cost_daily.values():
-            if ((q.account_id is None or row["account_id"] == q.account_id)
+        for row in store.usage_daily.values():
+            if (row["provider"] and (q.account_id is None or row["account_id"] == q.account_id)
                     and day_start_ms(q.from_ms) <= row["day_ms"] < q.to_ms):
                 g = groups.setdefault((row["provider"], row["model"]), [0] * 6)
-                for i, col in enumerate(("calls", "unpriced", "prompt_tokens",
-                                         "completion_tokens", "cost", "charged")):
+                g[0] += row["calls"] + row["late"]
+                for i, col in enumerate(("unpriced", "prompt_tokens", "completion_tokens",
+                                         "cost", "charged"), 1):
                     g[i] += row[col]
     return [CostGroup(p, m, *g) for (p, m), g in sorted(groups.items())]
 
@@ -154,11 +166,11 @@ def cost_by_day(store: MemoryStore, account_id: str | None, from_ms: int,
                 to_ms_: int) -> list[CostDay]:
     """Per-UTC-day totals of the cost rollup for the days of [from, to), oldest first."""
     days: dict[int, list[int]] = {}
-    for row in store.cost_daily.values():
-        if ((account_id is None or row["account_id"] == account_id)
+    for row in store.usage_daily.values():
+        if (row["provider"] and (account_id is None or row["account_id"] == account_id)
                 and day_start_ms(from_ms) <= row["day_ms"] < to_ms_):
             d = days.setdefault(row["day_ms"], [0, 0, 0])
-            d[0] += row["calls"]
+            d[0] += row["calls"] + row["late"]
             d[1] += row["cost"]
             d[2] += row["charged"]
     return [CostDay(day, *d) for day, d in sorted(days.items())]

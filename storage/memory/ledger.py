@@ -283,8 +283,7 @@ class MemoryLedger:
              record.reasoning_tokens), record.estimated, settled.charged, unbilled,
             record.usage_source, bool(record.streamed), record.outcome, at)
         row.update({k: getattr(record, k) for k in COST_COLUMNS})
-        self._roll_up(account_id, at, record.operation, 0 if counted else 1, settled.charged)
-        costs.record_settled(s, record, settled.charged, at)
+        costs.record_settled(s, record, settled.charged, at, counted)
         s.queue(AccountEvent(account_id, seq, BALANCE_UPDATED, data, at))  # live only
         s.check_alerts(account_id, at)
         self._done()
@@ -292,15 +291,6 @@ class MemoryLedger:
         return Settlement(charged=settled.charged, unbilled=unbilled,
                           remaining=remaining,
                           top_up=wants_top_up(remaining, account["auto_topup_threshold"]))
-
-    def _roll_up(self, account_id: str, at_ms: int, operation: str, calls: int,
-                 charged: int) -> None:
-        key = (account_id, day_start_ms(at_ms), operation)
-        row = self.store.usage_daily.setdefault(key, {
-            "account_id": account_id, "day_ms": key[1], "operation": operation, "calls": 0,
-            "charged": 0})
-        row["calls"] += calls
-        row["charged"] += charged
 
     async def release(self, hold_id: str) -> None:
         self._leases.pop(hold_id, None)
@@ -333,7 +323,9 @@ class MemoryLedger:
             if record is not None and record["outcome"] == IN_FLIGHT:
                 record.update(outcome=INTERRUPTED, charged=0, unbilled=record["estimated"],
                               created_at_ms=at)
-                self._roll_up(record["account_id"], at, record["operation"], 1, 0)
+                costs.roll_up(s, (record["account_id"], day_start_ms(at), record["operation"],
+                                  "", record.get("model") or "", record.get("key_id") or ""),
+                              calls=1)
         return renewed
 
     # ---- grants ------------------------------------------------------------------------------
@@ -428,9 +420,13 @@ class MemoryLedger:
         if key_id is not None or end_user is not None:
             return costs.usage_summary_filtered(self.store, account_id, from_ms, to_ms_,
                                                 key_id, end_user)
-        return [(r["operation"], r["day_ms"], r["charged"], r["calls"])
-                for r in self.store.usage_daily.values()
-                if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_]
+        groups: dict[tuple[str, int], list[int]] = {}
+        for r in self.store.usage_daily.values():
+            if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_:
+                g = groups.setdefault((r["operation"], r["day_ms"]), [0, 0])
+                g[0] += r["charged"]
+                g[1] += r["calls"]
+        return [(op, day, charged, calls) for (op, day), (charged, calls) in groups.items()]
 
     async def cost_records(self, query: CostQuery, limit: int,
                            after: tuple[int, str] | None) -> list[dict[str, Any]]:
@@ -515,8 +511,13 @@ class MemoryLedger:
         return None if row is None else dict(row)
 
     async def rollup_rows(self, account_id: str) -> list[tuple[str, int, int]]:
-        return [(r["operation"], r["calls"], r["charged"])
-                for r in self.store.usage_daily.values() if r["account_id"] == account_id]
+        groups: dict[tuple[int, str], list[int]] = {}
+        for r in self.store.usage_daily.values():
+            if r["account_id"] == account_id:
+                g = groups.setdefault((r["day_ms"], r["operation"]), [0, 0])
+                g[0] += r["calls"]
+                g[1] += r["charged"]
+        return [(op, calls, charged) for (_day, op), (calls, charged) in groups.items()]
 
     async def account_row(self, account_id: str) -> dict[str, Any]:
         return dict(self.store.account(account_id))

@@ -68,9 +68,9 @@ class MemoryStore:
     allocations: dict[int, list[Row]] = field(default_factory=dict)  # by entry id
     holds: dict[str, Row] = field(default_factory=dict)
     usage_records: dict[str, Row] = field(default_factory=dict)
-    usage_daily: dict[tuple[str, int, str], Row] = field(default_factory=dict)
-    cost_daily: dict[tuple[str, int, str, str], Row] = field(default_factory=dict)
-    spend_daily: dict[tuple[str, str, int], Row] = field(default_factory=dict)
+    # by (account, day, operation, provider, model, key id), '' for none (tables.usage_daily)
+    usage_daily: dict[tuple[str, int, str, str, str, str], Row] = field(default_factory=dict)
+    spend_daily: dict[tuple[str, str, int], Row] = field(default_factory=dict)  # end users
     events: dict[str, list[AccountEvent]] = field(default_factory=dict)  # the logged ones
     purchases: dict[str, Row] = field(default_factory=dict)  # by session id
     stripe_events: dict[str, Row] = field(default_factory=dict)

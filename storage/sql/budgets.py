@@ -1,15 +1,13 @@
 """Admission and settlement within budgets, in SQL (issue 10 items 3–4): storage.sql.hot_path's
 `admit` and `settle` wrapped, in their transaction, with the key's and end user's limits and the
-cost and spend rollups. The account row is locked first, so every admission of a key or end
-user — all within one account — is serialized, across processes. The rules are
-storage.engine.budgets'.
+end user's spend rollup (costs and key spend are in hot_path's one rollup upsert). The account
+row is locked first, so every admission of a key or end user — all within one account — is
+serialized, across processes. The rules are storage.engine.budgets'.
 
 Amounts: ledger units; costs: USD micro-units; times: UTC epoch ms.
 """
 
 from __future__ import annotations
-
-from typing import cast
 
 from storage.clock import day_start_ms
 from storage.engine.alerts import AlertRules
@@ -27,33 +25,32 @@ from storage.engine.budgets import (
 from storage.engine.burn_down import ShortfallRule
 from storage.ports import Admission, CallBudget, CallRecord, Settlement, Shortfall, UnknownAccount
 from storage.sql import hot_path
-from storage.sql.executor import Executor, PgExecutor, Sql
+from storage.sql.executor import Executor, Sql
 
-
-def _spend_sql(column: str) -> Sql:
-    return Sql(
+# Spend of a scope: (Σ charged today, Σ charged this month, live holds). A key's charges are
+# its rows of the daily rollup (usage_daily, within its account); an end user's, spend_daily.
+_HELD_BY = ("(SELECT COALESCE(SUM(amount), 0) FROM holds"
+            "   WHERE account_id = ? AND {column} = ? AND expires_at_ms > ? AND id <> ?)")
+_SPEND = {
+    "key_id": Sql(
+        "SELECT"
+        " (SELECT COALESCE(SUM(charged), 0) FROM usage_daily"
+        "   WHERE account_id = ? AND day_ms = ? AND key_id = ?),"
+        " (SELECT COALESCE(SUM(charged), 0) FROM usage_daily"
+        "   WHERE account_id = ? AND day_ms >= ? AND key_id = ?),"
+        f" {_HELD_BY.format(column='key_id')}"),
+    "end_user": Sql(
         "SELECT"
         " (SELECT COALESCE(SUM(charged), 0) FROM spend_daily"
         "   WHERE scope = ? AND scope_id = ? AND day_ms = ?),"
         " (SELECT COALESCE(SUM(charged), 0) FROM spend_daily"
         "   WHERE scope = ? AND scope_id = ? AND day_ms >= ?),"
-        " (SELECT COALESCE(SUM(amount), 0) FROM holds"
-        f"   WHERE account_id = ? AND {column} = ? AND expires_at_ms > ? AND id <> ?)")
-
-
-_SPEND = {"key_id": _spend_sql("key_id"), "end_user": _spend_sql("end_user")}
+        f" {_HELD_BY.format(column='end_user')}"),
+}
 _ADD_SPEND = Sql(
     "INSERT INTO spend_daily (scope, scope_id, day_ms, charged) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (scope, scope_id, day_ms)"
     " DO UPDATE SET charged = spend_daily.charged + excluded.charged")
-_ADD_COST = Sql(
-    "INSERT INTO cost_daily (account_id, day_ms, provider, model, calls, unpriced,"
-    " prompt_tokens, completion_tokens, cost, charged) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (account_id, day_ms, provider, model) DO UPDATE SET"
-    " calls = cost_daily.calls + 1, unpriced = cost_daily.unpriced + excluded.unpriced,"
-    " prompt_tokens = cost_daily.prompt_tokens + excluded.prompt_tokens,"
-    " completion_tokens = cost_daily.completion_tokens + excluded.completion_tokens,"
-    " cost = cost_daily.cost + excluded.cost, charged = cost_daily.charged + excluded.charged")
 
 
 def _scopes(account_id: str, budget: CallBudget | None
@@ -84,9 +81,12 @@ _ADD_UNBILLED = Sql("UPDATE usage_records SET unbilled = unbilled + ? WHERE id =
 
 async def _spend(db: Executor, scope: str, scope_id: str, account_id: str, column: str,
                  value: str, at_ms: int, except_hold: str) -> Spend:
-    row = await db.one(_SPEND[column], (scope, scope_id, day_start_ms(at_ms), scope, scope_id,
-                                        month_start_ms(at_ms), account_id, value, at_ms,
-                                        except_hold))
+    day, month = day_start_ms(at_ms), month_start_ms(at_ms)
+    if column == "key_id":
+        params: tuple[object, ...] = (account_id, day, scope_id, account_id, month, scope_id)
+    else:
+        params = (scope, scope_id, day, scope, scope_id, month)
+    row = await db.one(_SPEND[column], (*params, account_id, value, at_ms, except_hold))
     assert row is not None
     return Spend(day=int(row[0]), month=int(row[1]), held=int(row[2]))
 
@@ -123,7 +123,7 @@ async def settle(
     alert_rules: AlertRules | None = None,
 ) -> Settlement:
     """hot_path.settle with `charge` clamped at the budget's limits (what is cut off is
-    unbilled, on the record too), then the call added to the cost and spend rollups."""
+    unbilled, on the record too), then its charge added to its end user's spend."""
     allowed = charge
     scopes = _scopes(record.account_id, budget)
     if scopes:
@@ -143,37 +143,9 @@ async def settle(
     return result
 
 
-def _spend_upsert(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return (f"INSERT INTO spend_daily (scope, scope_id, day_ms, charged) VALUES {values}"
-            " ON CONFLICT (scope, scope_id, day_ms)"
-            " DO UPDATE SET charged = spend_daily.charged + excluded.charged")
-
-
-# PostgreSQL: the cost rollup and up to two spend rows (key, end user) in one round trip.
-_ROLLUPS_PG = {rows: Sql(f"WITH c AS ({_ADD_COST.lite} RETURNING 1) {_spend_upsert(rows)}",
-                      sqlite=False).pg for rows in (1, 2)}
-
-
 async def record_settled(db: Executor, record: CallRecord, charged: int, at_ms: int) -> None:
-    """Add a settled call to the cost rollup (calls with a provider) and its charge to its
-    key's and end user's daily spend (one round trip on PostgreSQL)."""
-    day = day_start_ms(at_ms)
-    spend: list[tuple[str, str, int, int]] = []
-    if charged and record.key_id is not None:
-        spend.append((KEY_SCOPE, record.key_id, day, charged))
+    """Add a settled call's charge to its end user's daily spend (calls for an end user that
+    were charged; the usage, cost and key rollup is the one upsert of hot_path.settle)."""
     if charged and record.end_user is not None:
-        spend.append((END_USER_SCOPE, end_user_scope_id(record.account_id, record.end_user),
-                      day, charged))
-    cost = None if record.provider is None else (
-        record.account_id, day, record.provider, record.model or "",
-        1 if record.total_cost is None else 0, record.input_tokens, record.output_tokens,
-        record.total_cost or 0, charged)
-    if cost is not None and spend and db.postgres:
-        params = cost + tuple(v for row in spend for v in row)
-        await cast("PgExecutor", db).run_text(_ROLLUPS_PG[len(spend)], params)
-        return
-    if cost is not None:
-        await db.run(_ADD_COST, cost)
-    for row in spend:
-        await db.run(_ADD_SPEND, row)
+        await db.run(_ADD_SPEND, (END_USER_SCOPE, end_user_scope_id(
+            record.account_id, record.end_user), day_start_ms(at_ms), charged))

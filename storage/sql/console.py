@@ -1,7 +1,7 @@
 """The console's cross-account queries (`storage.ports.ConsoleQueries`) on the SQL store:
 account search (a `LIKE` on the id, wildcards escaped) and usage per UTC day summed from the
-daily rollup `usage_daily` (≤ 31 × operations × accounts rows a month, whatever the number of
-calls)."""
+daily rollup `usage_daily` (≤ 31 × operations × models × keys × accounts rows a month, whatever
+the number of calls)."""
 
 from __future__ import annotations
 

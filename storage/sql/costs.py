@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from storage.clock import MS_PER_DAY, day_start_ms
 from storage.engine.budgets import Limits
 from storage.ports import IN_FLIGHT, CostDay, CostGroup, CostQuery
-from storage.sql.tables import api_keys, cost_daily, usage_records
+from storage.sql.tables import api_keys, usage_daily, usage_records
 
 u = usage_records
 
@@ -45,9 +45,10 @@ def cost_records_tx(conn: Connection, q: CostQuery, limit: int,
 
 
 def cost_summary_tx(conn: Connection, q: CostQuery) -> list[CostGroup]:
-    """Cost by (provider, model). Unfiltered: the daily rollup rows of the UTC days of
-    [from, to) (≤ days × models rows per account, whatever the number of calls); with a key or
-    end-user filter: the matching usage records."""
+    """Cost by (provider, model). Unfiltered: the daily rollup rows with a provider of the UTC
+    days of [from, to) (calls = calls + late: every settlement; ≤ days × operations × models ×
+    keys rows per account, whatever the number of calls); with a key or end-user filter: the
+    matching usage records."""
     if q.filtered:
         model = func.coalesce(u.c.model, "")
         stmt = (select(u.c.provider, model, func.count(),
@@ -59,11 +60,11 @@ def cost_summary_tx(conn: Connection, q: CostQuery) -> list[CostGroup]:
                 .where(*_record_filter(q)).group_by(u.c.provider, model)
                 .order_by(u.c.provider, model))
     else:
-        c = cost_daily.c
-        where = [c.day_ms >= day_start_ms(q.from_ms), c.day_ms < q.to_ms]
+        c = usage_daily.c
+        where = [c.day_ms >= day_start_ms(q.from_ms), c.day_ms < q.to_ms, c.provider != ""]
         if q.account_id is not None:
             where.append(c.account_id == q.account_id)
-        stmt = (select(c.provider, c.model, func.sum(c.calls), func.sum(c.unpriced),
+        stmt = (select(c.provider, c.model, func.sum(c.calls + c.late), func.sum(c.unpriced),
                        func.sum(c.prompt_tokens), func.sum(c.completion_tokens),
                        func.sum(c.cost), func.sum(c.charged))
                 .where(*where).group_by(c.provider, c.model).order_by(c.provider, c.model))
@@ -72,13 +73,14 @@ def cost_summary_tx(conn: Connection, q: CostQuery) -> list[CostGroup]:
 
 def cost_by_day_tx(conn: Connection, account_id: str | None, from_ms: int,
                    to_ms_: int) -> list[CostDay]:
-    """Per-UTC-day totals of the cost rollup for the days of [from, to), oldest first
-    (≤ days × accounts × models rows read, whatever the number of calls)."""
-    c = cost_daily.c
-    where = [c.day_ms >= day_start_ms(from_ms), c.day_ms < to_ms_]
+    """Per-UTC-day totals of the cost rollup (the usage_daily rows with a provider) for the
+    days of [from, to), oldest first (≤ days × accounts × operations × models × keys rows
+    read, whatever the number of calls)."""
+    c = usage_daily.c
+    where = [c.day_ms >= day_start_ms(from_ms), c.day_ms < to_ms_, c.provider != ""]
     if account_id is not None:
         where.append(c.account_id == account_id)
-    stmt = (select(c.day_ms, func.sum(c.calls), func.sum(c.cost), func.sum(c.charged))
+    stmt = (select(c.day_ms, func.sum(c.calls + c.late), func.sum(c.cost), func.sum(c.charged))
             .where(*where).group_by(c.day_ms).order_by(c.day_ms))
     return [CostDay(*(int(v) for v in r)) for r in conn.execute(stmt)]
 

@@ -109,18 +109,39 @@ _COMPLETE_COLUMNS = (
     " WHERE id = ?"
 )
 _COMPLETE_USAGE = Sql(_COMPLETE_COLUMNS)
-# The daily rollup behind usage analytics: one row per (account, UTC day, operation); a call
-# counts once, when it settles or is interrupted (a late settlement adds only its charge).
+# The daily rollup behind usage analytics, cost summaries and key budgets (storage/sql/tables.py
+# usage_daily): ONE upsert per settlement. A call counts once, when it settles or is
+# interrupted; a late settlement adds its charge, costs and tokens, and counts in `late`.
+_ROLLUP_COLUMNS = ("account_id, day_ms, operation, provider, model, key_id, calls, late,"
+                   " charged, unpriced, prompt_tokens, completion_tokens, cost")
 _ROLLUP = (
-    "INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, day_ms, operation)"
+    f"INSERT INTO usage_daily ({_ROLLUP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account_id, day_ms, operation, provider, model, key_id)"
     " DO UPDATE SET calls = usage_daily.calls + excluded.calls,"
-    " charged = usage_daily.charged + excluded.charged"
+    " late = usage_daily.late + excluded.late,"
+    " charged = usage_daily.charged + excluded.charged,"
+    " unpriced = usage_daily.unpriced + excluded.unpriced,"
+    " prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,"
+    " cost = usage_daily.cost + excluded.cost"
 )
 _ROLLUP_USAGE = Sql(_ROLLUP)
 # PostgreSQL: the two settlement writes above in one round trip (a data-modifying CTE).
 _SETTLE_WRITES_PG = Sql(f"WITH u AS ({_USAGE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
 _COMPLETE_WRITES_PG = Sql(f"WITH u AS ({_COMPLETE_COLUMNS}) {_ROLLUP}", sqlite=False).pg
+
+
+def rollup_row(record: CallRecord, charged: int, at_ms: int, counted: bool
+               ) -> tuple[str, int, str, str, str, str, int, int, int, int, int, int, int]:
+    """The usage_daily row a settlement adds (`_ROLLUP`'s parameters): `charged` ledger units;
+    `counted`: the lease sweep already counted the call (calls 0, late 1)."""
+    priced = record.provider is not None
+    return (record.account_id, day_start_ms(at_ms), record.operation, record.provider or "",
+            record.model or "", record.key_id or "", 0 if counted else 1, 1 if counted else 0,
+            charged, 1 if priced and record.total_cost is None else 0, record.input_tokens,
+            record.output_tokens, record.total_cost or 0)
+
+
 _RESOLVE_KEY = Sql(
     "SELECT k.account_id, a.plan_key, k.id, k.limit_day, k.limit_month FROM api_keys k"
     " JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND k.revoked_at_ms IS NULL"
@@ -260,9 +281,8 @@ async def settle(
              record.outcome, at_ms, record.provider, record.key_id, record.end_user,
              record.cache_write_tokens, record.prompt_cost, record.completion_cost,
              record.total_cost, record.cost_reason, record.price_version)
-    counted = opened and state[0] == INTERRUPTED  # the sweep already counted the call
-    rollup = (account_id, day_start_ms(at_ms), record.operation,
-              0 if counted else 1, debited)
+    # the sweep already counted an interrupted call
+    rollup = rollup_row(record, debited, at_ms, opened and state[0] == INTERRUPTED)
     if opened:
         complete = (*usage[2:], record.request_id)
         if db.postgres:
@@ -308,18 +328,19 @@ _INTERRUPT_COLUMNS = (
     f"UPDATE usage_records SET outcome = '{INTERRUPTED}', charged = 0, unbilled = estimated,"
     f" created_at_ms = ? WHERE outcome = '{IN_FLIGHT}'"
 )
-_INTERRUPT = Sql(_INTERRUPT_COLUMNS + " AND id = ? RETURNING account_id, operation")
+_INTERRUPT = Sql(_INTERRUPT_COLUMNS + " AND id = ? RETURNING account_id, operation, model, key_id")
 # PostgreSQL: the whole sweep in one statement. Holds are deleted (locked) before their records,
 # the order settlement takes them in; the rollup is written after the aggregate has read every
 # closed record.
 _SWEEP_PG = Sql(
     f"WITH gone AS ({_SWEEP_HOLDS.lite}),"
     f" closed AS ({_INTERRUPT_COLUMNS} AND id IN (SELECT request_id FROM gone)"
-    "  RETURNING account_id, operation),"
-    " rolled AS (INSERT INTO usage_daily (account_id, day_ms, operation, calls, charged)"
-    "  SELECT account_id, CAST(? AS BIGINT), operation, COUNT(*), 0 FROM closed"
-    "  GROUP BY account_id, operation"
-    "  ON CONFLICT (account_id, day_ms, operation)"
+    "  RETURNING account_id, operation, COALESCE(model, '') AS model,"
+    "  COALESCE(key_id, '') AS key_id),"
+    f" rolled AS (INSERT INTO usage_daily ({_ROLLUP_COLUMNS})"
+    "  SELECT account_id, CAST(? AS BIGINT), operation, '', model, key_id, COUNT(*), 0, 0, 0,"
+    "  0, 0, 0 FROM closed GROUP BY account_id, operation, model, key_id"
+    "  ON CONFLICT (account_id, day_ms, operation, provider, model, key_id)"
     "  DO UPDATE SET calls = usage_daily.calls + excluded.calls RETURNING 1)"
     " SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM closed)",
     sqlite=False,
@@ -330,20 +351,23 @@ async def sweep_holds(db: Executor, before_ms: int, at_ms: int) -> tuple[int, in
     """Delete holds whose lease lapsed before `before_ms` (crashed processes' holds; they no
     longer count anyway) and close the usage records they guarded that are still `in_flight`
     as `interrupted` at `at_ms`: charged 0 (the call never settled), its estimate recorded as
-    unbilled, counted in the daily rollup of `at_ms`. Returns (holds deleted, records closed).
+    unbilled, counted in the daily rollup of `at_ms` (no provider: the call never reported one;
+    its model and key as admitted). Returns (holds deleted, records closed).
     A late settlement of such a call still charges it and completes the record."""
     day = day_start_ms(at_ms)
     if db.postgres:
         gone, closed = await db.one(_SWEEP_PG, (before_ms, at_ms, day))
         return int(gone), int(closed)
     rows = await db.all(_SWEEP_HOLDS, (before_ms,))
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str, str], int] = {}
     for (request_id,) in rows:
         if request_id is None:
             continue
         row = await db.one(_INTERRUPT, (at_ms, request_id))
         if row is not None:
-            counts[(row[0], row[1])] = counts.get((row[0], row[1]), 0) + 1
-    for (account_id, operation), n in counts.items():
-        await db.run(_ROLLUP_USAGE, (account_id, day, operation, n, 0))
+            group = (row[0], row[1], row[2] or "", row[3] or "")
+            counts[group] = counts.get(group, 0) + 1
+    for (account_id, operation, model, key_id), n in counts.items():
+        await db.run(_ROLLUP_USAGE, (account_id, day, operation, "", model, key_id, n, 0, 0, 0,
+                                     0, 0, 0))
     return len(rows), sum(counts.values())

@@ -1,7 +1,8 @@
 """Admission and settlement on PostgreSQL in one round trip each (issue 13 item 1).
 
 `gw_admit` and `gw_settle` are PL/pgSQL functions that migration 0015
-(storage/migrations/versions/0015_pg_functions.py) installs; each call here is one statement run
+(storage/migrations/versions/0015_pg_functions.py) installs (gw_settle's rollup statements
+replaced by migration 0016_one_rollup); each call here is one statement run
 outside an explicit transaction (`Runner.run_single`: autocommit, so BEGIN and COMMIT cost no
 round trip). `gw_admit` makes its transaction's commit asynchronous (migration 0017: it does not
 wait for the WAL flush, the larger part of a statement's latency; the settlement's commit
@@ -25,7 +26,7 @@ from storage.clock import day_start_ms
 from storage.engine.alerts import AlertRules, AlertState, crossing
 from storage.engine.availability import Funds, available, wants_top_up
 from storage.engine.buckets import EventType
-from storage.engine.budgets import END_USER_SCOPE, KEY_SCOPE, end_user_scope_id
+from storage.engine.budgets import END_USER_SCOPE, end_user_scope_id
 from storage.engine.burn_down import ShortfallRule
 from storage.engine.events import BALANCE_UPDATED, balance_data
 from storage.ids import new_sequential_id
@@ -52,8 +53,8 @@ GW_ADMIT_MANY = Sql(
     " ORDER BY x.n", sqlite=False)
 # Several settlements in one statement, the same way (each sees what the earlier ones wrote: the
 # holds they released, the usage records they completed — a repeated request id is a replay).
-# The spend scopes (a text[] per call, 0-2 long) travel as JSON arrays: unnest would flatten a
-# text[][] column.
+# The spend scopes (a text[] per call, 0-1 long: the end user) travel as JSON arrays: unnest
+# would flatten a text[][] column.
 _SETTLE_COLUMNS = (
     ("account_id", "text"), ("hold_id", "text"), ("request_id", "text"), ("charge", "bigint"),
     ("overdraft", "boolean"), ("at_ms", "bigint"), ("day_ms", "bigint"), ("operation", "text"),
@@ -127,11 +128,9 @@ def settle_params(hold_id: str | None, record: CallRecord, charge: int,
         raise ValueError(f"debit amount must be >= 0, got {charge}")
     meta = json.dumps({"operation": record.operation, "model": record.model,
                        "usage_source": record.usage_source}, separators=(",", ":"))
+    # spend_daily scopes: the end user's (a key's spend is its rows of the one rollup)
     scopes: list[str] = []
     scope_ids: list[str] = []
-    if record.key_id is not None:
-        scopes.append(KEY_SCOPE)
-        scope_ids.append(record.key_id)
     if record.end_user is not None:
         scopes.append(END_USER_SCOPE)
         scope_ids.append(end_user_scope_id(record.account_id, record.end_user))
@@ -181,7 +180,8 @@ async def settle(
 ) -> SettledPg:
     """storage.sql.hot_path.settle + storage.sql.budgets.record_settled as one `gw_settle`
     statement (a call without key or end-user limits): debit in burn order, release the hold,
-    complete or write the usage record, usage/cost/spend rollups; idempotent by request id.
+    complete or write the usage record, the one usage/cost/key rollup upsert and the end
+    user's spend; idempotent by request id.
     The live balance.updated event goes on `db.events`. A low-balance crossing is not written
     here: `SettledPg.alert` asks the caller to run `fire_alerts` (a second, locked
     transaction). Raises UnknownAccount."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from storage.ports import UnknownAccount
@@ -54,10 +54,10 @@ def usage_row_tx(conn: Connection, request_id: str) -> dict[str, Any] | None:
 
 
 def rollup_rows_tx(conn: Connection, account_id: str) -> list[tuple[str, int, int]]:
-    """(operation, calls, charged) of the account's daily rollup rows."""
-    rows = conn.execute(select(usage_daily.c.operation, usage_daily.c.calls,
-                               usage_daily.c.charged)
-                        .where(usage_daily.c.account_id == account_id))
+    """(operation, calls, charged) of the account's daily rollup, per UTC day and operation."""
+    d = usage_daily.c
+    rows = conn.execute(select(d.operation, func.sum(d.calls), func.sum(d.charged))
+                        .where(d.account_id == account_id).group_by(d.day_ms, d.operation))
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
 

@@ -734,15 +734,16 @@ def usage_summary_tx(
     conn: Connection, account_id: str, from_ms: int, to_ms_: int
 ) -> list[tuple[str, int, int, int]]:
     """(operation, UTC day start ms, Σ charged, number of calls) of the account's usage in the
-    UTC days of [from_ms, to_ms_), read from the daily rollup written at settlement: at most one
-    row per day and operation, whatever the number of calls (a month is ≤ 31 × operations
-    rows)."""
+    UTC days of [from_ms, to_ms_), read from the daily rollup written at settlement: a row per
+    day, operation, provider, model and key, whatever the number of calls, summed per day and
+    operation."""
     rows = conn.execute(
-        select(usage_daily.c.operation, usage_daily.c.day_ms, usage_daily.c.charged,
-               usage_daily.c.calls)
+        select(usage_daily.c.operation, usage_daily.c.day_ms, func.sum(usage_daily.c.charged),
+               func.sum(usage_daily.c.calls))
         .where(usage_daily.c.account_id == account_id,
                usage_daily.c.day_ms >= day_start_ms(from_ms),
                usage_daily.c.day_ms < to_ms_)
+        .group_by(usage_daily.c.operation, usage_daily.c.day_ms)
     )
     return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 

@@ -222,37 +222,34 @@ account_events = Table(
     Index("ix_account_events_time", "created_at_ms"),
 )
 
+# The one daily rollup (issue 10: one upsert per settlement): a row per (account, UTC day,
+# operation, provider, model, API key), '' for none. `calls` counts a call once, when it
+# settles or the lease sweep closes it as interrupted; `late` counts the settlements of calls
+# the sweep had already counted (their `calls` is 0), so calls + late = settlements (what cost
+# summaries count). Usage analytics read calls and charged (ledger units); cost summaries the
+# rows with a provider: `unpriced` the calls the price source did not know, tokens, `cost`
+# (USD micro-units of the priced calls); key budgets Σ charged of the key's rows.
 usage_daily = Table(
     "usage_daily",
     metadata,
     Column("account_id", String(40), primary_key=True),
     Column("day_ms", BigInteger, primary_key=True),  # UTC midnight, epoch ms
     Column("operation", String(64), primary_key=True),
-    Column("calls", BigInteger, nullable=False),
-    Column("charged", BigInteger, nullable=False),
-)
-
-# Cost summaries' rollup: one row per (account, UTC day, provider, model); `cost` in USD
-# micro-units of the priced calls, `unpriced` the calls the price source did not know,
-# `charged` ledger units. Model '' = none named.
-cost_daily = Table(
-    "cost_daily",
-    metadata,
-    Column("account_id", String(40), primary_key=True),
-    Column("day_ms", BigInteger, primary_key=True),
     Column("provider", String(64), primary_key=True),
     Column("model", String(200), primary_key=True),
+    Column("key_id", String(40), primary_key=True),
     Column("calls", BigInteger, nullable=False),
+    Column("late", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False),
     Column("unpriced", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
-    Column("charged", BigInteger, nullable=False),
-    Index("ix_cost_daily_day", "day_ms"),
+    Index("ix_usage_daily_day", "day_ms"),
 )
 
-# Budgets: ledger units charged per UTC day to a key (`scope` 'key', scope_id the key id) or an
-# end user (`scope` 'user', scope_id '<account id>/<end user>').
+# Budgets: ledger units charged per UTC day to an end user (`scope` 'user', scope_id
+# '<account id>/<end user>'); a key's spend is read from usage_daily.
 spend_daily = Table(
     "spend_daily",
     metadata,

@@ -194,3 +194,37 @@ async def test_cost_by_day_totals_each_utc_day_of_the_rollup(
         CostDay(first_day + DAY_MS, 1, 0, 9)]
     everyone = await ledger.cost_by_day(None, first_day, first_day + 2 * DAY_MS)
     assert sum(d.calls for d in everyone) >= 3
+
+
+async def test_a_late_settlement_counts_once_in_usage_and_costs_and_charges_its_key(
+        ledger: Ledger, new_account: NewAccount, clock: ManualClock,
+        open_ledger: Callable[..., Ledger]) -> None:
+    """The lease sweep counts an interrupted call on its day (no provider known then); the
+    call's settlement a day later adds its charge, tokens and cost to that day: usage and cost
+    summaries count the call once, and its key's spend has the charge."""
+    ledger.clock = clock
+    acct = await funded(ledger, new_account)
+    key_id, _ = await ledger.create_api_key(acct)
+    budget = CallBudget(key_id=key_id)  # no limits: PostgreSQL settles it in gw_settle
+    got = await ledger.admit(acct, 100, "chat", 60, PLAIN, request_id="late1",
+                             model="gpt-4o-mini", budget=budget)
+    assert isinstance(got, Admission)
+    first_day = clock() // DAY_MS * DAY_MS
+    await open_ledger().renew_leases(at_ms=clock() + 61_000)  # the hold lapsed: interrupted
+    clock.advance(DAY_MS)
+    done = await ledger.settle(got.hold_id, record(acct, "late1", key_id=key_id, cost=90), 70,
+                               "clamp", budget)
+    assert done.charged == 70 and not done.replayed
+
+    window = CostQuery(acct, first_day, first_day + 2 * DAY_MS)
+    assert await ledger.cost_summary(window) == [
+        CostGroup("openai", "gpt-4o-mini", 1, 0, 1000, 500, 90, 70)]
+    assert await ledger.cost_by_day(acct, first_day, first_day + 2 * DAY_MS) == [
+        CostDay(first_day + DAY_MS, 1, 90, 70)]
+    assert sorted(await ledger.usage_summary(acct, first_day, first_day + 2 * DAY_MS)) == [
+        ("chat", first_day, 0, 1), ("chat", first_day + DAY_MS, 70, 0)]
+    limited = CallBudget(key_id=key_id, key_limits=Limits(day=100, month=100))
+    refused = await ledger.admit(acct, 50, "chat", 60, PLAIN, request_id="late2",
+                                 budget=limited)
+    assert isinstance(refused, Shortfall)
+    assert (refused.limit_source, refused.available) == ("key", 30)

@@ -37,7 +37,6 @@ from storage.sql.tables import (
     accounts,
     allocations,
     buckets,
-    cost_daily,
     holds,
     ledger_entries,
     spend_daily,
@@ -197,7 +196,7 @@ def test_gw_settle_burns_down_as_the_engine(ledger_url: str) -> None:
 
 # --- against the multi-statement path it replaces ------------------------------------------
 
-_TABLES = (usage_records, ledger_entries, usage_daily, cost_daily, holds)
+_TABLES = (usage_records, ledger_entries, usage_daily, holds)
 
 
 def _written(conn: Connection, account_id: str, prefix: str) -> dict[str, Any]:
