@@ -26,7 +26,7 @@ usage record's created_at_ms, which would make its UPDATE HOT: −2 %) — not w
 change. Its commit stays synchronous: it is the charge.
 
 Revision ID: 0017_pg_fast
-Revises: 0015_pg_functions
+Revises: 0016_one_rollup
 Create Date: 2026-11-29
 """
 import importlib
@@ -34,7 +34,7 @@ import importlib
 from alembic import op
 
 revision = "0017_pg_fast"
-down_revision = "0015_pg_functions"
+down_revision = "0016_one_rollup"
 branch_labels = None
 depends_on = None
 
