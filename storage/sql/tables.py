@@ -246,6 +246,8 @@ usage_daily = Table(
     Column("completion_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
     Index("ix_usage_daily_day", "day_ms"),
+    # a key's spend this day / month (storage/sql/budgets.py), however many keys its account has
+    Index("ix_usage_daily_key", "key_id", "day_ms"),
 )
 
 # Budgets: ledger units charged per UTC day to an end user (`scope` 'user', scope_id

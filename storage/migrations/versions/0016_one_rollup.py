@@ -205,6 +205,7 @@ def _new_rollup() -> None:
         *(sa.Column(name, sa.BigInteger(), nullable=False) for name in _SUMS),
     )
     op.create_index("ix_usage_daily_day", "usage_daily", ["day_ms"])
+    op.create_index("ix_usage_daily_key", "usage_daily", ["key_id", "day_ms"])
 
 
 def _old_rollup() -> None:
@@ -299,6 +300,7 @@ def downgrade() -> None:
         "INSERT INTO spend_daily (scope, scope_id, day_ms, charged)"
         " SELECT 'key', key_id, day_ms, SUM(charged) FROM usage_daily WHERE key_id <> ''"
         " GROUP BY key_id, day_ms HAVING SUM(charged) <> 0")
+    op.drop_index("ix_usage_daily_key", table_name="usage_daily")
     op.drop_index("ix_usage_daily_day", table_name="usage_daily")
     _set_aside("usage_daily_0016")
     _old_rollup()
