@@ -22,20 +22,16 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.environ.get("BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
 
-from policies.compiled import Plan
-from storage import migrate
+from store_calls import PLAN, call_record, scratch_postgres  # bench/, beside this script
+
 from storage.engine.buckets import Source
-from storage.ports import CallRecord
 from storage.sql import hot_path_pg
 from storage.sql.ledger import SqlLedger
 
-PLAN = Plan(key="bench", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0, included=0,
-            rollover_cap=0)
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -65,13 +61,8 @@ async def _calls(url: str, n: int, proxy: bool) -> dict[str, object]:
                                               "m", False, key_id, None)
             row = await conn.fetchrow(hot_path_pg.GW_ADMIT.pg, *params)
             assert row[1], "not admitted"
-            extra = (dict(provider="openai", prompt_cost=20, completion_cost=40, total_cost=60,
-                          price_version="bench") if proxy else {})
-            record = CallRecord(
-                request_id=request_id, account_id=account, operation="chat", model="m",
-                upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10,
-                key_id=key_id, **extra)  # type: ignore[arg-type]
-            settle = hot_path_pg.settle_params(params[3], record, 500, "clamp", at)
+            settle = hot_path_pg.settle_params(
+                params[3], call_record(account, request_id, key_id), 500, "clamp", at)
             assert (await conn.fetchrow(hot_path_pg.GW_SETTLE.pg, *settle))[0]
 
         for i in range(300):  # warm-up: plan caches
@@ -98,21 +89,8 @@ async def main() -> None:
     ap.add_argument("--pg-db-prefix", default="gw_bench_",
                     help="name prefix of the scratch PostgreSQL database")
     args = ap.parse_args()
-    import asyncpg
-
-    name = args.pg_db_prefix + uuid.uuid4().hex[:8]
-    conn = await asyncpg.connect(args.pg_admin_url)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    url = (args.pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-           + "/" + name)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url)
+    async with scratch_postgres(args.pg_admin_url, args.pg_db_prefix) as url:
         row = await _calls(url, args.n, args.proxy)
-    finally:
-        conn = await asyncpg.connect(args.pg_admin_url)
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.close()
     print(json.dumps({"label": args.label, "proxy": args.proxy, **row}), flush=True)
 
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, os.environ.get("BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
@@ -42,15 +44,23 @@ PLAN = Plan(key="bench", daily_bonus=0, monthly_bonus_cap=None, welcome_bonus=0,
             rollover_cap=0)
 
 
+def call_record(account: str, request_id: str, key_id: str | None) -> CallRecord:
+    """The record a settlement gets: with `key_id`, as the proxy builds it (the key, a
+    provider and a priced cost: gateway/proxy/settlement.py); without, a plain call."""
+    extra = (dict(key_id=key_id, provider="openai", prompt_cost=20, completion_cost=40,
+                  total_cost=60, price_version="bench") if key_id is not None else {})
+    return CallRecord(request_id=request_id, account_id=account, operation="chat", model="m",
+                      upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10,
+                      **extra)  # type: ignore[arg-type]
+
+
 async def _cycle(ledger: SqlLedger, account: str, request_id: str,
                  key_id: str | None = None) -> None:
-    if key_id is None:
+    if key_id is None:  # also runs on trees before issue 10 (no CallBudget, no budget arg)
         hold = await ledger.admit(account, 1000, "chat", 600, PLAN, request_id=request_id,
                                   model="m")
         assert isinstance(hold, Admission)
-        await ledger.settle(hold.hold_id, CallRecord(
-            request_id=request_id, account_id=account, operation="chat", model="m",
-            upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10), 500, "clamp")
+        await ledger.settle(hold.hold_id, call_record(account, request_id, None), 500, "clamp")
         return
     from storage.ports import CallBudget
 
@@ -58,11 +68,8 @@ async def _cycle(ledger: SqlLedger, account: str, request_id: str,
     hold = await ledger.admit(account, 1000, "chat", 600, PLAN, request_id=request_id,
                               model="m", budget=budget)
     assert isinstance(hold, Admission)
-    await ledger.settle(hold.hold_id, CallRecord(
-        request_id=request_id, account_id=account, operation="chat", model="m",
-        upstream_status=200, duration_ms=1, input_tokens=10, output_tokens=10, key_id=key_id,
-        provider="openai", prompt_cost=20, completion_cost=40, total_cost=60,
-        price_version="bench"), 500, "clamp", budget)
+    await ledger.settle(hold.hold_id, call_record(account, request_id, key_id), 500, "clamp",
+                        budget)
 
 
 async def _measure(url: str, n: int, concurrency: int,
@@ -109,8 +116,10 @@ def _batched(ledger: SqlLedger) -> dict[str, int]:
     return out
 
 
-async def _with_postgres(admin: str, n: int, concurrency: int, prefix: str = "gw_bench_",
-                         proxy: bool = False) -> list[dict[str, object]]:
+@contextlib.asynccontextmanager
+async def scratch_postgres(admin: str, prefix: str) -> AsyncIterator[str]:
+    """The `postgresql+asyncpg://` URL of a fresh, migrated database made on the server of
+    `admin` (named `prefix` + 8 hex digits), dropped on exit."""
     import asyncpg
 
     name = prefix + uuid.uuid4().hex[:8]
@@ -120,11 +129,17 @@ async def _with_postgres(admin: str, n: int, concurrency: int, prefix: str = "gw
     url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
     try:
         await asyncio.to_thread(migrate.upgrade, url)
-        return await _measure(url, n, concurrency, proxy)
+        yield url
     finally:
         conn = await asyncpg.connect(admin)
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await conn.close()
+
+
+async def _with_postgres(admin: str, n: int, concurrency: int, prefix: str = "gw_bench_",
+                         proxy: bool = False) -> list[dict[str, object]]:
+    async with scratch_postgres(admin, prefix) as url:
+        return await _measure(url, n, concurrency, proxy)
 
 
 async def main() -> None:

@@ -48,6 +48,18 @@ def roll_up(store: MemoryStore, key: tuple[str, int, str, str, str, str], **sums
         row[name] += value
 
 
+def usage_by_day(store: MemoryStore, account_id: str, from_ms: int, to_ms_: int
+                 ) -> dict[tuple[int, str], tuple[int, int]]:
+    """(calls, Σ charged) per (UTC day ms, operation) of the account's rollup rows with
+    from_ms <= day < to_ms_, summed over provider, model and key (the SQL readers' GROUP BY)."""
+    groups: dict[tuple[int, str], tuple[int, int]] = {}
+    for r in store.usage_daily.values():
+        if r["account_id"] == account_id and from_ms <= r["day_ms"] < to_ms_:
+            calls, charged = groups.get((r["day_ms"], r["operation"]), (0, 0))
+            groups[(r["day_ms"], r["operation"])] = (calls + r["calls"], charged + r["charged"])
+    return groups
+
+
 def _spend(store: MemoryStore, scope: str, scope_id: str, account_id: str, column: str,
            value: str, at_ms: int) -> Spend:
     day, month = day_start_ms(at_ms), month_start_ms(at_ms)

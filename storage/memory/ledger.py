@@ -420,13 +420,8 @@ class MemoryLedger:
         if key_id is not None or end_user is not None:
             return costs.usage_summary_filtered(self.store, account_id, from_ms, to_ms_,
                                                 key_id, end_user)
-        groups: dict[tuple[str, int], list[int]] = {}
-        for r in self.store.usage_daily.values():
-            if r["account_id"] == account_id and day_start_ms(from_ms) <= r["day_ms"] < to_ms_:
-                g = groups.setdefault((r["operation"], r["day_ms"]), [0, 0])
-                g[0] += r["charged"]
-                g[1] += r["calls"]
-        return [(op, day, charged, calls) for (op, day), (charged, calls) in groups.items()]
+        rows = costs.usage_by_day(self.store, account_id, day_start_ms(from_ms), to_ms_)
+        return [(op, day, charged, calls) for (day, op), (calls, charged) in rows.items()]
 
     async def cost_records(self, query: CostQuery, limit: int,
                            after: tuple[int, str] | None) -> list[dict[str, Any]]:
@@ -511,13 +506,8 @@ class MemoryLedger:
         return None if row is None else dict(row)
 
     async def rollup_rows(self, account_id: str) -> list[tuple[str, int, int]]:
-        groups: dict[tuple[int, str], list[int]] = {}
-        for r in self.store.usage_daily.values():
-            if r["account_id"] == account_id:
-                g = groups.setdefault((r["day_ms"], r["operation"]), [0, 0])
-                g[0] += r["calls"]
-                g[1] += r["charged"]
-        return [(op, calls, charged) for (_day, op), (calls, charged) in groups.items()]
+        rows = costs.usage_by_day(self.store, account_id, 0, 2**63)
+        return [(op, calls, charged) for (_day, op), (calls, charged) in rows.items()]
 
     async def account_row(self, account_id: str) -> dict[str, Any]:
         return dict(self.store.account(account_id))

@@ -18,9 +18,7 @@ Revision ID: 0016_one_rollup
 Revises: 0015_pg_functions
 Create Date: 2026-11-29
 """
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+import importlib
 
 import sqlalchemy as sa
 from alembic import op
@@ -265,15 +263,6 @@ def upgrade() -> None:
         op.execute(GW_SETTLE)
 
 
-def _previous() -> ModuleType:
-    path = Path(__file__).with_name("0015_pg_functions.py")
-    spec = importlib.util.spec_from_file_location("_gw_0015_pg_functions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def downgrade() -> None:
     op.create_table(
         "cost_daily",
@@ -310,4 +299,7 @@ def downgrade() -> None:
         " FROM usage_daily_0016 GROUP BY account_id, day_ms, operation")
     op.drop_table("usage_daily_0016")
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_previous().GW_SETTLE)
+        # gw_settle as 0015 wrote it (a module name that starts with a digit cannot be
+        # imported with an import statement)
+        previous = importlib.import_module("storage.migrations.versions.0015_pg_functions")
+        op.execute(previous.GW_SETTLE)
