@@ -33,6 +33,7 @@ from storage.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, iso_utc, now
 from storage.drivers import MissingDriver, require_for_database, require_for_redis
 from storage.engine.buckets import Source
 from storage.ports import StoreUnavailable, UnknownAccount
+from storage.sql.engine import is_sqlite
 from storage.sql.ledger import SqlLedger
 
 MAX_GRANT_MINUTES = 10_000_000
@@ -256,6 +257,11 @@ def _run(args: argparse.Namespace, settings: Settings, policy: Policy,
     print(f"gateway: serving {len(policy.routes)} routes on "
           f"http://{_origin(settings.host, settings.port)} ({_loaded(settings)})",
           file=sys.stderr)
+    if args.workers > 1 and is_sqlite(settings.database_url):
+        print(f"gateway: warning: {args.workers} workers share one SQLite file, which has one "
+              "writer at a time: the workers take its write lock in turn, and handing it over "
+              "costs CPU per call; to use more cores, use PostgreSQL (README, production: Cores)",
+              file=sys.stderr)
     if args.workers == 1:
         from gateway.app import create_app
 

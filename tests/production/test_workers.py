@@ -107,6 +107,9 @@ def test_both_workers_serve_and_the_ledger_stays_consistent(
     assert totals["holds"] == 0, totals
     assert funds - totals["remaining"] == sum(u["charged"] for u in usage)
     assert gw.alive()
+    # SQLite's one writer per file: the start-up log says what a second worker costs there
+    assert ("warning: 2 workers share one SQLite file" in gw.log()) == store_url.startswith(
+        "sqlite"), gw.log()[-2000:]
 
 
 def _client_on_another_worker(url: str, not_tag: str, attempts: int = 80) -> httpx.Client:
