@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--concurrency", type=int, default=1, help="calls in flight (threads)")
     a = ap.parse_args()
+    if not 1 <= a.concurrency <= 256:
+        ap.error("--concurrency must be within 1..256")
     with open(a.keys_file) as fh:
         keys = [k.strip() for k in fh if k.strip()]
     with open(a.body_file, "rb") as fb:
