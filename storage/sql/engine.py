@@ -287,21 +287,26 @@ class Runner:
         assert self._async is not None
         while self._spares:
             pooled = self._spares.pop()
-            if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
+            if await self._open(pooled):
                 return pooled
-            await greenlet_spawn(pooled.invalidate)
-            await self._to_pool(pooled)
         self._waiting += 1
         try:
             for _ in range(self.pool_size + PG_POOL_OVERFLOW):
                 pooled = await self._async.raw_connection()
-                if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
+                if await self._open(pooled):
                     return pooled
-                await greenlet_spawn(pooled.invalidate)
-                await self._to_pool(pooled)
             return await self._async.raw_connection()
         finally:
             self._waiting -= 1
+
+    async def _open(self, pooled: PoolProxiedConnection) -> bool:
+        """True when `pooled`'s asyncpg connection is open; else it is invalidated and handed
+        back to the pool (which opens a new one on its next checkout), and False."""
+        if not pooled.driver_connection.is_closed():  # type: ignore[union-attr]
+            return True
+        await greenlet_spawn(pooled.invalidate)
+        await self._to_pool(pooled)
+        return False
 
     async def _checkin(self, pooled: PoolProxiedConnection) -> None:
         """Keep `pooled` as a spare for the next `_checkout` — when it is sound (valid, open,

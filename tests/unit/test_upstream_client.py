@@ -69,10 +69,13 @@ class Server:
             self.closed.set()
 
 
-def answer(response: bytes) -> Handler:
+def answer(response: bytes, *, close: bool = False) -> Handler:
+    """A handler that writes `response` (and then closes the connection when `close`)."""
     async def handler(_request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(response)
         await writer.drain()
+        if close:
+            writer.close()
     return handler
 
 
@@ -162,11 +165,8 @@ async def test_a_streamed_body_is_handed_over_before_it_ends() -> None:
 
 
 async def test_a_body_ended_by_the_connection_is_whole_and_the_connection_not_reused() -> None:
-    async def until_close(_request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
-        await writer.drain()
-        writer.close()
-
+    until_close = answer(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it",
+                         close=True)
     async with Server(until_close) as server, client() as c:
         for _ in range(2):
             resp = await c.send("GET", server.url + "/", [], b"", SPEC)
@@ -201,11 +201,7 @@ async def test_an_abandoned_response_drops_its_connection() -> None:
 
 
 async def test_a_cut_body_is_an_upstream_failure() -> None:
-    async def cut(_request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-        await writer.drain()
-        writer.close()
-
+    cut = answer(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", close=True)
     async with Server(cut) as server, client() as c:
         resp = await c.send("POST", server.url + "/", [], b"{}", SPEC)
         with pytest.raises(UpstreamFailure) as err:
